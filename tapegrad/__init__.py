@@ -1,0 +1,31 @@
+"""tapegrad: PyTorch-style reverse-mode autograd on the CPU, recorded on a flat tape and
+replayed by a Numba interpreter."""
+from . import autograd
+from .creation import (arange, as_tensor, empty, eye, from_numpy, full, full_like,
+                       linspace, manual_seed, ones, ones_like, rand, rand_like, randint,
+                       randn, randn_like, tensor, zeros, zeros_like)
+from .dtypes import (bool, double, dtype, float, float32, float64, get_default_dtype,
+                     int64, long, set_default_dtype)
+from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .ops import (abs, add, clone, div, exp, expand, flatten, log, matmul, mean, mm, mul,
+                  neg, outer, permute, pow, relu, reshape, rsub, sigmoid, sign, sqrt,
+                  squeeze, sub, sum, t, tanh, transpose, unsqueeze, view, where)
+from .ops import broadcast_to
+from .tensor import Size, Tensor
+
+__version__ = "0.1.0"
+
+
+def FloatTensor(data):
+    """Legacy constructor: a float32 tensor."""
+    return tensor(data, dtype=float32)
+
+
+def DoubleTensor(data):
+    """Legacy constructor: a float64 tensor."""
+    return tensor(data, dtype=float64)
+
+
+def LongTensor(data):
+    """Legacy constructor: an int64 tensor."""
+    return tensor(data, dtype=int64)

@@ -1,0 +1,18 @@
+"""tapegrad.autograd: backward(), grad(), and the legacy Variable."""
+from .engine import backward, grad
+from .graph import AccumulateGrad, Node, RemovableHandle
+
+
+def Variable(data, requires_grad=False):
+    """Legacy constructor: returns a tensor, as PyTorch does today."""
+    from ..tensor import Tensor
+    if isinstance(data, Tensor):
+        t = data.detach()
+        if requires_grad:
+            t.requires_grad = True
+        return t
+    from ..creation import tensor
+    return tensor(data, requires_grad=requires_grad)
+
+
+__all__ = ["backward", "grad", "Variable", "Node", "AccumulateGrad", "RemovableHandle"]

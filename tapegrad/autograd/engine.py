@@ -1,0 +1,348 @@
+"""backward() and grad(): drive the reverse replay of the tapes a result depends on.
+
+The fast path hands a whole tape to the Numba interpreter, which pauses only at rows
+with hooks. With ``create_graph=True`` the reverse pass runs in Python through each
+op's tensor-level VJP instead, so that it is itself recorded and can be
+differentiated again.
+"""
+import numpy as np
+
+from .. import _kernels as K
+from .. import tape as _tape
+from ..ops import ENTRIES, Ctx
+from ..tape import STATE
+from ..tensor import Tensor, _wrap
+
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+
+FREED_MSG = (
+    "Trying to backward through the graph a second time (or directly access saved tensors "
+    "after they have already been freed). Saved intermediate values of the graph are freed "
+    "when you call .backward() or autograd.grad(). Specify retain_graph=True if you need to "
+    "backward through the graph a second time or if you need to access saved tensors after "
+    "calling backward.")
+
+
+def _seq(x):
+    if x is None:
+        return None
+    if isinstance(x, Tensor):
+        return [x]
+    return list(x)
+
+
+def _roots(tensors, grads, create_graph):
+    """Validates (output, gradient) pairs; the gradient as an array, or a tensor."""
+    if grads is None:
+        grads = [None] * len(tensors)
+    if len(grads) != len(tensors):
+        raise RuntimeError(f"grad can be implicitly created only for scalar outputs: got "
+                           f"{len(tensors)} tensors and {len(grads)} gradients")
+    roots = []
+    for i, (t, g) in enumerate(zip(tensors, grads)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"backward: expected a Tensor as output {i}, got "
+                            f"{type(t).__name__}")
+        if not t._req:
+            raise RuntimeError(f"element {i} of tensors does not require grad and does not "
+                               "have a grad_fn")
+        if g is None:
+            if t._data.size != 1:
+                raise RuntimeError("grad can be implicitly created only for scalar outputs")
+            g = _wrap(np.ones(t._data.shape, t._data.dtype))
+        else:
+            if not isinstance(g, Tensor):
+                g = _wrap(np.asarray(g, dtype=t._data.dtype))
+            if g._data.shape != t._data.shape:
+                raise RuntimeError(
+                    f"Mismatch in shape: grad_output[{i}] has a shape of "
+                    f"{g.shape!r} and output[{i}] has a shape of {t.shape!r}.")
+            if g._data.dtype != t._data.dtype:
+                g = g.to(t._data.dtype) if create_graph else _wrap(
+                    g._data.astype(t._data.dtype))
+        roots.append((t, g))
+    return roots
+
+
+def _apply_hooks(hooks, g):
+    """Runs tensor hooks in registration order; a returned tensor replaces g."""
+    for hook in list(hooks.values()):
+        res = hook(g)
+        if res is not None:
+            if not isinstance(res, Tensor):
+                raise TypeError(f"hook returned {type(res).__name__}, expected a Tensor "
+                                "or None")
+            if res._data.shape != g._data.shape:
+                raise RuntimeError(f"hook '{getattr(hook, '__name__', hook)}' has changed "
+                                   f"the size of value: {list(g.shape)} to "
+                                   f"{list(res.shape)}")
+            g = res
+    return g
+
+
+class _Accumulate:
+    """backward(): gradients go into ``.grad`` (of ``inputs`` only, when given)."""
+
+    def __init__(self, inputs, create_graph):
+        self.only = None if inputs is None else {id(t): t for t in inputs}
+        self.create_graph = create_graph
+
+    def leaf(self, t, g):
+        if self.only is not None and id(t) not in self.only:
+            return
+        if t._hooks:
+            g = _apply_hooks(t._hooks, g)
+        _accumulate(t, g, self.create_graph)
+
+    def capture_rows(self, tape):
+        rows = []
+        for r, ref in tape.retain.items():
+            t = ref()
+            if t is not None and (self.only is None or id(t) in self.only):
+                rows.append((r, t))
+        if self.only is not None:
+            rows += [(t._row, t) for t in self.only.values()
+                     if not t._leaf and t._tape is tape and not t._retains]
+        return rows
+
+    def nonleaf(self, t, g):
+        _accumulate(t, g, self.create_graph)
+
+
+def _accumulate(t, g, create_graph):
+    if t._grad is None:
+        t._grad = g if create_graph or not g._req else g.detach()
+        if not create_graph and g._base is None and t._grad._data is not g._data:
+            t._grad = _wrap(g._data)
+    elif create_graph or t._grad._req:
+        t._grad = t._grad + g
+    else:
+        t._grad._data += g._data
+
+
+class _Capture:
+    """autograd.grad(): gradients of ``inputs`` are returned, nothing is accumulated."""
+
+    def __init__(self, inputs):
+        self.inputs = inputs
+        self.result = {id(t): None for t in inputs}
+
+    def _add(self, t, g):
+        cur = self.result[id(t)]
+        self.result[id(t)] = g if cur is None else cur + g
+
+    def leaf(self, t, g):
+        if id(t) in self.result:
+            if t._hooks:
+                g = _apply_hooks(t._hooks, g)
+            self._add(t, g)
+
+    def capture_rows(self, tape):
+        return [(t._row, t) for t in self.inputs if not t._leaf and t._tape is tape]
+
+    def nonleaf(self, t, g):
+        self._add(t, g)
+
+
+def run(roots, retain_graph, create_graph, sink):
+    """Reverse pass from ``roots`` over every tape they depend on, newest tape first."""
+    pending = {}
+    for t, g in roots:
+        if t._leaf:
+            sink.leaf(t, g)
+            continue
+        seeds = pending.setdefault(t._tape, {})
+        prev = seeds.get(t._row)
+        seeds[t._row] = g if prev is None else prev + g
+    while pending:
+        tape = max(pending, key=lambda tp: tp.id)
+        seeds = pending.pop(tape)
+        if create_graph:
+            _replay_python(tape, seeds, retain_graph, sink, pending)
+        else:
+            _replay(tape, seeds, retain_graph, sink, pending)
+
+
+def _region(tape, r, a32, a64):
+    T = tape.T
+    off = T[r, K.AOFF]
+    arena = a64 if T[r, K.FL] & K.F64 else a32
+    return arena[off:off + T[r, K.N]]
+
+
+def _shape(tape, r):
+    T = tape.T
+    return tuple(int(s) for s in T[r, K.S0:K.S0 + T[r, K.ND]])
+
+
+def _error(tape, status, r):
+    if status == K.ERR_FREED:
+        return RuntimeError(FREED_MSG)
+    data, producer, now, then = tape.modified_detail(r)
+    kind = "DoubleTensor" if data.dtype == _F64 else "FloatTensor"
+    what = f"[tapegrad.{kind} {list(data.shape)}]"
+    if producer >= 0:
+        what += f", which is output 0 of {ENTRIES[tape.T[producer, K.NM]].name},"
+    return RuntimeError(
+        "one of the variables needed for gradient computation has been modified by an "
+        f"inplace operation: {what} is at version {now}; expected version {then} instead. "
+        "Hint: enable anomaly detection to find the operation that failed to compute its "
+        "gradient, with tapegrad.autograd.set_detect_anomaly(True).")
+
+
+def _replay(tape, seeds, retain, sink, pending):
+    """Numba path: one interpreter call per tape, paused only at hooked rows."""
+    n = tape.n
+    seen = np.zeros(n, np.uint8)
+    a32 = _tape.take_arena(_F32, tape.adj.get(_F32, 0))
+    a64 = _tape.take_arena(_F64, tape.adj.get(_F64, 0))
+    try:
+        for r, g in seeds.items():
+            region = _region(tape, r, a32, a64)
+            region[:] = g._data.reshape(-1)
+            seen[r] = 1
+        tape.mark_modified()
+        start, resume = max(seeds), False
+        while True:
+            status, r = K.reverse(tape.T, tape.F, a32, a64, seen, start, resume, not retain)
+            if status == K.DONE:
+                break
+            if status != K.PAUSED:
+                raise _error(tape, status, r)
+            hooks = tape.hooks.get(r)
+            if hooks:
+                region = _region(tape, r, a32, a64)
+                g = _apply_hooks(hooks, _wrap(region.reshape(_shape(tape, r)).copy()))
+                region[:] = g._data.reshape(-1)
+            start, resume = r, True
+        for r, t in sink.capture_rows(tape):
+            if r < n and seen[r]:
+                sink.nonleaf(t, _wrap(_region(tape, r, a32, a64).reshape(t.shape).copy()))
+        for r, leaf in list(tape.leaves.items()):
+            if r < n and seen[r]:
+                sink.leaf(leaf, _wrap(_region(tape, r, a32, a64).reshape(leaf.shape).copy()))
+        for r, t in tape.ext.items():
+            if r < n and seen[r]:
+                g = _wrap(_region(tape, r, a32, a64).reshape(t.shape).copy())
+                seeds2 = pending.setdefault(t._tape, {})
+                prev = seeds2.get(t._row)
+                seeds2[t._row] = g if prev is None else _wrap(prev._data + g._data)
+    finally:
+        _tape.give_arena(a32)
+        _tape.give_arena(a64)
+    if not retain:
+        _free(tape, np.flatnonzero(seen))
+
+
+def _free(tape, rows):
+    saved = tape.saved
+    for r in rows:
+        saved[r] = None
+    _tape.close(tape)
+
+
+def _replay_python(tape, seeds, retain, sink, pending):
+    """create_graph path: each row's tensor-level VJP, recorded like any other op."""
+    adjs = dict(seeds)
+    capture = dict(sink.capture_rows(tape))
+    tape.mark_modified()
+    visited = []
+    prev_mode = STATE.grad_enabled
+    STATE.grad_enabled = True
+    try:
+        for r in range(max(adjs), -1, -1):
+            g = adjs.pop(r, None)
+            if g is None:
+                continue
+            T = tape.T
+            fl = int(T[r, K.FL])
+            hooks = tape.hooks.get(r)
+            if hooks:
+                g = _apply_hooks(hooks, g)
+            t = capture.get(r)
+            if t is not None:
+                sink.nonleaf(t, g)
+            k = T[r, K.OP]
+            if k == K.K_LEAF:
+                leaf = tape.leaves.get(r)
+                if leaf is not None:
+                    sink.leaf(leaf, g)
+                continue
+            if k == K.K_EXT:
+                src = tape.ext[r]
+                seeds2 = pending.setdefault(src._tape, {})
+                prev = seeds2.get(src._row)
+                seeds2[src._row] = g if prev is None else prev + g
+                continue
+            if fl & K.FREED:
+                raise RuntimeError(FREED_MSG)
+            if fl & K.DIRTY:
+                raise _error(tape, K.ERR_DIRTY, r)
+            grads = ENTRIES[T[r, K.NM]].vjp(Ctx(tape, r), g)
+            for col, gi in zip((K.A, K.B), grads):
+                src = int(T[r, col])
+                if src < 0 or gi is None or not T[src, K.FL] & K.REQ:
+                    continue
+                prev = adjs.get(src)
+                adjs[src] = gi if prev is None else prev + gi
+            visited.append(r)
+    finally:
+        STATE.grad_enabled = prev_mode
+    if not retain:
+        T = tape.T
+        for r in visited:
+            if T[r, K.FL] & K.SAVES:
+                T[r, K.FL] |= K.FREED
+        _free(tape, visited)
+
+
+def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
+    """Accumulates d(tensors)/d(leaf) into each leaf's ``.grad``."""
+    tensors = _seq(tensors)
+    roots = _roots(tensors, _seq(grad_tensors), create_graph)
+    if retain_graph is None:
+        retain_graph = create_graph
+    inputs = _seq(inputs)
+    if inputs is not None:
+        if not inputs:
+            raise RuntimeError("backward: 'inputs' argument to backward() cannot be empty.")
+        for t in inputs:
+            if not isinstance(t, Tensor) or not t._req:
+                raise RuntimeError("backward: one of the differentiated Tensors does not "
+                                   "require grad")
+    run(roots, retain_graph, create_graph, _Accumulate(inputs, create_graph))
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,
+         allow_unused=None, materialize_grads=False):
+    """Returns d(outputs)/d(inputs) without touching any ``.grad``."""
+    outputs = _seq(outputs)
+    single = isinstance(inputs, Tensor)
+    inputs = _seq(inputs)
+    for t in inputs:
+        if not isinstance(t, Tensor):
+            raise TypeError(f"grad: inputs must be Tensors, got {type(t).__name__}")
+        if not t._req:
+            raise RuntimeError("One of the differentiated Tensors does not require grad")
+    roots = _roots(outputs, _seq(grad_outputs), create_graph)
+    if retain_graph is None:
+        retain_graph = create_graph
+    if allow_unused is None:
+        allow_unused = materialize_grads
+    sink = _Capture(inputs)
+    run(roots, retain_graph, create_graph, sink)
+    out = []
+    for t in inputs:
+        g = sink.result[id(t)]
+        if g is None:
+            if not allow_unused:
+                raise RuntimeError("One of the differentiated Tensors appears to not have "
+                                   "been used in the graph. Set allow_unused=True if this "
+                                   "is the desired behavior.")
+            if materialize_grads:
+                g = _wrap(np.zeros_like(t._data))
+        elif not create_graph and g._req:
+            g = g.detach()
+        out.append(g)
+    return tuple(out) if not single or len(out) != 1 else (out[0],)

@@ -1,0 +1,94 @@
+"""grad_fn views onto the tape, and hook handles."""
+import itertools
+
+from .. import _kernels as K
+
+_handle_ids = itertools.count()
+
+
+class Node:
+    """The backward node of one tape row (``tensor.grad_fn``): a view, not a copy."""
+    __slots__ = ("_tape", "_row")
+
+    def __init__(self, tape, row):
+        self._tape = tape
+        self._row = row
+
+    def name(self):
+        from ..ops import ENTRIES
+        return ENTRIES[self._tape.T[self._row, K.NM]].name
+
+    @property
+    def next_functions(self):
+        tape, T = self._tape, self._tape.T
+        out = []
+        for col in (K.A, K.B):
+            src = int(T[self._row, col])
+            if src < 0:
+                continue
+            if not T[src, K.FL] & K.REQ:
+                out.append((None, 0))
+            elif T[src, K.OP] == K.K_LEAF:
+                out.append((AccumulateGrad(tape.leaves[src]), 0))
+            elif T[src, K.OP] == K.K_EXT:
+                t = tape.ext[src]
+                out.append((Node(t._tape, t._row), 0))
+            else:
+                out.append((Node(tape, src), 0))
+        return tuple(out)
+
+    def __eq__(self, other):
+        return isinstance(other, Node) and other._tape is self._tape \
+            and other._row == self._row
+
+    def __hash__(self):
+        return hash((id(self._tape), self._row))
+
+    def __repr__(self):
+        return f"<{self.name()} object at {id(self._tape):#x}:{self._row}>"
+
+
+class AccumulateGrad:
+    """Where a leaf's gradient is accumulated; ``variable`` is the leaf."""
+    __slots__ = ("variable",)
+
+    def __init__(self, variable):
+        self.variable = variable
+
+    def name(self):
+        return "torch::autograd::AccumulateGrad"
+
+    @property
+    def next_functions(self):
+        return ()
+
+    def __eq__(self, other):
+        return isinstance(other, AccumulateGrad) and other.variable is self.variable
+
+    def __hash__(self):
+        return id(self.variable)
+
+    def __repr__(self):
+        return f"<AccumulateGrad object at {id(self.variable):#x}>"
+
+
+class RemovableHandle:
+    """Returned by ``register_hook``; ``remove()`` unregisters the hook."""
+    __slots__ = ("id", "_hooks", "_tape", "_row")
+
+    def __init__(self, hooks, tape=None, row=-1):
+        self.id = next(_handle_ids)
+        self._hooks = hooks
+        self._tape = tape
+        self._row = row
+
+    def remove(self):
+        self._hooks.pop(self.id, None)
+        if self._tape is not None and not self._hooks:
+            self._tape.T[self._row, K.FL] &= ~K.PAUSE
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()

@@ -1,0 +1,153 @@
+"""Tensor creation functions and the random stream."""
+import numpy as np
+
+from .dtypes import as_np_dtype, get_default_dtype
+from .tensor import Tensor, _normalize, _to_array, _wrap
+
+_RNG = [np.random.default_rng()]
+
+
+def manual_seed(seed):
+    """Seeds tapegrad's random stream (NumPy's PCG64)."""
+    _RNG[0] = np.random.default_rng(int(seed))
+    return _RNG[0]
+
+
+def _float_dtype(dtype):
+    return as_np_dtype(get_default_dtype() if dtype is None else dtype)
+
+
+def _sizes(size, opname):
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = tuple(size[0])
+    out = []
+    for s in size:
+        if isinstance(s, Tensor):
+            s = int(s)
+        if not isinstance(s, (int, np.integer)) or isinstance(s, bool):
+            raise TypeError(f"{opname}(): argument 'size' must be tuple of ints, but found "
+                            f"element of type {type(s).__name__}")
+        if s < 0:
+            raise RuntimeError(f"{opname}: Trying to create tensor with negative dimension "
+                               f"{s}: {list(size)}")
+        out.append(int(s))
+    return tuple(out)
+
+
+def _finish(arr, requires_grad):
+    t = _wrap(arr)
+    if requires_grad:
+        t.requires_grad = True
+    return t
+
+
+def tensor(data, dtype=None, requires_grad=False):
+    """A new tensor holding a copy of ``data``."""
+    return _finish(_to_array(data, dtype), requires_grad)
+
+
+def as_tensor(data, dtype=None):
+    """Shares memory with a NumPy array or tensor when the dtype allows."""
+    if isinstance(data, Tensor) and (dtype is None or as_np_dtype(dtype) == data._data.dtype):
+        return data
+    if isinstance(data, np.ndarray):
+        arr = _normalize(data, None if dtype is None else as_np_dtype(dtype))
+        return _wrap(arr)
+    return tensor(data, dtype)
+
+
+def from_numpy(arr):
+    """A tensor sharing ``arr``'s memory."""
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"expected np.ndarray (got {type(arr).__name__})")
+    if arr.dtype not in (np.float32, np.float64, np.int64, np.bool_):
+        raise TypeError(f"from_numpy: can't convert np.ndarray of type {arr.dtype}. The "
+                        "only supported types are: float64, float32, int64, and bool.")
+    return _wrap(arr)
+
+
+def zeros(*size, dtype=None, requires_grad=False):
+    return _finish(np.zeros(_sizes(size, "zeros"), _float_dtype(dtype)), requires_grad)
+
+
+def ones(*size, dtype=None, requires_grad=False):
+    return _finish(np.ones(_sizes(size, "ones"), _float_dtype(dtype)), requires_grad)
+
+
+def empty(*size, dtype=None, requires_grad=False):
+    return _finish(np.empty(_sizes(size, "empty"), _float_dtype(dtype)), requires_grad)
+
+
+def full(size, fill_value, dtype=None, requires_grad=False):
+    if dtype is None:
+        if isinstance(fill_value, bool):
+            dtype = np.bool_
+        elif isinstance(fill_value, (int, np.integer)):
+            dtype = np.int64
+    return _finish(np.full(_sizes((size,), "full"), fill_value, _float_dtype(dtype)),
+                   requires_grad)
+
+
+def zeros_like(t, dtype=None, requires_grad=False):
+    return _finish(np.zeros(t.shape, t._data.dtype if dtype is None else as_np_dtype(dtype)),
+                   requires_grad)
+
+
+def ones_like(t, dtype=None, requires_grad=False):
+    return _finish(np.ones(t.shape, t._data.dtype if dtype is None else as_np_dtype(dtype)),
+                   requires_grad)
+
+
+def full_like(t, fill_value, dtype=None, requires_grad=False):
+    return _finish(np.full(t.shape, fill_value,
+                           t._data.dtype if dtype is None else as_np_dtype(dtype)),
+                   requires_grad)
+
+
+def arange(start, end=None, step=1, dtype=None, requires_grad=False):
+    if end is None:
+        start, end = 0, start
+    if step == 0:
+        raise RuntimeError("arange: step must be nonzero")
+    if dtype is None:
+        ints = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
+        dtype = np.int64 if ints else get_default_dtype()
+    return _finish(np.arange(start, end, step, dtype=as_np_dtype(dtype)), requires_grad)
+
+
+def linspace(start, end, steps, dtype=None, requires_grad=False):
+    if steps < 0:
+        raise RuntimeError("linspace: number of steps must be non-negative")
+    return _finish(np.linspace(start, end, steps, dtype=_float_dtype(dtype)), requires_grad)
+
+
+def eye(n, m=None, dtype=None, requires_grad=False):
+    return _finish(np.eye(n, m, dtype=_float_dtype(dtype)), requires_grad)
+
+
+def rand(*size, dtype=None, requires_grad=False):
+    shape = _sizes(size, "rand")
+    return _finish(_RNG[0].random(shape).astype(_float_dtype(dtype)), requires_grad)
+
+
+def randn(*size, dtype=None, requires_grad=False):
+    shape = _sizes(size, "randn")
+    return _finish(_RNG[0].standard_normal(shape).astype(_float_dtype(dtype)), requires_grad)
+
+
+def randint(low, high=None, size=None, dtype=None, requires_grad=False):
+    if high is None:
+        low, high = 0, low
+    if size is None:
+        raise TypeError("randint(): missing required argument 'size'")
+    arr = _RNG[0].integers(low, high, _sizes((size,), "randint"))
+    return _finish(arr.astype(np.int64 if dtype is None else as_np_dtype(dtype)),
+                   requires_grad)
+
+
+def rand_like(t, dtype=None, requires_grad=False):
+    return rand(*t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
+
+
+def randn_like(t, dtype=None, requires_grad=False):
+    return randn(*t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)

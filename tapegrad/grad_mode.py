@@ -1,0 +1,57 @@
+"""Grad mode: whether ops are recorded. Thread-local, nestable, usable as decorators."""
+import functools
+
+from .tape import STATE
+
+
+class _Mode:
+    """Sets grad mode inside a ``with`` block or a decorated function."""
+    _flag = None
+
+    def __enter__(self):
+        self._prev = STATE.grad_enabled
+        STATE.grad_enabled = self._flag
+        return self
+
+    def __exit__(self, *exc):
+        STATE.grad_enabled = self._prev
+        return False
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            with self.__class__(*self._args()):
+                return fn(*args, **kwargs)
+        return wrapper
+
+    def _args(self):
+        return ()
+
+
+class no_grad(_Mode):
+    """Ops inside record nothing and their results do not require grad."""
+    _flag = False
+
+
+class enable_grad(_Mode):
+    """Turns recording back on inside a ``no_grad`` block."""
+    _flag = True
+
+
+class set_grad_enabled(_Mode):
+    """Sets grad mode to ``mode``; takes effect at once, as in PyTorch."""
+
+    def __init__(self, mode):
+        self._flag = bool(mode)
+        self._prev = STATE.grad_enabled
+        STATE.grad_enabled = self._flag
+
+    def __enter__(self):
+        return self
+
+    def _args(self):
+        return (self._flag,)
+
+
+def is_grad_enabled():
+    return STATE.grad_enabled

@@ -1,0 +1,147 @@
+"""The Wengert tape: a growable row table that the Numba interpreter replays.
+
+One row per tensor value that takes part in a recorded computation: leaves and
+constants get a LEAF row the first time an op reads them, op results get the op's
+row. Python keeps only what the replay cannot hold: the arrays a row saved (so they
+stay alive), and the hooks, leaves and retained tensors by row number.
+
+A tape is closed by a backward that frees it; later ops go to a fresh tape, and a
+tensor from an older tape enters a newer one through an EXT row, whose adjoint the
+backward hands on to the older tape. A tape lives as long as a tensor refers to it.
+"""
+import itertools
+import threading
+
+import numpy as np
+
+from . import _kernels as K
+
+
+class _State(threading.local):
+    def __init__(self):
+        self.grad_enabled = True
+        self.anomaly = False
+        self.tape = None
+
+
+STATE = _State()
+
+# Bumped by every in-place write to a storage that some row saved; a tape whose
+# saves are all newer than the last bump needs no version check.
+EPOCH = [0]
+
+_ids = itertools.count()
+_F64 = np.dtype(np.float64)
+
+
+class Tape:
+    __slots__ = ("T", "F", "n", "id", "saved", "adj", "leaves", "hooks", "retain",
+                 "ext", "checks", "epoch", "__weakref__")
+
+    def __init__(self, capacity=64):
+        self.T = np.zeros((capacity, K.NCOL), np.int64)
+        self.F = np.zeros((capacity, 2))
+        self.n = 0
+        self.id = next(_ids)
+        self.saved = []      # per row: {column: array} its backward reads (kept alive), or None
+        self.adj = {}        # dtype -> adjoint elements allocated so far
+        self.leaves = {}     # row -> leaf tensor that requires grad
+        self.hooks = {}      # row -> {handle id: hook} for non-leaf tensors
+        self.retain = {}     # row -> weakref of a non-leaf tensor with retain_grad()
+        self.ext = {}        # row -> non-leaf tensor of an older tape
+        self.checks = []     # (version holder, version at save, consumer row, value, producer)
+        self.epoch = None    # EPOCH when the first value was saved
+
+    def _grow(self):
+        cap = 2 * len(self.T)
+        T = np.zeros((cap, K.NCOL), np.int64)
+        T[:self.n] = self.T[:self.n]
+        F = np.zeros((cap, 2))
+        F[:self.n] = self.F[:self.n]
+        self.T, self.F = T, F
+
+    def row(self, kernel, entry, data, req, a=-1, b=-1, flags=0):
+        """Appends a row for value ``data``; returns its index."""
+        n = self.n
+        if n == len(self.T):
+            self._grow()
+        size = data.size
+        aoff = -1
+        dt = data.dtype
+        if dt is _F64:
+            flags |= K.F64
+        if req:
+            flags |= K.REQ
+            aoff = self.adj.get(dt, 0)
+            self.adj[dt] = aoff + size
+        self.T[n, :K.S0 + data.ndim] = (kernel, entry, a, b, flags, size, aoff, 0, 0, 0,
+                                        data.ndim) + data.shape
+        self.n = n + 1
+        self.saved.append(None)
+        return n
+
+    def save(self, r, col, t, data):
+        """Row r's backward reads ``data`` (the value of tensor t): keep it, check it."""
+        if not data.flags.c_contiguous:
+            data = np.ascontiguousarray(data)
+        self.T[r, col] = K.addr(data)
+        self.T[r, K.FL] |= K.SAVES
+        held = self.saved[r]
+        self.saved[r] = {col: data} if held is None else {**held, col: data}
+        base = t._base if t._base is not None else t
+        ver = base._ver
+        if ver is None:
+            ver = base._ver = [0]
+        if self.epoch is None:
+            self.epoch = EPOCH[0]
+        producer = -1 if t._leaf or t._tape is not self else t._row
+        self.checks.append((ver, ver[0], r, data, producer))
+
+    def mark_modified(self):
+        """Flags rows whose saved values changed in place since they were saved."""
+        if self.epoch is None or self.epoch == EPOCH[0]:
+            return
+        for ver, v, r, _, _ in self.checks:
+            if ver[0] != v:
+                self.T[r, K.FL] |= K.DIRTY
+
+    def modified_detail(self, r):
+        """(value, producer row, version now, version saved) of row r's changed save."""
+        for ver, v, row, data, producer in self.checks:
+            if row == r and ver[0] != v:
+                return data, producer, ver[0], v
+        raise AssertionError("no modified save recorded for this row")
+
+
+def current():
+    """The tape new rows go to."""
+    tape = STATE.tape
+    if tape is None:
+        tape = STATE.tape = Tape()
+    return tape
+
+
+def close(tape):
+    """After a freeing backward: later ops start a new tape."""
+    if STATE.tape is tape:
+        STATE.tape = None
+
+
+_ARENAS = {}
+
+
+def take_arena(dtype, size):
+    """A scratch adjoint arena of at least ``size`` elements, reused across backwards."""
+    pool = _ARENAS.get(dtype)
+    if pool:
+        for i, a in enumerate(pool):
+            if len(a) >= size:
+                return pool.pop(i)
+        pool.pop()
+    return np.empty(max(size, 1024), dtype)
+
+
+def give_arena(arena):
+    pool = _ARENAS.setdefault(arena.dtype, [])
+    if len(pool) < 2:
+        pool.append(arena)

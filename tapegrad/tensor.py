@@ -1,0 +1,405 @@
+"""Tensor: a thin facade over a NumPy array plus its place on the tape."""
+import warnings
+import weakref
+
+import numpy as np
+
+from . import _kernels as K
+from . import tape as _tape
+from .dtypes import as_np_dtype, from_np_dtype, get_default_dtype
+
+
+class Tensor:
+    """A NumPy-backed tensor whose ops are recorded on the tape when they need grad.
+
+    A non-leaf refers to the row that produced it (``_tape``, ``_row``); a leaf caches
+    the LEAF row it was given on the current tape. Views keep their ``_base`` so that
+    in-place writes are seen by the version counter of the storage they share.
+    """
+    __slots__ = ("_data", "_req", "_leaf", "_tape", "_row", "_base", "_ver", "_grad",
+                 "_hooks", "_retains", "__weakref__")
+    __array_ufunc__ = None
+    __array_priority__ = 1000
+
+    def __init__(self, data, dtype=None, requires_grad=False):
+        arr = _to_array(data, dtype)
+        _init(self, arr, False, True)
+        if requires_grad:
+            self.requires_grad = True
+
+    # -- attributes ---------------------------------------------------------
+    @property
+    def shape(self):
+        return Size(self._data.shape)
+
+    @property
+    def dtype(self):
+        return from_np_dtype(self._data.dtype)
+
+    @property
+    def ndim(self):
+        return self._data.ndim
+
+    def dim(self):
+        return self._data.ndim
+
+    def size(self, dim=None):
+        if dim is None:
+            return Size(self._data.shape)
+        return self._data.shape[_dim(dim, self._data.ndim, "size")]
+
+    def numel(self):
+        return self._data.size
+
+    def __len__(self):
+        if self._data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self._data.shape[0]
+
+    @property
+    def requires_grad(self):
+        return self._req
+
+    @requires_grad.setter
+    def requires_grad(self, flag):
+        flag = bool(flag)
+        if not self._leaf:
+            raise RuntimeError(
+                "you can only change requires_grad flags of leaf variables. If you want to "
+                "use a computed variable in a subgraph that doesn't require differentiation "
+                "use var_no_grad = var.detach().")
+        if flag and self._data.dtype.kind not in "f":
+            raise RuntimeError("only Tensors of floating point and complex dtype can "
+                               "require gradients")
+        if flag != self._req:
+            self._req = flag
+            self._tape = None
+
+    def requires_grad_(self, requires_grad=True):
+        self.requires_grad = requires_grad
+        return self
+
+    @property
+    def is_leaf(self):
+        return self._leaf
+
+    @property
+    def grad_fn(self):
+        if self._leaf:
+            return None
+        from .autograd.graph import Node
+        return Node(self._tape, self._row)
+
+    @property
+    def grad(self):
+        if not self._leaf and not self._retains:
+            non_leaf_grad_warning()
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"assigned grad expected to be a Tensor or None but got "
+                                f"grad of type {type(value).__name__}")
+            if value._data.shape != self._data.shape:
+                raise RuntimeError(f"assigned grad has data of a different size: "
+                                   f"{list(value.shape)} vs {list(self.shape)}")
+            if value._data.dtype != self._data.dtype:
+                raise RuntimeError(f"assigned grad has data of a different type: "
+                                   f"{value.dtype} vs {self.dtype}")
+        self._grad = value
+
+    @property
+    def retains_grad(self):
+        return self._retains
+
+    @property
+    def data(self):
+        return _wrap(self._data)
+
+    @data.setter
+    def data(self, value):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"data must be a Tensor, not {type(value).__name__}")
+        self._data = value._data
+        self._base = None
+        self._ver = None
+
+    @property
+    def T(self):
+        return self.permute(*range(self._data.ndim - 1, -1, -1))
+
+    # -- conversion ---------------------------------------------------------
+    def numpy(self):
+        if self._req:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
+                               "Use tensor.detach().numpy() instead.")
+        return self._data
+
+    def item(self):
+        if self._data.size != 1:
+            raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be "
+                               "converted to Scalar")
+        return self._data.reshape(()).item()
+
+    def tolist(self):
+        return self._data.tolist()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __bool__(self):
+        if self._data.size != 1:
+            raise RuntimeError("Boolean value of Tensor with more than one value is "
+                               "ambiguous")
+        return bool(self._data.reshape(()).item())
+
+    def __index__(self):
+        if self._data.dtype.kind not in "iub" or self._data.size != 1:
+            raise TypeError("only integer tensors of a single element can be converted "
+                            "to an index")
+        return int(self.item())
+
+    def __array__(self, dtype=None, copy=None):
+        if copy is False and dtype is not None and np.dtype(dtype) != self._data.dtype:
+            raise ValueError("a copy is needed to convert to the requested dtype")
+        arr = self._data if dtype is None else self._data.astype(dtype, copy=False)
+        return arr.copy() if copy else arr
+
+    def __iter__(self):
+        if self._data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self._data.shape[0]))
+
+    def __hash__(self):
+        return id(self)
+
+    def __repr__(self):
+        body = np.array2string(self._data, separator=", ", prefix="tensor(",
+                               precision=4, floatmode="maxprec_equal")
+        extra = ""
+        if self._data.dtype != as_np_dtype(get_default_dtype()) and \
+                self._data.dtype.kind == "f" or self._data.dtype.kind == "b":
+            extra = f", dtype={self.dtype}"
+        if self._data.size == 0:
+            extra = f", size={tuple(self._data.shape)}" + extra
+        if not self._leaf:
+            extra += f", grad_fn=<{self.grad_fn.name()}>"
+        elif self._req:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    def float(self):
+        return self.to(np.float32)
+
+    def double(self):
+        return self.to(np.float64)
+
+    def long(self):
+        return self.to(np.int64)
+
+    def bool(self):
+        return self.to(np.bool_)
+
+    def to(self, dtype):
+        from . import ops
+        return ops.to_dtype(self, dtype)
+
+    # -- autograd -----------------------------------------------------------
+    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+        from .autograd import engine
+        engine.backward([self], None if gradient is None else [gradient],
+                        retain_graph, create_graph, inputs)
+
+    def register_hook(self, hook):
+        if not self._req:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require "
+                               "gradient")
+        if not callable(hook):
+            raise TypeError(f"register_hook: hook must be callable, got "
+                            f"{type(hook).__name__}")
+        from .autograd.graph import RemovableHandle
+        if self._leaf:
+            if self._hooks is None:
+                self._hooks = {}
+            handle = RemovableHandle(self._hooks)
+            self._hooks[handle.id] = hook
+            return handle
+        tape, r = self._tape, self._row
+        hooks = tape.hooks.setdefault(r, {})
+        handle = RemovableHandle(hooks, tape, r)
+        hooks[handle.id] = hook
+        tape.T[r, K.FL] |= K.PAUSE
+        return handle
+
+    def retain_grad(self):
+        if not self._req:
+            raise RuntimeError("can't retain_grad on Tensor that has requires_grad=False")
+        if self._leaf or self._retains:
+            return
+        self._retains = True
+        self._tape.retain[self._row] = weakref.ref(self)
+
+    def detach(self):
+        t = _wrap(self._data)
+        t._base = self._base if self._base is not None else self
+        return t
+
+    def detach_(self):
+        if not self._leaf and self._base is not None:
+            raise RuntimeError("Can't detach views in-place. Use detach() instead.")
+        self._leaf = True
+        self._req = False
+        self._tape = None
+        return self
+
+
+class Size(tuple):
+    """A shape, printed as PyTorch prints ``torch.Size``."""
+    __slots__ = ()
+
+    def numel(self):
+        n = 1
+        for s in self:
+            n *= s
+        return n
+
+    def __repr__(self):
+        return f"tapegrad.Size({list(self)})"
+
+
+def _init(t, data, req, leaf, tape=None, row=0):
+    t._data = data
+    t._req = req
+    t._leaf = leaf
+    t._tape = tape
+    t._row = row
+    t._base = None
+    t._ver = None
+    t._grad = None
+    t._hooks = None
+    t._retains = False
+
+
+_new = object.__new__
+
+
+def _wrap(data):
+    """A leaf that needs no grad."""
+    t = _new(Tensor)
+    _init(t, data, False, True)
+    return t
+
+
+def _node(data, tape, row):
+    """A non-leaf produced by row ``row`` of ``tape``."""
+    t = _new(Tensor)
+    _init(t, data, True, False, tape, row)
+    return t
+
+
+def _dim(d, ndim, op):
+    n = max(ndim, 1)
+    if not isinstance(d, (int, np.integer)) or isinstance(d, bool):
+        raise TypeError(f"{op}: dim must be an int, got {type(d).__name__}")
+    if d < -n or d >= n:
+        raise IndexError(f"{op}: Dimension out of range (expected to be in range of "
+                         f"[{-n}, {n - 1}], but got {d})")
+    return d % n
+
+
+def _to_array(data, dtype=None):
+    npdt = None if dtype is None else as_np_dtype(dtype)
+    if isinstance(data, Tensor):
+        arr = data._data.copy()
+    elif isinstance(data, np.ndarray):
+        arr = data.copy()
+    else:
+        try:
+            arr = np.array(data)
+        except ValueError as exc:
+            raise ValueError(f"tensor: expected a rectangular sequence of numbers ({exc})") \
+                from None
+        if arr.dtype.kind == "O" or arr.dtype.kind in "USV":
+            raise TypeError(f"tensor: can't convert {type(data).__name__} of "
+                            f"{arr.dtype} to a tensor")
+        if arr.dtype.kind == "f" and npdt is None:
+            npdt = as_np_dtype(get_default_dtype())
+    return _normalize(arr, npdt)
+
+
+def _normalize(arr, npdt=None):
+    """Casts to one of the supported dtypes (float32, float64, int64, bool)."""
+    if npdt is not None:
+        return arr.astype(npdt, copy=False)
+    kind = arr.dtype.kind
+    if kind == "f":
+        if arr.dtype.itemsize < 4:
+            return arr.astype(np.float32)
+        return arr if arr.dtype.itemsize <= 8 else arr.astype(np.float64)
+    if kind in "iu":
+        return arr.astype(np.int64, copy=False)
+    if kind == "b":
+        return arr
+    raise TypeError(f"tensor: unsupported dtype {arr.dtype}")
+
+
+def non_leaf_grad_warning():
+    warnings.warn(
+        "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its "
+        ".grad attribute won't be populated during autograd.backward(). If you indeed "
+        "want the .grad field to be populated for a non-leaf Tensor, use .retain_grad() "
+        "on the non-leaf Tensor.", UserWarning, stacklevel=3)
+
+
+def bind_methods(ops):
+    """Operators and methods that forward to the ops; called once the ops module exists."""
+    def swap(fn):
+        return lambda self, other: fn(other, self)
+
+    table = {
+        "__add__": ops.add, "__radd__": ops.add, "__sub__": ops.sub,
+        "__rsub__": lambda self, other: ops.rsub(self, other),
+        "__mul__": ops.mul, "__rmul__": ops.mul, "__truediv__": ops.div,
+        "__rtruediv__": lambda self, other: ops.rdiv(self, other),
+        "__pow__": ops.pow, "__rpow__": lambda self, other: ops.rpow(self, other),
+        "__matmul__": ops.matmul, "__rmatmul__": swap(ops.matmul),
+        "__neg__": ops.neg, "__getitem__": ops.getitem,
+        "__iadd__": ops.add_, "__isub__": ops.sub_, "__imul__": ops.mul_,
+        "__itruediv__": ops.div_,
+        "add": ops.add, "sub": ops.sub, "mul": ops.mul, "div": ops.div, "pow": ops.pow,
+        "neg": ops.neg, "exp": ops.exp, "log": ops.log, "sqrt": ops.sqrt, "tanh": ops.tanh,
+        "sigmoid": ops.sigmoid, "relu": ops.relu, "abs": ops.abs, "sign": ops.sign,
+        "sum": ops.sum, "mean": ops.mean, "matmul": ops.matmul, "mm": ops.mm,
+        "reshape": ops.reshape, "view": ops.view, "flatten": ops.flatten,
+        "unsqueeze": ops.unsqueeze, "squeeze": ops.squeeze, "transpose": ops.transpose,
+        "permute": ops.permute, "t": ops.t, "expand": ops.expand, "clone": ops.clone,
+        "outer": ops.outer,
+        "add_": ops.add_, "sub_": ops.sub_, "mul_": ops.mul_, "div_": ops.div_,
+        "zero_": ops.zero_, "fill_": ops.fill_, "copy_": ops.copy_,
+    }
+    for name, fn in table.items():
+        setattr(Tensor, name, fn)
+    Tensor.__abs__ = ops.abs
+
+    def cmp(ufunc):
+        def method(self, other):
+            o = other._data if isinstance(other, Tensor) else other
+            try:
+                return _wrap(np.asarray(ufunc(self._data, o)))
+            except ValueError:
+                raise ops._bcast_error(ufunc.__name__, self,
+                                       other if isinstance(other, Tensor)
+                                       else _wrap(np.asarray(o))) from None
+        return method
+
+    for name, ufunc in (("__eq__", np.equal), ("__ne__", np.not_equal),
+                        ("__lt__", np.less), ("__le__", np.less_equal),
+                        ("__gt__", np.greater), ("__ge__", np.greater_equal)):
+        setattr(Tensor, name, cmp(ufunc))
+    Tensor.__hash__ = lambda self: id(self)
+
