@@ -78,6 +78,8 @@ DONE = 0
 PAUSED = 1
 ERR_FREED = 2
 ERR_DIRTY = 3
+SWITCH = 4      # the next row to replay holds the other dtype
+CAST = 5        # a dtype conversion: Python moves the adjoint between arenas
 
 
 @intrinsic
@@ -103,19 +105,32 @@ def _load(T, r, col, n, like):
 
 
 @njit(cache=_CACHE, inline="always")
-def _adj(adj, T, r):
-    off = T[r, AOFF]
-    return adj[off:off + T[r, N]]
-
-
-@njit(cache=_CACHE)
 def _touch(adj, T, seen, r):
-    """The adjoint of row r, zero-filled on its first contribution."""
-    g = _adj(adj, T, r)
+    """Offset of row r's adjoint in the arena, zero-filled on its first contribution."""
+    off = T[r, AOFF]
     if seen[r] == 0:
-        g[:] = 0
         seen[r] = 1
-    return g
+        for i in range(T[r, N]):
+            adj[off + i] = 0
+    return off
+
+
+@njit(cache=_CACHE, inline="always")
+def _dst(adj, T, seen, r):
+    """Offset of row r's adjoint for a one-to-one contribution, and whether it is the
+    first one (which then overwrites: no zero-fill pass)."""
+    if seen[r] == 0:
+        seen[r] = 1
+        return T[r, AOFF], True
+    return T[r, AOFF], False
+
+
+@njit(cache=_CACHE, inline="always")
+def _put(adj, i, v, fresh):
+    if fresh:
+        adj[i] = v
+    else:
+        adj[i] += v
 
 
 @njit(cache=_CACHE, inline="always")
@@ -125,22 +140,6 @@ def _j(mode, i, idx):
     if mode == 1:
         return 0
     return idx[i]
-
-
-@njit(cache=_CACHE)
-def _bcast_index(T, o, a):
-    """For each element of row o, the flat index of row a's element broadcast to it."""
-    nd = T[o, ND]
-    na = T[a, ND]
-    n = T[o, N]
-    st = np.zeros(MAXD, np.int64)
-    s = 1
-    for k in range(na - 1, -1, -1):
-        d = nd - na + k
-        if T[a, S0 + k] != 1:
-            st[d] = s
-        s *= T[a, S0 + k]
-    return _odometer(T, o, st, 0, n)
 
 
 @njit(cache=_CACHE)
@@ -170,18 +169,26 @@ def _odometer(T, o, st, off, n):
 
 
 @njit(cache=_CACHE)
-def _mode(T, o, a):
-    """How row a's elements line up with row o's: same (0), scalar (1) or mapped (2)."""
+def _mode(T, o, a, noidx):
+    """How row a's elements line up with row o's: same (0), scalar (1) or mapped (2),
+    with the map from o's flat index to a's for mode 2."""
     if T[a, N] == 1:
-        return 1, np.empty(0, np.int64)
-    if T[a, ND] == T[o, ND]:
+        return 1, noidx
+    nd, na = T[o, ND], T[a, ND]
+    if na == nd:
         same = True
-        for k in range(T[o, ND]):
+        for k in range(nd):
             if T[a, S0 + k] != T[o, S0 + k]:
                 same = False
         if same:
-            return 0, np.empty(0, np.int64)
-    return 2, _bcast_index(T, o, a)
+            return 0, noidx
+    st = np.zeros(MAXD, np.int64)
+    s = 1
+    for k in range(na - 1, -1, -1):
+        if T[a, S0 + k] != 1:
+            st[nd - na + k] = s
+        s *= T[a, S0 + k]
+    return 2, _odometer(T, o, st, 0, T[o, N])
 
 
 @njit(cache=_CACHE, inline="always")
@@ -189,161 +196,165 @@ def _wants(T, r):
     return r >= 0 and (T[r, FL] & REQ) != 0
 
 
+@njit(cache=_CACHE, inline="always")
+def _into(adj, T, seen, r, mode):
+    """Like _dst for a contribution that lines up with r's elements one-to-one (mode 0);
+    a broadcast one (several elements into one) accumulates into zeros."""
+    if mode == 0:
+        return _dst(adj, T, seen, r)
+    return _touch(adj, T, seen, r), False
+
+
 @njit(cache=_CACHE)
-def _binary(k, T, r, g, adj, seen):
+def _binary(k, T, r, adj, seen, noidx):
     """Vector-Jacobian product of a broadcasting binary op."""
     a = T[r, A]
     b = T[r, B]
     n = T[r, N]
-    ma, ia = _mode(T, r, a)
-    mb, ib = _mode(T, r, b)
+    go = T[r, AOFF]
+    ma, ia = _mode(T, r, a, noidx)
+    mb, ib = _mode(T, r, b, noidx)
     if k == K_ADD or k == K_SUB:
         if _wants(T, a):
-            ga = _touch(adj, T, seen, a)
+            ao, fa = _into(adj, T, seen, a, ma)
             for i in range(n):
-                ga[_j(ma, i, ia)] += g[i]
+                _put(adj, ao + _j(ma, i, ia), adj[go + i], fa)
         if _wants(T, b):
-            gb = _touch(adj, T, seen, b)
-            if k == K_ADD:
-                for i in range(n):
-                    gb[_j(mb, i, ib)] += g[i]
-            else:
-                for i in range(n):
-                    gb[_j(mb, i, ib)] -= g[i]
+            bo, fb = _into(adj, T, seen, b, mb)
+            sg = 1.0 if k == K_ADD else -1.0
+            for i in range(n):
+                _put(adj, bo + _j(mb, i, ib), sg * adj[go + i], fb)
         return
-    va = _load(T, r, SA, T[a, N], g)
-    vb = _load(T, r, SB, T[b, N], g)
+    va = _load(T, r, SA, T[a, N], adj)
+    vb = _load(T, r, SB, T[b, N], adj)
     if k == K_MUL:
         if _wants(T, a):
-            ga = _touch(adj, T, seen, a)
+            ao, fa = _into(adj, T, seen, a, ma)
             for i in range(n):
-                ga[_j(ma, i, ia)] += g[i] * vb[_j(mb, i, ib)]
+                _put(adj, ao + _j(ma, i, ia), adj[go + i] * vb[_j(mb, i, ib)], fa)
         if _wants(T, b):
-            gb = _touch(adj, T, seen, b)
+            bo, fb = _into(adj, T, seen, b, mb)
             for i in range(n):
-                gb[_j(mb, i, ib)] += g[i] * va[_j(ma, i, ia)]
+                _put(adj, bo + _j(mb, i, ib), adj[go + i] * va[_j(ma, i, ia)], fb)
     elif k == K_DIV:
         if _wants(T, a):
-            ga = _touch(adj, T, seen, a)
+            ao, fa = _into(adj, T, seen, a, ma)
             for i in range(n):
-                ga[_j(ma, i, ia)] += g[i] / vb[_j(mb, i, ib)]
+                _put(adj, ao + _j(ma, i, ia), adj[go + i] / vb[_j(mb, i, ib)], fa)
         if _wants(T, b):
-            gb = _touch(adj, T, seen, b)
+            bo, fb = _into(adj, T, seen, b, mb)
             for i in range(n):
                 y = vb[_j(mb, i, ib)]
-                gb[_j(mb, i, ib)] -= g[i] * va[_j(ma, i, ia)] / (y * y)
+                _put(adj, bo + _j(mb, i, ib), -(adj[go + i] * va[_j(ma, i, ia)] / (y * y)), fb)
     else:  # K_POW
         if _wants(T, a):
-            ga = _touch(adj, T, seen, a)
+            ao, fa = _into(adj, T, seen, a, ma)
             for i in range(n):
                 x = va[_j(ma, i, ia)]
                 y = vb[_j(mb, i, ib)]
                 d = 0.0 if y == 0.0 else y * x ** (y - 1.0)
-                ga[_j(ma, i, ia)] += g[i] * d
+                _put(adj, ao + _j(ma, i, ia), adj[go + i] * d, fa)
         if _wants(T, b):
-            gb = _touch(adj, T, seen, b)
+            bo, fb = _into(adj, T, seen, b, mb)
             for i in range(n):
                 x = va[_j(ma, i, ia)]
                 y = vb[_j(mb, i, ib)]
                 d = 0.0 if (x == 0.0 and y >= 0.0) else x ** y * np.log(x)
-                gb[_j(mb, i, ib)] += g[i] * d
+                _put(adj, bo + _j(mb, i, ib), adj[go + i] * d, fb)
 
 
-@njit(cache=_CACHE)
-def _unary(k, T, r, f0, g, adj, seen):
+@njit(cache=_CACHE, inline="always")
+def _unary(k, T, r, f0, adj, seen):
     """Vector-Jacobian product of an elementwise op of one tensor (f0: its scalar)."""
-    a = T[r, A]
     n = T[r, N]
-    ga = _touch(adj, T, seen, a)
+    go = T[r, AOFF]
+    ao, fr = _dst(adj, T, seen, T[r, A])
     if k == K_AFFINE or k == K_DIVS:
         c = f0 if k == K_AFFINE else 1.0 / f0
         for i in range(n):
-            ga[i] += g[i] * c
+            _put(adj, ao + i, adj[go + i] * c, fr)
         return
     if k == K_EXP or k == K_TANH or k == K_SIGMOID or k == K_SQRT or k == K_RELU \
             or k == K_RPOWS or k == K_RDIVS:
-        o = _load(T, r, SO, n, g)
+        o = _load(T, r, SO, n, adj)
         if k == K_EXP:
             for i in range(n):
-                ga[i] += g[i] * o[i]
+                _put(adj, ao + i, adj[go + i] * o[i], fr)
         elif k == K_TANH:
             for i in range(n):
-                ga[i] += g[i] * (1.0 - o[i] * o[i])
+                _put(adj, ao + i, adj[go + i] * (1.0 - o[i] * o[i]), fr)
         elif k == K_SIGMOID:
             for i in range(n):
-                ga[i] += g[i] * o[i] * (1.0 - o[i])
+                _put(adj, ao + i, adj[go + i] * o[i] * (1.0 - o[i]), fr)
         elif k == K_SQRT:
             for i in range(n):
-                ga[i] += g[i] / (2.0 * o[i])
+                _put(adj, ao + i, adj[go + i] / (2.0 * o[i]), fr)
         elif k == K_RELU:
             for i in range(n):
-                if o[i] > 0:
-                    ga[i] += g[i]
+                _put(adj, ao + i, adj[go + i] if o[i] > 0 else 0.0, fr)
         elif k == K_RPOWS:
             c = np.log(f0)
             for i in range(n):
-                ga[i] += g[i] * o[i] * c
+                _put(adj, ao + i, adj[go + i] * o[i] * c, fr)
         else:  # K_RDIVS: d(c/x) = -(c/x)/x
-            x = _load(T, r, SA, n, g)
+            x = _load(T, r, SA, n, adj)
             for i in range(n):
-                ga[i] -= g[i] * o[i] / x[i]
+                _put(adj, ao + i, -(adj[go + i] * o[i] / x[i]), fr)
         return
-    x = _load(T, r, SA, n, g)
+    x = _load(T, r, SA, n, adj)
     if k == K_LOG:
         for i in range(n):
-            ga[i] += g[i] / x[i]
+            _put(adj, ao + i, adj[go + i] / x[i], fr)
     elif k == K_ABS:
         for i in range(n):
-            if x[i] > 0:
-                ga[i] += g[i]
-            elif x[i] < 0:
-                ga[i] -= g[i]
+            v = adj[go + i]
+            _put(adj, ao + i, v if x[i] > 0 else -v if x[i] < 0 else 0.0, fr)
     else:  # K_POWS
         p = f0
-        if p == 0.0:
-            return
         for i in range(n):
-            ga[i] += g[i] * p * x[i] ** (p - 1.0)
+            d = 0.0 if p == 0.0 else p * x[i] ** (p - 1.0)
+            _put(adj, ao + i, adj[go + i] * d, fr)
 
 
 @njit(cache=_CACHE)
-def _sum(T, r, f0, g, adj, seen):
+def _sum(T, r, f0, adj, seen):
     """Backward of a sum over the dims in bitmask P0: broadcast g back, times f0."""
     a = T[r, A]
     n = T[a, N]
-    ga = _touch(adj, T, seen, a)
+    go = T[r, AOFF]
+    ao, fr = _dst(adj, T, seen, a)
     if T[r, N] == 1:
-        v = g[0] * f0
+        v = adj[go] * f0
         for i in range(n):
-            ga[i] += v
+            _put(adj, ao + i, v, fr)
         return
     mask = T[r, P0]
     st = np.zeros(MAXD, np.int64)
     s = 1
     for k in range(T[a, ND] - 1, -1, -1):
-        if (mask >> k) & 1 == 0:
+        if ((mask >> k) & 1) == 0:
             st[k] = s
             s *= T[a, S0 + k]
-    idx = _odometer(T, a, st, 0, n)
+    idx = _odometer(T, a, st, go, n)
     for i in range(n):
-        ga[i] += g[idx[i]] * f0
+        _put(adj, ao + i, adj[idx[i]] * f0, fr)
 
 
 @njit(cache=_CACHE)
-def _strided(T, r, g, adj, seen):
+def _strided(T, r, adj, seen):
     """Backward of a strided view: scatter-add g to the elements it was read from."""
-    a = T[r, A]
-    ga = _touch(adj, T, seen, a)
+    ao = _touch(adj, T, seen, T[r, A])
+    go = T[r, AOFF]
     st = np.zeros(MAXD, np.int64)
     for k in range(T[r, ND]):
         st[k] = T[r, P0 + 1 + k]
-    idx = _odometer(T, r, st, T[r, P0], T[r, N])
+    idx = _odometer(T, r, st, ao + T[r, P0], T[r, N])
     for i in range(T[r, N]):
-        ga[idx[i]] += g[i]
+        adj[idx[i]] += adj[go + i]
 
 
 @njit(cache=_CACHE)
-def _matmul(T, r, g, adj, seen):
+def _matmul(T, r, adj, seen):
     """Backward of a 1-D/2-D matrix product: dA = g @ B.T, dB = A.T @ g."""
     a = T[r, A]
     b = T[r, B]
@@ -356,19 +367,22 @@ def _matmul(T, r, g, adj, seen):
         m, k, n = T[a, S0], T[a, S0 + 1], 1
     else:
         m, k, n = 1, T[a, S0], 1
-    g2 = g.reshape((m, n))
+    go = T[r, AOFF]
+    g2 = adj[go:go + m * n].reshape((m, n))
     if _wants(T, a):
-        vb = _load(T, r, SB, k * n, g).reshape((k, n))
+        vb = _load(T, r, SB, k * n, adj).reshape((k, n))
         fresh = seen[a] == 0
-        ga = _touch(adj, T, seen, a).reshape((m, k))
+        ao = _touch(adj, T, seen, a)
+        ga = adj[ao:ao + m * k].reshape((m, k))
         if fresh:
             np.dot(g2, vb.T, ga)
         else:
             ga += np.dot(g2, vb.T)
     if _wants(T, b):
-        va = _load(T, r, SA, m * k, g).reshape((m, k))
+        va = _load(T, r, SA, m * k, adj).reshape((m, k))
         fresh = seen[b] == 0
-        gb = _touch(adj, T, seen, b).reshape((k, n))
+        bo = _touch(adj, T, seen, b)
+        gb = adj[bo:bo + k * n].reshape((k, n))
         if fresh:
             np.dot(va.T, g2, gb)
         else:
@@ -376,42 +390,22 @@ def _matmul(T, r, g, adj, seen):
 
 
 @njit(cache=_CACHE)
-def _step(k, T, F, r, adj, other, seen):
-    """Backward of row r, whose adjoint lives in ``adj`` (``other``: the other dtype)."""
-    g = _adj(adj, T, r)
-    if k <= K_POW:
-        _binary(k, T, r, g, adj, seen)
-    elif k <= K_ABS:
-        _unary(k, T, r, F[r, 0], g, adj, seen)
-    elif k == K_SUM:
-        _sum(T, r, F[r, 0], g, adj, seen)
-    elif k == K_COPY:
-        ga = _touch(adj, T, seen, T[r, A])
-        ga += g
-    elif k == K_STRIDED:
-        _strided(T, r, g, adj, seen)
-    elif k == K_MATMUL:
-        _matmul(T, r, g, adj, seen)
-    elif k == K_CAST:
-        ga = _touch(other, T, seen, T[r, A])
-        for i in range(g.shape[0]):
-            ga[i] += g[i]
-    else:
-        raise ValueError("tapegrad: unknown kernel opcode", k)
+def reverse(T, F, adj, seen, start, resume, freeing, dtflag):
+    """Replays rows start..0 in reverse, accumulating adjoints into ``adj``.
 
-
-@njit(cache=_CACHE)
-def reverse(T, F, adj32, adj64, seen, start, resume, freeing):
-    """Replays rows start..0 in reverse, accumulating adjoints into the arenas.
-
-    Only rows already reached (``seen``) are visited. Returns (status, row):
-    DONE, PAUSED at a row with hooks (call again with resume=True from that row),
-    or an error at the row that was freed or modified in place.
+    ``adj`` is the arena of one dtype (``dtflag``: F64 or 0); Numba compiles one
+    specialization per dtype, only when a program of that dtype first runs. Only rows
+    already reached (``seen``) are visited. Returns (status, row): DONE; PAUSED at a
+    row with hooks (call again with resume=True from that row); SWITCH or CAST at a
+    row that needs the other arena; or an error at a freed or modified row.
     """
+    noidx = np.empty(0, np.int64)
     for r in range(start, -1, -1):
         if seen[r] == 0:
             continue
         fl = T[r, FL]
+        if (fl & F64) != dtflag:
+            return SWITCH, r
         if fl & PAUSE and not (resume and r == start):
             return PAUSED, r
         k = T[r, OP]
@@ -421,10 +415,25 @@ def reverse(T, F, adj32, adj64, seen, start, resume, freeing):
             return ERR_FREED, r
         if fl & DIRTY:
             return ERR_DIRTY, r
-        if fl & F64:
-            _step(k, T, F, r, adj64, adj32, seen)
+        if k <= K_POW:
+            _binary(k, T, r, adj, seen, noidx)
+        elif k <= K_ABS:
+            _unary(k, T, r, F[r, 0], adj, seen)
+        elif k == K_SUM:
+            _sum(T, r, F[r, 0], adj, seen)
+        elif k == K_COPY:
+            go = T[r, AOFF]
+            ao, fr = _dst(adj, T, seen, T[r, A])
+            for i in range(T[r, N]):
+                _put(adj, ao + i, adj[go + i], fr)
+        elif k == K_STRIDED:
+            _strided(T, r, adj, seen)
+        elif k == K_MATMUL:
+            _matmul(T, r, adj, seen)
+        elif k == K_CAST:
+            return CAST, r
         else:
-            _step(k, T, F, r, adj32, adj64, seen)
+            raise ValueError("tapegrad: unknown kernel opcode", k)
         if freeing and fl & SAVES:
             T[r, FL] = fl | FREED
     return DONE, -1

@@ -7,8 +7,9 @@ be differentiated again. Below each entry is the public function: it validates i
 arguments, computes the forward with NumPy and, when grad is needed, records one row
 saying which values its backward reads.
 """
+import warnings
+
 import numpy as np
-from scipy.special import expit
 
 from . import _kernels as K
 from .dtypes import as_np_dtype, get_default_dtype
@@ -16,6 +17,10 @@ from .tape import EPOCH, STATE, current
 from .tensor import Tensor, _dim, _node, _wrap, bind_methods
 
 ENTRIES = []
+
+# NumPy warns on overflow and domain errors; PyTorch yields inf/nan silently. A filter
+# scoped to this module costs nothing until a warning is raised (np.errstate: ~1 us/op).
+warnings.filterwarnings("ignore", category=RuntimeWarning, module=__name__)
 
 
 class Op:
@@ -108,23 +113,37 @@ def record(op, out, a, b=None, save=0, f0=0.0, f1=0.0, params=None):
 
     ``save`` is a bitmask of values the backward reads: 1 = a, 2 = b, 4 = the result.
     """
-    tape = STATE.tape or current()
-    ra = _row_of(tape, a)
-    rb = -1 if b is None else _row_of(tape, b)
+    tape = STATE.tape
+    if tape is None:
+        tape = current()
+    ra = a._row if a._tape is tape else _row_of(tape, a)
+    rb = -1 if b is None else b._row if b._tape is tape else _row_of(tape, b)
     r = tape.row(op.kernel, op.index, out, True, ra, rb)
     if f0 or f1:
-        tape.F[r, 0] = f0
-        tape.F[r, 1] = f1
+        MF = tape.MF
+        MF[2 * r] = f0
+        MF[2 * r + 1] = f1
     if params:
         tape.T[r, K.P0:K.P0 + len(params)] = params
-    if save & 1:
-        tape.save(r, K.SA, a, a._data)
-    if save & 2:
-        tape.save(r, K.SB, b, b._data)
-    t = _node(out, tape, r)
-    if save & 4:
-        tape.save(r, K.SO, t, out)
+    t = _new(Tensor)
+    t._data = out
+    t._req = True
+    t._leaf = False
+    t._tape = tape
+    t._row = r
+    t._base = t._ver = t._grad = t._hooks = None
+    t._retains = False
+    if save:
+        if save & 1:
+            tape.save(r, K.SA, a, a._data)
+        if save & 2:
+            tape.save(r, K.SB, b, b._data)
+        if save & 4:
+            tape.save(r, K.SO, t, out)
     return t
+
+
+_new = object.__new__
 
 
 def _grad_needed(*ts):
@@ -159,6 +178,9 @@ def sum_to(g, shape):
 
 # ---------------------------------------------------------------------------
 # Operand handling
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _np_float():
     return as_np_dtype(get_default_dtype())
 
@@ -192,13 +214,6 @@ def _promote(a, b, opname):
     if fb:
         return _wrap(a._data.astype(db)), b
     return _wrap(a._data.astype(np.int64)), _wrap(b._data.astype(np.int64))
-
-
-def _scalar_array_dtype(t, c):
-    """dtype of ``t op c`` for a Python scalar c: ints with a float go to the default."""
-    if t._data.dtype.kind != "f" and isinstance(c, (float, np.floating)):
-        return _np_float()
-    return None
 
 
 def _bcast_error(opname, a, b):
@@ -256,8 +271,7 @@ def _binary_tt(op, ufunc, opname, a, b):
     da = a._data
     db = b._data
     try:
-        with np.errstate(all="ignore"):
-            out = ufunc(da, db)
+        out = ufunc(da, db)
     except ValueError:
         raise _bcast_error(opname, a, b) from None
     if not isinstance(out, np.ndarray):
@@ -306,23 +320,25 @@ RDIVS = Op("DivBackward1", K.K_RDIVS, _vjp_rdivs)
 
 
 def _affine(op, a, f0, f1, out):
-    if _grad_needed(a):
+    if STATE.grad_enabled and a._req:
         return record(op, out, a, f0=f0, f1=f1)
     return _wrap(out)
 
 
 def _scalar_out(t, c, fn):
-    dt = _scalar_array_dtype(t, c)
-    data = t._data if dt is None else t._data.astype(dt)
-    with np.errstate(all="ignore"):
-        out = fn(data, c)
-    if not isinstance(out, np.ndarray):
+    data = t._data
+    if data.dtype not in _FLOATS and isinstance(c, (float, np.floating)):
+        data = data.astype(_np_float())
+    out = fn(data, c)
+    if out.__class__ is not np.ndarray:
         out = np.asarray(out, dtype=data.dtype)
     return out
 
 
 def add(input, other, *, alpha=1):
     """input + alpha * other."""
+    if other.__class__ is float and input.__class__ is Tensor and alpha == 1:
+        return _affine(AFFINE_ADD, input, 1.0, other, _scalar_out(input, other, np.add))
     if not isinstance(input, Tensor):
         if isinstance(other, Tensor):
             return add(other, input) if alpha == 1 else add(other * alpha, input)
@@ -360,6 +376,8 @@ def rsub(input, other, *, alpha=1):
 
 
 def mul(input, other):
+    if other.__class__ is float and input.__class__ is Tensor:
+        return _affine(AFFINE_MUL, input, other, 0.0, _scalar_out(input, other, np.multiply))
     if not isinstance(input, Tensor):
         if isinstance(other, Tensor):
             return mul(other, input)
@@ -393,8 +411,7 @@ def rdiv(input, other):
     _check_tensor(input, "div")
     if input._data.dtype.kind != "f":
         input = _wrap(input._data.astype(_np_float()))
-    with np.errstate(all="ignore"):
-        out = np.true_divide(other, input._data).astype(input._data.dtype, copy=False)
+    out = np.asarray(np.true_divide(other, input._data)).astype(input._data.dtype, copy=False)
     if _grad_needed(input):
         return record(RDIVS, out, input, save=5, f0=float(other))
     return _wrap(out)
@@ -422,9 +439,7 @@ def rpow(input, base):
     _check_tensor(input, "pow")
     data = input._data if input._data.dtype.kind == "f" else \
         input._data.astype(_np_float()) if isinstance(base, float) else input._data
-    with np.errstate(all="ignore"):
-        out = np.power(base, data)
-    out = np.asarray(out).astype(data.dtype, copy=False)
+    out = np.asarray(np.power(base, data)).astype(data.dtype, copy=False)
     if _grad_needed(input):
         return record(RPOWS, out, input, save=4, f0=float(base))
     return _wrap(out)
@@ -450,17 +465,22 @@ def _float_input(x, opname):
 
 
 def _unary_op(op, npfn, save):
+    name = op.name[:-len("Backward0")].lower()
+
     def fn(input):
-        d = _float_input(input, op.name[:-9].lower())
-        with np.errstate(all="ignore"):
-            out = npfn(d)
-        if not isinstance(out, np.ndarray):
+        if input.__class__ is not Tensor:
+            _check_tensor(input, name)
+        d = input._data
+        if d.dtype.kind != "f":
+            d = d.astype(_np_float())
+        out = npfn(d)
+        if out.__class__ is not np.ndarray:
             out = np.asarray(out, dtype=d.dtype)
-        if _grad_needed(input):
+        if input._req and STATE.grad_enabled:
             return record(op, out, input, save=save)
         return _wrap(out)
-    fn.__name__ = op.name[:-9].lower()
-    fn.__doc__ = f"Elementwise {fn.__name__}, differentiable ({op.name})."
+    fn.__name__ = name
+    fn.__doc__ = f"Elementwise {name}, differentiable ({op.name})."
     return fn
 
 
@@ -473,6 +493,14 @@ RELU = Op("ReluBackward0", K.K_RELU, lambda c, g: (g * (c.out > 0),))
 ABS = Op("AbsBackward0", K.K_ABS, lambda c, g: (g * sign(c.a),))
 
 
+def _sigmoid(d):
+    # 0.5 * tanh(x / 2) + 0.5: stable for large |x| and vectorised by NumPy.
+    out = np.tanh(d * 0.5)
+    out *= 0.5
+    out += 0.5
+    return out
+
+
 def _relu(d):
     return np.maximum(d, 0, dtype=d.dtype)
 
@@ -481,7 +509,7 @@ exp = _unary_op(EXP, np.exp, 4)
 log = _unary_op(LOG, np.log, 1)
 sqrt = _unary_op(SQRT, np.sqrt, 4)
 tanh = _unary_op(TANH, np.tanh, 4)
-sigmoid = _unary_op(SIGMOID, expit, 4)
+sigmoid = _unary_op(SIGMOID, _sigmoid, 4)
 relu = _unary_op(RELU, _relu, 4)
 abs = _unary_op(ABS, np.abs, 1)
 

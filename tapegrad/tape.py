@@ -9,7 +9,9 @@ A tape is closed by a backward that frees it; later ops go to a fresh tape, and 
 tensor from an older tape enters a newer one through an EXT row, whose adjoint the
 backward hands on to the older tape. A tape lives as long as a tensor refers to it.
 """
+import ctypes
 import itertools
+import struct
 import threading
 
 import numpy as np
@@ -34,22 +36,43 @@ _ids = itertools.count()
 _F64 = np.dtype(np.float64)
 
 
+def _struct_addr():
+    """Reads an array's data pointer straight from NumPy's PyArrayObject (the field after
+    the object header), 4x cheaper than ``arr.ctypes.data``; checked once, else Numba's."""
+    read = ctypes.c_void_p.from_address
+    probe = np.arange(3.0)[1:]
+    if read(id(probe) + _HEAD).value == probe.ctypes.data:
+        return lambda a: read(id(a) + _HEAD).value
+    return K.addr
+
+
+# One packed write per row: OP NM A B FL N AOFF, zeros for SA SB SO, ND, the shape.
+_ROW = [struct.Struct(f"=7q24xq{nd}q") for nd in range(K.MAXD + 1)]
+_ROWBYTES = K.NCOL * 8
+_HEAD = ctypes.sizeof(ctypes.c_ssize_t) + ctypes.sizeof(ctypes.c_void_p)
+addr = _struct_addr()
+
+
 class Tape:
-    __slots__ = ("T", "F", "n", "id", "saved", "adj", "leaves", "hooks", "retain",
-                 "ext", "checks", "epoch", "__weakref__")
+    __slots__ = ("T", "F", "M", "B", "MF", "n", "id", "saved", "adj32", "adj64", "leaves", "hooks",
+                 "retain", "ext", "checks", "epoch", "__weakref__")
 
     def __init__(self, capacity=64):
         self.T = np.zeros((capacity, K.NCOL), np.int64)
         self.F = np.zeros((capacity, 2))
+        self.M = memoryview(self.T.reshape(-1))   # item writes 2x cheaper than T[r, c]
+        self.B = self.M.cast("B")
+        self.MF = memoryview(self.F.reshape(-1))
         self.n = 0
         self.id = next(_ids)
         self.saved = []      # per row: {column: array} its backward reads (kept alive), or None
-        self.adj = {}        # dtype -> adjoint elements allocated so far
+        self.adj32 = 0       # adjoint elements allocated so far, per arena dtype
+        self.adj64 = 0
         self.leaves = {}     # row -> leaf tensor that requires grad
         self.hooks = {}      # row -> {handle id: hook} for non-leaf tensors
         self.retain = {}     # row -> weakref of a non-leaf tensor with retain_grad()
         self.ext = {}        # row -> non-leaf tensor of an older tape
-        self.checks = []     # (version holder, version at save, consumer row, value, producer)
+        self.checks = []     # (version holder, version at save, consumer row, column, producer)
         self.epoch = None    # EPOCH when the first value was saved
 
     def _grow(self):
@@ -59,6 +82,12 @@ class Tape:
         F = np.zeros((cap, 2))
         F[:self.n] = self.F[:self.n]
         self.T, self.F = T, F
+        self.M = memoryview(T.reshape(-1))
+        self.B = self.M.cast("B")
+        self.MF = memoryview(F.reshape(-1))
+
+    def adj_size(self, dtype):
+        return self.adj64 if dtype == _F64 else self.adj32
 
     def row(self, kernel, entry, data, req, a=-1, b=-1, flags=0):
         """Appends a row for value ``data``; returns its index."""
@@ -67,15 +96,23 @@ class Tape:
             self._grow()
         size = data.size
         aoff = -1
-        dt = data.dtype
-        if dt is _F64:
+        f64 = data.dtype is _F64
+        if f64:
             flags |= K.F64
         if req:
             flags |= K.REQ
-            aoff = self.adj.get(dt, 0)
-            self.adj[dt] = aoff + size
-        self.T[n, :K.S0 + data.ndim] = (kernel, entry, a, b, flags, size, aoff, 0, 0, 0,
-                                        data.ndim) + data.shape
+            if f64:
+                aoff = self.adj64
+                self.adj64 = aoff + size
+            else:
+                aoff = self.adj32
+                self.adj32 = aoff + size
+        shape = data.shape
+        if len(shape) > K.MAXD:
+            raise RuntimeError(f"tapegrad records tensors of at most {K.MAXD} dims, got "
+                               f"{len(shape)}")
+        _ROW[len(shape)].pack_into(self.B, n * _ROWBYTES, kernel, entry, a, b, flags, size,
+                                   aoff, len(shape), *shape)
         self.n = n + 1
         self.saved.append(None)
         return n
@@ -84,18 +121,23 @@ class Tape:
         """Row r's backward reads ``data`` (the value of tensor t): keep it, check it."""
         if not data.flags.c_contiguous:
             data = np.ascontiguousarray(data)
-        self.T[r, col] = K.addr(data)
-        self.T[r, K.FL] |= K.SAVES
+        o = r * K.NCOL
+        M = self.M
+        M[o + col] = addr(data)
+        M[o + K.FL] |= K.SAVES
         held = self.saved[r]
-        self.saved[r] = {col: data} if held is None else {**held, col: data}
+        if held is None:
+            self.saved[r] = {col: data}
+        else:
+            held[col] = data
         base = t._base if t._base is not None else t
         ver = base._ver
         if ver is None:
             ver = base._ver = [0]
         if self.epoch is None:
             self.epoch = EPOCH[0]
-        producer = -1 if t._leaf or t._tape is not self else t._row
-        self.checks.append((ver, ver[0], r, data, producer))
+        self.checks.append((ver, ver[0], r, col, t._row if t._tape is self and not t._leaf
+                            else -1))
 
     def mark_modified(self):
         """Flags rows whose saved values changed in place since they were saved."""
@@ -107,9 +149,9 @@ class Tape:
 
     def modified_detail(self, r):
         """(value, producer row, version now, version saved) of row r's changed save."""
-        for ver, v, row, data, producer in self.checks:
+        for ver, v, row, col, producer in self.checks:
             if row == r and ver[0] != v:
-                return data, producer, ver[0], v
+                return self.saved[r][col], producer, ver[0], v
         raise AssertionError("no modified save recorded for this row")
 
 
@@ -131,13 +173,17 @@ _ARENAS = {}
 
 
 def take_arena(dtype, size):
-    """A scratch adjoint arena of at least ``size`` elements, reused across backwards."""
+    """A scratch adjoint arena of at least ``size`` elements, reused across backwards.
+
+    Arenas are taken out of the pool while in use, so a backward started from a hook
+    gets its own.
+    """
     pool = _ARENAS.get(dtype)
     if pool:
-        for i, a in enumerate(pool):
-            if len(a) >= size:
-                return pool.pop(i)
-        pool.pop()
+        a = pool.pop()
+        if len(a) >= size:
+            return a
+        size = max(size, 2 * len(a))
     return np.empty(max(size, 1024), dtype)
 
 

@@ -211,9 +211,10 @@ class Tensor:
 
     # -- autograd -----------------------------------------------------------
     def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
-        from .autograd import engine
-        engine.backward([self], None if gradient is None else [gradient],
-                        retain_graph, create_graph, inputs)
+        """Accumulates the gradient of this tensor into the leaves' ``.grad``."""
+        from .autograd.engine import backward
+        backward([self], None if gradient is None else [gradient], retain_graph,
+                 create_graph, inputs)
 
     def register_hook(self, hook):
         if not self._req:

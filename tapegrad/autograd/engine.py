@@ -50,7 +50,7 @@ def _roots(tensors, grads, create_graph):
         if g is None:
             if t._data.size != 1:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs")
-            g = _wrap(np.ones(t._data.shape, t._data.dtype))
+            g = _wrap(np.ones_like(t._data))
         else:
             if not isinstance(g, Tensor):
                 g = _wrap(np.asarray(g, dtype=t._data.dtype))
@@ -96,6 +96,8 @@ class _Accumulate:
         _accumulate(t, g, self.create_graph)
 
     def capture_rows(self, tape):
+        if not tape.retain and self.only is None:
+            return ()
         rows = []
         for r, ref in tape.retain.items():
             t = ref()
@@ -164,11 +166,11 @@ def run(roots, retain_graph, create_graph, sink):
             _replay(tape, seeds, retain_graph, sink, pending)
 
 
-def _region(tape, r, a32, a64):
+def _region(tape, r, arenas):
+    """Row r's adjoint: a view into the arena of its dtype."""
     T = tape.T
     off = T[r, K.AOFF]
-    arena = a64 if T[r, K.FL] & K.F64 else a32
-    return arena[off:off + T[r, K.N]]
+    return arenas[T[r, K.FL] & K.F64][off:off + T[r, K.N]]
 
 
 def _shape(tape, r):
@@ -195,47 +197,74 @@ def _replay(tape, seeds, retain, sink, pending):
     """Numba path: one interpreter call per tape, paused only at hooked rows."""
     n = tape.n
     seen = np.zeros(n, np.uint8)
-    a32 = _tape.take_arena(_F32, tape.adj.get(_F32, 0))
-    a64 = _tape.take_arena(_F64, tape.adj.get(_F64, 0))
+    start = max(seeds)
+    dtflag = int(tape.T[start, K.FL]) & K.F64
+    arenas = {dtflag: _tape.take_arena(_F64 if dtflag else _F32,
+                                       tape.adj64 if dtflag else tape.adj32)}
     try:
         for r, g in seeds.items():
-            region = _region(tape, r, a32, a64)
-            region[:] = g._data.reshape(-1)
+            _region(tape, r, arenas)[:] = g._data.reshape(-1)
             seen[r] = 1
         tape.mark_modified()
-        start, resume = max(seeds), False
-        while True:
-            status, r = K.reverse(tape.T, tape.F, a32, a64, seen, start, resume, not retain)
+        resume = False
+        while start >= 0:
+            status, r = K.reverse(tape.T, tape.F, arenas[dtflag], seen, start, resume,
+                                  not retain, dtflag)
             if status == K.DONE:
                 break
-            if status != K.PAUSED:
+            start, resume = r, False
+            if status == K.PAUSED:
+                hooks = tape.hooks.get(r)
+                if hooks:
+                    region = _region(tape, r, arenas)
+                    g = _apply_hooks(hooks, _wrap(region.reshape(_shape(tape, r)).copy()))
+                    region[:] = g._data.reshape(-1)
+                resume = True
+            elif status == K.SWITCH:
+                dtflag ^= K.F64
+                if dtflag not in arenas:
+                    arenas[dtflag] = _tape.take_arena(_F64 if dtflag else _F32,
+                                                      tape.adj64 if dtflag else tape.adj32)
+            elif status == K.CAST:
+                src = int(tape.T[r, K.A])
+                other = dtflag ^ K.F64
+                if other not in arenas:
+                    arenas[other] = _tape.take_arena(_F64 if other else _F32,
+                                                     tape.adj64 if other else tape.adj32)
+                dst = _region(tape, src, arenas)
+                if seen[src]:
+                    dst += _region(tape, r, arenas)
+                else:
+                    dst[:] = _region(tape, r, arenas)
+                    seen[src] = 1
+                start = r - 1
+            else:
                 raise _error(tape, status, r)
-            hooks = tape.hooks.get(r)
-            if hooks:
-                region = _region(tape, r, a32, a64)
-                g = _apply_hooks(hooks, _wrap(region.reshape(_shape(tape, r)).copy()))
-                region[:] = g._data.reshape(-1)
-            start, resume = r, True
         for r, t in sink.capture_rows(tape):
             if r < n and seen[r]:
-                sink.nonleaf(t, _wrap(_region(tape, r, a32, a64).reshape(t.shape).copy()))
+                sink.nonleaf(t, _wrap(_region(tape, r, arenas).reshape(t._data.shape).copy()))
         for r, leaf in list(tape.leaves.items()):
             if r < n and seen[r]:
-                sink.leaf(leaf, _wrap(_region(tape, r, a32, a64).reshape(leaf.shape).copy()))
+                sink.leaf(leaf, _wrap(_region(tape, r, arenas).reshape(leaf._data.shape).copy()))
         for r, t in tape.ext.items():
             if r < n and seen[r]:
-                g = _wrap(_region(tape, r, a32, a64).reshape(t.shape).copy())
+                g = _wrap(_region(tape, r, arenas).reshape(t._data.shape).copy())
                 seeds2 = pending.setdefault(t._tape, {})
                 prev = seeds2.get(t._row)
                 seeds2[t._row] = g if prev is None else _wrap(prev._data + g._data)
     finally:
-        _tape.give_arena(a32)
-        _tape.give_arena(a64)
+        for arena in arenas.values():
+            _tape.give_arena(arena)
     if not retain:
-        _free(tape, np.flatnonzero(seen))
+        if np.count_nonzero(seen) == n:
+            tape.saved = [None] * n
+            _tape.close(tape)
+        else:
+            _free(tape, np.flatnonzero(seen))
 
 
 def _free(tape, rows):
+    """After a backward without retain_graph: release what the visited rows saved."""
     saved = tape.saved
     for r in rows:
         saved[r] = None
@@ -297,8 +326,17 @@ def _replay_python(tape, seeds, retain, sink, pending):
         _free(tape, visited)
 
 
+_PLAIN = _Accumulate(None, False)
+
+
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
     """Accumulates d(tensors)/d(leaf) into each leaf's ``.grad``."""
+    if grad_tensors is None and inputs is None and not create_graph \
+            and tensors.__class__ is list and len(tensors) == 1:
+        t = tensors[0]
+        if t.__class__ is Tensor and t._req and not t._leaf and t._data.size == 1:
+            run([(t, _wrap(np.ones_like(t._data)))], bool(retain_graph), False, _PLAIN)
+            return
     tensors = _seq(tensors)
     roots = _roots(tensors, _seq(grad_tensors), create_graph)
     if retain_graph is None:
