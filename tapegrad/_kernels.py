@@ -33,6 +33,7 @@ ND = 10     # number of dims
 S0 = 11     # shape, MAXD columns
 MAXD = 8
 P0 = S0 + MAXD      # integer parameters of the op
+P1 = P0 + 1
 NP = 10
 NCOL = P0 + NP
 
@@ -45,33 +46,54 @@ DIRTY = 16    # a saved value was modified in place after being saved
 SAVES = 32    # the op saved tensors (so a second backward needs retain_graph)
 F64 = 64      # the value is float64 (else float32): which arena holds its adjoint
 
-# Kernel opcodes. Ranges matter: binary ops are K_ADD..K_POW, elementwise ops of
-# one tensor K_AFFINE..K_ABS.
+# Kernel opcodes. Ranges matter: broadcasting binary ops are K_ADD..K_WHERE,
+# elementwise ops of one tensor K_AFFINE..K_CLAMP.
 K_LEAF = 0
-K_EXT = 1       # a non-leaf of an older tape: its adjoint is handed on
+K_EXT = 1         # a non-leaf of an older tape: its adjoint is handed on
 K_ADD = 2
 K_SUB = 3
 K_MUL = 4
 K_DIV = 5
 K_POW = 6
-K_AFFINE = 7    # x * F0 + F1
-K_DIVS = 8      # x / F0
-K_POWS = 9      # x ** F0
-K_RPOWS = 10    # F0 ** x
-K_RDIVS = 11    # F0 / x
-K_EXP = 12
-K_LOG = 13
-K_SQRT = 14
-K_TANH = 15
-K_SIGMOID = 16
-K_RELU = 17
-K_ABS = 18
-K_SUM = 19      # sum over the dims in bitmask P0, times F0
-K_COPY = 20     # reshape, view, clone: same elements in the same order
-K_STRIDED = 21  # transpose, expand, basic indexing: out[i] = x[P0 + sum(i_k * P[1+k])]
-K_MATMUL = 22   # P0: 0 = (m,k)@(k,n), 1 = (k)@(k,n), 2 = (m,k)@(k), 3 = (k)@(k)
-K_CAST = 23     # dtype conversion between float32 and float64
-NKERNELS = 24
+K_MAXIMUM = 7     # ties split the gradient in half, as PyTorch does
+K_MINIMUM = 8
+K_WHERE = 9       # SO: the condition, uint8, broadcast to the output's shape
+K_AFFINE = 10     # x * F0 + F1
+K_DIVS = 11       # x / F0
+K_POWS = 12       # x ** F0
+K_RPOWS = 13      # F0 ** x
+K_RDIVS = 14      # F0 / x
+K_EXP = 15
+K_LOG = 16
+K_SQRT = 17
+K_TANH = 18
+K_SIGMOID = 19
+K_RELU = 20
+K_ABS = 21
+K_SIN = 22
+K_COS = 23
+K_TAN = 24
+K_LOG1P = 25
+K_EXPM1 = 26
+K_RECIP = 27
+K_CLAMP = 28      # gradient passes where F0 <= x <= F1 (P0 bit 1: F0 set, bit 2: F1 set)
+K_SUM = 29        # sum over the dims in bitmask P0, times F0
+K_COPY = 30       # reshape, view, clone: same elements in the same order
+K_STRIDED = 31    # transpose, expand, basic indexing: out[i] = x[P0 + sum(i_k * P[1+k])]
+K_MATMUL = 32     # P0: 0 = (m,k)@(k,n), 1 = (k)@(k,n), 2 = (m,k)@(k), 3 = (k)@(k),
+#                   4 = batched (b,m,k)@(b,k,n)
+K_CAST = 33       # dtype conversion between float32 and float64
+K_AMAX = 34       # max/min over the dims in bitmask P0; ties share the gradient evenly
+K_GATHER = 35     # out[i] = x[idx[i]], idx (int64) at SB
+K_SCATTER = 36    # out = zeros; out[idx[j]] += x[j], idx at SB
+K_SETIDX = 37     # out = x; out[idx[j]] = v[j] (B = v), idx at SO
+K_SOFTMAX = 38    # along a dim of size P0 with P1 elements after it
+K_LOGSOFTMAX = 39
+K_CAT = 40        # inputs: L[P0:P0+P1]; P2 elements after the dim, P3 before it
+K_PYFN = 41       # a user Function: Python runs its backward (inputs: L[P0:P0+P1])
+K_PYOUT = 42      # a further output of the Function at row P2
+K_PROD = 43       # product over the dims in bitmask P0 (zeros handled exactly)
+NKERNELS = 44
 
 # Replay results.
 DONE = 0
@@ -80,6 +102,8 @@ ERR_FREED = 2
 ERR_DIRTY = 3
 SWITCH = 4      # the next row to replay holds the other dtype
 CAST = 5        # a dtype conversion: Python moves the adjoint between arenas
+PYFN = 6        # a user Function: Python runs its backward
+ERR_NAN = 7     # anomaly mode: the row produced a NaN gradient
 
 
 @intrinsic
@@ -225,9 +249,34 @@ def _binary(k, T, r, adj, seen, noidx):
             for i in range(n):
                 _put(adj, bo + _j(mb, i, ib), sg * adj[go + i], fb)
         return
+    if k == K_WHERE:
+        c = carray(_ptr(T[r, SO], seen), n)
+        if _wants(T, a):
+            ao, fa = _into(adj, T, seen, a, ma)
+            for i in range(n):
+                _put(adj, ao + _j(ma, i, ia), adj[go + i] if c[i] else 0.0, fa)
+        if _wants(T, b):
+            bo, fb = _into(adj, T, seen, b, mb)
+            for i in range(n):
+                _put(adj, bo + _j(mb, i, ib), 0.0 if c[i] else adj[go + i], fb)
+        return
     va = _load(T, r, SA, T[a, N], adj)
     vb = _load(T, r, SB, T[b, N], adj)
-    if k == K_MUL:
+    if k == K_MAXIMUM or k == K_MINIMUM:
+        sg = 1.0 if k == K_MAXIMUM else -1.0
+        if _wants(T, a):
+            ao, fa = _into(adj, T, seen, a, ma)
+            for i in range(n):
+                d = sg * (va[_j(ma, i, ia)] - vb[_j(mb, i, ib)])
+                _put(adj, ao + _j(ma, i, ia),
+                     adj[go + i] if d > 0 else 0.5 * adj[go + i] if d == 0 else 0.0, fa)
+        if _wants(T, b):
+            bo, fb = _into(adj, T, seen, b, mb)
+            for i in range(n):
+                d = sg * (vb[_j(mb, i, ib)] - va[_j(ma, i, ia)])
+                _put(adj, bo + _j(mb, i, ib),
+                     adj[go + i] if d > 0 else 0.5 * adj[go + i] if d == 0 else 0.0, fb)
+    elif k == K_MUL:
         if _wants(T, a):
             ao, fa = _into(adj, T, seen, a, ma)
             for i in range(n):
@@ -264,7 +313,7 @@ def _binary(k, T, r, adj, seen, noidx):
 
 
 @njit(cache=_CACHE, inline="always")
-def _unary(k, T, r, f0, adj, seen):
+def _unary(k, T, r, f0, f1, adj, seen):
     """Vector-Jacobian product of an elementwise op of one tensor (f0: its scalar)."""
     n = T[r, N]
     go = T[r, AOFF]
@@ -275,7 +324,7 @@ def _unary(k, T, r, f0, adj, seen):
             _put(adj, ao + i, adj[go + i] * c, fr)
         return
     if k == K_EXP or k == K_TANH or k == K_SIGMOID or k == K_SQRT or k == K_RELU \
-            or k == K_RPOWS or k == K_RDIVS:
+            or k == K_RPOWS or k == K_RDIVS or k == K_TAN or k == K_EXPM1 or k == K_RECIP:
         o = _load(T, r, SO, n, adj)
         if k == K_EXP:
             for i in range(n):
@@ -292,6 +341,15 @@ def _unary(k, T, r, f0, adj, seen):
         elif k == K_RELU:
             for i in range(n):
                 _put(adj, ao + i, adj[go + i] if o[i] > 0 else 0.0, fr)
+        elif k == K_TAN:
+            for i in range(n):
+                _put(adj, ao + i, adj[go + i] * (1.0 + o[i] * o[i]), fr)
+        elif k == K_EXPM1:
+            for i in range(n):
+                _put(adj, ao + i, adj[go + i] * (o[i] + 1.0), fr)
+        elif k == K_RECIP:
+            for i in range(n):
+                _put(adj, ao + i, -adj[go + i] * o[i] * o[i], fr)
         elif k == K_RPOWS:
             c = np.log(f0)
             for i in range(n):
@@ -309,6 +367,20 @@ def _unary(k, T, r, f0, adj, seen):
         for i in range(n):
             v = adj[go + i]
             _put(adj, ao + i, v if x[i] > 0 else -v if x[i] < 0 else 0.0, fr)
+    elif k == K_SIN:
+        for i in range(n):
+            _put(adj, ao + i, adj[go + i] * np.cos(x[i]), fr)
+    elif k == K_COS:
+        for i in range(n):
+            _put(adj, ao + i, -adj[go + i] * np.sin(x[i]), fr)
+    elif k == K_LOG1P:
+        for i in range(n):
+            _put(adj, ao + i, adj[go + i] / (1.0 + x[i]), fr)
+    elif k == K_CLAMP:
+        lo, hi, has = f0, f1, T[r, P0]
+        for i in range(n):
+            ok = (not (has & 1) or x[i] >= lo) and (not (has & 2) or x[i] <= hi)
+            _put(adj, ao + i, adj[go + i] if ok else 0.0, fr)
     else:  # K_POWS
         p = f0
         for i in range(n):
@@ -365,8 +437,11 @@ def _matmul(T, r, adj, seen):
         m, k, n = 1, T[a, S0], T[b, S0 + 1]
     elif mode == 2:
         m, k, n = T[a, S0], T[a, S0 + 1], 1
-    else:
+    elif mode == 3:
         m, k, n = 1, T[a, S0], 1
+    else:
+        _bmm(T, r, adj, seen)
+        return
     go = T[r, AOFF]
     g2 = adj[go:go + m * n].reshape((m, n))
     if _wants(T, a):
@@ -390,14 +465,191 @@ def _matmul(T, r, adj, seen):
 
 
 @njit(cache=_CACHE)
-def reverse(T, F, adj, seen, start, resume, freeing, dtflag):
+def _bmm(T, r, adj, seen):
+    """Backward of (b,m,k)@(b,k,n), one matrix product per batch entry."""
+    a = T[r, A]
+    b = T[r, B]
+    nda, ndb = T[a, ND], T[b, ND]
+    m, k, n = T[a, S0 + nda - 2], T[a, S0 + nda - 1], T[b, S0 + ndb - 1]
+    nb = T[r, N] // (m * n) if m * n else 0
+    go = T[r, AOFF]
+    g3 = adj[go:go + nb * m * n].reshape((nb, m, n))
+    if _wants(T, a):
+        vb = _load(T, r, SB, nb * k * n, adj).reshape((nb, k, n))
+        ao = _touch(adj, T, seen, a)
+        ga = adj[ao:ao + nb * m * k].reshape((nb, m, k))
+        for i in range(nb):
+            ga[i] += np.dot(g3[i], vb[i].T)
+    if _wants(T, b):
+        va = _load(T, r, SA, nb * m * k, adj).reshape((nb, m, k))
+        bo = _touch(adj, T, seen, b)
+        gb = adj[bo:bo + nb * k * n].reshape((nb, k, n))
+        for i in range(nb):
+            gb[i] += np.dot(va[i].T, g3[i])
+
+
+@njit(cache=_CACHE)
+def _reduced_index(T, a, mask):
+    """For each element of row a, its index in a reduction over the dims in ``mask``."""
+    st = np.zeros(MAXD, np.int64)
+    s = 1
+    for k in range(T[a, ND] - 1, -1, -1):
+        if ((mask >> k) & 1) == 0:
+            st[k] = s
+            s *= T[a, S0 + k]
+    return _odometer(T, a, st, 0, T[a, N])
+
+
+@njit(cache=_CACHE)
+def _amax(T, r, adj, seen):
+    """Backward of max/min over dims: the gradient is shared evenly by tied elements."""
+    a = T[r, A]
+    n = T[a, N]
+    go = T[r, AOFF]
+    x = _load(T, r, SA, n, adj)
+    o = _load(T, r, SO, T[r, N], adj)
+    idx = _reduced_index(T, a, T[r, P0])
+    cnt = np.zeros(T[r, N], np.int64)
+    for i in range(n):
+        if x[i] == o[idx[i]]:
+            cnt[idx[i]] += 1
+    ao, fr = _dst(adj, T, seen, a)
+    for i in range(n):
+        j = idx[i]
+        _put(adj, ao + i, adj[go + j] / cnt[j] if x[i] == o[j] else 0.0, fr)
+
+
+@njit(cache=_CACHE)
+def _prod(T, r, adj, seen):
+    """Backward of a product over dims: g * (product of the other elements), computed
+    from per-group zero counts so that zeros get their exact gradient."""
+    a = T[r, A]
+    n = T[a, N]
+    m = T[r, N]
+    go = T[r, AOFF]
+    x = _load(T, r, SA, n, adj)
+    idx = _reduced_index(T, a, T[r, P0])
+    zeros = np.zeros(m, np.int64)
+    nz = np.ones(m, np.float64)
+    for i in range(n):
+        if x[i] == 0:
+            zeros[idx[i]] += 1
+        else:
+            nz[idx[i]] *= x[i]
+    ao, fr = _dst(adj, T, seen, a)
+    for i in range(n):
+        j = idx[i]
+        if zeros[j] == 0:
+            v = adj[go + j] * nz[j] / x[i]
+        elif zeros[j] == 1 and x[i] == 0:
+            v = adj[go + j] * nz[j]
+        else:
+            v = 0.0
+        _put(adj, ao + i, v, fr)
+
+
+@njit(cache=_CACHE)
+def _indexed(k, T, r, adj, seen, witness):
+    """Backward of gather, scatter-add and indexed assignment."""
+    a = T[r, A]
+    go = T[r, AOFF]
+    if k == K_GATHER:
+        idx = carray(_ptr(T[r, SB], witness), T[r, N])
+        ao = _touch(adj, T, seen, a)
+        for i in range(T[r, N]):
+            adj[ao + idx[i]] += adj[go + i]
+    elif k == K_SCATTER:
+        idx = carray(_ptr(T[r, SB], witness), T[a, N])
+        ao, fr = _dst(adj, T, seen, a)
+        for j in range(T[a, N]):
+            _put(adj, ao + j, adj[go + idx[j]], fr)
+    else:
+        b = T[r, B]
+        nv = T[b, N] if b >= 0 else 0
+        idx = carray(_ptr(T[r, SO], witness), nv)
+        if _wants(T, a):
+            keep = np.ones(T[r, N], np.uint8)
+            for j in range(nv):
+                keep[idx[j]] = 0
+            ao, fr = _dst(adj, T, seen, a)
+            for i in range(T[r, N]):
+                _put(adj, ao + i, adj[go + i] if keep[i] else 0.0, fr)
+        if _wants(T, b):
+            bo, fb = _dst(adj, T, seen, b)
+            for j in range(nv):
+                _put(adj, bo + j, adj[go + idx[j]], fb)
+
+
+@njit(cache=_CACHE)
+def _softmax(k, T, r, adj, seen):
+    """Backward of softmax / log_softmax along a dim of size P0 (P1 elements after it)."""
+    n = T[r, N]
+    d = T[r, P0]
+    inner = T[r, P1]
+    outer = n // (d * inner) if d * inner else 0
+    go = T[r, AOFF]
+    y = _load(T, r, SO, n, adj)
+    ao, fr = _dst(adj, T, seen, T[r, A])
+    for o in range(outer):
+        for i in range(inner):
+            base = o * d * inner + i
+            s = 0.0
+            for j in range(d):
+                e = base + j * inner
+                s += adj[go + e] * y[e] if k == K_SOFTMAX else adj[go + e]
+            for j in range(d):
+                e = base + j * inner
+                if k == K_SOFTMAX:
+                    v = y[e] * (adj[go + e] - s)
+                else:
+                    v = adj[go + e] - np.exp(y[e]) * s
+                _put(adj, ao + e, v, fr)
+
+
+@njit(cache=_CACHE)
+def _cat(T, L, r, adj, seen):
+    """Backward of cat: each input takes its slice of the gradient."""
+    inner = T[r, P0 + 2]
+    outer = T[r, P0 + 3]
+    blk = outer * inner
+    dtot = T[r, N] // blk if blk else 0
+    go = T[r, AOFF]
+    off = 0
+    for q in range(T[r, P0 + 1]):
+        a = L[T[r, P0] + q]
+        dj = T[a, N] // blk if blk else 0
+        if _wants(T, a):
+            ao, fr = _dst(adj, T, seen, a)
+            for o in range(outer):
+                for d in range(dj):
+                    src = go + (o * dtot + off + d) * inner
+                    dst = ao + (o * dj + d) * inner
+                    for i in range(inner):
+                        _put(adj, dst + i, adj[src + i], fr)
+        off += dj
+
+
+@njit(cache=_CACHE)
+def _has_nan(adj, T, r):
+    if r < 0 or (T[r, FL] & REQ) == 0:
+        return False
+    off = T[r, AOFF]
+    for i in range(T[r, N]):
+        if adj[off + i] != adj[off + i]:
+            return True
+    return False
+
+
+@njit(cache=_CACHE)
+def reverse(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly):
     """Replays rows start..0 in reverse, accumulating adjoints into ``adj``.
 
     ``adj`` is the arena of one dtype (``dtflag``: F64 or 0); Numba compiles one
     specialization per dtype, only when a program of that dtype first runs. Only rows
     already reached (``seen``) are visited. Returns (status, row): DONE; PAUSED at a
-    row with hooks (call again with resume=True from that row); SWITCH or CAST at a
-    row that needs the other arena; or an error at a freed or modified row.
+    row with hooks (call again with resume=True from that row); SWITCH, CAST or PYFN
+    at a row that needs Python; ERR_NAN (anomaly mode) after a row that produced a
+    NaN; or an error at a freed or modified row.
     """
     noidx = np.empty(0, np.int64)
     for r in range(start, -1, -1):
@@ -409,16 +661,16 @@ def reverse(T, F, adj, seen, start, resume, freeing, dtflag):
         if fl & PAUSE and not (resume and r == start):
             return PAUSED, r
         k = T[r, OP]
-        if k == K_LEAF or k == K_EXT:
+        if k == K_LEAF or k == K_EXT or k == K_PYOUT:
             continue
         if fl & FREED:
             return ERR_FREED, r
         if fl & DIRTY:
             return ERR_DIRTY, r
-        if k <= K_POW:
+        if k <= K_WHERE:
             _binary(k, T, r, adj, seen, noidx)
-        elif k <= K_ABS:
-            _unary(k, T, r, F[r, 0], adj, seen)
+        elif k <= K_CLAMP:
+            _unary(k, T, r, F[r, 0], F[r, 1], adj, seen)
         elif k == K_SUM:
             _sum(T, r, F[r, 0], adj, seen)
         elif k == K_COPY:
@@ -430,10 +682,29 @@ def reverse(T, F, adj, seen, start, resume, freeing, dtflag):
             _strided(T, r, adj, seen)
         elif k == K_MATMUL:
             _matmul(T, r, adj, seen)
+        elif k == K_AMAX:
+            _amax(T, r, adj, seen)
+        elif k == K_PROD:
+            _prod(T, r, adj, seen)
+        elif k == K_GATHER or k == K_SCATTER or k == K_SETIDX:
+            _indexed(k, T, r, adj, seen, noidx)
+        elif k == K_SOFTMAX or k == K_LOGSOFTMAX:
+            _softmax(k, T, r, adj, seen)
+        elif k == K_CAT:
+            _cat(T, L, r, adj, seen)
         elif k == K_CAST:
             return CAST, r
+        elif k == K_PYFN:
+            return PYFN, r
         else:
             raise ValueError("tapegrad: unknown kernel opcode", k)
         if freeing and fl & SAVES:
             T[r, FL] = fl | FREED
+        if anomaly:
+            if _has_nan(adj, T, T[r, A]) or _has_nan(adj, T, T[r, B]):
+                return ERR_NAN, r
+            if k == K_CAT:
+                for q in range(T[r, P0 + 1]):
+                    if _has_nan(adj, T, L[T[r, P0] + q]):
+                        return ERR_NAN, r
     return DONE, -1

@@ -7,6 +7,7 @@ be differentiated again. Below each entry is the public function: it validates i
 arguments, computes the forward with NumPy and, when grad is needed, records one row
 saying which values its backward reads.
 """
+import builtins
 import warnings
 
 import numpy as np
@@ -17,6 +18,7 @@ from .tape import EPOCH, STATE, current
 from .tensor import Tensor, _dim, _node, _wrap, bind_methods
 
 ENTRIES = []
+builtins_sum, builtins_min = builtins.sum, builtins.min
 
 # NumPy warns on overflow and domain errors; PyTorch yields inf/nan silently. A filter
 # scoped to this module costs nothing until a warning is raised (np.errstate: ~1 us/op).
@@ -52,6 +54,15 @@ class Ctx:
         data = held.get(saved_col)
         return proxy(tape, row, data)
 
+    def input_rows(self):
+        """Rows of all inputs: A and B, or the input list of a many-input row."""
+        return input_rows(self.tape, self.r)
+
+    def input_shapes(self):
+        T = self.tape.T
+        return [tuple(int(x) for x in T[row, K.S0:K.S0 + T[row, K.ND]])
+                for row in self.input_rows()]
+
     @property
     def a(self):
         return self._input(K.A, K.SA)
@@ -79,6 +90,14 @@ class Ctx:
 
     def p(self, i):
         return int(self.tape.T[self.r, K.P0 + i])
+
+
+def input_rows(tape, r):
+    T = tape.T
+    if T[r, K.OP] in (K.K_CAT, K.K_PYFN):
+        start, count = int(T[r, K.P0]), int(T[r, K.P0 + 1])
+        return [int(x) for x in tape.L[start:start + count]]
+    return [int(T[r, c]) for c in (K.A, K.B) if T[r, c] >= 0]
 
 
 def proxy(tape, row, data):
@@ -513,6 +532,109 @@ sigmoid = _unary_op(SIGMOID, _sigmoid, 4)
 relu = _unary_op(RELU, _relu, 4)
 abs = _unary_op(ABS, np.abs, 1)
 
+SIN = Op("SinBackward0", K.K_SIN, lambda c, g: (g * cos(c.a),))
+COS = Op("CosBackward0", K.K_COS, lambda c, g: (-g * sin(c.a),))
+TAN = Op("TanBackward0", K.K_TAN, lambda c, g: (g * (1.0 + c.out * c.out),))
+LOG1P = Op("Log1PBackward0", K.K_LOG1P, lambda c, g: (g / (1.0 + c.a),))
+EXPM1 = Op("Expm1Backward0", K.K_EXPM1, lambda c, g: (g * (c.out + 1.0),))
+RECIP = Op("ReciprocalBackward0", K.K_RECIP, lambda c, g: (-g * c.out * c.out,))
+
+sin = _unary_op(SIN, np.sin, 1)
+cos = _unary_op(COS, np.cos, 1)
+tan = _unary_op(TAN, np.tan, 4)
+log1p = _unary_op(LOG1P, np.log1p, 1)
+expm1 = _unary_op(EXPM1, np.expm1, 4)
+reciprocal = _unary_op(RECIP, np.reciprocal, 4)
+
+
+def square(input):
+    return pow(input, 2)
+
+
+def _vjp_clamp(c, g):
+    x = c.a._data
+    ok = np.ones(x.shape, bool)
+    if c.p(0) & 1:
+        ok &= x >= c.f0
+    if c.p(0) & 2:
+        ok &= x <= c.f1
+    return (g * _wrap(ok.astype(x.dtype)),)
+
+
+CLAMP = Op("ClampBackward1", K.K_CLAMP, _vjp_clamp)
+
+
+def clamp(input, min=None, max=None):
+    _check_tensor(input, "clamp")
+    if min is None and max is None:
+        raise RuntimeError("clamp: At least one of 'min' or 'max' must not be None")
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        out = input
+        if min is not None:
+            out = maximum(out, min if isinstance(min, Tensor) else full_like_const(input, min))
+        if max is not None:
+            out = minimum(out, max if isinstance(max, Tensor) else full_like_const(input, max))
+        return out
+    d = _float_input(input, "clamp") if isinstance(min, float) or isinstance(max, float) \
+        else input._data
+    out = np.clip(d, min, max)
+    if out.__class__ is not np.ndarray:
+        out = np.asarray(out, dtype=d.dtype)
+    if _grad_needed(input):
+        has = (1 if min is not None else 0) | (2 if max is not None else 0)
+        return record(CLAMP, out, input, save=1, f0=0.0 if min is None else float(min),
+                      f1=0.0 if max is None else float(max), params=(has,))
+    return _wrap(out)
+
+
+clip = clamp
+
+
+def full_like_const(t, value):
+    return _wrap(np.full((), value, dtype=t._data.dtype))
+
+
+def clamp_(t, min=None, max=None):
+    _check_tensor(t, "clamp_")
+    _leaf_inplace_check(t)
+    if _grad_needed(t):
+        return _rebase(t, clamp(t, min, max))
+    np.clip(t._data, min, max, out=t._data)
+    bump_version(t)
+    return t
+
+
+def _vjp_minmax(sign_):
+    def vjp(c, g):
+        a, b = c.a._data, c.b._data
+        d = sign_ * (a - b)
+        wa = np.where(d > 0, 1.0, np.where(d == 0, 0.5, 0.0)).astype(a.dtype)
+        return (sum_to(g * _wrap(wa), c.shape(K.A)),
+                sum_to(g * _wrap((1.0 - wa).astype(a.dtype)), c.shape(K.B)))
+    return vjp
+
+
+MAXIMUM = Op("MaximumBackward0", K.K_MAXIMUM, _vjp_minmax(1.0))
+MINIMUM = Op("MinimumBackward0", K.K_MINIMUM, _vjp_minmax(-1.0))
+_BIN_SAVES[K.K_MAXIMUM] = (3, 3)
+_BIN_SAVES[K.K_MINIMUM] = (3, 3)
+
+
+def maximum(input, other):
+    _check_tensor(input, "maximum")
+    if not isinstance(other, Tensor):
+        raise TypeError(f"maximum(): argument 'other' (position 2) must be Tensor, not "
+                        f"{type(other).__name__}")
+    return _binary_tt(MAXIMUM, np.maximum, "maximum", input, other)
+
+
+def minimum(input, other):
+    _check_tensor(input, "minimum")
+    if not isinstance(other, Tensor):
+        raise TypeError(f"minimum(): argument 'other' (position 2) must be Tensor, not "
+                        f"{type(other).__name__}")
+    return _binary_tt(MINIMUM, np.minimum, "minimum", input, other)
+
 
 def sign(input):
     """Sign of each element; recorded as a constant (zero gradient), as in PyTorch."""
@@ -520,8 +642,18 @@ def sign(input):
     return _wrap(np.sign(input._data))
 
 
+def _vjp_where(c, g):
+    cond = c.tape.saved[c.r][K.SO].astype(bool)
+    zero = g * 0.0
+    return (sum_to(where(cond, g, zero), c.shape(K.A)),
+            sum_to(where(cond, zero, g), c.shape(K.B)))
+
+
+WHERE = Op("WhereBackward0", K.K_WHERE, _vjp_where)
+
+
 def where(condition, input, other):
-    """Elementwise choice: input where condition holds, else other (composed from *)."""
+    """Elementwise choice: ``input`` where ``condition`` holds, else ``other``."""
     cond = condition._data if isinstance(condition, Tensor) else np.asarray(condition)
     if cond.dtype != np.bool_:
         raise RuntimeError(f"where: expected condition to be a bool tensor, got {cond.dtype}")
@@ -529,14 +661,22 @@ def where(condition, input, other):
         return _wrap(np.asarray(np.where(cond, input, other)))
     ref = input if isinstance(input, Tensor) else other
     dt = ref._data.dtype
-    mf = _wrap(cond.astype(dt))
-    nf = _wrap((~cond).astype(dt))
-    if not _grad_needed(input if isinstance(input, Tensor) else None,
-                        other if isinstance(other, Tensor) else None):
-        a = input._data if isinstance(input, Tensor) else input
-        b = other._data if isinstance(other, Tensor) else other
-        return _wrap(np.asarray(np.where(cond, a, b)).astype(dt, copy=False))
-    return input * mf + other * nf
+    if not isinstance(input, Tensor):
+        input = _wrap(np.asarray(input, dtype=dt))
+    if not isinstance(other, Tensor):
+        other = _wrap(np.asarray(other, dtype=dt))
+    input, other = _promote(input, other, "where")
+    try:
+        out = np.asarray(np.where(cond, input._data, other._data))
+    except ValueError:
+        raise RuntimeError(f"where: shapes {list(cond.shape)}, {list(input.shape)} and "
+                           f"{list(other.shape)} cannot be broadcast") from None
+    if not _grad_needed(input, other):
+        return _wrap(out)
+    t = record(WHERE, out, input, other)
+    c = np.ascontiguousarray(np.broadcast_to(cond, out.shape), dtype=np.uint8)
+    t._tape.keep(t._row, K.SO, c)
+    return t
 
 
 # ---------------------------------------------------------------------------
@@ -609,6 +749,270 @@ def mean(input, dim=None, keepdim=False, *, dtype=None):
     if dtype is not None:
         input = input.to(dtype)
     return _reduce(MEAN, MEAN_DIM, np.mean, input, dim, keepdim, "mean", True)
+
+
+def _kshape(shape, mask):
+    return tuple(1 if (mask >> i) & 1 else n for i, n in enumerate(shape))
+
+
+def _vjp_amax(c, g):
+    shape = c.shape(K.A)
+    kshape = _kshape(shape, c.p(0))
+    x = c.a._data
+    o = c.tape.saved[c.r][K.SO].reshape(kshape)
+    hit = (x == o)
+    w = hit / hit.sum(axis=tuple(i for i in range(len(shape)) if (c.p(0) >> i) & 1),
+                      keepdims=True)
+    return (expand(reshape(g, kshape), shape) * _wrap(w.astype(x.dtype)),)
+
+
+AMAX = Op("AmaxBackward0", K.K_AMAX, _vjp_amax)
+AMIN = Op("AminBackward0", K.K_AMAX, _vjp_amax)
+MAX_ALL = Op("MaxBackward1", K.K_AMAX, _vjp_amax)
+MIN_ALL = Op("MinBackward1", K.K_AMAX, _vjp_amax)
+
+
+def _extreme(op, npfn, input, dim, keepdim, opname):
+    _check_tensor(input, opname)
+    d = input._data
+    dims, mask = _dims(None if dim == () else dim, d.ndim, opname)
+    for k in dims:
+        if d.shape[k] == 0:
+            raise IndexError(f"{opname}(): Expected reduction dim {k} to have non-zero size.")
+    if d.size == 0 and not dims:
+        raise RuntimeError(f"{opname}(): Expected reduction dim to be specified for input."
+                           "numel() == 0.")
+    out = np.asarray(npfn(d, axis=dims, keepdims=keepdim))
+    if _grad_needed(input):
+        return record(op, out, input, save=5, params=(mask,))
+    return _wrap(out)
+
+
+def amax(input, dim=(), keepdim=False):
+    return _extreme(AMAX, np.max, input, dim, keepdim, "amax")
+
+
+def amin(input, dim=(), keepdim=False):
+    return _extreme(AMIN, np.min, input, dim, keepdim, "amin")
+
+
+class _ValuesIndices(tuple):
+    """(values, indices), as returned by max/min with a dim."""
+    __slots__ = ()
+
+    def __new__(cls, values, indices):
+        return tuple.__new__(cls, (values, indices))
+
+    values = property(lambda self: self[0])
+    indices = property(lambda self: self[1])
+
+    def __repr__(self):
+        return f"return_types(values={self[0]!r}, indices={self[1]!r})"
+
+
+MAX_DIM = Op("MaxBackward0", K.K_GATHER, None)
+MIN_DIM = Op("MinBackward0", K.K_GATHER, None)
+
+
+def _max_min(input, dim, keepdim, other, largest):
+    opname = "max" if largest else "min"
+    _check_tensor(input, opname)
+    if isinstance(dim, Tensor):
+        other, dim = dim, None
+    if other is not None:
+        return maximum(input, other) if largest else minimum(input, other)
+    if dim is None:
+        return _extreme(MAX_ALL if largest else MIN_ALL, np.max if largest else np.min,
+                        input, None, False, opname)
+    d = input._data
+    nd = d.ndim
+    k = _dim(dim, nd, opname)
+    if nd and d.shape[k] == 0:
+        raise IndexError(f"{opname}(): Expected reduction dim {k} to have non-zero size.")
+    arg = (np.argmax if largest else np.argmin)(d, axis=k if nd else None, keepdims=True)
+    arg = np.asarray(arg).reshape(d.shape[:k] + (1,) + d.shape[k + 1:]) if nd else \
+        np.zeros((), np.int64)
+    values = np.take_along_axis(d, arg, axis=k) if nd else d.copy()
+    if not keepdim and nd:
+        values = values.squeeze(k)
+        arg = arg.squeeze(k)
+    indices = _wrap(arg.astype(np.int64))
+    if _grad_needed(input):
+        flat = _flat_positions(d.shape, k, arg, keepdim) if nd else np.zeros(1, np.int64)
+        vt = gather_flat(input, flat, values.shape, MAX_DIM if largest else MIN_DIM)
+    else:
+        vt = _wrap(np.ascontiguousarray(values))
+    return _ValuesIndices(vt, indices)
+
+
+def _flat_positions(shape, k, arg, keepdim):
+    """Flat index into an array of ``shape`` of the elements picked by ``arg`` along k."""
+    if not keepdim:
+        arg = np.expand_dims(arg, k)
+    grids = np.indices(arg.shape, sparse=True)
+    coords = [grids[i] if i != k else arg for i in range(len(shape))]
+    return np.ravel_multi_index(coords, shape).reshape(-1).astype(np.int64)
+
+
+def max(input, dim=None, keepdim=False, *, other=None):
+    return _max_min(input, dim, keepdim, other, True)
+
+
+def min(input, dim=None, keepdim=False, *, other=None):
+    return _max_min(input, dim, keepdim, other, False)
+
+
+def argmax(input, dim=None, keepdim=False):
+    return _arg(np.argmax, input, dim, keepdim, "argmax")
+
+
+def argmin(input, dim=None, keepdim=False):
+    return _arg(np.argmin, input, dim, keepdim, "argmin")
+
+
+def _arg(fn, input, dim, keepdim, opname):
+    _check_tensor(input, opname)
+    d = input._data
+    if dim is None:
+        if d.size == 0:
+            raise RuntimeError(f"{opname}(): Expected reduction dim to be specified for "
+                               "input.numel() == 0.")
+        out = np.asarray(fn(d))
+        return _wrap(out.reshape((1,) * d.ndim if keepdim else ()).astype(np.int64))
+    k = _dim(dim, d.ndim, opname)
+    if d.ndim == 0:
+        return _wrap(np.zeros((), np.int64))
+    return _wrap(np.asarray(fn(d, axis=k, keepdims=keepdim)).astype(np.int64))
+
+
+def _vjp_prod(c, g):
+    shape = c.shape(K.A)
+    kshape = _kshape(shape, c.p(0))
+    out = _wrap(c.tape.saved[c.r][K.SO].reshape(kshape))
+    return (expand(reshape(g, kshape) * out, shape) / c.a,)
+
+
+PROD = Op("ProdBackward0", K.K_PROD, _vjp_prod)
+PROD_DIM = Op("ProdBackward1", K.K_PROD, _vjp_prod)
+
+
+def prod(input, dim=None, keepdim=False, *, dtype=None):
+    _check_tensor(input, "prod")
+    if dtype is not None:
+        input = input.to(dtype)
+    d = input._data
+    dims, mask = _dims(dim, d.ndim, "prod")
+    out = np.asarray(np.prod(d, axis=dims, keepdims=keepdim))
+    if d.dtype.kind == "b":
+        out = out.astype(np.int64)
+    if _grad_needed(input):
+        return record(PROD if dim is None else PROD_DIM, out, input, save=5, params=(mask,))
+    return _wrap(out)
+
+
+def var(input, dim=None, *, correction=1, keepdim=False, unbiased=None):
+    """Variance, composed from mean and sum (so it is differentiable to any order)."""
+    _check_tensor(input, "var")
+    if unbiased is not None:
+        correction = 1 if unbiased else 0
+    if input._data.dtype.kind != "f":
+        raise RuntimeError("var(): could not infer output dtype. Input dtype must be either "
+                           "a floating point or complex dtype.")
+    dims, _ = _dims(dim, input.ndim, "var")
+    count = 1
+    for k in dims:
+        count *= input._data.shape[k]
+    diff = input - mean(input, dims if dim is not None else None, keepdim=True)
+    ss = sum(diff * diff, dims if dim is not None else None, keepdim=keepdim)
+    denom = count - correction
+    return ss / denom if denom > 0 else ss * float("nan") if count else ss / 0.0
+
+
+def std(input, dim=None, *, correction=1, keepdim=False, unbiased=None):
+    return sqrt(var(input, dim, correction=correction, keepdim=keepdim, unbiased=unbiased))
+
+
+def logsumexp(input, dim, keepdim=False):
+    """log(sum(exp(x))) along ``dim``, shifted by the (constant) max for stability."""
+    _check_tensor(input, "logsumexp")
+    d = _float_input(input, "logsumexp")
+    dims, _ = _dims(dim, d.ndim, "logsumexp")
+    m = np.max(d, axis=dims, keepdims=True) if d.size else np.zeros(
+        tuple(1 if i in dims else s for i, s in enumerate(d.shape)), d.dtype)
+    m = np.where(np.isfinite(m), m, 0).astype(d.dtype)
+    x = input if input._data.dtype.kind == "f" else _wrap(d)
+    out = log(sum(exp(x - _wrap(m)), dims, keepdim=True)) + _wrap(m)
+    return out if keepdim else squeeze(out, dims) if dims else out
+
+
+def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
+    _check_tensor(input, "norm")
+    x = input if dtype is None else input.to(dtype)
+    if p in ("fro", 2, 2.0):
+        return sqrt(sum(x * x, dim, keepdim=keepdim))
+    if p in (1, 1.0):
+        return sum(abs(x), dim, keepdim=keepdim)
+    if p in (float("inf"), "inf"):
+        return amax(abs(x), () if dim is None else dim, keepdim=keepdim)
+    if p in (float("-inf"), "-inf"):
+        return amin(abs(x), () if dim is None else dim, keepdim=keepdim)
+    if p == 0:
+        return sum(_wrap((x._data != 0).astype(x._data.dtype)), dim, keepdim=keepdim)
+    if not isinstance(p, (int, float)):
+        raise RuntimeError(f"norm: unsupported p={p!r}")
+    return sum(abs(x) ** float(p), dim, keepdim=keepdim) ** (1.0 / p)
+
+
+def _vjp_softmax(c, g):
+    y = c.out
+    d = c.p(2)
+    return (y * (g - sum(g * y, d, keepdim=True)),)
+
+
+def _vjp_log_softmax(c, g):
+    y = c.out
+    d = c.p(2)
+    return (g - exp(y) * sum(g, d, keepdim=True),)
+
+
+SOFTMAX = Op("SoftmaxBackward0", K.K_SOFTMAX, _vjp_softmax)
+LOG_SOFTMAX = Op("LogSoftmaxBackward0", K.K_LOGSOFTMAX, _vjp_log_softmax)
+
+
+def _softmax_op(op, input, dim, log_):
+    opname = "log_softmax" if log_ else "softmax"
+    _check_tensor(input, opname)
+    if dim is None:
+        raise TypeError(f"{opname}() missing required argument 'dim'")
+    d = _float_input(input, opname)
+    k = _dim(dim, d.ndim, opname) if d.ndim else 0
+    if d.ndim == 0:
+        out = np.zeros((), d.dtype) if log_ else np.ones((), d.dtype)
+    else:
+        m = np.max(d, axis=k, keepdims=True) if d.size else d
+        m = np.where(np.isfinite(m), m, 0)
+        z = d - m
+        e = np.exp(z)
+        s = np.sum(e, axis=k, keepdims=True)
+        out = (z - np.log(s)) if log_ else (e / s)
+        out = np.ascontiguousarray(out, dtype=d.dtype)
+    if _grad_needed(input):
+        inner = 1
+        for n in d.shape[k + 1:]:
+            inner *= n
+        size = d.shape[k] if d.ndim else 1
+        return record(op, out, input, save=4, params=(size, inner, k))
+    return _wrap(out)
+
+
+def softmax(input, dim=None, dtype=None):
+    x = input if dtype is None else input.to(dtype)
+    return _softmax_op(SOFTMAX, x, dim, False)
+
+
+def log_softmax(input, dim=None, dtype=None):
+    x = input if dtype is None else input.to(dtype)
+    return _softmax_op(LOG_SOFTMAX, x, dim, True)
 
 
 # ---------------------------------------------------------------------------
@@ -749,7 +1153,7 @@ def _vjp_strided(c, g):
     for k in range(len(oshape)):
         ax = np.arange(oshape[k], dtype=np.int64) * c.p(1 + k)
         idx += ax.reshape((-1,) + (1,) * (len(oshape) - k - 1))
-    return (index_add_flat(g, idx.reshape(-1), shape),)
+    return (scatter_flat(g, idx.reshape(-1), shape),)
 
 
 def _vjp_permute(c, g):
@@ -912,17 +1316,108 @@ def getitem(input, key):
 
 # ---------------------------------------------------------------------------
 # Gather by index arrays (advanced indexing), and its scatter-add adjoint
+def _flat_index(shape, key):
+    """Flat positions (int64) of the elements ``key`` selects from an array of ``shape``."""
+    size = 1
+    for n in shape:
+        size *= n
+    try:
+        return np.arange(size, dtype=np.int64).reshape(shape)[key]
+    except IndexError as exc:
+        raise IndexError(f"index: {exc} (tensor of shape {list(shape)})") from None
+
+
+def _vjp_gather(c, g):
+    idx = c.tape.saved[c.r][K.SB]
+    return (scatter_flat(g, idx, c.shape(K.A)),)
+
+
+def _vjp_scatter(c, g):
+    idx = c.tape.saved[c.r][K.SB]
+    return (gather_flat(g, idx, c.shape(K.A)),)
+
+
+GATHER = Op("IndexBackward0", K.K_GATHER, _vjp_gather)
+SCATTER = Op("IndexPutBackward0", K.K_SCATTER, _vjp_scatter)
+MAX_DIM.vjp = _vjp_gather
+MIN_DIM.vjp = _vjp_gather
+
+
+def gather_flat(input, idx, shape, op=GATHER):
+    """out (of ``shape``) = input.flatten()[idx]; differentiable (scatter-add back)."""
+    out = input._data.reshape(-1)[idx].reshape(shape)
+    if _grad_needed(input):
+        t = record(op, out, input)
+        t._tape.keep(t._row, K.SB, idx.astype(np.int64, copy=False))
+        return t
+    return _wrap(out)
+
+
+def scatter_flat(src, idx, shape):
+    """Zeros of ``shape`` with src's elements added at flat positions ``idx``."""
+    size = 1
+    for n in shape:
+        size *= n
+    out = np.zeros(size, dtype=src._data.dtype)
+    np.add.at(out, idx, src._data.reshape(-1))
+    out = out.reshape(shape)
+    if _grad_needed(src):
+        t = record(SCATTER, out, src)
+        t._tape.keep(t._row, K.SB, idx.astype(np.int64, copy=False))
+        return t
+    return _wrap(out)
+
+
 def index_gather(input, key):
-    raise IndexError(f"index: advanced indexing with {key!r} is not supported yet")
+    """Advanced indexing (integer arrays, boolean masks): a gather by flat positions."""
+    idx = _flat_index(input._data.shape, key)
+    return gather_flat(input, idx.reshape(-1), idx.shape)
 
 
-def index_add_flat(g, idx, shape):
-    """A zero tensor of ``shape`` with g's elements added at flat positions ``idx``."""
-    if _grad_needed(g):
-        raise RuntimeError("index: create_graph=True through indexing is not supported yet")
-    out = np.zeros(int(np.prod(shape)), dtype=g._data.dtype)
-    np.add.at(out, idx, g._data.reshape(-1))
-    return _wrap(out.reshape(shape))
+def _vjp_setidx(c, g):
+    idx = c.tape.saved[c.r][K.SO]
+    keep = np.ones(c.shape(K.A), g._data.dtype)
+    keep.reshape(-1)[idx] = 0
+    return (g * _wrap(keep), gather_flat(g, idx, (len(idx),)))
+
+
+SETIDX = Op("IndexPutBackward0", K.K_SETIDX, _vjp_setidx)
+
+
+def setitem(t, key, value):
+    """``t[key] = value``: in place; recorded when t or value needs grad."""
+    _check_tensor(t, "index_put_")
+    if isinstance(key, Tensor):
+        key = key._data
+    elif isinstance(key, tuple):
+        key = tuple(k._data if isinstance(k, Tensor) else k for k in key)
+    v = value if isinstance(value, Tensor) else _wrap(np.asarray(value, t._data.dtype))
+    if STATE.grad_enabled and t._req and t._leaf:
+        raise RuntimeError("a view of a leaf Variable that requires grad is being used in "
+                           "an in-place operation.")
+    idx = _flat_index(t._data.shape, key)
+    try:
+        vb = np.broadcast_to(v._data, idx.shape)
+    except ValueError:
+        raise RuntimeError(f"index_put_: shape mismatch: value tensor of shape "
+                           f"{list(v.shape)} cannot be broadcast to indexing result of "
+                           f"shape {list(idx.shape)}") from None
+    if not _grad_needed(t, v):
+        t._data[key] = vb
+        bump_version(t)
+        return t
+    if v._data.dtype != t._data.dtype:
+        v = v.to(t.dtype) if v._data.dtype.kind == "f" else _wrap(v._data.astype(
+            t._data.dtype))
+    flat = idx.reshape(-1)
+    vflat = reshape(expand(v, *idx.shape), -1) if v._data.shape != idx.shape or \
+        v.ndim != 1 else v
+    out = t._data.copy()
+    out.reshape(-1)[flat] = vflat._data
+    src = t if not t._req else proxy_copy(t)
+    res = record(SETIDX, out, src, vflat)
+    res._tape.keep(res._row, K.SO, flat.astype(np.int64))
+    return _rebase(t, res)
 
 
 # ---------------------------------------------------------------------------
@@ -936,14 +1431,26 @@ def _vjp_matmul(c, g):
         return matmul(b, g), outer(a, g)
     if mode == 2:
         return outer(g, b), matmul(g, a)
-    return g * b, g * a
+    if mode == 3:
+        return g * b, g * a
+    return matmul(g, transpose(b, -1, -2)), matmul(transpose(a, -1, -2), g)
 
 
 MM = Op("MmBackward0", K.K_MATMUL, _vjp_matmul)
 MV = Op("MvBackward0", K.K_MATMUL, _vjp_matmul)
 VM = Op("MmBackward0", K.K_MATMUL, _vjp_matmul)
 DOT = Op("DotBackward0", K.K_MATMUL, _vjp_matmul)
+BMM = Op("BmmBackward0", K.K_MATMUL, _vjp_matmul)
 _MATMUL_MODE = {(2, 2): (0, MM), (1, 2): (1, VM), (2, 1): (2, MV), (1, 1): (3, DOT)}
+
+
+def _mismatch(sa, sb):
+    if len(sa) == 2 and len(sb) == 2:
+        return RuntimeError(f"mat1 and mat2 shapes cannot be multiplied "
+                            f"({sa[0]}x{sa[1]} and {sb[0]}x{sb[1]})")
+    return RuntimeError(f"matmul: size mismatch, got input {list(sa)} and other "
+                        f"{list(sb)}: inner dimensions {sa[-1]} and "
+                        f"{sb[-2] if len(sb) > 1 else sb[0]} differ")
 
 
 def matmul(input, other):
@@ -956,18 +1463,11 @@ def matmul(input, other):
     if na == 0 or nb == 0:
         raise RuntimeError(f"matmul: both arguments to matmul need to be at least 1D, but "
                            f"they are {na}D and {nb}D")
-    if (na, nb) not in _MATMUL_MODE:
-        raise RuntimeError(f"matmul: batched operands ({na}D and {nb}D) are not supported "
-                           "yet; use 1-D or 2-D tensors")
     sa, sb = input._data.shape, other._data.shape
-    ka = sa[-1]
-    kb = sb[0]
-    if ka != kb:
-        if na == 2 and nb == 2:
-            raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied "
-                               f"({sa[0]}x{sa[1]} and {sb[0]}x{sb[1]})")
-        raise RuntimeError(f"matmul: size mismatch, got input {list(sa)} and other "
-                           f"{list(sb)}: inner dimensions {ka} and {kb} differ")
+    if sa[-1] != (sb[-2] if nb > 1 else sb[0]):
+        raise _mismatch(sa, sb)
+    if na > 2 or nb > 2:
+        return _batched(input, other)
     out = np.matmul(input._data, other._data)
     if not isinstance(out, np.ndarray):
         out = np.asarray(out)
@@ -976,6 +1476,61 @@ def matmul(input, other):
         save = (2 if input._req else 0) | (1 if other._req else 0)
         return record(op, out, input, other, save, params=(mode,))
     return _wrap(out)
+
+
+def _batched(a, b, op=BMM):
+    """Batched product: vectors become matrices, batch dims broadcast by expand."""
+    va, vb = a.ndim == 1, b.ndim == 1
+    if va:
+        a = unsqueeze(a, 0)
+    if vb:
+        b = unsqueeze(b, -1)
+    sa, sb = a._data.shape, b._data.shape
+    try:
+        batch = np.broadcast_shapes(sa[:-2], sb[:-2])
+    except ValueError:
+        raise RuntimeError(f"matmul: batch dimensions {list(sa[:-2])} and {list(sb[:-2])} "
+                           "cannot be broadcast") from None
+    if sa[:-2] != batch:
+        a = expand(a, *(batch + sa[-2:]))
+    if sb[:-2] != batch:
+        b = expand(b, *(batch + sb[-2:]))
+    out = np.matmul(a._data, b._data)
+    if _grad_needed(a, b):
+        save = (2 if a._req else 0) | (1 if b._req else 0)
+        res = record(op, out, a, b, save, params=(4,))
+    else:
+        res = _wrap(out)
+    if va:
+        res = squeeze(res, -2)
+    if vb:
+        res = squeeze(res, -1)
+    return res
+
+
+def bmm(input, mat2):
+    _check_tensor(input, "bmm")
+    if not isinstance(mat2, Tensor):
+        raise TypeError(f"bmm(): argument 'mat2' (position 2) must be Tensor, not "
+                        f"{type(mat2).__name__}")
+    if input.ndim != 3 or mat2.ndim != 3:
+        raise RuntimeError(f"bmm: batch1 must be a 3D tensor, got {input.ndim}D and "
+                           f"{mat2.ndim}D")
+    if input.shape[0] != mat2.shape[0]:
+        raise RuntimeError(f"bmm: batch sizes differ: {input.shape[0]} and {mat2.shape[0]}")
+    return matmul(input, mat2)
+
+
+def dot(input, other):
+    _check_tensor(input, "dot")
+    if not isinstance(other, Tensor) or input.ndim != 1 or other.ndim != 1:
+        raise RuntimeError("dot: 1D tensors expected")
+    if input.shape[0] != other.shape[0]:
+        raise RuntimeError(f"dot: inconsistent tensor size, expected tensor [{input.shape[0]}]"
+                           f" and src [{other.shape[0]}] to have the same number of elements,"
+                           " but got "
+                           f"{input.shape[0]} and {other.shape[0]} elements respectively")
+    return matmul(input, other)
 
 
 def mm(input, mat2):
@@ -995,6 +1550,136 @@ def outer(input, vec2):
     if input.ndim != 1 or not isinstance(vec2, Tensor) or vec2.ndim != 1:
         raise RuntimeError("outer: expected 1-D tensors")
     return matmul(reshape(input, (-1, 1)), reshape(vec2, (1, -1)))
+
+
+# ---------------------------------------------------------------------------
+# Joining and splitting
+def _vjp_cat(c, g):
+    d = c.p(4)
+    outs = []
+    off = 0
+    for shape in c.input_shapes():
+        n = shape[d]
+        outs.append(narrow(g, d, off, n))
+        off += n
+    return tuple(outs)
+
+
+CAT = Op("CatBackward0", K.K_CAT, _vjp_cat)
+SPLIT = Op("SplitBackward0", K.K_STRIDED, _vjp_strided)
+
+
+def cat(tensors, dim=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise RuntimeError("cat(): expected a non-empty list of Tensors")
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"cat(): expected Tensor as element {i} in argument 0, but got "
+                            f"{type(t).__name__}")
+    ref = tensors[0]
+    nd = ref.ndim
+    if nd == 0:
+        raise RuntimeError("cat(): zero-dimensional tensor (at position 0) cannot be "
+                           "concatenated")
+    d = _dim(dim, nd, "cat")
+    for i, t in enumerate(tensors):
+        if t.ndim != nd:
+            raise RuntimeError(f"cat(): Tensors must have same number of dimensions: got "
+                               f"{nd} and {t.ndim}")
+        for k in range(nd):
+            if k != d and t.shape[k] != ref.shape[k]:
+                raise RuntimeError(f"cat(): Sizes of tensors must match except in dimension "
+                                   f"{d}. Expected size {ref.shape[k]} but got size "
+                                   f"{t.shape[k]} for tensor number {i} in the list.")
+        if t._data.dtype != ref._data.dtype:
+            raise RuntimeError(f"cat(): expected all tensors to have the same dtype, got "
+                               f"{ref.dtype} and {t.dtype}")
+    out = np.concatenate([t._data for t in tensors], axis=d)
+    if not _grad_needed(*tensors):
+        return _wrap(out)
+    tape = STATE.tape or current()
+    rows = [_row_of(tape, t) for t in tensors]
+    start = tape.input_list(rows)
+    inner = 1
+    for n in out.shape[d + 1:]:
+        inner *= n
+    outer = 1
+    for n in out.shape[:d]:
+        outer *= n
+    r = tape.row(CAT.kernel, CAT.index, out, True, rows[0], -1)
+    tape.T[r, K.P0:K.P0 + 5] = (start, len(rows), inner, outer, d)
+    return _node(out, tape, r)
+
+
+def stack(tensors, dim=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise RuntimeError("stack expects a non-empty TensorList")
+    shape = tensors[0].shape
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"stack(): expected Tensor as element {i}, got "
+                            f"{type(t).__name__}")
+        if t.shape != shape:
+            raise RuntimeError(f"stack expects each tensor to be equal size, but got "
+                               f"{list(shape)} at entry 0 and {list(t.shape)} at entry {i}")
+    d = _dim(dim, len(shape) + 1, "stack")
+    return cat([unsqueeze(t, d) for t in tensors], d)
+
+
+def narrow(input, dim, start, length):
+    _check_tensor(input, "narrow")
+    d = _dim(dim, input.ndim, "narrow")
+    n = input.shape[d]
+    if start < 0:
+        start += n
+    if start < 0 or length < 0 or start + length > n:
+        raise IndexError(f"narrow(): start ({start}) + length ({length}) exceeds dimension "
+                         f"size ({n}).")
+    key = (slice(None),) * d + (slice(start, start + length),)
+    return getitem(input, key)
+
+
+def split(tensor, split_size_or_sections, dim=0):
+    _check_tensor(tensor, "split")
+    d = _dim(dim, tensor.ndim, "split")
+    n = tensor.shape[d]
+    if isinstance(split_size_or_sections, (list, tuple)):
+        sizes = list(split_size_or_sections)
+        if builtins_sum(sizes) != n:
+            raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {n} "
+                               f"(input tensor's size at dimension {d}), but got "
+                               f"split_sizes={sizes}")
+    else:
+        step = int(split_size_or_sections)
+        if step <= 0:
+            raise RuntimeError(f"split_size can only be 0 if dimension size is 0, but got "
+                               f"dimension size of {n}")
+        sizes = [builtins_min(step, n - i) for i in range(0, n, step)] or [0]
+    outs = []
+    off = 0
+    for k, size in enumerate(sizes):
+        key = (slice(None),) * d + (slice(off, off + size),)
+        piece = getitem(tensor, key)
+        if not piece._leaf:
+            T = piece._tape.T
+            T[piece._row, K.NM] = SPLIT.index
+            T[piece._row, K.P0 + K.NP - 1] = k
+        outs.append(piece)
+        off += size
+    return tuple(outs)
+
+
+def chunk(input, chunks, dim=0):
+    _check_tensor(input, "chunk")
+    if chunks <= 0:
+        raise RuntimeError("chunk expects `chunks` to be greater than 0, got: "
+                           f"{chunks}")
+    d = _dim(dim, input.ndim, "chunk")
+    n = input.shape[d]
+    step = -(-n // chunks) if n else 1
+    return split(input, step, d)
 
 
 # ---------------------------------------------------------------------------

@@ -54,7 +54,7 @@ addr = _struct_addr()
 
 
 class Tape:
-    __slots__ = ("T", "F", "M", "B", "MF", "n", "id", "saved", "adj32", "adj64", "leaves", "hooks",
+    __slots__ = ("T", "F", "M", "B", "MF", "L", "nl", "n", "fns", "where", "id", "saved", "adj32", "adj64", "leaves", "hooks",
                  "retain", "ext", "checks", "epoch", "__weakref__")
 
     def __init__(self, capacity=64):
@@ -63,7 +63,11 @@ class Tape:
         self.M = memoryview(self.T.reshape(-1))   # item writes 2x cheaper than T[r, c]
         self.B = self.M.cast("B")
         self.MF = memoryview(self.F.reshape(-1))
+        self.L = np.zeros(16, np.int64)   # input lists of rows with more than two inputs
+        self.nl = 0
         self.n = 0
+        self.fns = {}        # row -> (Function class, ctx) of a user Function
+        self.where = {}      # row -> stack summary where it was recorded (anomaly mode)
         self.id = next(_ids)
         self.saved = []      # per row: {column: array} its backward reads (kept alive), or None
         self.adj32 = 0       # adjoint elements allocated so far, per arena dtype
@@ -85,6 +89,17 @@ class Tape:
         self.M = memoryview(T.reshape(-1))
         self.B = self.M.cast("B")
         self.MF = memoryview(F.reshape(-1))
+
+    def input_list(self, rows):
+        """Stores a list of input rows; returns where it starts in ``L``."""
+        start = self.nl
+        if start + len(rows) > len(self.L):
+            L = np.zeros(2 * (start + len(rows)), np.int64)
+            L[:start] = self.L[:start]
+            self.L = L
+        self.L[start:start + len(rows)] = rows
+        self.nl = start + len(rows)
+        return start
 
     def adj_size(self, dtype):
         return self.adj64 if dtype == _F64 else self.adj32
@@ -138,6 +153,16 @@ class Tape:
             self.epoch = EPOCH[0]
         self.checks.append((ver, ver[0], r, col, t._row if t._tape is self and not t._leaf
                             else -1))
+
+    def keep(self, r, col, data):
+        """Row r's backward reads ``data``, a private array no one can modify."""
+        data = np.ascontiguousarray(data)
+        self.M[r * K.NCOL + col] = addr(data)
+        held = self.saved[r]
+        if held is None:
+            self.saved[r] = {col: data}
+        else:
+            held[col] = data
 
     def mark_modified(self):
         """Flags rows whose saved values changed in place since they were saved."""

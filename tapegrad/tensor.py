@@ -379,7 +379,17 @@ def bind_methods(ops):
         "reshape": ops.reshape, "view": ops.view, "flatten": ops.flatten,
         "unsqueeze": ops.unsqueeze, "squeeze": ops.squeeze, "transpose": ops.transpose,
         "permute": ops.permute, "t": ops.t, "expand": ops.expand, "clone": ops.clone,
-        "outer": ops.outer,
+        "outer": ops.outer, "sin": ops.sin, "cos": ops.cos, "tan": ops.tan,
+        "log1p": ops.log1p, "expm1": ops.expm1, "reciprocal": ops.reciprocal,
+        "square": ops.square, "clamp": ops.clamp, "clip": ops.clamp, "clamp_": ops.clamp_,
+        "clip_": ops.clamp_, "maximum": ops.maximum, "minimum": ops.minimum,
+        "amax": ops.amax, "amin": ops.amin, "max": ops.max, "min": ops.min,
+        "argmax": ops.argmax, "argmin": ops.argmin, "prod": ops.prod, "var": ops.var,
+        "std": ops.std, "logsumexp": ops.logsumexp, "norm": ops.norm,
+        "softmax": ops.softmax, "log_softmax": ops.log_softmax, "bmm": ops.bmm,
+        "dot": ops.dot, "split": ops.split, "chunk": ops.chunk, "narrow": ops.narrow,
+        "broadcast_to": ops.broadcast_to, "__setitem__": ops.setitem, "where":
+        lambda self, condition, other: ops.where(condition, self, other),
         "add_": ops.add_, "sub_": ops.sub_, "mul_": ops.mul_, "div_": ops.div_,
         "zero_": ops.zero_, "fill_": ops.fill_, "copy_": ops.copy_,
     }

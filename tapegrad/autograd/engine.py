@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import _kernels as K
 from .. import tape as _tape
-from ..ops import ENTRIES, Ctx
+from ..ops import ENTRIES, Ctx, input_rows
 from ..tape import STATE
 from ..tensor import Tensor, _wrap
 
@@ -208,8 +208,8 @@ def _replay(tape, seeds, retain, sink, pending):
         tape.mark_modified()
         resume = False
         while start >= 0:
-            status, r = K.reverse(tape.T, tape.F, arenas[dtflag], seen, start, resume,
-                                  not retain, dtflag)
+            status, r = K.reverse(tape.T, tape.F, tape.L, arenas[dtflag], seen, start,
+                                  resume, not retain, dtflag, STATE.anomaly)
             if status == K.DONE:
                 break
             start, resume = r, False
@@ -238,6 +238,12 @@ def _replay(tape, seeds, retain, sink, pending):
                     dst[:] = _region(tape, r, arenas)
                     seen[src] = 1
                 start = r - 1
+            elif status == K.PYFN:
+                from .function import replay_function
+                replay_function(tape, r, seen, arenas, retain)
+                start = r - 1
+            elif status == K.ERR_NAN:
+                raise anomaly_error(tape, r, arenas)
             else:
                 raise _error(tape, status, r)
         for r, t in sink.capture_rows(tape):
@@ -261,6 +267,23 @@ def _replay(tape, seeds, retain, sink, pending):
             _tape.close(tape)
         else:
             _free(tape, np.flatnonzero(seen))
+
+
+def anomaly_error(tape, r, arenas):
+    """PyTorch's anomaly message: the op, which of its outputs, where it was recorded."""
+    T = tape.T
+    which = 0
+    for i, col in enumerate((K.A, K.B)):
+        src = int(T[r, col])
+        if src >= 0 and T[src, K.FL] & K.REQ and np.isnan(_region(tape, src, arenas)).any():
+            which = i
+            break
+    name = ENTRIES[T[r, K.NM]].name
+    msg = f"Function '{name}' returned nan values in its {which}th output."
+    where = tape.where.get(r)
+    if where:
+        msg += "\nThe op was recorded at (most recent call last):\n" + where
+    return RuntimeError(msg)
 
 
 def _free(tape, rows):
@@ -308,10 +331,10 @@ def _replay_python(tape, seeds, retain, sink, pending):
                 raise RuntimeError(FREED_MSG)
             if fl & K.DIRTY:
                 raise _error(tape, K.ERR_DIRTY, r)
-            grads = ENTRIES[T[r, K.NM]].vjp(Ctx(tape, r), g)
-            for col, gi in zip((K.A, K.B), grads):
-                src = int(T[r, col])
-                if src < 0 or gi is None or not T[src, K.FL] & K.REQ:
+            ctx = Ctx(tape, r)
+            grads = ENTRIES[T[r, K.NM]].vjp(ctx, g)
+            for src, gi in zip(ctx.input_rows(), grads):
+                if gi is None or not tape.T[src, K.FL] & K.REQ:
                     continue
                 prev = adjs.get(src)
                 adjs[src] = gi if prev is None else prev + gi

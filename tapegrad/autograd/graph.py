@@ -20,12 +20,10 @@ class Node:
 
     @property
     def next_functions(self):
+        from ..ops import input_rows
         tape, T = self._tape, self._tape.T
         out = []
-        for col in (K.A, K.B):
-            src = int(T[self._row, col])
-            if src < 0:
-                continue
+        for src in input_rows(tape, self._row):
             if not T[src, K.FL] & K.REQ:
                 out.append((None, 0))
             elif T[src, K.OP] == K.K_LEAF:
@@ -34,7 +32,7 @@ class Node:
                 t = tape.ext[src]
                 out.append((Node(t._tape, t._row), 0))
             else:
-                out.append((Node(tape, src), 0))
+                out.append(_output_of(tape, src))
         return tuple(out)
 
     def __eq__(self, other):
@@ -46,6 +44,19 @@ class Node:
 
     def __repr__(self):
         return f"<{self.name()} object at {id(self._tape):#x}:{self._row}>"
+
+
+def _output_of(tape, src):
+    """(node, output index): the pieces of a split are outputs of its first piece's node."""
+    T = tape.T
+    from ..ops import SPLIT
+    if T[src, K.NM] == SPLIT.index:
+        k = int(T[src, K.P0 + K.NP - 1])
+        return Node(tape, src - k), k
+    if T[src, K.OP] == K.K_PYOUT:
+        first = int(T[src, K.P0 + 2])
+        return Node(tape, first), src - first
+    return Node(tape, src), 0
 
 
 class AccumulateGrad:

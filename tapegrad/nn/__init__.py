@@ -1,0 +1,14 @@
+"""tapegrad.nn: modules, parameters, losses, initialisers and utilities, as ``torch.nn``.
+
+Built on the public Tensor API only; see ``functional`` for the ops each layer uses.
+"""
+from . import functional, init, utils
+from .layers import (BCEWithLogitsLoss, CrossEntropyLoss, Dropout, Flatten, Identity, L1Loss,
+                     Linear, LogSoftmax, MSELoss, NLLLoss, ReLU, Sigmoid, Softmax, Tanh)
+from .module import Module, ModuleList, Sequential
+from .parameter import Parameter
+
+__all__ = ["functional", "init", "utils", "Module", "Sequential", "ModuleList", "Parameter",
+           "Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sigmoid", "Softmax",
+           "LogSoftmax", "Dropout", "MSELoss", "L1Loss", "CrossEntropyLoss", "NLLLoss",
+           "BCEWithLogitsLoss"]

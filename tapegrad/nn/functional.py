@@ -1,0 +1,381 @@
+"""tapegrad.nn.functional: layers and losses as functions, as ``torch.nn.functional``.
+
+Composed from tensor ops the core has today. Where a fused op would be faster or would
+avoid reading values into constants, the function says so (``COMPOSITE:``): those
+constants are fine for eager autograd, and are listed for the op owner.
+"""
+import warnings
+
+import numpy as np
+import tapegrad as tg
+
+from ..tensor import Tensor
+
+__all__ = ["linear", "relu", "tanh", "sigmoid", "softmax", "log_softmax", "cross_entropy",
+           "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy_with_logits", "dropout"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+_TORCH_NAMES = {"float32": "Float", "float64": "Double", "bool": "Bool", "int64": "Long"}
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+def _check_tensor(x, fname, argname="input"):
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{fname}(): argument '{argname}' must be Tensor, not "
+                        f"{type(x).__name__}")
+
+
+def _check_reduction(reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+
+
+def _reduce(loss, reduction):
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def _norm_dim(dim, ndim, fname):
+    n = max(ndim, 1)
+    if not isinstance(dim, (int, np.integer)) or isinstance(dim, bool):
+        raise TypeError(f"{fname}(): argument 'dim' must be int, not {type(dim).__name__}")
+    if not -n <= dim < n:
+        raise IndexError(f"{fname}: Dimension out of range (expected to be in range of "
+                         f"[{-n}, {n - 1}], but got {dim})")
+    return dim % n
+
+
+def _softmax_dim(name, ndim):
+    warnings.warn(f"Implicit dimension choice for {name} has been deprecated. Change the "
+                  "call to include dim=X as an argument.", UserWarning, stacklevel=3)
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+def _np_dtype(t):
+    return np.dtype(t.dtype.name)
+
+
+def _const(arr):
+    """A tensor holding a NumPy array, not recorded (a constant of the computation)."""
+    return tg.from_numpy(np.asarray(arr, order="C"))
+
+
+def _row_max(x, dim):
+    # COMPOSITE: the max along ``dim`` is read into a constant. log_softmax does not
+    # depend on the shift mathematically, so the gradient is exact; a fused
+    # logsumexp/log_softmax op would avoid the NumPy round trip.
+    m = np.max(x.detach().numpy(), axis=dim, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0).astype(m.dtype, copy=False)
+    return _const(m)
+
+
+def _float_or_error(x, fname):
+    if not x.dtype.is_floating_point:
+        raise RuntimeError(f'"{fname}" not implemented for \'{x.dtype.name.capitalize()}\'')
+
+
+# ---------------------------------------------------------------------------
+# Layers
+def linear(input, weight, bias=None):
+    """input @ weight.T + bias, for input of shape (*, in_features)."""
+    _check_tensor(input, "linear")
+    _check_tensor(weight, "linear", "weight")
+    # COMPOSITE: transpose + matmul + add (a fused addmm would record one row).
+    if weight.ndim == 1:
+        out = input.matmul(weight)
+    elif input.ndim > 2:
+        lead = tuple(input.shape[:-1])
+        out = input.reshape(-1, input.shape[-1]).matmul(weight.t())
+        out = out.reshape(*lead, weight.shape[0])
+    else:
+        out = input.matmul(weight.t())
+    if bias is not None:
+        out = out + bias
+    return out
+
+
+def relu(input, inplace=False):
+    _check_tensor(input, "relu")
+    out = tg.relu(input)
+    if inplace:
+        return input.copy_(out)
+    return out
+
+
+def tanh(input):
+    _check_tensor(input, "tanh")
+    return tg.tanh(input)
+
+
+def sigmoid(input):
+    _check_tensor(input, "sigmoid")
+    return tg.sigmoid(input)
+
+
+def softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """exp(x) / sum(exp(x)) along ``dim``, computed from x - max(x) (stable)."""
+    _check_tensor(input, "softmax")
+    if dtype is not None:
+        input = input.to(dtype)
+    _float_or_error(input, "softmax")
+    if dim is None:
+        dim = _softmax_dim("softmax", input.ndim)
+    if input.ndim == 0:
+        _norm_dim(dim, 0, "softmax")
+        return softmax(input.reshape(1), 0).reshape(())
+    dim = _norm_dim(dim, input.ndim, "softmax")
+    e = (input - _row_max(input, dim)).exp()
+    return e / e.sum(dim, keepdim=True)
+
+
+def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """x - logsumexp(x) along ``dim``, with the log-sum-exp trick (stable for |x| ~ 1e4)."""
+    _check_tensor(input, "log_softmax")
+    if dtype is not None:
+        input = input.to(dtype)
+    _float_or_error(input, "log_softmax")
+    if dim is None:
+        dim = _softmax_dim("log_softmax", input.ndim)
+    if input.ndim == 0:
+        _norm_dim(dim, 0, "log_softmax")
+        return log_softmax(input.reshape(1), 0).reshape(())
+    dim = _norm_dim(dim, input.ndim, "log_softmax")
+    z = input - _row_max(input, dim)
+    return z - z.exp().sum(dim, keepdim=True).log()
+
+
+def dropout(input, p=0.5, training=True, inplace=False):
+    """Zeroes each element with probability p and scales the rest by 1/(1-p).
+
+    The mask is drawn from tapegrad's random stream (``tg.manual_seed``).
+    """
+    _check_tensor(input, "dropout")
+    if p < 0.0 or p > 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0.0:
+        return input
+    npdt = _np_dtype(input)
+    if p == 1.0:
+        noise = np.zeros(tuple(input.shape), npdt)
+    else:
+        # COMPOSITE: a Bernoulli mask from the random stream (a fused dropout op could
+        # draw it inside a compiled replay).
+        keep = tg.rand(*input.shape, dtype=tg.float64).numpy() < 1.0 - p
+        noise = keep.astype(npdt) / npdt.type(1.0 - p)
+    noise = _const(noise)
+    if inplace:
+        return input.mul_(noise)
+    return input * noise
+
+
+# ---------------------------------------------------------------------------
+# Losses
+def _check_size_warning(input, target, fname):
+    if tuple(target.shape) != tuple(input.shape):
+        warnings.warn(f"Using a target size ({target.shape}) that is different to the input "
+                      f"size ({input.shape}). This will likely lead to incorrect results "
+                      "due to broadcasting. Please ensure they have the same size.",
+                      UserWarning, stacklevel=3)
+
+
+def _pointwise_loss(loss, input, weight, reduction):
+    if weight is None:
+        return _reduce(loss, reduction)
+    if tuple(weight.shape) != tuple(input.shape):
+        raise ValueError("Weights and input must have the same size.")
+    loss = loss * weight
+    if reduction == "mean":
+        return loss.sum() / weight.sum()
+    return _reduce(loss, reduction)
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """Squared error; reduction 'mean' | 'sum' | 'none'; weighted mean = sum(w e) / sum(w)."""
+    _check_tensor(input, "mse_loss")
+    _check_tensor(target, "mse_loss", "target")
+    _check_size_warning(input, target, "mse_loss")
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    return _pointwise_loss((input - target) ** 2, input, weight, reduction)
+
+
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """Absolute error; reduction 'mean' | 'sum' | 'none'; weighted mean = sum(w e) / sum(w)."""
+    _check_tensor(input, "l1_loss")
+    _check_tensor(target, "l1_loss", "target")
+    _check_size_warning(input, target, "l1_loss")
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    return _pointwise_loss((input - target).abs(), input, weight, reduction)
+
+
+def _legacy_reduction(size_average, reduce, reduction):
+    """The deprecated size_average/reduce pair, mapped to a reduction as PyTorch does."""
+    if size_average is None and reduce is None:
+        return reduction
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    result = ("mean" if size_average else "sum") if reduce else "none"
+    warnings.warn(f"size_average and reduce args will be deprecated, please use "
+                  f"reduction='{result}' instead.", UserWarning, stacklevel=3)
+    return result
+
+
+def _class_dim(input):
+    return 0 if input.ndim == 1 else 1
+
+
+def _index_targets(input, target, weight, ignore_index, fname):
+    """Checks integer class targets; returns (one-hot weight mask, per-target weights).
+
+    COMPOSITE: the mask puts weight[target] at each target's class and 0 elsewhere
+    (and everywhere for ignored targets), so the loss is ``-(mask * logp).sum(dim)``.
+    A gather op (integer-array indexing) would replace the mask.
+    """
+    if input.ndim == 0:
+        raise ValueError(f"{fname}: input tensor should be 1D or more, got 0D")
+    t = target.detach().numpy() if isinstance(target, Tensor) else np.asarray(target)
+    if t.dtype.kind not in "iu":
+        raise RuntimeError(f"expected target dtype to be Long or Byte, but got "
+                           f"{_TORCH_NAMES.get(t.dtype.name, t.dtype.name)}")
+    cdim = _class_dim(input)
+    shape = tuple(input.shape)
+    expected = () if input.ndim == 1 else (shape[0],) + shape[2:]
+    if t.shape != expected:
+        if input.ndim >= 2 and (t.ndim == 0 or t.shape[0] != shape[0]):
+            raise ValueError(f"Expected input batch_size ({shape[0]}) to match target "
+                             f"batch_size ({t.shape[0] if t.ndim else 0}).")
+        raise RuntimeError(f"{fname}: expected target of shape {list(expected)} for input "
+                           f"of shape {list(shape)}, got {list(t.shape)}")
+    n_classes = shape[cdim]
+    valid = t != ignore_index
+    bad = valid & ((t < 0) | (t >= n_classes))
+    if np.any(bad):
+        raise IndexError(f"Target {int(t[bad].flat[0])} is out of bounds.")
+    tt = np.where(valid, t, 0).astype(np.int64)
+    npdt = _np_dtype(input)
+    if weight is not None:
+        w = weight.detach().numpy() if isinstance(weight, Tensor) else np.asarray(weight)
+        if w.shape != (n_classes,):
+            raise RuntimeError(f"{fname}: weight tensor should be defined either for all "
+                               f"{n_classes} classes or no classes but got weight tensor of "
+                               f"shape: {list(w.shape)}")
+        wt = np.where(valid, w.astype(npdt)[tt], 0).astype(npdt)
+    else:
+        wt = valid.astype(npdt)
+    mask = np.zeros(shape, npdt)
+    np.put_along_axis(mask, np.expand_dims(tt, cdim), np.expand_dims(wt, cdim), axis=cdim)
+    return mask, wt, valid
+
+
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+             reduction="mean"):
+    """Negative log-likelihood of log-probabilities ``input`` at class indices ``target``.
+
+    input: (C,), (N, C) or (N, C, d1, ...); target: (), (N,) or (N, d1, ...) int64.
+    'mean' divides by the summed weights of the non-ignored targets, as PyTorch does.
+    """
+    _check_tensor(input, "nll_loss")
+    _check_tensor(target, "nll_loss", "target")
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    mask, wt, _ = _index_targets(input, target, weight, ignore_index, "nll_loss")
+    losses = -(input * _const(mask)).sum(_class_dim(input))
+    if reduction == "none":
+        return losses
+    total = losses.sum()
+    if reduction == "sum":
+        return total
+    return total / wt.sum()
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100,
+                  reduce=None, reduction="mean", label_smoothing=0.0):
+    """log_softmax over the class dim followed by nll_loss (stable for logits ~1e4).
+
+    ``target`` holds class indices (int64) or, with the input's shape, class
+    probabilities; ``label_smoothing`` as in PyTorch.
+    """
+    _check_tensor(input, "cross_entropy")
+    _check_tensor(target, "cross_entropy", "target")
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise RuntimeError(f"label_smoothing must be between 0.0 and 1.0. Got: "
+                           f"{label_smoothing:g}")
+    if input.ndim == 0:
+        raise ValueError("cross_entropy: input tensor should be 1D or more, got 0D")
+    cdim = _class_dim(input)
+    n_classes = input.shape[cdim]
+    logp = log_softmax(input, cdim)
+    wshape = [1] * input.ndim
+    wshape[cdim] = n_classes
+    if tuple(target.shape) == tuple(input.shape) and target.dtype.is_floating_point:
+        return _cross_entropy_probs(logp, target, weight, reduction, label_smoothing,
+                                    cdim, n_classes, wshape)
+    mask, wt, valid = _index_targets(input, target, weight, ignore_index, "cross_entropy")
+    losses = -(logp * _const(mask)).sum(cdim)
+    if reduction == "none":
+        nll = losses
+    elif reduction == "sum":
+        nll = losses.sum()
+    else:
+        nll = losses.sum() / wt.sum()
+    if label_smoothing <= 0.0:
+        return nll
+    if weight is not None:
+        smooth = -(logp * weight.reshape(*wshape)).sum(cdim)
+    else:
+        smooth = -logp.sum(cdim)
+    smooth = smooth * _const(valid.astype(wt.dtype))
+    if reduction == "none":
+        ret = smooth
+    elif reduction == "sum":
+        ret = smooth.sum()
+    else:
+        ret = smooth.sum() / wt.sum()
+    return nll * (1.0 - label_smoothing) + ret * (label_smoothing / n_classes)
+
+
+def _cross_entropy_probs(logp, target, weight, reduction, label_smoothing, cdim, n_classes,
+                         wshape):
+    if label_smoothing > 0.0:
+        target = target * (1.0 - label_smoothing) + label_smoothing / n_classes
+    prod = logp * target
+    if weight is not None:
+        prod = prod * weight.reshape(*wshape)
+    if reduction == "none":
+        return -prod.sum(cdim)
+    if reduction == "sum":
+        return -prod.sum()
+    return -prod.sum() / (logp.numel() / n_classes)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None,
+                                     reduce=None, reduction="mean", pos_weight=None):
+    """Sigmoid + binary cross entropy in one stable expression.
+
+    loss = (1 - y) x + lw * softplus(-x), lw = (pos_weight - 1) y + 1, with
+    softplus(-x) = (|x| - x) / 2 + log(1 + exp(-|x|)): no overflow for any x, and
+    the gradient sigmoid(x) - y holds at x = 0 too.
+    """
+    _check_tensor(input, "binary_cross_entropy_with_logits")
+    _check_tensor(target, "binary_cross_entropy_with_logits", "target")
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    if tuple(target.shape) != tuple(input.shape):
+        raise ValueError(f"Target size ({target.shape}) must be the same as input size "
+                         f"({input.shape})")
+    a = input.abs()
+    # COMPOSITE: log(1 + exp(-|x|)) would be log1p(exp(-|x|)) or a fused softplus.
+    sp_neg = (a - input) * 0.5 + ((-a).exp() + 1.0).log()
+    if pos_weight is not None:
+        sp_neg = ((pos_weight - 1.0) * target + 1.0) * sp_neg
+    loss = (1.0 - target) * input + sp_neg
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction)

@@ -1,0 +1,120 @@
+"""Adam and AdamW, with PyTorch's update rule (torch/optim/adam.py, single-tensor path)."""
+import tapegrad as tg
+
+from .optimizer import Optimizer
+
+__all__ = ["Adam", "AdamW"]
+
+
+def _scalar_dtype():
+    return tg.float64 if tg.get_default_dtype() == tg.float64 else tg.float32
+
+
+def _lerp_(start, end, weight):
+    """start += weight * (end - start), in place, with torch.lerp's two formulas."""
+    if abs(weight) < 0.5:
+        return start.add_((end - start).mul_(weight))
+    # end - (end - start) * (1 - weight), written into start
+    diff = end - start
+    return start.copy_(end - diff.mul_(1.0 - weight))
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), optionally AMSGrad; ``decoupled_weight_decay`` makes it AdamW.
+
+    Per parameter, at step t (PyTorch's single-tensor path)::
+
+        p = p * (1 - lr * wd) (decoupled)   |   g = g + wd * p (L2)
+        m = lerp(m, g, 1 - beta1);  v = beta2 * v + (1 - beta2) * g * g
+        vmax = max(vmax, v) (amsgrad)
+        p = p - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+
+    State per parameter: ``step`` (a 0-d tensor), ``exp_avg``, ``exp_avg_sq`` and with
+    amsgrad ``max_exp_avg_sq``.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 amsgrad=False, *, maximize=False, decoupled_weight_decay=False):
+        if not 0.0 <= lr:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if not 0.0 <= eps:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if not 0.0 <= betas[0] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+        if not 0.0 <= betas[1] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+        if not 0.0 <= weight_decay:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        defaults = {"lr": lr, "betas": (float(betas[0]), float(betas[1])), "eps": eps,
+                    "weight_decay": weight_decay, "amsgrad": amsgrad, "maximize": maximize,
+                    "decoupled_weight_decay": decoupled_weight_decay}
+        super().__init__(params, defaults)
+
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient; returns closure()'s loss."""
+        loss = self._closure_loss(closure)
+        with tg.no_grad():
+            for group in self.param_groups:
+                self._update_group(group)
+        return loss
+
+    def _update_group(self, group):
+        lr = group["lr"]
+        beta1, beta2 = group["betas"]
+        eps = group["eps"]
+        weight_decay = group["weight_decay"]
+        amsgrad = group["amsgrad"]
+        decoupled = group["decoupled_weight_decay"]
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            if group["maximize"]:
+                grad = -grad
+            state = self.state[p]
+            if len(state) == 0:
+                state["step"] = tg.tensor(0.0, dtype=_scalar_dtype())
+                state["exp_avg"] = tg.zeros_like(p)
+                state["exp_avg_sq"] = tg.zeros_like(p)
+                if amsgrad:
+                    state["max_exp_avg_sq"] = tg.zeros_like(p)
+            exp_avg = state["exp_avg"]
+            exp_avg_sq = state["exp_avg_sq"]
+            step_t = state["step"]
+            step_t.add_(1)
+            if weight_decay != 0:
+                if decoupled:
+                    p.mul_(1 - lr * weight_decay)
+                else:
+                    grad = grad.add(p, alpha=weight_decay)
+            _lerp_(exp_avg, grad, 1 - beta1)
+            # addcmul_(grad, grad, value=1 - beta2) evaluates (value * grad) * grad
+            exp_avg_sq.mul_(beta2).add_(grad.mul(1 - beta2).mul_(grad))
+            step = step_t.item()
+            bias_correction1 = 1 - beta1 ** step
+            bias_correction2 = 1 - beta2 ** step
+            step_size = lr / bias_correction1
+            bias_correction2_sqrt = bias_correction2 ** 0.5
+            if amsgrad:
+                # COMPOSITE: torch.maximum(max_exp_avg_sq, exp_avg_sq, out=...)
+                mx = state["max_exp_avg_sq"]
+                mx.copy_(tg.where(exp_avg_sq > mx, exp_avg_sq, mx))
+                denom = (mx.sqrt() / bias_correction2_sqrt).add_(eps)
+            else:
+                denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+            # addcdiv_(exp_avg, denom, value=-step_size) evaluates (value * exp_avg) / denom
+            p.add_(exp_avg.mul(-step_size).div_(denom))
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter): p *= 1 - lr * weight_decay."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, *, maximize=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+                         decoupled_weight_decay=True)
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            group["decoupled_weight_decay"] = True
