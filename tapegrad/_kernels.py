@@ -17,6 +17,8 @@ from numba import carray, njit, types
 from numba.extending import intrinsic
 
 _CACHE = os.environ.get("TAPEGRAD_CACHE", "1") != "0"
+# IEEE semantics (x / 0 is inf or nan, as in PyTorch), not Python's ZeroDivisionError.
+_JIT = {"cache": _CACHE, "error_model": "numpy"}
 
 # Row-table columns, ordered so that recording writes one contiguous slice.
 OP = 0      # kernel opcode (below)
@@ -117,18 +119,18 @@ def _ptr(typingctx, addr, like):
     return ptrty(types.int64, like), codegen
 
 
-@njit(cache=_CACHE)
+@njit(**_JIT)
 def addr(a):
     """Address of an array's first element."""
     return a.ctypes.data
 
 
-@njit(cache=_CACHE, inline="always")
+@njit(**_JIT, inline="always")
 def _load(T, r, col, n, like):
     return carray(_ptr(T[r, col], like), n)
 
 
-@njit(cache=_CACHE, inline="always")
+@njit(**_JIT, inline="always")
 def _touch(adj, T, seen, r):
     """Offset of row r's adjoint in the arena, zero-filled on its first contribution."""
     off = T[r, AOFF]
@@ -139,7 +141,7 @@ def _touch(adj, T, seen, r):
     return off
 
 
-@njit(cache=_CACHE, inline="always")
+@njit(**_JIT, inline="always")
 def _dst(adj, T, seen, r):
     """Offset of row r's adjoint for a one-to-one contribution, and whether it is the
     first one (which then overwrites: no zero-fill pass)."""
@@ -149,7 +151,7 @@ def _dst(adj, T, seen, r):
     return T[r, AOFF], False
 
 
-@njit(cache=_CACHE, inline="always")
+@njit(**_JIT, inline="always")
 def _put(adj, i, v, fresh):
     if fresh:
         adj[i] = v
@@ -157,7 +159,7 @@ def _put(adj, i, v, fresh):
         adj[i] += v
 
 
-@njit(cache=_CACHE, inline="always")
+@njit(**_JIT, inline="always")
 def _j(mode, i, idx):
     if mode == 0:
         return i
@@ -166,7 +168,7 @@ def _j(mode, i, idx):
     return idx[i]
 
 
-@njit(cache=_CACHE)
+@njit(**_JIT)
 def _odometer(T, o, st, off, n):
     """Flat offsets off + sum(i_k * st[k]) over the index space of row o's shape."""
     nd = T[o, ND]
@@ -192,7 +194,7 @@ def _odometer(T, o, st, off, n):
     return out
 
 
-@njit(cache=_CACHE)
+@njit(**_JIT)
 def _mode(T, o, a, noidx):
     """How row a's elements line up with row o's: same (0), scalar (1) or mapped (2),
     with the map from o's flat index to a's for mode 2."""
@@ -215,12 +217,12 @@ def _mode(T, o, a, noidx):
     return 2, _odometer(T, o, st, 0, T[o, N])
 
 
-@njit(cache=_CACHE, inline="always")
+@njit(**_JIT, inline="always")
 def _wants(T, r):
     return r >= 0 and (T[r, FL] & REQ) != 0
 
 
-@njit(cache=_CACHE, inline="always")
+@njit(**_JIT, inline="always")
 def _into(adj, T, seen, r, mode):
     """Like _dst for a contribution that lines up with r's elements one-to-one (mode 0);
     a broadcast one (several elements into one) accumulates into zeros."""
@@ -229,7 +231,7 @@ def _into(adj, T, seen, r, mode):
     return _touch(adj, T, seen, r), False
 
 
-@njit(cache=_CACHE)
+@njit(**_JIT)
 def _binary(k, T, r, adj, seen, noidx):
     """Vector-Jacobian product of a broadcasting binary op."""
     a = T[r, A]
@@ -312,7 +314,7 @@ def _binary(k, T, r, adj, seen, noidx):
                 _put(adj, bo + _j(mb, i, ib), adj[go + i] * d, fb)
 
 
-@njit(cache=_CACHE, inline="always")
+@njit(**_JIT, inline="always")
 def _unary(k, T, r, f0, f1, adj, seen):
     """Vector-Jacobian product of an elementwise op of one tensor (f0: its scalar)."""
     n = T[r, N]
@@ -388,7 +390,7 @@ def _unary(k, T, r, f0, f1, adj, seen):
             _put(adj, ao + i, adj[go + i] * d, fr)
 
 
-@njit(cache=_CACHE)
+@njit(**_JIT)
 def _sum(T, r, f0, adj, seen):
     """Backward of a sum over the dims in bitmask P0: broadcast g back, times f0."""
     a = T[r, A]
@@ -412,7 +414,7 @@ def _sum(T, r, f0, adj, seen):
         _put(adj, ao + i, adj[idx[i]] * f0, fr)
 
 
-@njit(cache=_CACHE)
+@njit(**_JIT)
 def _strided(T, r, adj, seen):
     """Backward of a strided view: scatter-add g to the elements it was read from."""
     ao = _touch(adj, T, seen, T[r, A])
@@ -425,7 +427,7 @@ def _strided(T, r, adj, seen):
         adj[idx[i]] += adj[go + i]
 
 
-@njit(cache=_CACHE)
+@njit(**_JIT)
 def _matmul(T, r, adj, seen):
     """Backward of a 1-D/2-D matrix product: dA = g @ B.T, dB = A.T @ g."""
     a = T[r, A]
@@ -464,7 +466,7 @@ def _matmul(T, r, adj, seen):
             gb += np.dot(va.T, g2)
 
 
-@njit(cache=_CACHE)
+@njit(**_JIT)
 def _bmm(T, r, adj, seen):
     """Backward of (b,m,k)@(b,k,n), one matrix product per batch entry."""
     a = T[r, A]
@@ -488,7 +490,7 @@ def _bmm(T, r, adj, seen):
             gb[i] += np.dot(va[i].T, g3[i])
 
 
-@njit(cache=_CACHE)
+@njit(**_JIT)
 def _reduced_index(T, a, mask):
     """For each element of row a, its index in a reduction over the dims in ``mask``."""
     st = np.zeros(MAXD, np.int64)
@@ -500,7 +502,7 @@ def _reduced_index(T, a, mask):
     return _odometer(T, a, st, 0, T[a, N])
 
 
-@njit(cache=_CACHE)
+@njit(**_JIT)
 def _amax(T, r, adj, seen):
     """Backward of max/min over dims: the gradient is shared evenly by tied elements."""
     a = T[r, A]
@@ -519,7 +521,7 @@ def _amax(T, r, adj, seen):
         _put(adj, ao + i, adj[go + j] / cnt[j] if x[i] == o[j] else 0.0, fr)
 
 
-@njit(cache=_CACHE)
+@njit(**_JIT)
 def _prod(T, r, adj, seen):
     """Backward of a product over dims: g * (product of the other elements), computed
     from per-group zero counts so that zeros get their exact gradient."""
@@ -548,7 +550,7 @@ def _prod(T, r, adj, seen):
         _put(adj, ao + i, v, fr)
 
 
-@njit(cache=_CACHE)
+@njit(**_JIT)
 def _indexed(k, T, r, adj, seen, witness):
     """Backward of gather, scatter-add and indexed assignment."""
     a = T[r, A]
@@ -580,7 +582,7 @@ def _indexed(k, T, r, adj, seen, witness):
                 _put(adj, bo + j, adj[go + idx[j]], fb)
 
 
-@njit(cache=_CACHE)
+@njit(**_JIT)
 def _softmax(k, T, r, adj, seen):
     """Backward of softmax / log_softmax along a dim of size P0 (P1 elements after it)."""
     n = T[r, N]
@@ -606,7 +608,7 @@ def _softmax(k, T, r, adj, seen):
                 _put(adj, ao + e, v, fr)
 
 
-@njit(cache=_CACHE)
+@njit(**_JIT)
 def _cat(T, L, r, adj, seen):
     """Backward of cat: each input takes its slice of the gradient."""
     inner = T[r, P0 + 2]
@@ -629,7 +631,7 @@ def _cat(T, L, r, adj, seen):
         off += dj
 
 
-@njit(cache=_CACHE)
+@njit(**_JIT)
 def _has_nan(adj, T, r):
     if r < 0 or (T[r, FL] & REQ) == 0:
         return False
@@ -640,7 +642,7 @@ def _has_nan(adj, T, r):
     return False
 
 
-@njit(cache=_CACHE)
+@njit(**_JIT)
 def reverse(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly):
     """Replays rows start..0 in reverse, accumulating adjoints into ``adj``.
 

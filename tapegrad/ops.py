@@ -888,8 +888,7 @@ def _arg(fn, input, dim, keepdim, opname):
 def _vjp_prod(c, g):
     shape = c.shape(K.A)
     kshape = _kshape(shape, c.p(0))
-    out = _wrap(c.tape.saved[c.r][K.SO].reshape(kshape))
-    return (expand(reshape(g, kshape) * out, shape) / c.a,)
+    return (expand(reshape(g * c.out, kshape), shape) / c.a,)
 
 
 PROD = Op("ProdBackward0", K.K_PROD, _vjp_prod)
@@ -1680,6 +1679,12 @@ def chunk(input, chunks, dim=0):
     n = input.shape[d]
     step = -(-n // chunks) if n else 1
     return split(input, step, d)
+
+
+# ---------------------------------------------------------------------------
+# User Functions (autograd.Function): their backward runs in Python
+PYFN = Op("FunctionBackward", K.K_PYFN, None)
+PYOUT = Op("FunctionBackward", K.K_PYOUT, None)
 
 
 # ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import ctypes
 import itertools
 import struct
 import threading
+import traceback
 
 import numpy as np
 
@@ -130,6 +131,8 @@ class Tape:
                                    aoff, len(shape), *shape)
         self.n = n + 1
         self.saved.append(None)
+        if STATE.anomaly:
+            self.where[n] = "".join(traceback.format_stack()[:-3])
         return n
 
     def save(self, r, col, t, data):

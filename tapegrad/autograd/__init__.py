@@ -1,5 +1,7 @@
 """tapegrad.autograd: backward(), grad(), and the legacy Variable."""
+from .anomaly_mode import detect_anomaly, is_anomaly_enabled, set_detect_anomaly
 from .engine import backward, grad
+from .function import Function, FunctionCtx
 from .graph import AccumulateGrad, Node, RemovableHandle
 
 
@@ -15,4 +17,6 @@ def Variable(data, requires_grad=False):
     return tensor(data, requires_grad=requires_grad)
 
 
-__all__ = ["backward", "grad", "Variable", "Node", "AccumulateGrad", "RemovableHandle"]
+__all__ = ["backward", "grad", "Variable", "Function", "FunctionCtx", "Node",
+           "AccumulateGrad", "RemovableHandle", "detect_anomaly", "set_detect_anomaly",
+           "is_anomaly_enabled"]

@@ -278,12 +278,21 @@ def anomaly_error(tape, r, arenas):
         if src >= 0 and T[src, K.FL] & K.REQ and np.isnan(_region(tape, src, arenas)).any():
             which = i
             break
-    name = ENTRIES[T[r, K.NM]].name
-    msg = f"Function '{name}' returned nan values in its {which}th output."
+    return RuntimeError(_anomaly_text(tape, r, which))
+
+
+def node_name(tape, r):
+    if tape.T[r, K.OP] == K.K_PYFN:
+        return tape.fns[r][0].__name__ + "Backward"
+    return ENTRIES[tape.T[r, K.NM]].name
+
+
+def _anomaly_text(tape, r, which):
+    msg = f"Function '{node_name(tape, r)}' returned nan values in its {which}th output."
     where = tape.where.get(r)
     if where:
         msg += "\nThe op was recorded at (most recent call last):\n" + where
-    return RuntimeError(msg)
+    return msg
 
 
 def _free(tape, rows):
@@ -297,6 +306,7 @@ def _free(tape, rows):
 def _replay_python(tape, seeds, retain, sink, pending):
     """create_graph path: each row's tensor-level VJP, recorded like any other op."""
     adjs = dict(seeds)
+    pyout = {}
     capture = dict(sink.capture_rows(tape))
     tape.mark_modified()
     visited = []
@@ -327,12 +337,23 @@ def _replay_python(tape, seeds, retain, sink, pending):
                 prev = seeds2.get(src._row)
                 seeds2[src._row] = g if prev is None else prev + g
                 continue
+            if k == K.K_PYOUT:
+                pyout[r] = g
+                continue
             if fl & K.FREED:
                 raise RuntimeError(FREED_MSG)
             if fl & K.DIRTY:
                 raise _error(tape, K.ERR_DIRTY, r)
             ctx = Ctx(tape, r)
-            grads = ENTRIES[T[r, K.NM]].vjp(ctx, g)
+            if k == K.K_PYFN:
+                from .function import python_vjp
+                grads = python_vjp(tape, r, g, pyout)
+            else:
+                grads = ENTRIES[T[r, K.NM]].vjp(ctx, g)
+            if STATE.anomaly:
+                for i, gi in enumerate(grads):
+                    if gi is not None and np.isnan(gi._data).any():
+                        raise RuntimeError(_anomaly_text(tape, r, i))
             for src, gi in zip(ctx.input_rows(), grads):
                 if gi is None or not tape.T[src, K.FL] & K.REQ:
                     continue

@@ -15,8 +15,8 @@ class Node:
         self._row = row
 
     def name(self):
-        from ..ops import ENTRIES
-        return ENTRIES[self._tape.T[self._row, K.NM]].name
+        from .engine import node_name
+        return node_name(self._tape, self._row)
 
     @property
     def next_functions(self):
