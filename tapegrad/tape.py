@@ -55,7 +55,7 @@ addr = _struct_addr()
 
 
 class Tape:
-    __slots__ = ("T", "F", "M", "B", "MF", "L", "nl", "n", "fns", "where", "id", "saved", "adj32", "adj64", "leaves", "hooks",
+    __slots__ = ("T", "F", "M", "B", "MF", "L", "nl", "n", "fns", "where", "node_hooks", "metadata", "id", "saved", "adj32", "adj64", "leaves", "hooks",
                  "retain", "ext", "checks", "epoch", "__weakref__")
 
     def __init__(self, capacity=64):
@@ -69,6 +69,8 @@ class Tape:
         self.n = 0
         self.fns = {}        # row -> (Function class, ctx) of a user Function
         self.where = {}      # row -> stack summary where it was recorded (anomaly mode)
+        self.node_hooks = {}  # row -> {handle id: hook} registered on its grad_fn
+        self.metadata = {}   # row -> grad_fn.metadata dict
         self.id = next(_ids)
         self.saved = []      # per row: {column: array} its backward reads (kept alive), or None
         self.adj32 = 0       # adjoint elements allocated so far, per arena dtype

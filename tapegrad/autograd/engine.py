@@ -220,6 +220,9 @@ def _replay(tape, seeds, retain, sink, pending):
                     g = _apply_hooks(hooks, _wrap(region.reshape(_shape(tape, r)).copy()))
                     region[:] = g._data.reshape(-1)
                 resume = True
+                if tape.node_hooks.get(r) and tape.T[r, K.OP] not in _NO_VJP:
+                    _node_hooks(tape, r, seen, arenas, retain)
+                    start, resume = r - 1, False
             elif status == K.SWITCH:
                 dtflag ^= K.F64
                 if dtflag not in arenas:
@@ -267,6 +270,44 @@ def _replay(tape, seeds, retain, sink, pending):
             _tape.close(tape)
         else:
             _free(tape, np.flatnonzero(seen))
+
+
+_NO_VJP = (K.K_LEAF, K.K_EXT, K.K_PYOUT)
+
+
+def _node_hooks(tape, r, seen, arenas, retain):
+    """Runs row r's backward in Python so that its grad_fn hooks see and may replace the
+    gradients it passes to its inputs."""
+    from ..grad_mode import no_grad
+    T = tape.T
+    if T[r, K.FL] & K.FREED:
+        raise RuntimeError(FREED_MSG)
+    g = _wrap(_region(tape, r, arenas).reshape(_shape(tape, r)).copy())
+    with no_grad():
+        if T[r, K.OP] == K.K_PYFN:
+            from .function import python_vjp
+            grads = list(python_vjp(tape, r, g, {}))
+        elif T[r, K.OP] == K.K_CAST:
+            grads = [g.to(np.float64 if not T[r, K.FL] & K.F64 else np.float32)]
+        else:
+            grads = list(ENTRIES[T[r, K.NM]].vjp(Ctx(tape, r), g))
+    rows = input_rows(tape, r)
+    grads = (grads + [None] * len(rows))[:len(rows)]
+    for hook in list(tape.node_hooks[r].values()):
+        res = hook(tuple(grads), (g,))
+        if res is not None:
+            grads = list(res)
+    for src, gi in zip(rows, grads):
+        if gi is None or not T[src, K.FL] & K.REQ:
+            continue
+        dst = _region(tape, src, arenas)
+        if seen[src]:
+            dst += gi._data.reshape(-1)
+        else:
+            dst[:] = gi._data.reshape(-1)
+            seen[src] = 1
+    if not retain and T[r, K.FL] & K.SAVES:
+        T[r, K.FL] |= K.FREED
 
 
 def anomaly_error(tape, r, arenas):

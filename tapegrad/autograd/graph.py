@@ -35,6 +35,21 @@ class Node:
                 out.append(_output_of(tape, src))
         return tuple(out)
 
+    def register_hook(self, fn):
+        """``fn(grad_inputs, grad_outputs)`` runs after this node computes its gradients;
+        a returned tuple replaces grad_inputs."""
+        if not callable(fn):
+            raise TypeError(f"register_hook: hook must be callable, got {type(fn).__name__}")
+        hooks = self._tape.node_hooks.setdefault(self._row, {})
+        handle = RemovableHandle(hooks, self._tape, self._row)
+        hooks[handle.id] = fn
+        self._tape.T[self._row, K.FL] |= K.PAUSE
+        return handle
+
+    @property
+    def metadata(self):
+        return self._tape.metadata.setdefault(self._row, {})
+
     def __eq__(self, other):
         return isinstance(other, Node) and other._tape is self._tape \
             and other._row == self._row
@@ -95,8 +110,9 @@ class RemovableHandle:
 
     def remove(self):
         self._hooks.pop(self.id, None)
-        if self._tape is not None and not self._hooks:
-            self._tape.T[self._row, K.FL] &= ~K.PAUSE
+        tape, r = self._tape, self._row
+        if tape is not None and not tape.hooks.get(r) and not tape.node_hooks.get(r):
+            tape.T[r, K.FL] &= ~K.PAUSE
 
     def __enter__(self):
         return self
