@@ -663,7 +663,10 @@ def reverse(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly):
         if fl & PAUSE and not (resume and r == start):
             return PAUSED, r
         k = T[r, OP]
-        if k == K_LEAF or k == K_EXT or k == K_PYOUT:
+        if k == K_PYOUT:
+            _touch(adj, T, seen, T[r, P0 + 2])   # so that the Function's row runs
+            continue
+        if k == K_LEAF or k == K_EXT:
             continue
         if fl & FREED:
             return ERR_FREED, r

@@ -32,14 +32,25 @@ class no_grad(_Mode):
     """Ops inside record nothing and their results do not require grad."""
     _flag = False
 
+    def __new__(cls, orig_func=None):
+        if callable(orig_func):       # used bare: @no_grad
+            return super().__new__(cls)(orig_func)
+        return super().__new__(cls)
+
 
 class enable_grad(_Mode):
     """Turns recording back on inside a ``no_grad`` block."""
     _flag = True
 
+    def __new__(cls, orig_func=None):
+        if callable(orig_func):
+            return super().__new__(cls)(orig_func)
+        return super().__new__(cls)
+
 
 class set_grad_enabled(_Mode):
-    """Sets grad mode to ``mode``; takes effect at once, as in PyTorch."""
+    """Sets grad mode to ``mode``; takes effect at once, as in PyTorch (except when used
+    as a decorator, which only applies it inside the function)."""
 
     def __init__(self, mode):
         self._flag = bool(mode)
@@ -48,6 +59,10 @@ class set_grad_enabled(_Mode):
 
     def __enter__(self):
         return self
+
+    def __call__(self, fn):
+        STATE.grad_enabled = self._prev
+        return super().__call__(fn)
 
     def _args(self):
         return (self._flag,)

@@ -80,6 +80,16 @@ class Ctx:
         row = T[self.r, col] if col != K.OP else self.r
         return tuple(int(s) for s in T[row, K.S0:K.S0 + T[row, K.ND]])
 
+    def wants(self, col):
+        """Whether input ``col`` (K.A or K.B) needs a gradient."""
+        row = self.tape.T[self.r, col]
+        return row >= 0 and bool(self.tape.T[row, K.FL] & K.REQ)
+
+    def dtype(self, col):
+        T = self.tape.T
+        row = T[self.r, col] if col != K.OP else self.r
+        return np.float64 if T[row, K.FL] & K.F64 else np.float32
+
     @property
     def f0(self):
         return float(self.tape.F[self.r, 0])
@@ -235,9 +245,22 @@ def _promote(a, b, opname):
     return _wrap(a._data.astype(np.int64)), _wrap(b._data.astype(np.int64))
 
 
+def _check_broadcast(opname, a, b, into=None):
+    """Raises before anything is recorded if a and b do not broadcast (to ``into``)."""
+    if not isinstance(b, Tensor):
+        return
+    try:
+        shape = np.broadcast_shapes(a._data.shape, b._data.shape)
+    except ValueError:
+        raise _bcast_error(opname, a, b) from None
+    if into is not None and shape != into:
+        raise RuntimeError(f"{opname}: output with shape {list(into)} doesn't match the "
+                           f"broadcast shape {list(shape)}")
+
+
 def _bcast_error(opname, a, b):
     sa, sb = a.shape, b.shape
-    nd = max(len(sa), len(sb))
+    nd = builtins.max(len(sa), len(sb))
     pa = (1,) * (nd - len(sa)) + tuple(sa)
     pb = (1,) * (nd - len(sb)) + tuple(sb)
     for i in range(nd - 1, -1, -1):
@@ -259,18 +282,21 @@ def _vjp_sub(c, g):
 
 
 def _vjp_mul(c, g):
-    return sum_to(g * c.b, c.shape(K.A)), sum_to(g * c.a, c.shape(K.B))
+    return (sum_to(g * c.b, c.shape(K.A)) if c.wants(K.A) else None,
+            sum_to(g * c.a, c.shape(K.B)) if c.wants(K.B) else None)
 
 
 def _vjp_div(c, g):
-    a, b = c.a, c.b
-    return sum_to(g / b, c.shape(K.A)), sum_to(-g * a / (b * b), c.shape(K.B))
+    b = c.b
+    return (sum_to(g / b, c.shape(K.A)) if c.wants(K.A) else None,
+            sum_to(-g * c.a / (b * b), c.shape(K.B)) if c.wants(K.B) else None)
 
 
 def _vjp_pow(c, g):
     a, b = c.a, c.b
-    ga = sum_to(g * b * a ** (b - 1.0), c.shape(K.A))
-    gb = sum_to(g * where(a == 0.0, 0.0, a ** b * log(where(a == 0.0, 1.0, a))), c.shape(K.B))
+    ga = sum_to(g * b * a ** (b - 1.0), c.shape(K.A)) if c.wants(K.A) else None
+    gb = sum_to(g * where(a == 0.0, 0.0, a ** b * log(where(a == 0.0, 1.0, a))),
+                c.shape(K.B)) if c.wants(K.B) else None
     return ga, gb
 
 
@@ -364,6 +390,7 @@ def add(input, other, *, alpha=1):
         raise TypeError(f"add(): argument 'input' must be Tensor, not {type(input).__name__}")
     other = _as_operand(other, "add")
     if alpha != 1:
+        _check_broadcast("add", input, other)
         other = other * alpha
     if isinstance(other, Tensor):
         return _binary_tt(ADD, np.add, "add", input, other)
@@ -376,6 +403,7 @@ def sub(input, other, *, alpha=1):
         return rsub(other, input, alpha=alpha)
     other = _as_operand(other, "sub")
     if alpha != 1:
+        _check_broadcast("sub", input, other)
         other = other * alpha
     if isinstance(other, Tensor):
         return _binary_tt(SUB, np.subtract, "sub", input, other)
@@ -747,6 +775,8 @@ def sum(input, dim=None, keepdim=False, *, dtype=None):
 
 def mean(input, dim=None, keepdim=False, *, dtype=None):
     if dtype is not None:
+        _check_tensor(input, "mean")
+        _dims(dim, input.ndim, "mean")
         input = input.to(dtype)
     return _reduce(MEAN, MEAN_DIM, np.mean, input, dim, keepdim, "mean", True)
 
@@ -887,8 +917,29 @@ def _arg(fn, input, dim, keepdim, opname):
 
 def _vjp_prod(c, g):
     shape = c.shape(K.A)
-    kshape = _kshape(shape, c.p(0))
-    return (expand(reshape(g * c.out, kshape), shape) / c.a,)
+    mask = c.p(0)
+    kshape = _kshape(shape, mask)
+    a = c.a
+    if not np.any(a._data == 0):
+        return (expand(reshape(g * c.out, kshape), shape) / a,)
+    # With zeros, g times the product of the *other* elements, built explicitly: each
+    # element is replaced by 1 in its own copy of the reduced group (n^2, exact).
+    red = [i for i in range(len(shape)) if (mask >> i) & 1]
+    kept = [i for i in range(len(shape)) if not (mask >> i) & 1]
+    n = 1
+    for i in red:
+        n *= shape[i]
+    m = 1
+    for i in kept:
+        m *= shape[i]
+    xp = reshape(permute(a, *(kept + red)), (m, 1, n))
+    eye = _wrap(np.broadcast_to(np.eye(n, dtype=bool), (m, n, n)).copy())
+    others = prod(where(eye, 1.0, expand(xp, m, n, n)), 2)
+    res = reshape(reshape(g, (m, 1)) * others, tuple(shape[i] for i in kept + red))
+    inv = [0] * len(shape)
+    for k, i in enumerate(kept + red):
+        inv[i] = k
+    return (permute(res, *inv),)
 
 
 PROD = Op("ProdBackward0", K.K_PROD, _vjp_prod)
@@ -1048,7 +1099,7 @@ def _infer(shape, size, opname):
     if len(neg) > 1:
         raise RuntimeError(f"{opname}: only one dimension can be inferred")
     if any(s < -1 for s in shape):
-        raise RuntimeError(f"{opname}: invalid shape dimension {min(shape)}")
+        raise RuntimeError(f"{opname}: invalid shape dimension {builtins_min(shape)}")
     known = 1
     for s in shape:
         if s != -1:
@@ -1422,17 +1473,20 @@ def setitem(t, key, value):
 # ---------------------------------------------------------------------------
 # Matrix products
 def _vjp_matmul(c, g):
-    a, b = c.a, c.b
+    wa, wb = c.wants(K.A), c.wants(K.B)
+    a = c.a if wb else None
+    b = c.b if wa else None
     mode = c.p(0)
     if mode == 0:
-        return matmul(g, b.T), matmul(a.T, g)
+        return (matmul(g, b.T) if wa else None), (matmul(a.T, g) if wb else None)
     if mode == 1:
-        return matmul(b, g), outer(a, g)
+        return (matmul(b, g) if wa else None), (outer(a, g) if wb else None)
     if mode == 2:
-        return outer(g, b), matmul(g, a)
+        return (outer(g, b) if wa else None), (matmul(g, a) if wb else None)
     if mode == 3:
-        return g * b, g * a
-    return matmul(g, transpose(b, -1, -2)), matmul(transpose(a, -1, -2), g)
+        return (g * b if wa else None), (g * a if wb else None)
+    return (matmul(g, transpose(b, -1, -2)) if wa else None,
+            matmul(transpose(a, -1, -2), g) if wb else None)
 
 
 MM = Op("MmBackward0", K.K_MATMUL, _vjp_matmul)
@@ -1689,7 +1743,7 @@ PYOUT = Op("FunctionBackward", K.K_PYOUT, None)
 
 # ---------------------------------------------------------------------------
 # Dtype conversion
-CAST = Op("ToCopyBackward0", K.K_CAST, lambda c, g: (g.to(c.a.dtype),))
+CAST = Op("ToCopyBackward0", K.K_CAST, lambda c, g: (g.to(c.dtype(K.A)),))
 
 
 def to_dtype(input, dtype):
@@ -1743,6 +1797,7 @@ def _inplace_binary(t, other, outofplace, ufunc, opname):
     _check_tensor(t, opname)
     _leaf_inplace_check(t)
     other_t = _as_operand(other, opname)
+    _check_broadcast(opname, t, other_t, t._data.shape)
     if _grad_needed(t, other_t if isinstance(other_t, Tensor) else None):
         src = t
         if isinstance(other_t, Tensor) and other_t._req and ufunc in (np.multiply, np.divide):

@@ -87,12 +87,12 @@ class Tensor:
     def grad_fn(self):
         if self._leaf:
             return None
-        from .autograd.graph import Node
-        return Node(self._tape, self._row)
+        from .autograd.graph import node_of
+        return node_of(self._tape, self._row)
 
     @property
     def grad(self):
-        if not self._leaf and not self._retains:
+        if not self._leaf and not self._retains and self._grad is None:
             non_leaf_grad_warning()
         return self._grad
 
@@ -179,14 +179,16 @@ class Tensor:
         return id(self)
 
     def __repr__(self):
-        body = np.array2string(self._data, separator=", ", prefix="tensor(",
-                               precision=4, floatmode="maxprec_equal")
+        d = self._data
+        fmt = _float_format(d) if d.dtype.kind == "f" else None
+        body = np.array2string(d, separator=", ", prefix="tensor(", max_line_width=80,
+                               formatter=None if fmt is None else {"float_kind": fmt},
+                               threshold=1000, edgeitems=3)
         extra = ""
-        if self._data.dtype != as_np_dtype(get_default_dtype()) and \
-                self._data.dtype.kind == "f" or self._data.dtype.kind == "b":
-            extra = f", dtype={self.dtype}"
-        if self._data.size == 0:
-            extra = f", size={tuple(self._data.shape)}" + extra
+        if d.size == 0:
+            extra += f", size={tuple(d.shape)}"
+        if d.dtype not in (as_np_dtype(get_default_dtype()), np.dtype(np.int64)):
+            extra += f", dtype={self.dtype}"
         if not self._leaf:
             extra += f", grad_fn=<{self.grad_fn.name()}>"
         elif self._req:
@@ -347,6 +349,24 @@ def _normalize(arr, npdt=None):
     if kind == "b":
         return arr
     raise TypeError(f"tensor: unsupported dtype {arr.dtype}")
+
+
+def _float_format(d):
+    """PyTorch's float printing: '1.' when all values are integral, else 4 decimals,
+    scientific when the magnitudes span too much; right-aligned to one width."""
+    finite = np.abs(d[np.isfinite(d)]).astype(np.float64)
+    nz = finite[finite != 0]
+    if finite.size and np.all(finite == np.round(finite)):
+        sci = nz.size and nz.max() > 1e8
+        one = (lambda v: f"{v:.4e}") if sci else (lambda v: f"{v:.0f}.")
+    else:
+        sci = nz.size and (nz.max() / nz.min() > 1000 or nz.max() > 1e8 or nz.min() < 1e-4)
+        one = (lambda v: f"{v:.4e}") if sci else (lambda v: f"{v:.4f}")
+
+    def show(v):
+        return one(v) if np.isfinite(v) else str(v)
+    width = max((len(show(v)) for v in d.reshape(-1)[:2000]), default=0)
+    return lambda v: show(v).rjust(width)
 
 
 def non_leaf_grad_warning():

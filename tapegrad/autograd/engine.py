@@ -323,6 +323,8 @@ def anomaly_error(tape, r, arenas):
 
 
 def node_name(tape, r):
+    if tape.T[r, K.OP] == K.K_PYOUT:
+        r = int(tape.T[r, K.P0 + 2])
     if tape.T[r, K.OP] == K.K_PYFN:
         return tape.fns[r][0].__name__ + "Backward"
     return ENTRIES[tape.T[r, K.NM]].name
@@ -380,6 +382,10 @@ def _replay_python(tape, seeds, retain, sink, pending):
                 continue
             if k == K.K_PYOUT:
                 pyout[r] = g
+                first = int(T[r, K.P0 + 2])
+                if first not in adjs:
+                    dt = np.float64 if T[first, K.FL] & K.F64 else np.float32
+                    adjs[first] = _wrap(np.zeros(_shape(tape, first), dt))
                 continue
             if fl & K.FREED:
                 raise RuntimeError(FREED_MSG)

@@ -95,7 +95,7 @@ class Function:
                 continue
             data = o._data
             if not record or data.dtype.kind != "f" or id(o) in non_diff:
-                wrapped.append(_wrap(data) if o in tensor_args else o)
+                wrapped.append(_wrap(data) if any(o is a for a in tensor_args) else o)
                 continue
             if tape is None:
                 tape = STATE.tape or current()
@@ -140,6 +140,22 @@ def _call_backward(tape, r, grads, create_graph):
     return out
 
 
+def _fit(cls, g, shape):
+    """A returned gradient broadcast over the input is summed back to its shape."""
+    if tuple(g.shape) == shape:
+        return g
+    from ..ops import sum_to
+    try:
+        if np.broadcast_shapes(tuple(g.shape), shape) == tuple(g.shape):
+            with no_grad():
+                return sum_to(g, shape)
+    except ValueError:
+        pass
+    raise RuntimeError(f"Function {cls.__name__}Backward returned an invalid gradient - "
+                       f"got {list(g.shape)} but expected shape compatible with "
+                       f"{list(shape)}")
+
+
 def _outputs(tape, r):
     return tape.fns.get(("out", r), [])
 
@@ -166,11 +182,7 @@ def replay_function(tape, r, seen, arenas, retain):
     for src, g in zip(input_rows(tape, r), _call_backward(tape, r, grads, False)):
         if g is None or not T[src, K.FL] & K.REQ:
             continue
-        shape = tuple(int(x) for x in T[src, K.S0:K.S0 + T[src, K.ND]])
-        if tuple(g.shape) != shape:
-            raise RuntimeError(f"Function {cls.__name__}Backward returned an invalid "
-                               f"gradient - got {list(g.shape)} but expected shape "
-                               f"compatible with {list(shape)}")
+        g = _fit(cls, g, tuple(int(x) for x in T[src, K.S0:K.S0 + T[src, K.ND]]))
         dst = _region(tape, src, arenas)
         if seen[src]:
             dst += g._data.reshape(-1)
@@ -184,6 +196,21 @@ def replay_function(tape, r, seen, arenas, retain):
 
 def python_vjp(tape, r, g, pyout):
     """create_graph path: gradients for the Function at row r (recorded)."""
+    from ..ops import input_rows, sum_to
+    T = tape.T
+    cls, ctx, nout, _ = tape.fns[r]
+    grads = _python_grads(tape, r, g, pyout)
+    out = []
+    for src, gi in zip(input_rows(tape, r), grads):
+        shape = tuple(int(x) for x in T[src, K.S0:K.S0 + T[src, K.ND]])
+        if gi is not None and tuple(gi.shape) != shape:
+            _fit(cls, gi.detach(), shape)
+            gi = sum_to(gi, shape)
+        out.append(gi)
+    return out
+
+
+def _python_grads(tape, r, g, pyout):
     T = tape.T
     cls, ctx, nout, _ = tape.fns[r]
     by_index = {j: row for j, row in _outputs(tape, r)}

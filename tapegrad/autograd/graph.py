@@ -74,6 +74,11 @@ def _output_of(tape, src):
     return Node(tape, src), 0
 
 
+def node_of(tape, row):
+    """The grad_fn of the tensor at ``row`` (one node for all outputs of split/Function)."""
+    return _output_of(tape, row)[0]
+
+
 class AccumulateGrad:
     """Where a leaf's gradient is accumulated; ``variable`` is the leaf."""
     __slots__ = ("variable",)
