@@ -82,8 +82,7 @@ K_CLAMP = 28      # gradient passes where F0 <= x <= F1 (P0 bit 1: F0 set, bit 2
 K_SUM = 29        # sum over the dims in bitmask P0, times F0
 K_COPY = 30       # reshape, view, clone: same elements in the same order
 K_STRIDED = 31    # transpose, expand, basic indexing: out[i] = x[P0 + sum(i_k * P[1+k])]
-K_MATMUL = 32     # P0: 0 = (m,k)@(k,n), 1 = (k)@(k,n), 2 = (m,k)@(k), 3 = (k)@(k),
-#                   4 = batched (b,m,k)@(b,k,n)
+K_MATMUL = 32     # (..., m, k) @ (..., k, n); its backward runs in Python (MATMUL)
 K_CAST = 33       # dtype conversion between float32 and float64
 K_AMAX = 34       # max/min over the dims in bitmask P0; ties share the gradient evenly
 K_GATHER = 35     # out[i] = x[idx[i]], idx (int64) at SB
@@ -106,6 +105,8 @@ SWITCH = 4      # the next row to replay holds the other dtype
 CAST = 5        # a dtype conversion: Python moves the adjoint between arenas
 PYFN = 6        # a user Function: Python runs its backward
 ERR_NAN = 7     # anomaly mode: the row produced a NaN gradient
+MATMUL = 8      # a matrix product: Python runs it with NumPy, so that one BLAS (and
+#                 one thread pool) serves forward and backward
 
 
 @intrinsic
@@ -428,69 +429,6 @@ def _strided(T, r, adj, seen):
 
 
 @njit(**_JIT)
-def _matmul(T, r, adj, seen):
-    """Backward of a 1-D/2-D matrix product: dA = g @ B.T, dB = A.T @ g."""
-    a = T[r, A]
-    b = T[r, B]
-    mode = T[r, P0]
-    if mode == 0:
-        m, k, n = T[a, S0], T[a, S0 + 1], T[b, S0 + 1]
-    elif mode == 1:
-        m, k, n = 1, T[a, S0], T[b, S0 + 1]
-    elif mode == 2:
-        m, k, n = T[a, S0], T[a, S0 + 1], 1
-    elif mode == 3:
-        m, k, n = 1, T[a, S0], 1
-    else:
-        _bmm(T, r, adj, seen)
-        return
-    go = T[r, AOFF]
-    g2 = adj[go:go + m * n].reshape((m, n))
-    if _wants(T, a):
-        vb = _load(T, r, SB, k * n, adj).reshape((k, n))
-        fresh = seen[a] == 0
-        ao = _touch(adj, T, seen, a)
-        ga = adj[ao:ao + m * k].reshape((m, k))
-        if fresh:
-            np.dot(g2, vb.T, ga)
-        else:
-            ga += np.dot(g2, vb.T)
-    if _wants(T, b):
-        va = _load(T, r, SA, m * k, adj).reshape((m, k))
-        fresh = seen[b] == 0
-        bo = _touch(adj, T, seen, b)
-        gb = adj[bo:bo + k * n].reshape((k, n))
-        if fresh:
-            np.dot(va.T, g2, gb)
-        else:
-            gb += np.dot(va.T, g2)
-
-
-@njit(**_JIT)
-def _bmm(T, r, adj, seen):
-    """Backward of (b,m,k)@(b,k,n), one matrix product per batch entry."""
-    a = T[r, A]
-    b = T[r, B]
-    nda, ndb = T[a, ND], T[b, ND]
-    m, k, n = T[a, S0 + nda - 2], T[a, S0 + nda - 1], T[b, S0 + ndb - 1]
-    nb = T[r, N] // (m * n) if m * n else 0
-    go = T[r, AOFF]
-    g3 = adj[go:go + nb * m * n].reshape((nb, m, n))
-    if _wants(T, a):
-        vb = _load(T, r, SB, nb * k * n, adj).reshape((nb, k, n))
-        ao = _touch(adj, T, seen, a)
-        ga = adj[ao:ao + nb * m * k].reshape((nb, m, k))
-        for i in range(nb):
-            ga[i] += np.dot(g3[i], vb[i].T)
-    if _wants(T, b):
-        va = _load(T, r, SA, nb * m * k, adj).reshape((nb, m, k))
-        bo = _touch(adj, T, seen, b)
-        gb = adj[bo:bo + nb * k * n].reshape((nb, k, n))
-        for i in range(nb):
-            gb[i] += np.dot(va[i].T, g3[i])
-
-
-@njit(**_JIT)
 def _reduced_index(T, a, mask):
     """For each element of row a, its index in a reduction over the dims in ``mask``."""
     st = np.zeros(MAXD, np.int64)
@@ -686,7 +624,7 @@ def reverse(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly):
         elif k == K_STRIDED:
             _strided(T, r, adj, seen)
         elif k == K_MATMUL:
-            _matmul(T, r, adj, seen)
+            return MATMUL, r
         elif k == K_AMAX:
             _amax(T, r, adj, seen)
         elif k == K_PROD:

@@ -241,6 +241,9 @@ def _replay(tape, seeds, retain, sink, pending):
                     dst[:] = _region(tape, r, arenas)
                     seen[src] = 1
                 start = r - 1
+            elif status == K.MATMUL:
+                _matmul_backward(tape, r, seen, arenas, retain)
+                start = r - 1
             elif status == K.PYFN:
                 from .function import replay_function
                 replay_function(tape, r, seen, arenas, retain)
@@ -273,6 +276,35 @@ def _replay(tape, seeds, retain, sink, pending):
 
 
 _NO_VJP = (K.K_LEAF, K.K_EXT, K.K_PYOUT)
+
+
+def _matmul_backward(tape, r, seen, arenas, retain):
+    """dA = g @ B^T, dB = A^T @ g for a row of mode P0 (see ops.matmul), with NumPy."""
+    T = tape.T
+    if T[r, K.FL] & K.FREED:
+        raise RuntimeError(FREED_MSG)
+    if T[r, K.FL] & K.DIRTY:
+        raise _error(tape, K.ERR_DIRTY, r)
+    a, b = int(T[r, K.A]), int(T[r, K.B])
+    sa, sb = _shape(tape, a), _shape(tape, b)
+    held = tape.saved[r] or {}
+    va, vb = held.get(K.SA), held.get(K.SB)
+    a2 = sa if len(sa) > 1 else (1,) + sa
+    b2 = sb if len(sb) > 1 else sb + (1,)
+    g = _region(tape, r, arenas).reshape(a2[:-1] + b2[-1:])
+    for src, other, make in ((a, vb, lambda o: np.matmul(g, np.swapaxes(o.reshape(b2), -1, -2))),
+                             (b, va, lambda o: np.matmul(np.swapaxes(o.reshape(a2), -1, -2), g))):
+        if not T[src, K.FL] & K.REQ:
+            continue
+        dst = _region(tape, src, arenas)
+        contrib = make(other).reshape(-1)
+        if seen[src]:
+            dst += contrib
+        else:
+            dst[:] = contrib
+            seen[src] = 1
+    if not retain and T[r, K.FL] & K.SAVES:
+        T[r, K.FL] |= K.FREED
 
 
 def _node_hooks(tape, r, seen, arenas, retain):
