@@ -14,6 +14,8 @@ from .ops import (abs, add, amax, amin, argmax, argmin, bmm, broadcast_to, cat, 
                   reshape, rsub, sigmoid, sign, sin, softmax, split, sqrt, square, squeeze,
                   stack, std, sub, sum, t, tan, tanh, transpose, unsqueeze, var, view, where)
 from .tensor import Size, Tensor
+from . import nn, optim
+from .serialization import load, save
 
 __version__ = "0.1.0"
 

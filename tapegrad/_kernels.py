@@ -581,6 +581,29 @@ def _has_nan(adj, T, r):
 
 
 @njit(**_JIT)
+def needed_rows(T, L, alive, n):
+    """Rows a live result can still backpropagate through: the live rows and all their
+    ancestors."""
+    need = np.zeros(n, np.uint8)
+    for r in range(n):
+        need[r] = alive[r]
+    for r in range(n - 1, -1, -1):
+        if need[r] == 0:
+            continue
+        k = T[r, OP]
+        if k == K_CAT or k == K_PYFN:
+            for q in range(T[r, P0 + 1]):
+                need[L[T[r, P0] + q]] = 1
+        elif k == K_PYOUT:
+            need[T[r, P0 + 2]] = 1
+        if T[r, A] >= 0:
+            need[T[r, A]] = 1
+        if T[r, B] >= 0:
+            need[T[r, B]] = 1
+    return need
+
+
+@njit(**_JIT)
 def reverse(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly):
     """Replays rows start..0 in reverse, accumulating adjoints into ``adj``.
 

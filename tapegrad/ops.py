@@ -15,7 +15,7 @@ import numpy as np
 from . import _kernels as K
 from .dtypes import as_np_dtype, get_default_dtype
 from .tape import EPOCH, STATE, current
-from .tensor import Tensor, _dim, _node, _wrap, bind_methods
+from .tensor import Tensor, _dim, _node, _owned_node, _wrap, bind_methods
 
 ENTRIES = []
 builtins_sum, builtins_min = builtins.sum, builtins.min
@@ -162,6 +162,9 @@ def record(op, out, a, b=None, save=0, f0=0.0, f1=0.0, params=None):
     t._row = r
     t._base = t._ver = t._grad = t._hooks = None
     t._retains = False
+    t._own = True
+    tape.alive[r] = 1
+    tape.nalive += 1
     if save:
         if save & 1:
             tape.save(r, K.SA, a, a._data)
@@ -1662,7 +1665,7 @@ def cat(tensors, dim=0):
         outer *= n
     r = tape.row(CAT.kernel, CAT.index, out, True, rows[0], -1)
     tape.T[r, K.P0:K.P0 + 5] = (start, len(rows), inner, outer, d)
-    return _node(out, tape, r)
+    return _owned_node(out, tape, r)
 
 
 def stack(tensors, dim=0):
@@ -1787,7 +1790,11 @@ def _rebase(t, res):
                            "is not supported; apply it to a clone()")
     np.copyto(t._data, res._data)
     bump_version(t)
+    if t._own:
+        t._own = False
+        t._tape.drop(t._row)
     t._tape, t._row = res._tape, res._row
+    t._own, res._own = res._own, False    # t now keeps the row alive, not res
     t._leaf = False
     t._req = True
     return t
@@ -1826,7 +1833,7 @@ def _new_like(t):
     c = object.__new__(Tensor)
     c._data, c._req, c._leaf = t._data, t._req, t._leaf
     c._tape, c._row, c._base, c._ver = t._tape, t._row, None, None
-    c._grad, c._hooks, c._retains = None, None, False
+    c._grad, c._hooks, c._retains, c._own = None, None, False, False
     return c
 
 

@@ -34,6 +34,7 @@ STATE = _State()
 EPOCH = [0]
 
 _ids = itertools.count()
+SEAL_ROWS = 4096
 _F64 = np.dtype(np.float64)
 
 
@@ -55,7 +56,8 @@ addr = _struct_addr()
 
 
 class Tape:
-    __slots__ = ("T", "F", "M", "B", "MF", "L", "nl", "n", "fns", "where", "node_hooks", "metadata", "id", "saved", "adj32", "adj64", "leaves", "hooks",
+    __slots__ = ("T", "F", "M", "B", "MF", "L", "nl", "n", "fns", "where", "node_hooks", "metadata", "alive",
+                 "nalive", "swept", "id", "saved", "adj32", "adj64", "leaves", "hooks",
                  "retain", "ext", "checks", "epoch", "__weakref__")
 
     def __init__(self, capacity=64):
@@ -70,6 +72,9 @@ class Tape:
         self.fns = {}        # row -> (Function class, ctx) of a user Function
         self.where = {}      # row -> stack summary where it was recorded (anomaly mode)
         self.node_hooks = {}  # row -> {handle id: hook} registered on its grad_fn
+        self.alive = bytearray()  # per row: 1 while its result tensor exists
+        self.nalive = 0
+        self.swept = 0       # row count at the last sweep of dead rows
         self.metadata = {}   # row -> grad_fn.metadata dict
         self.id = next(_ids)
         self.saved = []      # per row: {column: array} its backward reads (kept alive), or None
@@ -82,7 +87,35 @@ class Tape:
         self.checks = []     # (version holder, version at save, consumer row, column, producer)
         self.epoch = None    # EPOCH when the first value was saved
 
+    def adopt(self, r):
+        self.alive[r] = 1
+        self.nalive += 1
+
+    def drop(self, r):
+        """Row r's result tensor died: with no live result left, no backward can reach
+        this tape any more, so what it saved is released and it takes no new rows."""
+        self.alive[r] = 0
+        self.nalive -= 1
+        if self.nalive == 0:
+            self.saved = [None] * self.n
+            self.checks = []
+            close(self)
+
+    def sweep(self):
+        """Releases what dead rows saved, unless a live row's backward still needs it."""
+        needed = K.needed_rows(self.T, self.L, np.frombuffer(self.alive, np.uint8), self.n)
+        saved = self.saved
+        for r in np.flatnonzero(needed == 0):
+            saved[r] = None
+        self.swept = self.n
+
     def _grow(self):
+        if self.n >= 2 * self.swept and self.n >= 256:
+            self.sweep()
+        if len(self.T) >= SEAL_ROWS and STATE.tape is self:
+            # A big tape stops taking new rows, so that a loop that keeps one graph
+            # alive while building the next (retain_graph loops) cannot grow it forever.
+            STATE.tape = None
         cap = 2 * len(self.T)
         T = np.zeros((cap, K.NCOL), np.int64)
         T[:self.n] = self.T[:self.n]
@@ -133,6 +166,7 @@ class Tape:
                                    aoff, len(shape), *shape)
         self.n = n + 1
         self.saved.append(None)
+        self.alive.append(0)
         if STATE.anomaly:
             self.where[n] = "".join(traceback.format_stack()[:-3])
         return n

@@ -17,7 +17,7 @@ class Tensor:
     in-place writes are seen by the version counter of the storage they share.
     """
     __slots__ = ("_data", "_req", "_leaf", "_tape", "_row", "_base", "_ver", "_grad",
-                 "_hooks", "_retains", "__weakref__")
+                 "_hooks", "_retains", "_own", "__weakref__")
     __array_ufunc__ = None
     __array_priority__ = 1000
 
@@ -26,6 +26,13 @@ class Tensor:
         _init(self, arr, False, True)
         if requires_grad:
             self.requires_grad = True
+
+    def __del__(self):
+        try:
+            if self._own:
+                self._tape.drop(self._row)
+        except (AttributeError, TypeError):   # never fully built, or interpreter shutdown
+            pass
 
     # -- attributes ---------------------------------------------------------
     @property
@@ -125,6 +132,8 @@ class Tensor:
         self._data = value._data
         self._base = None
         self._ver = None
+        if self._leaf:
+            self._tape = None     # its cached LEAF row describes the old storage
 
     @property
     def T(self):
@@ -255,6 +264,9 @@ class Tensor:
     def detach_(self):
         if not self._leaf and self._base is not None:
             raise RuntimeError("Can't detach views in-place. Use detach() instead.")
+        if self._own:
+            self._own = False
+            self._tape.drop(self._row)
         self._leaf = True
         self._req = False
         self._tape = None
@@ -286,6 +298,7 @@ def _init(t, data, req, leaf, tape=None, row=0):
     t._grad = None
     t._hooks = None
     t._retains = False
+    t._own = False
 
 
 _new = object.__new__
@@ -299,9 +312,18 @@ def _wrap(data):
 
 
 def _node(data, tape, row):
-    """A non-leaf produced by row ``row`` of ``tape``."""
+    """A non-leaf standing for row ``row`` of ``tape`` (does not keep the row alive)."""
     t = _new(Tensor)
     _init(t, data, True, False, tape, row)
+    return t
+
+
+def _owned_node(data, tape, row):
+    """The result tensor of row ``row``: the row's graph lives as long as it does."""
+    t = _new(Tensor)
+    _init(t, data, True, False, tape, row)
+    t._own = True
+    tape.adopt(row)
     return t
 
 
@@ -330,7 +352,7 @@ def _to_array(data, dtype=None):
         if arr.dtype.kind == "O" or arr.dtype.kind in "USV":
             raise TypeError(f"tensor: can't convert {type(data).__name__} of "
                             f"{arr.dtype} to a tensor")
-        if arr.dtype.kind == "f" and npdt is None:
+        if arr.dtype.kind == "f" and npdt is None and not isinstance(data, np.generic):
             npdt = as_np_dtype(get_default_dtype())
     return _normalize(arr, npdt)
 

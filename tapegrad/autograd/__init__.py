@@ -3,6 +3,8 @@ from .anomaly_mode import detect_anomaly, is_anomaly_enabled, set_detect_anomaly
 from .engine import backward, grad
 from .function import Function, FunctionCtx
 from .graph import AccumulateGrad, Node, RemovableHandle
+from . import functional
+from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 
 
 def Variable(data, requires_grad=False):
@@ -19,4 +21,4 @@ def Variable(data, requires_grad=False):
 
 __all__ = ["backward", "grad", "Variable", "Function", "FunctionCtx", "Node",
            "AccumulateGrad", "RemovableHandle", "detect_anomaly", "set_detect_anomaly",
-           "is_anomaly_enabled"]
+           "is_anomaly_enabled", "functional", "gradcheck", "gradgradcheck", "GradcheckError"]

@@ -10,7 +10,7 @@ from .. import _kernels as K
 from ..grad_mode import no_grad, set_grad_enabled
 from ..ops import PYFN, PYOUT, _row_of
 from ..tape import STATE, current
-from ..tensor import Tensor, _node, _wrap
+from ..tensor import Tensor, _owned_node, _wrap
 
 
 class FunctionCtx:
@@ -109,7 +109,7 @@ class Function:
             else:
                 r = tape.row(K.K_PYOUT, PYOUT.index, data, True, first, -1)
                 tape.T[r, K.P0 + 2] = first
-            t = _node(data, tape, r)
+            t = _owned_node(data, tape, r)
             tape.fns.setdefault(("out", first), []).append((j, r))
             wrapped.append(t)
             swap[id(o)] = t

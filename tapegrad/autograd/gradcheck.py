@@ -51,7 +51,7 @@ def _check_inputs(tupled_inputs):
                 warnings.warn(
                     f"Input #{idx} requires gradient and is not a double precision floating "
                     "point. This check will likely fail if all the inputs are not of double "
-                    "precision floating point. ", stacklevel=3)
+                    "precision floating point. ", stacklevel=4)
             if not all(st > 0 or sz <= 1 for st, sz in zip(arr.strides, arr.shape)):
                 raise RuntimeError(
                     f"The {idx}th input has a dimension with stride 0. gradcheck only supports "

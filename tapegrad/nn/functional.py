@@ -1,8 +1,9 @@
 """tapegrad.nn.functional: layers and losses as functions, as ``torch.nn.functional``.
 
-Composed from tensor ops the core has today. Where a fused op would be faster or would
-avoid reading values into constants, the function says so (``COMPOSITE:``): those
-constants are fine for eager autograd, and are listed for the op owner.
+Built on the core's tensor ops (softmax and log_softmax are fused core ops; class
+targets are gathered by integer-array indexing). Where a fused op would be faster, or
+where values are read into constants of the computation, the code says so
+(``COMPOSITE:``): fine for eager autograd, worth knowing for a recorded replay.
 """
 import warnings
 
@@ -64,15 +65,6 @@ def _const(arr):
     return tg.from_numpy(np.asarray(arr, order="C"))
 
 
-def _row_max(x, dim):
-    # COMPOSITE: the max along ``dim`` is read into a constant. log_softmax does not
-    # depend on the shift mathematically, so the gradient is exact; a fused
-    # logsumexp/log_softmax op would avoid the NumPy round trip.
-    m = np.max(x.detach().numpy(), axis=dim, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0).astype(m.dtype, copy=False)
-    return _const(m)
-
-
 def _float_or_error(x, fname):
     if not x.dtype.is_floating_point:
         raise RuntimeError(f'"{fname}" not implemented for \'{x.dtype.name.capitalize()}\'')
@@ -117,35 +109,26 @@ def sigmoid(input):
 
 
 def softmax(input, dim=None, _stacklevel=3, dtype=None):
-    """exp(x) / sum(exp(x)) along ``dim``, computed from x - max(x) (stable)."""
+    """exp(x) / sum(exp(x)) along ``dim`` (stable: the core op shifts by the max)."""
     _check_tensor(input, "softmax")
     if dtype is not None:
         input = input.to(dtype)
     _float_or_error(input, "softmax")
     if dim is None:
         dim = _softmax_dim("softmax", input.ndim)
-    if input.ndim == 0:
-        _norm_dim(dim, 0, "softmax")
-        return softmax(input.reshape(1), 0).reshape(())
-    dim = _norm_dim(dim, input.ndim, "softmax")
-    e = (input - _row_max(input, dim)).exp()
-    return e / e.sum(dim, keepdim=True)
+    return tg.softmax(input, _norm_dim(dim, input.ndim, "softmax"))
 
 
 def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
-    """x - logsumexp(x) along ``dim``, with the log-sum-exp trick (stable for |x| ~ 1e4)."""
+    """x - logsumexp(x) along ``dim`` (stable for logits of 1e4: the core op shifts by
+    the max)."""
     _check_tensor(input, "log_softmax")
     if dtype is not None:
         input = input.to(dtype)
     _float_or_error(input, "log_softmax")
     if dim is None:
         dim = _softmax_dim("log_softmax", input.ndim)
-    if input.ndim == 0:
-        _norm_dim(dim, 0, "log_softmax")
-        return log_softmax(input.reshape(1), 0).reshape(())
-    dim = _norm_dim(dim, input.ndim, "log_softmax")
-    z = input - _row_max(input, dim)
-    return z - z.exp().sum(dim, keepdim=True).log()
+    return tg.log_softmax(input, _norm_dim(dim, input.ndim, "log_softmax"))
 
 
 def dropout(input, p=0.5, training=True, inplace=False):
@@ -230,11 +213,9 @@ def _class_dim(input):
 
 
 def _index_targets(input, target, weight, ignore_index, fname):
-    """Checks integer class targets; returns (one-hot weight mask, per-target weights).
+    """Checks integer class targets; returns (class per target, its weight, valid mask).
 
-    COMPOSITE: the mask puts weight[target] at each target's class and 0 elsewhere
-    (and everywhere for ignored targets), so the loss is ``-(mask * logp).sum(dim)``.
-    A gather op (integer-array indexing) would replace the mask.
+    Ignored targets get class 0 and weight 0.
     """
     if input.ndim == 0:
         raise ValueError(f"{fname}: input tensor should be 1D or more, got 0D")
@@ -267,9 +248,19 @@ def _index_targets(input, target, weight, ignore_index, fname):
         wt = np.where(valid, w.astype(npdt)[tt], 0).astype(npdt)
     else:
         wt = valid.astype(npdt)
-    mask = np.zeros(shape, npdt)
-    np.put_along_axis(mask, np.expand_dims(tt, cdim), np.expand_dims(wt, cdim), axis=cdim)
-    return mask, wt, valid
+    return tt, wt, valid
+
+
+def _picked_losses(logp, tt, wt, plain):
+    """-w[t] * logp[..., t, ...] for every target (a gather by integer arrays)."""
+    if logp.ndim == 1:
+        picked = logp[int(tt)]
+    else:
+        idx = np.indices(tt.shape)
+        picked = logp[(idx[0], tt) + tuple(idx[1:])]
+    if plain:
+        return -picked
+    return -(picked * _const(wt))
 
 
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
@@ -283,8 +274,8 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     _check_tensor(target, "nll_loss", "target")
     reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction)
-    mask, wt, _ = _index_targets(input, target, weight, ignore_index, "nll_loss")
-    losses = -(input * _const(mask)).sum(_class_dim(input))
+    tt, wt, valid = _index_targets(input, target, weight, ignore_index, "nll_loss")
+    losses = _picked_losses(input, tt, wt, weight is None and valid.all())
     if reduction == "none":
         return losses
     total = losses.sum()
@@ -311,14 +302,15 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         raise ValueError("cross_entropy: input tensor should be 1D or more, got 0D")
     cdim = _class_dim(input)
     n_classes = input.shape[cdim]
-    logp = log_softmax(input, cdim)
     wshape = [1] * input.ndim
     wshape[cdim] = n_classes
     if tuple(target.shape) == tuple(input.shape) and target.dtype.is_floating_point:
-        return _cross_entropy_probs(logp, target, weight, reduction, label_smoothing,
-                                    cdim, n_classes, wshape)
-    mask, wt, valid = _index_targets(input, target, weight, ignore_index, "cross_entropy")
-    losses = -(logp * _const(mask)).sum(cdim)
+        return _cross_entropy_probs(log_softmax(input, cdim), target, weight, reduction,
+                                    label_smoothing, cdim, n_classes, wshape)
+    # checked before anything is recorded
+    tt, wt, valid = _index_targets(input, target, weight, ignore_index, "cross_entropy")
+    logp = log_softmax(input, cdim)
+    losses = _picked_losses(logp, tt, wt, weight is None and valid.all())
     if reduction == "none":
         nll = losses
     elif reduction == "sum":
@@ -371,8 +363,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
         raise ValueError(f"Target size ({target.shape}) must be the same as input size "
                          f"({input.shape})")
     a = input.abs()
-    # COMPOSITE: log(1 + exp(-|x|)) would be log1p(exp(-|x|)) or a fused softplus.
-    sp_neg = (a - input) * 0.5 + ((-a).exp() + 1.0).log()
+    sp_neg = (a - input) * 0.5 + (-a).exp().log1p()
     if pos_weight is not None:
         sp_neg = ((pos_weight - 1.0) * target + 1.0) * sp_neg
     loss = (1.0 - target) * input + sp_neg

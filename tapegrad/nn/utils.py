@@ -1,7 +1,6 @@
 """tapegrad.nn.utils: gradient clipping, as ``torch.nn.utils``."""
 import math
 
-import numpy as np
 import tapegrad as tg
 
 from ..tensor import Tensor
@@ -16,39 +15,23 @@ def _as_list(parameters):
     return list(parameters)
 
 
-def _vector_norm(a, norm_type):
-    # COMPOSITE: per-tensor norms in NumPy, in the gradient's dtype (a tensor norm op
-    # would do this on the tape).
-    a = a.reshape(-1)
-    if a.size == 0:
-        return a.dtype.type(0)
-    if math.isinf(norm_type):
-        return np.max(np.abs(a)) if norm_type > 0 else np.min(np.abs(a))
-    if norm_type == 0:
-        return a.dtype.type(np.count_nonzero(a))
-    if norm_type == 2:
-        return np.sqrt(np.sum(a * a, dtype=a.dtype))
-    if norm_type == 1:
-        return np.sum(np.abs(a), dtype=a.dtype)
-    return np.sum(np.abs(a) ** norm_type, dtype=a.dtype) ** (1.0 / norm_type)
-
-
 def get_total_norm(tensors, norm_type=2.0, error_if_nonfinite=False, foreach=None):
     """The norm of the norms of ``tensors`` (as if they were one vector), a 0-d tensor."""
     tensors = [t for t in _as_list(tensors) if t is not None]
     norm_type = float(norm_type)
     if not tensors:
         return tg.tensor(0.0)
-    arrays = [t.detach().numpy() for t in tensors]
-    norms = np.array([_vector_norm(a, norm_type) for a in arrays], dtype=arrays[0].dtype)
-    total = _vector_norm(norms, norm_type)
-    total = np.asarray(total, dtype=arrays[0].dtype)
-    if error_if_nonfinite and not np.isfinite(total):
+    with tg.no_grad():
+        norms = [t.detach().norm(norm_type) for t in tensors]
+        if len({n.dtype.name for n in norms}) > 1:        # promote, as torch.stack does
+            norms = [n.to(tg.float64) for n in norms]
+        total = tg.stack(norms).norm(norm_type)
+    if error_if_nonfinite and not math.isfinite(total.item()):
         raise RuntimeError(
             f"The total norm of order {norm_type} for gradients from `parameters` is "
             "non-finite, so it cannot be clipped. To disable this error and scale the "
             "gradients by the non-finite norm anyway, set `error_if_nonfinite=False`")
-    return tg.from_numpy(total)
+    return total
 
 
 def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
@@ -58,13 +41,12 @@ def clip_grads_with_norm_(parameters, max_norm, total_norm, foreach=None):
     max_norm = float(max_norm)
     if not grads:
         return
-    tn = total_norm.detach().numpy() if isinstance(total_norm, Tensor) else \
-        np.asarray(total_norm)
-    coef = np.asarray(max_norm, tn.dtype) / (tn + tn.dtype.type(1e-6))
-    coef = np.minimum(coef, tn.dtype.type(1.0))
     with tg.no_grad():
+        if not isinstance(total_norm, Tensor):
+            total_norm = tg.tensor(total_norm)
+        coef = (max_norm / (total_norm.detach() + 1e-6)).clamp(max=1.0)
         for g in grads:
-            g.mul_(tg.from_numpy(np.asarray(coef, dtype=np.dtype(g.dtype.name))))
+            g.mul_(coef.to(g.dtype))
 
 
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False,
@@ -99,6 +81,4 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
             g = p.grad
             if g is None:
                 continue
-            # COMPOSITE: np.clip then copy_ (a clamp_ op would do it in place).
-            a = g.detach().numpy()
-            g.copy_(tg.from_numpy(np.clip(a, -clip_value, clip_value).astype(a.dtype)))
+            g.clamp_(-clip_value, clip_value)

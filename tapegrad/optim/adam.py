@@ -96,9 +96,8 @@ class Adam(Optimizer):
             step_size = lr / bias_correction1
             bias_correction2_sqrt = bias_correction2 ** 0.5
             if amsgrad:
-                # COMPOSITE: torch.maximum(max_exp_avg_sq, exp_avg_sq, out=...)
                 mx = state["max_exp_avg_sq"]
-                mx.copy_(tg.where(exp_avg_sq > mx, exp_avg_sq, mx))
+                mx.copy_(tg.maximum(mx, exp_avg_sq))
                 denom = (mx.sqrt() / bias_correction2_sqrt).add_(eps)
             else:
                 denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
