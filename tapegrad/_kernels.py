@@ -49,7 +49,7 @@ SAVES = 32    # the op saved tensors (so a second backward needs retain_graph)
 F64 = 64      # the value is float64 (else float32): which arena holds its adjoint
 
 # Kernel opcodes. Ranges matter: broadcasting binary ops are K_ADD..K_WHERE,
-# elementwise ops of one tensor K_AFFINE..K_CLAMP.
+# elementwise ops of one tensor K_AFFINE..K_CLAMP (and K_SIGN).
 K_LEAF = 0
 K_EXT = 1         # a non-leaf of an older tape: its adjoint is handed on
 K_ADD = 2
@@ -79,6 +79,7 @@ K_LOG1P = 25
 K_EXPM1 = 26
 K_RECIP = 27
 K_CLAMP = 28      # gradient passes where F0 <= x <= F1 (P0 bit 1: F0 set, bit 2: F1 set)
+K_SIGN = 44       # zero gradient
 K_SUM = 29        # sum over the dims in bitmask P0, times F0
 K_COPY = 30       # reshape, view, clone: same elements in the same order
 K_STRIDED = 31    # transpose, expand, basic indexing: out[i] = x[P0 + sum(i_k * P[1+k])]
@@ -94,7 +95,7 @@ K_CAT = 40        # inputs: L[P0:P0+P1]; P2 elements after the dim, P3 before it
 K_PYFN = 41       # a user Function: Python runs its backward (inputs: L[P0:P0+P1])
 K_PYOUT = 42      # a further output of the Function at row P2
 K_PROD = 43       # product over the dims in bitmask P0 (zeros handled exactly)
-NKERNELS = 44
+NKERNELS = 45
 
 # Replay results.
 DONE = 0
@@ -321,8 +322,8 @@ def _unary(k, T, r, f0, f1, adj, seen):
     n = T[r, N]
     go = T[r, AOFF]
     ao, fr = _dst(adj, T, seen, T[r, A])
-    if k == K_AFFINE or k == K_DIVS:
-        c = f0 if k == K_AFFINE else 1.0 / f0
+    if k == K_AFFINE or k == K_DIVS or k == K_SIGN:
+        c = f0 if k == K_AFFINE else 1.0 / f0 if k == K_DIVS else 0.0
         for i in range(n):
             _put(adj, ao + i, adj[go + i] * c, fr)
         return
@@ -635,7 +636,7 @@ def reverse(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly):
             return ERR_DIRTY, r
         if k <= K_WHERE:
             _binary(k, T, r, adj, seen, noidx)
-        elif k <= K_CLAMP:
+        elif k <= K_CLAMP or k == K_SIGN:
             _unary(k, T, r, F[r, 0], F[r, 1], adj, seen)
         elif k == K_SUM:
             _sum(T, r, F[r, 0], adj, seen)

@@ -50,7 +50,7 @@ class Ctx:
     def _input(self, col, saved_col):
         tape, r = self.tape, self.r
         row = int(tape.T[r, col])
-        held = tape.saved[r] or {}
+        held = tape.held(r)
         data = held.get(saved_col)
         return proxy(tape, row, data)
 
@@ -73,7 +73,7 @@ class Ctx:
 
     @property
     def out(self):
-        return _node(self.tape.saved[self.r][K.SO], self.tape, self.r)
+        return _node(self.tape.held(self.r)[K.SO], self.tape, self.r)
 
     def shape(self, col=K.A):
         T = self.tape.T
@@ -142,6 +142,8 @@ def record(op, out, a, b=None, save=0, f0=0.0, f1=0.0, params=None):
 
     ``save`` is a bitmask of values the backward reads: 1 = a, 2 = b, 4 = the result.
     """
+    if out.__class__ is not np.ndarray:
+        out = np.asarray(out)        # NumPy returns scalars for 0-d results
     tape = STATE.tape
     if tape is None:
         tape = current()
@@ -163,8 +165,7 @@ def record(op, out, a, b=None, save=0, f0=0.0, f1=0.0, params=None):
     t._base = t._ver = t._grad = t._hooks = None
     t._retains = False
     t._own = True
-    tape.alive[r] = 1
-    tape.nalive += 1
+    tape.live.add(r)
     if save:
         if save & 1:
             tape.save(r, K.SA, a, a._data)
@@ -499,7 +500,7 @@ def neg(input):
     _check_tensor(input, "neg")
     if input._data.dtype.kind == "b":
         raise RuntimeError("Negation, the `-` operator, on a bool tensor is not supported.")
-    return _affine(NEG, input, -1.0, 0.0, np.negative(input._data))
+    return _affine(NEG, input, -1.0, 0.0, np.asarray(np.negative(input._data)))
 
 
 def _check_tensor(x, opname):
@@ -667,14 +668,20 @@ def minimum(input, other):
     return _binary_tt(MINIMUM, np.minimum, "minimum", input, other)
 
 
+SIGN = Op("SignBackward0", K.K_SIGN, lambda c, g: (g * 0.0,))
+
+
 def sign(input):
-    """Sign of each element; recorded as a constant (zero gradient), as in PyTorch."""
+    """Sign of each element; recorded with a zero gradient, as in PyTorch."""
     _check_tensor(input, "sign")
-    return _wrap(np.sign(input._data))
+    out = np.asarray(np.sign(input._data))
+    if _grad_needed(input):
+        return record(SIGN, out, input)
+    return _wrap(out)
 
 
 def _vjp_where(c, g):
-    cond = c.tape.saved[c.r][K.SO].astype(bool)
+    cond = c.tape.held(c.r)[K.SO].astype(bool)
     zero = g * 0.0
     return (sum_to(where(cond, g, zero), c.shape(K.A)),
             sum_to(where(cond, zero, g), c.shape(K.B)))
@@ -792,7 +799,7 @@ def _vjp_amax(c, g):
     shape = c.shape(K.A)
     kshape = _kshape(shape, c.p(0))
     x = c.a._data
-    o = c.tape.saved[c.r][K.SO].reshape(kshape)
+    o = c.tape.held(c.r)[K.SO].reshape(kshape)
     hit = (x == o)
     w = hit / hit.sum(axis=tuple(i for i in range(len(shape)) if (c.p(0) >> i) & 1),
                       keepdims=True)
@@ -874,7 +881,7 @@ def _max_min(input, dim, keepdim, other, largest):
         flat = _flat_positions(d.shape, k, arg, keepdim) if nd else np.zeros(1, np.int64)
         vt = gather_flat(input, flat, values.shape, MAX_DIM if largest else MIN_DIM)
     else:
-        vt = _wrap(np.ascontiguousarray(values))
+        vt = _wrap(values.copy())
     return _ValuesIndices(vt, indices)
 
 
@@ -1381,12 +1388,12 @@ def _flat_index(shape, key):
 
 
 def _vjp_gather(c, g):
-    idx = c.tape.saved[c.r][K.SB]
+    idx = c.tape.held(c.r)[K.SB]
     return (scatter_flat(g, idx, c.shape(K.A)),)
 
 
 def _vjp_scatter(c, g):
-    idx = c.tape.saved[c.r][K.SB]
+    idx = c.tape.held(c.r)[K.SB]
     return (gather_flat(g, idx, c.shape(K.A)),)
 
 
@@ -1428,7 +1435,7 @@ def index_gather(input, key):
 
 
 def _vjp_setidx(c, g):
-    idx = c.tape.saved[c.r][K.SO]
+    idx = c.tape.held(c.r)[K.SO]
     keep = np.ones(c.shape(K.A), g._data.dtype)
     keep.reshape(-1)[idx] = 0
     return (g * _wrap(keep), gather_flat(g, idx, (len(idx),)))

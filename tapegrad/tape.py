@@ -51,13 +51,15 @@ def _struct_addr():
 # One packed write per row: OP NM A B FL N AOFF, zeros for SA SB SO, ND, the shape.
 _ROW = [struct.Struct(f"=7q24xq{nd}q") for nd in range(K.MAXD + 1)]
 _ROWBYTES = K.NCOL * 8
+_PACK1 = _ROW[1].pack_into
+_PACK2 = _ROW[2].pack_into
 _HEAD = ctypes.sizeof(ctypes.c_ssize_t) + ctypes.sizeof(ctypes.c_void_p)
 addr = _struct_addr()
 
 
 class Tape:
-    __slots__ = ("T", "F", "M", "B", "MF", "L", "nl", "n", "fns", "where", "node_hooks", "metadata", "alive",
-                 "nalive", "swept", "id", "saved", "adj32", "adj64", "leaves", "hooks",
+    __slots__ = ("T", "F", "M", "B", "MF", "L", "nl", "n", "fns", "where", "node_hooks", "metadata", "live",
+                 "swept", "id", "saved", "adj32", "adj64", "leaves", "hooks",
                  "retain", "ext", "checks", "epoch", "__weakref__")
 
     def __init__(self, capacity=64):
@@ -72,12 +74,11 @@ class Tape:
         self.fns = {}        # row -> (Function class, ctx) of a user Function
         self.where = {}      # row -> stack summary where it was recorded (anomaly mode)
         self.node_hooks = {}  # row -> {handle id: hook} registered on its grad_fn
-        self.alive = bytearray()  # per row: 1 while its result tensor exists
-        self.nalive = 0
+        self.live = set()    # rows whose result tensor still exists
         self.swept = 0       # row count at the last sweep of dead rows
         self.metadata = {}   # row -> grad_fn.metadata dict
         self.id = next(_ids)
-        self.saved = []      # per row: {column: array} its backward reads (kept alive), or None
+        self.saved = {}      # row -> {column: array} its backward reads (kept alive)
         self.adj32 = 0       # adjoint elements allocated so far, per arena dtype
         self.adj64 = 0
         self.leaves = {}     # row -> leaf tensor that requires grad
@@ -87,26 +88,25 @@ class Tape:
         self.checks = []     # (version holder, version at save, consumer row, column, producer)
         self.epoch = None    # EPOCH when the first value was saved
 
-    def adopt(self, r):
-        self.alive[r] = 1
-        self.nalive += 1
-
     def drop(self, r):
         """Row r's result tensor died: with no live result left, no backward can reach
         this tape any more, so what it saved is released and it takes no new rows."""
-        self.alive[r] = 0
-        self.nalive -= 1
-        if self.nalive == 0:
-            self.saved = [None] * self.n
+        live = self.live
+        live.discard(r)
+        if not live:
+            self.saved = {}
             self.checks = []
             close(self)
 
     def sweep(self):
         """Releases what dead rows saved, unless a live row's backward still needs it."""
-        needed = K.needed_rows(self.T, self.L, np.frombuffer(self.alive, np.uint8), self.n)
+        alive = np.zeros(self.n, np.uint8)
+        alive[list(self.live)] = 1
+        needed = K.needed_rows(self.T, self.L, alive, self.n)
         saved = self.saved
-        for r in np.flatnonzero(needed == 0):
-            saved[r] = None
+        for r in list(saved):
+            if not needed[r]:
+                del saved[r]
         self.swept = self.n
 
     def _grow(self):
@@ -137,9 +137,6 @@ class Tape:
         self.nl = start + len(rows)
         return start
 
-    def adj_size(self, dtype):
-        return self.adj64 if dtype == _F64 else self.adj32
-
     def row(self, kernel, entry, data, req, a=-1, b=-1, flags=0):
         """Appends a row for value ``data``; returns its index."""
         n = self.n
@@ -147,29 +144,36 @@ class Tape:
             self._grow()
         size = data.size
         aoff = -1
-        f64 = data.dtype is _F64
-        if f64:
+        if data.dtype is _F64:
             flags |= K.F64
-        if req:
-            flags |= K.REQ
-            if f64:
+            if req:
+                flags |= K.REQ
                 aoff = self.adj64
                 self.adj64 = aoff + size
-            else:
-                aoff = self.adj32
-                self.adj32 = aoff + size
+        elif req:
+            flags |= K.REQ
+            aoff = self.adj32
+            self.adj32 = aoff + size
         shape = data.shape
-        if len(shape) > K.MAXD:
-            raise RuntimeError(f"tapegrad records tensors of at most {K.MAXD} dims, got "
-                               f"{len(shape)}")
-        _ROW[len(shape)].pack_into(self.B, n * _ROWBYTES, kernel, entry, a, b, flags, size,
-                                   aoff, len(shape), *shape)
+        nd = len(shape)
+        if nd == 1:
+            _PACK1(self.B, n * _ROWBYTES, kernel, entry, a, b, flags, size, aoff, 1, shape[0])
+        elif nd == 2:
+            _PACK2(self.B, n * _ROWBYTES, kernel, entry, a, b, flags, size, aoff, 2, shape[0],
+                   shape[1])
+        elif nd <= K.MAXD:
+            _ROW[nd].pack_into(self.B, n * _ROWBYTES, kernel, entry, a, b, flags, size, aoff,
+                               nd, *shape)
+        else:
+            raise RuntimeError(f"tapegrad records tensors of at most {K.MAXD} dims, got {nd}")
         self.n = n + 1
-        self.saved.append(None)
-        self.alive.append(0)
         if STATE.anomaly:
             self.where[n] = "".join(traceback.format_stack()[:-3])
         return n
+
+    def held(self, r):
+        """The arrays row r saved, by column ({} when none or freed)."""
+        return self.saved.get(r) or {}
 
     def save(self, r, col, t, data):
         """Row r's backward reads ``data`` (the value of tensor t): keep it, check it."""
@@ -179,7 +183,7 @@ class Tape:
         M = self.M
         M[o + col] = addr(data)
         M[o + K.FL] |= K.SAVES
-        held = self.saved[r]
+        held = self.saved.get(r)
         if held is None:
             self.saved[r] = {col: data}
         else:
@@ -197,7 +201,7 @@ class Tape:
         """Row r's backward reads ``data``, a private array no one can modify."""
         data = np.ascontiguousarray(data)
         self.M[r * K.NCOL + col] = addr(data)
-        held = self.saved[r]
+        held = self.saved.get(r)
         if held is None:
             self.saved[r] = {col: data}
         else:
@@ -215,7 +219,7 @@ class Tape:
         """(value, producer row, version now, version saved) of row r's changed save."""
         for ver, v, row, col, producer in self.checks:
             if row == r and ver[0] != v:
-                return self.saved[r][col], producer, ver[0], v
+                return self.held(r)[col], producer, ver[0], v
         raise AssertionError("no modified save recorded for this row")
 
 

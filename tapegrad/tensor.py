@@ -323,7 +323,7 @@ def _owned_node(data, tape, row):
     t = _new(Tensor)
     _init(t, data, True, False, tape, row)
     t._own = True
-    tape.adopt(row)
+    tape.live.add(row)
     return t
 
 

@@ -146,6 +146,7 @@ CASES = [
     C(ops.RELU, "relu_method", lambda L, x: x.relu(), nonzero(7)),
     C(ops.ABS, "abs", lambda L, x: L.abs(x), nonzero(3, 4)),
     C(ops.ABS, "abs_builtin", lambda L, x: abs(x), nonzero(5)),
+    C(ops.SIGN, "sign", lambda L, x: L.sign(x), nonzero(3, 4)),
 
     C(ops.SIN, "sin", lambda L, x: L.sin(x), normal(3, 4)),
     C(ops.SIN, "sin_method_0d", lambda L, x: x.sin(), normal()),

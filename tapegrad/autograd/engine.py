@@ -269,7 +269,7 @@ def _replay(tape, seeds, retain, sink, pending):
             _tape.give_arena(arena)
     if not retain:
         if np.count_nonzero(seen) == n:
-            tape.saved = [None] * n
+            tape.saved = {}
             _tape.close(tape)
         else:
             _free(tape, np.flatnonzero(seen))
@@ -287,7 +287,7 @@ def _matmul_backward(tape, r, seen, arenas, retain):
         raise _error(tape, K.ERR_DIRTY, r)
     a, b = int(T[r, K.A]), int(T[r, K.B])
     sa, sb = _shape(tape, a), _shape(tape, b)
-    held = tape.saved[r] or {}
+    held = tape.held(r)
     va, vb = held.get(K.SA), held.get(K.SB)
     a2 = sa if len(sa) > 1 else (1,) + sa
     b2 = sb if len(sb) > 1 else sb + (1,)
@@ -374,7 +374,7 @@ def _free(tape, rows):
     """After a backward without retain_graph: release what the visited rows saved."""
     saved = tape.saved
     for r in rows:
-        saved[r] = None
+        saved.pop(int(r), None)
     _tape.close(tape)
 
 
