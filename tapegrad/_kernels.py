@@ -316,7 +316,7 @@ def _binary(k, T, r, adj, seen, noidx):
                 _put(adj, bo + _j(mb, i, ib), adj[go + i] * d, fb)
 
 
-@njit(**_JIT, inline="always")
+@njit(**_JIT)
 def _unary(k, T, r, f0, f1, adj, seen):
     """Vector-Jacobian product of an elementwise op of one tensor (f0: its scalar)."""
     n = T[r, N]

@@ -322,18 +322,24 @@ def _log_reduce(ix):
 
 @njit(**_INL)
 def _log_finish(kd, f, c):
-    """log(2**k * (1+f)) + c for small c (fdlibm's formula, branch-free)."""
-    hfsq = 0.5 * f * f
+    """log(2**k * (1+f)) + c for small c: fdlibm's log(1+f) = f - f*f/2 + s*(f*f/2 +
+    R(s*s)), s = f/(2+f), with the large terms k*ln2 + f - f*f/2 summed exactly."""
     s = f / (2.0 + f)
     z = s * s
-    p = _mad(z, _LG7, _LG6)
-    p = _mad(z, p, _LG5)
-    p = _mad(z, p, _LG4)
-    p = _mad(z, p, _LG3)
-    p = _mad(z, p, _LG2)
-    p = _mad(z, p, _LG1)
+    z2 = z * z
+    p = _mad(z2, _mad(z, _LG4, _LG3), _mad(z, _LG2, _LG1))         # Estrin
+    p = _mad(z2 * z2, _mad(z2, _LG7, _mad(z, _LG6, _LG5)), p)
     r = z * p
-    return kd * _LN2HI - ((hfsq - (s * (hfsq + r) + (kd * _LN2HILO + c))) - f)
+    fsq = f * f
+    fsql = _fma(f, f, -fsq)              # f*f = fsq + fsql exactly
+    hfsq = 0.5 * fsq
+    th = f - hfsq                        # Fast2Sum: |f| >= f*f/2
+    tl = (f - th) - hfsq
+    a = kd * _LN2HI                      # exact
+    sh = a + th                          # Fast2Sum: |a| >= ln2 > |th|, or a == 0
+    sl = (a - sh) + th
+    small = (s * (hfsq + r) - 0.5 * fsql) + ((kd * _LN2HILO + c) + tl)
+    return sh + (sl + small)
 
 
 @njit(**_INL)
@@ -392,20 +398,26 @@ def _trig_reduce(x):
 
 
 @njit(**_INL)
-def _ksin(x, y):
-    """sin(x + y), |x| <= pi/4, as (head, tail) whose sum is accurate to ~2**-60."""
+def _ksin(x, y, exact):
+    """sin(x + y), |x| <= pi/4, as (head, tail) (fdlibm's kernel). With ``exact``,
+    x**3 is computed exactly, so that head + tail is good to ~2**-57 (for tan)."""
     z = x * x
     v = z * x
     r = _mad(z, _S6, _S5)
     r = _mad(z, r, _S4)
     r = _mad(z, r, _S3)
     r = _mad(z, r, _S2)
-    return x, -((z * (0.5 * y - v * r) - y) - v * _S1)
+    t = -((z * (0.5 * y - v * r) - y) - v * _S1)
+    if exact:
+        ve = _fma(z, x, -v) + _fma(x, x, -z) * x     # x**3 = v + ve
+        t = t + _S1 * ve
+    return x, t
 
 
 @njit(**_INL)
-def _kcos(x, y):
-    """cos(x + y), |x| <= pi/4, as (head, tail)."""
+def _kcos(x, y, exact):
+    """cos(x + y), |x| <= pi/4, as (head, tail) (fdlibm's kernel); ``exact`` as in
+    _ksin."""
     z = x * x
     w = z * z
     r1 = _mad(z, _C3, _C2)
@@ -415,7 +427,10 @@ def _kcos(x, y):
     r = z * r1 + (w * w) * r2
     hz = 0.5 * z
     w = 1.0 - hz
-    return w, ((1.0 - w) - hz) + (z * r - x * y)
+    t = ((1.0 - w) - hz) + (z * r - x * y)
+    if exact:
+        t = t - 0.5 * _fma(x, x, -z)
+    return w, t
 
 
 @njit(**_INL)
@@ -423,8 +438,8 @@ def vsin(x):
     """sin(x); < 1 ulp for |x| <= TRIG_MAX, NaN beyond (and for +-inf, nan)."""
     xd = np.float64(x)
     n, y0, y1 = _trig_reduce(xd)
-    sh, sl = _ksin(y0, y1)
-    ch, cl = _kcos(y0, y1)
+    sh, sl = _ksin(y0, y1, False)
+    ch, cl = _kcos(y0, y1, False)
     s = sh + sl
     c = ch + cl
     res = c if (n & 1) != 0 else s
@@ -438,8 +453,8 @@ def vcos(x):
     """cos(x); < 1 ulp for |x| <= TRIG_MAX, NaN beyond (and for +-inf, nan)."""
     xd = np.float64(x)
     n, y0, y1 = _trig_reduce(xd)
-    sh, sl = _ksin(y0, y1)
-    ch, cl = _kcos(y0, y1)
+    sh, sl = _ksin(y0, y1, False)
+    ch, cl = _kcos(y0, y1, False)
     s = sh + sl
     c = ch + cl
     res = s if (n & 1) != 0 else c
@@ -453,8 +468,8 @@ def vtan(x):
     NaN beyond (and for +-inf, nan)."""
     xd = np.float64(x)
     n, y0, y1 = _trig_reduce(xd)
-    sh, sl = _ksin(y0, y1)
-    ch, cl = _kcos(y0, y1)
+    sh, sl = _ksin(y0, y1, True)
+    ch, cl = _kcos(y0, y1, True)
     s = sh + sl                          # renormalise (Fast2Sum)
     sl = sl - (s - sh)
     c = ch + cl

@@ -149,7 +149,7 @@ def record(op, out, a, b=None, save=0, f0=0.0, f1=0.0, params=None):
         tape = current()
     ra = a._row if a._tape is tape else _row_of(tape, a)
     rb = -1 if b is None else b._row if b._tape is tape else _row_of(tape, b)
-    r = tape.row(op.kernel, op.index, out, True, ra, rb)
+    r = tape.row(op.kernel, op.index, out, True, ra, rb, K.SAVES if save else 0)
     if f0 or f1:
         MF = tape.MF
         MF[2 * r] = f0
@@ -168,11 +168,11 @@ def record(op, out, a, b=None, save=0, f0=0.0, f1=0.0, params=None):
     tape.live.add(r)
     if save:
         if save & 1:
-            tape.save(r, K.SA, a, a._data)
+            tape.save(r, K.SA, a, a._data, -1 if a._leaf else ra)
         if save & 2:
-            tape.save(r, K.SB, b, b._data)
+            tape.save(r, K.SB, b, b._data, -1 if b._leaf else rb)
         if save & 4:
-            tape.save(r, K.SO, t, out)
+            tape.save(r, K.SO, t, out, r)
     return t
 
 

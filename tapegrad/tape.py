@@ -23,11 +23,13 @@ from . import _kernels as K
 class _State(threading.local):
     def __init__(self):
         self.grad_enabled = True
-        self.anomaly = False
         self.tape = None
 
 
 STATE = _State()
+
+# Anomaly detection is process-wide, as in PyTorch; a list so importers see changes.
+ANOMALY = [False]
 
 # Bumped by every in-place write to a storage that some row saved; a tape whose
 # saves are all newer than the last bump needs no version check.
@@ -94,9 +96,18 @@ class Tape:
         live = self.live
         live.discard(r)
         if not live:
-            self.saved = {}
-            self.checks = []
-            close(self)
+            self.release()
+
+    def release(self):
+        """Drops everything that keeps values or other tapes alive (a tape sealed in the
+        middle of a graph refers to the older tape through ``ext``)."""
+        self.saved = {}
+        self.checks = []
+        self.ext = {}
+        self.leaves = {}
+        self.hooks = {}
+        self.fns = {}
+        close(self)
 
     def sweep(self):
         """Releases what dead rows saved, unless a live row's backward still needs it."""
@@ -167,7 +178,7 @@ class Tape:
         else:
             raise RuntimeError(f"tapegrad records tensors of at most {K.MAXD} dims, got {nd}")
         self.n = n + 1
-        if STATE.anomaly:
+        if ANOMALY[0]:
             self.where[n] = "".join(traceback.format_stack()[:-3])
         return n
 
@@ -175,14 +186,13 @@ class Tape:
         """The arrays row r saved, by column ({} when none or freed)."""
         return self.saved.get(r) or {}
 
-    def save(self, r, col, t, data):
-        """Row r's backward reads ``data`` (the value of tensor t): keep it, check it."""
+    def save(self, r, col, t, data, producer):
+        """Row r's backward reads ``data``, the value of tensor t (the result of row
+        ``producer``, -1 for a leaf): keep it and remember its version. The caller has
+        flagged row r with SAVES."""
         if not data.flags.c_contiguous:
             data = np.ascontiguousarray(data)
-        o = r * K.NCOL
-        M = self.M
-        M[o + col] = addr(data)
-        M[o + K.FL] |= K.SAVES
+        self.M[r * K.NCOL + col] = addr(data)
         held = self.saved.get(r)
         if held is None:
             self.saved[r] = {col: data}
@@ -194,8 +204,7 @@ class Tape:
             ver = base._ver = [0]
         if self.epoch is None:
             self.epoch = EPOCH[0]
-        self.checks.append((ver, ver[0], r, col, t._row if t._tape is self and not t._leaf
-                            else -1))
+        self.checks.append((ver, ver[0], r, col, producer))
 
     def keep(self, r, col, data):
         """Row r's backward reads ``data``, a private array no one can modify."""

@@ -209,7 +209,7 @@ def _replay(tape, seeds, retain, sink, pending):
         resume = False
         while start >= 0:
             status, r = K.reverse(tape.T, tape.F, tape.L, arenas[dtflag], seen, start,
-                                  resume, not retain, dtflag, STATE.anomaly)
+                                  resume, not retain, dtflag, _tape.ANOMALY[0])
             if status == K.DONE:
                 break
             start, resume = r, False
@@ -429,7 +429,7 @@ def _replay_python(tape, seeds, retain, sink, pending):
                 grads = python_vjp(tape, r, g, pyout)
             else:
                 grads = ENTRIES[T[r, K.NM]].vjp(ctx, g)
-            if STATE.anomaly:
+            if _tape.ANOMALY[0]:
                 for i, gi in enumerate(grads):
                     if gi is not None and np.isnan(gi._data).any():
                         raise RuntimeError(_anomaly_text(tape, r, i))
