@@ -2,7 +2,7 @@
 import numpy as np
 
 from .dtypes import as_np_dtype, get_default_dtype
-from .tensor import Tensor, _normalize, _to_array, _wrap
+from .tensor import Tensor, _normalize, _to_array, _wrap, shape_arg
 
 _RNG = [np.random.default_rng()]
 
@@ -18,20 +18,12 @@ def _float_dtype(dtype):
 
 
 def _sizes(size, opname):
-    if len(size) == 1 and isinstance(size[0], (tuple, list)):
-        size = tuple(size[0])
-    out = []
-    for s in size:
-        if isinstance(s, Tensor):
-            s = int(s)
-        if not isinstance(s, (int, np.integer)) or isinstance(s, bool):
-            raise TypeError(f"{opname}(): argument 'size' must be tuple of ints, but found "
-                            f"element of type {type(s).__name__}")
+    shape = shape_arg(size, opname, "size")
+    for s in shape:
         if s < 0:
             raise RuntimeError(f"{opname}: Trying to create tensor with negative dimension "
-                               f"{s}: {list(size)}")
-        out.append(int(s))
-    return tuple(out)
+                               f"{s}: {list(shape)}")
+    return shape
 
 
 def _finish(arr, requires_grad):

@@ -15,7 +15,7 @@ import numpy as np
 from . import _kernels as K
 from .dtypes import as_np_dtype, get_default_dtype
 from .tape import EPOCH, STATE, current
-from .tensor import Tensor, _dim, _node, _owned_node, _wrap, bind_methods
+from .tensor import Tensor, _dim, _node, _owned_node, _wrap, bind_methods, shape_arg
 
 ENTRIES = []
 builtins_sum, builtins_min = builtins.sum, builtins.min
@@ -1091,17 +1091,7 @@ FLATTEN = Op("ViewBackward0", K.K_COPY, _vjp_copy)
 
 
 def _shape_arg(shape, opname):
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    out = []
-    for s in shape:
-        if isinstance(s, Tensor):
-            s = int(s)
-        if not isinstance(s, (int, np.integer)) or isinstance(s, bool):
-            raise TypeError(f"{opname}(): argument 'shape' must be tuple of ints, but found "
-                            f"element of type {type(s).__name__}")
-        out.append(int(s))
-    return tuple(out)
+    return shape_arg(shape, opname, "shape")
 
 
 def _infer(shape, size, opname):

@@ -192,12 +192,7 @@ class Tape:
         flagged row r with SAVES."""
         if not data.flags.c_contiguous:
             data = np.ascontiguousarray(data)
-        self.M[r * K.NCOL + col] = addr(data)
-        held = self.saved.get(r)
-        if held is None:
-            self.saved[r] = {col: data}
-        else:
-            held[col] = data
+        self._hold(r, col, data)
         base = t._base if t._base is not None else t
         ver = base._ver
         if ver is None:
@@ -208,7 +203,10 @@ class Tape:
 
     def keep(self, r, col, data):
         """Row r's backward reads ``data``, a private array no one can modify."""
-        data = np.ascontiguousarray(data)
+        self._hold(r, col, np.ascontiguousarray(data))
+
+    def _hold(self, r, col, data):
+        """Keeps ``data`` alive for row r and stores its address in column ``col``."""
         self.M[r * K.NCOL + col] = addr(data)
         held = self.saved.get(r)
         if held is None:

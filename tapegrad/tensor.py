@@ -337,6 +337,21 @@ def _dim(d, ndim, op):
     return d % n
 
 
+def shape_arg(shape, opname, what):
+    """Sizes given as ``*sizes`` or one tuple/list, as ints (0-d int tensors accepted)."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    out = []
+    for s in shape:
+        if isinstance(s, Tensor):
+            s = int(s)
+        if not isinstance(s, (int, np.integer)) or isinstance(s, bool):
+            raise TypeError(f"{opname}(): argument '{what}' must be tuple of ints, but found "
+                            f"element of type {type(s).__name__}")
+        out.append(int(s))
+    return tuple(out)
+
+
 def _to_array(data, dtype=None):
     npdt = None if dtype is None else as_np_dtype(dtype)
     if isinstance(data, Tensor):

@@ -173,6 +173,16 @@ def _region(tape, r, arenas):
     return arenas[T[r, K.FL] & K.F64][off:off + T[r, K.N]]
 
 
+def deposit(tape, r, arenas, seen, values):
+    """Adds a gradient contribution (flat) into row r's adjoint; the first one assigns."""
+    dst = _region(tape, r, arenas)
+    if seen[r]:
+        dst += values
+    else:
+        dst[:] = values
+        seen[r] = 1
+
+
 def _shape(tape, r):
     T = tape.T
     return tuple(int(s) for s in T[r, K.S0:K.S0 + T[r, K.ND]])
@@ -234,12 +244,7 @@ def _replay(tape, seeds, retain, sink, pending):
                 if other not in arenas:
                     arenas[other] = _tape.take_arena(_F64 if other else _F32,
                                                      tape.adj64 if other else tape.adj32)
-                dst = _region(tape, src, arenas)
-                if seen[src]:
-                    dst += _region(tape, r, arenas)
-                else:
-                    dst[:] = _region(tape, r, arenas)
-                    seen[src] = 1
+                deposit(tape, src, arenas, seen, _region(tape, r, arenas))
                 start = r - 1
             elif status == K.MATMUL:
                 _matmul_backward(tape, r, seen, arenas, retain)
@@ -296,13 +301,7 @@ def _matmul_backward(tape, r, seen, arenas, retain):
                              (b, va, lambda o: np.matmul(np.swapaxes(o.reshape(a2), -1, -2), g))):
         if not T[src, K.FL] & K.REQ:
             continue
-        dst = _region(tape, src, arenas)
-        contrib = make(other).reshape(-1)
-        if seen[src]:
-            dst += contrib
-        else:
-            dst[:] = contrib
-            seen[src] = 1
+        deposit(tape, src, arenas, seen, make(other).reshape(-1))
     if not retain and T[r, K.FL] & K.SAVES:
         T[r, K.FL] |= K.FREED
 
@@ -332,12 +331,7 @@ def _node_hooks(tape, r, seen, arenas, retain):
     for src, gi in zip(rows, grads):
         if gi is None or not T[src, K.FL] & K.REQ:
             continue
-        dst = _region(tape, src, arenas)
-        if seen[src]:
-            dst += gi._data.reshape(-1)
-        else:
-            dst[:] = gi._data.reshape(-1)
-            seen[src] = 1
+        deposit(tape, src, arenas, seen, gi._data.reshape(-1))
     if not retain and T[r, K.FL] & K.SAVES:
         T[r, K.FL] |= K.FREED
 

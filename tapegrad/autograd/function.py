@@ -162,7 +162,7 @@ def _outputs(tape, r):
 
 def replay_function(tape, r, seen, arenas, retain):
     """Numba path: the replay reached the Function's row r."""
-    from .engine import _region
+    from .engine import _region, _shape, deposit
     T = tape.T
     grads = []
     cls, ctx, nout, _ = tape.fns[r]
@@ -170,10 +170,10 @@ def replay_function(tape, r, seen, arenas, retain):
     for j in range(nout):
         row = by_index.get(j)
         if row is not None and seen[row]:
-            shape = tuple(int(x) for x in T[row, K.S0:K.S0 + T[row, K.ND]])
+            shape = _shape(tape, row)
             grads.append(_wrap(_region(tape, row, arenas).reshape(shape).copy()))
         elif row is not None and ctx.materialize_grads:
-            shape = tuple(int(x) for x in T[row, K.S0:K.S0 + T[row, K.ND]])
+            shape = _shape(tape, row)
             dt = np.float64 if T[row, K.FL] & K.F64 else np.float32
             grads.append(_wrap(np.zeros(shape, dt)))
         else:
@@ -182,13 +182,7 @@ def replay_function(tape, r, seen, arenas, retain):
     for src, g in zip(input_rows(tape, r), _call_backward(tape, r, grads, False)):
         if g is None or not T[src, K.FL] & K.REQ:
             continue
-        g = _fit(cls, g, tuple(int(x) for x in T[src, K.S0:K.S0 + T[src, K.ND]]))
-        dst = _region(tape, src, arenas)
-        if seen[src]:
-            dst += g._data.reshape(-1)
-        else:
-            dst[:] = g._data.reshape(-1)
-            seen[src] = 1
+        deposit(tape, src, arenas, seen, _fit(cls, g, _shape(tape, src))._data.reshape(-1))
     if not retain:
         ctx._freed = True
         ctx._saved = ()
@@ -197,12 +191,13 @@ def replay_function(tape, r, seen, arenas, retain):
 def python_vjp(tape, r, g, pyout):
     """create_graph path: gradients for the Function at row r (recorded)."""
     from ..ops import input_rows, sum_to
+    from .engine import _shape
     T = tape.T
     cls, ctx, nout, _ = tape.fns[r]
     grads = _python_grads(tape, r, g, pyout)
     out = []
     for src, gi in zip(input_rows(tape, r), grads):
-        shape = tuple(int(x) for x in T[src, K.S0:K.S0 + T[src, K.ND]])
+        shape = _shape(tape, src)
         if gi is not None and tuple(gi.shape) != shape:
             _fit(cls, gi.detach(), shape)
             gi = sum_to(gi, shape)
@@ -211,6 +206,7 @@ def python_vjp(tape, r, g, pyout):
 
 
 def _python_grads(tape, r, g, pyout):
+    from .engine import _shape
     T = tape.T
     cls, ctx, nout, _ = tape.fns[r]
     by_index = {j: row for j, row in _outputs(tape, r)}
@@ -219,7 +215,7 @@ def _python_grads(tape, r, g, pyout):
         row = by_index.get(j)
         gj = g if row == r else pyout.get(row)
         if gj is None and row is not None and ctx.materialize_grads:
-            shape = tuple(int(x) for x in T[row, K.S0:K.S0 + T[row, K.ND]])
+            shape = _shape(tape, row)
             dt = np.float64 if T[row, K.FL] & K.F64 else np.float32
             gj = _wrap(np.zeros(shape, dt))
         grads.append(gj)
