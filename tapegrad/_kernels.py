@@ -80,6 +80,7 @@ K_EXPM1 = 26
 K_RECIP = 27
 K_CLAMP = 28      # gradient passes where F0 <= x <= F1 (P0 bit 1: F0 set, bit 2: F1 set)
 K_SIGN = 44       # zero gradient
+K_LINEAR = 45     # x @ W.T + b, inputs L[P0:P0+P1]; its backward runs in Python (MATMUL)
 K_SUM = 29        # sum over the dims in bitmask P0, times F0
 K_COPY = 30       # reshape, view, clone: same elements in the same order
 K_STRIDED = 31    # transpose, expand, basic indexing: out[i] = x[P0 + sum(i_k * P[1+k])]
@@ -95,7 +96,7 @@ K_CAT = 40        # inputs: L[P0:P0+P1]; P2 elements after the dim, P3 before it
 K_PYFN = 41       # a user Function: Python runs its backward (inputs: L[P0:P0+P1])
 K_PYOUT = 42      # a further output of the Function at row P2
 K_PROD = 43       # product over the dims in bitmask P0 (zeros handled exactly)
-NKERNELS = 45
+NKERNELS = 46
 
 # Replay results.
 DONE = 0
@@ -592,7 +593,7 @@ def needed_rows(T, L, alive, n):
         if need[r] == 0:
             continue
         k = T[r, OP]
-        if k == K_CAT or k == K_PYFN:
+        if k == K_CAT or k == K_PYFN or k == K_LINEAR:
             for q in range(T[r, P0 + 1]):
                 need[L[T[r, P0] + q]] = 1
         elif k == K_PYOUT:
@@ -647,7 +648,7 @@ def reverse(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly):
                 _put(adj, ao + i, adj[go + i], fr)
         elif k == K_STRIDED:
             _strided(T, r, adj, seen)
-        elif k == K_MATMUL:
+        elif k == K_MATMUL or k == K_LINEAR:
             return MATMUL, r
         elif k == K_AMAX:
             _amax(T, r, adj, seen)

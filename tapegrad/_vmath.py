@@ -218,6 +218,26 @@ def _exp_reduce(x):
 
 
 @njit(**_INL)
+def _exp_reduce_fast(x):
+    """As _exp_reduce, for exp itself (result near 1, not near 0): exp(r) = h + m with
+    h = 1 + rhi exact and m the small rest, to ~2**-55 (saves ~8 operations)."""
+    kd = _fma(x, _INVLN2, _SHIFT)
+    k = _as_int(kd) - _SHIFT_BITS
+    kd = kd - _SHIFT
+    rhi = _fma(-kd, _LN2, x)             # exact
+    rlo = -(kd * _LN2LO)
+    r = rhi + rlo
+    r2 = r * r
+    r4 = r2 * r2
+    p = _mad(r2, _mad(r, _E4, _E3), _mad(r, _E2, _E1))
+    p = _mad(r4, _mad(r2, _mad(r, _E8, _E7), _mad(r, _E6, _E5)), p)
+    p = _mad(r4 * r4, _mad(r, _E10, _E9), p)
+    h = 1.0 + rhi
+    lo = (1.0 - h) + rhi                 # Fast2Sum
+    return k, h, lo + _mad(r2, _mad(r, p, 0.5), rlo)
+
+
+@njit(**_INL)
 def _pow2_split(k):
     """2**k as the product of two normal floats (for -2044 <= k <= 2046)."""
     k1 = _lshr(k + 2048, 1) - 1024       # floor(k / 2)
@@ -227,14 +247,12 @@ def _pow2_split(k):
 
 @njit(**_INL)
 def vexp(x):
-    """exp(x); ~0.5 ulp. Overflows to inf above 709.78, subnormal/0 below -708.4."""
+    """exp(x); < 0.65 ulp (0.76 for subnormal results). Overflows to inf above 709.78, subnormal/0 below -708.4."""
     xd = np.float64(x)
     xc = -746.0 if xd < -746.0 else xd
     xc = 710.0 if xc > 710.0 else xc     # NaN passes both
-    k, u, v = _exp_reduce(xc)
-    h = 1.0 + u
-    lo = (1.0 - h) + u
-    y = h + (lo + v)
+    k, h, m = _exp_reduce_fast(xc)
+    y = h + m
     s1, s2 = _pow2_split(k)
     return (y * s1) * s2                 # one rounding, also into the subnormals
 
@@ -285,14 +303,11 @@ def vtanh(x):
 @njit(**_INL)
 def vsigmoid(x):
     """1 / (1 + exp(-x)), stable for large |x| (exact 0 below -745, 1 above 37.4);
-    ~0.5 ulp."""
+    < 0.7 ulp."""
     xd = np.float64(x)
     a = -abs(xd)
     a = -746.0 if a < -746.0 else a
-    k, u, v = _exp_reduce(a)
-    h = 1.0 + u
-    lo = (1.0 - h) + u
-    m = lo + v
+    k, h, m = _exp_reduce_fast(a)
     eh = h + m
     el = m - (eh - h)
     s1, s2 = _pow2_split(k)

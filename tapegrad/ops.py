@@ -104,7 +104,7 @@ class Ctx:
 
 def input_rows(tape, r):
     T = tape.T
-    if T[r, K.OP] in (K.K_CAT, K.K_PYFN):
+    if T[r, K.OP] in (K.K_CAT, K.K_PYFN, K.K_LINEAR):
         start, count = int(T[r, K.P0]), int(T[r, K.P0 + 1])
         return [int(x) for x in tape.L[start:start + count]]
     return [int(T[r, c]) for c in (K.A, K.B) if T[r, c] >= 0]
@@ -1559,6 +1559,66 @@ def _batched(a, b, op=BMM):
     if vb:
         res = squeeze(res, -1)
     return res
+
+
+def _vjp_linear(c, g):
+    rows = c.input_rows()
+    x, w = proxy(c.tape, rows[0], c.tape.held(c.r).get(K.SA)), \
+        proxy(c.tape, rows[1], c.tape.held(c.r).get(K.SB))
+    shapes = c.input_shapes()
+    g2 = reshape(g, (-1, shapes[1][0]))
+    gx = reshape(matmul(g2, w), shapes[0]) if _wants_row(c.tape, rows[0]) else None
+    gw = matmul(g2.T, reshape(x, (-1, shapes[1][1]))) if _wants_row(c.tape, rows[1]) \
+        else None
+    if len(rows) < 3:
+        return gx, gw
+    return gx, gw, sum_to(sum(g2, 0), shapes[2]) if _wants_row(c.tape, rows[2]) else None
+
+
+def _wants_row(tape, row):
+    return bool(tape.T[row, K.FL] & K.REQ)
+
+
+LINEAR = Op("AddmmBackward0", K.K_LINEAR, _vjp_linear)
+
+
+def linear(input, weight, bias=None):
+    """input @ weight.T + bias as one op (one row, no copy of the transposed weight)."""
+    _check_tensor(input, "linear")
+    _check_tensor(weight, "linear")
+    if weight.ndim != 2 or input.ndim == 0:
+        out = matmul(input, weight.t() if weight.ndim == 2 else weight)
+        return out if bias is None else out + bias
+    if bias is not None and not isinstance(bias, Tensor):
+        raise TypeError(f"linear(): argument 'bias' must be Tensor, not {type(bias).__name__}")
+    input, weight = _promote(input, weight, "linear")
+    if input.shape[-1] != weight.shape[1]:
+        raise _mismatch(tuple(input.shape[:-1]) + (input.shape[-1],), tuple(weight.shape[::-1]))
+    if bias is not None:
+        input, bias = _promote(input, bias, "linear")
+        try:
+            if np.broadcast_shapes(bias._data.shape, (weight.shape[0],)) != (weight.shape[0],):
+                raise ValueError
+        except ValueError:
+            raise RuntimeError(f"linear: bias of shape {list(bias.shape)} does not match "
+                               f"out_features={weight.shape[0]}") from None
+    out = np.matmul(input._data, weight._data.T)
+    if bias is not None:
+        out += bias._data
+    if not _grad_needed(input, weight, bias):
+        return _wrap(out)
+    tape = STATE.tape or current()
+    ins = [input, weight] + ([bias] if bias is not None else [])
+    rows = [_row_of(tape, t) for t in ins]
+    start = tape.input_list(rows)
+    flags = K.SAVES if weight._req or input._req else 0
+    r = tape.row(LINEAR.kernel, LINEAR.index, out, True, rows[0], -1, flags)
+    tape.T[r, K.P0:K.P0 + 2] = (start, len(rows))
+    if weight._req:
+        tape.save(r, K.SA, input, input._data, -1 if input._leaf else rows[0])
+    if input._req:
+        tape.save(r, K.SB, weight, weight._data, -1 if weight._leaf else rows[1])
+    return _owned_node(out, tape, r)
 
 
 def bmm(input, mat2):

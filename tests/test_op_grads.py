@@ -291,6 +291,12 @@ CASES = [
 
     # -- matrix products -------------------------------------------------------
     C(ops.MM, "matmul_2d_2d", lambda L, a, b: a @ b, normal(3, 4), normal(4, 5)),
+    C(ops.LINEAR, "linear", lambda L, x, w, b: L.nn.functional.linear(x, w, b), normal(5, 3),
+      normal(4, 3), normal(4)),
+    C(ops.LINEAR, "linear_batched_no_bias", lambda L, x, w: L.nn.functional.linear(x, w),
+      normal(2, 5, 3), normal(4, 3)),
+    C(ops.LINEAR, "linear_bias_broadcast", lambda L, x, w, b: L.nn.functional.linear(x, w, b),
+      normal(5, 3), normal(4, 3), normal(1)),
     C(ops.MM, "mm_fn", lambda L, a, b: L.mm(a, b), normal(2, 3), normal(3, 2)),
     C(ops.MM, "matmul_fn_b_const", lambda L, a, b: L.matmul(a, b), normal(3, 4), normal(4, 2),
       req=[True, False]),

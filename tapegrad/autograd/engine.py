@@ -284,12 +284,18 @@ _NO_VJP = (K.K_LEAF, K.K_EXT, K.K_PYOUT)
 
 
 def _matmul_backward(tape, r, seen, arenas, retain):
-    """dA = g @ B^T, dB = A^T @ g for a row of mode P0 (see ops.matmul), with NumPy."""
+    """dA = g @ B^T, dB = A^T @ g for a matmul row (see ops.matmul), with NumPy; or the
+    three gradients of a linear row."""
     T = tape.T
     if T[r, K.FL] & K.FREED:
         raise RuntimeError(FREED_MSG)
     if T[r, K.FL] & K.DIRTY:
         raise _error(tape, K.ERR_DIRTY, r)
+    if T[r, K.OP] == K.K_LINEAR:
+        _linear_backward(tape, r, seen, arenas)
+        if not retain:
+            T[r, K.FL] |= K.FREED
+        return
     a, b = int(T[r, K.A]), int(T[r, K.B])
     sa, sb = _shape(tape, a), _shape(tape, b)
     held = tape.held(r)
@@ -334,6 +340,29 @@ def _node_hooks(tape, r, seen, arenas, retain):
         deposit(tape, src, arenas, seen, gi._data.reshape(-1))
     if not retain and T[r, K.FL] & K.SAVES:
         T[r, K.FL] |= K.FREED
+
+
+def _linear_backward(tape, r, seen, arenas):
+    """y = x @ W.T + b: dx = g @ W, dW = g^T @ x, db = sum of g over the batch."""
+    T = tape.T
+    rows = input_rows(tape, r)
+    held = tape.held(r)
+    wshape = _shape(tape, rows[1])
+    g = _region(tape, r, arenas).reshape(-1, wshape[0])
+    if T[rows[0], K.FL] & K.REQ:
+        deposit(tape, rows[0], arenas, seen, (g @ held[K.SB]).reshape(-1))
+    if T[rows[1], K.FL] & K.REQ:
+        deposit(tape, rows[1], arenas, seen,
+                (g.T @ held[K.SA].reshape(-1, wshape[1])).reshape(-1))
+    if len(rows) > 2 and T[rows[2], K.FL] & K.REQ:
+        bias_shape = _shape(tape, rows[2])
+        deposit(tape, rows[2], arenas, seen,
+                _sum_to(g.sum(0), bias_shape).reshape(-1))
+
+
+def _sum_to(v, shape):
+    """v (of shape (out,)) summed to a broadcastable bias shape such as (1,) or ()."""
+    return v.reshape(shape) if v.size == int(np.prod(shape)) else np.asarray(v.sum()).reshape(shape)
 
 
 def anomaly_error(tape, r, arenas):

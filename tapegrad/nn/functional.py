@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import tapegrad as tg
 
+from .. import ops as _ops
 from ..tensor import Tensor
 
 __all__ = ["linear", "relu", "tanh", "sigmoid", "softmax", "log_softmax", "cross_entropy",
@@ -76,18 +77,7 @@ def linear(input, weight, bias=None):
     """input @ weight.T + bias, for input of shape (*, in_features)."""
     _check_tensor(input, "linear")
     _check_tensor(weight, "linear", "weight")
-    # COMPOSITE: transpose + matmul + add (a fused addmm would record one row).
-    if weight.ndim == 1:
-        out = input.matmul(weight)
-    elif input.ndim > 2:
-        lead = tuple(input.shape[:-1])
-        out = input.reshape(-1, input.shape[-1]).matmul(weight.t())
-        out = out.reshape(*lead, weight.shape[0])
-    else:
-        out = input.matmul(weight.t())
-    if bias is not None:
-        out = out + bias
-    return out
+    return _ops.linear(input, weight, bias)
 
 
 def relu(input, inplace=False):
