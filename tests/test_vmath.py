@@ -1,4 +1,4 @@
-"""Accuracy, special values and vectorisation of tapegrad._vmath.
+"""Accuracy, special values and vectorisation of tapegrad._kernels.
 
 For each function, ~1e6 random points (log-uniform magnitudes of both signs over the
 whole domain, plus uniform ranges where the reduction switches) are compared with
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from tapegrad import _vmath as vm
+from tapegrad import _kernels as vm
 
 N = 1_000_000
 LD = np.longdouble
@@ -46,9 +46,8 @@ def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-# name: (array kernel, scalar function, numpy float64 function or None, reference
-# function applied in long double, input generator)
 def _inputs(name):
+    """The random test arguments of each function (lists of 1e6-element arrays)."""
     r = _rng(name)
     if name == "exp":
         return [logu(r, 1e-300, 750), r.uniform(-746, 710, N), r.uniform(-1, 1, N)]
@@ -75,6 +74,8 @@ def _inputs(name):
     raise KeyError(name)
 
 
+# name: (array kernel, scalar function, NumPy float64 ufunc or None, reference function
+# applied to long doubles)
 FUNCS = {
     "exp": (vm.exp_array, vm.vexp, np.exp, np.exp),
     "expm1": (vm.expm1_array, vm.vexpm1, np.expm1, np.expm1),
@@ -93,9 +94,9 @@ def ulp_err(got, ref):
     (ref may be float32, float64 or long double); non-finite references must be
     matched exactly (inf otherwise)."""
     prec = np.float32 if got.dtype == np.float32 else np.float64
-    refp = ref.astype(prec)
     wide = np.promote_types(ref.dtype, np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
+        refp = ref.astype(prec)
         fin = np.isfinite(refp)
         err = np.zeros(got.shape)
         sp = np.spacing(np.abs(refp[fin])).astype(wide)
@@ -133,6 +134,11 @@ def test_float64_vs_numpy_and_exact(name):
                 ref = ldf(x.astype(LD))
             err = ulp_err(got, ref)
             assert err.max() <= 1.0, f"{name} vs exact: {_worst(err, x)}"
+        elif npf is None:        # sigmoid without a long double: the naive formula
+            m = x > -700
+            with np.errstate(all="ignore"):
+                err = ulp_err(got[m], ldf(x[m]))
+            assert err.max() <= 3.0, f"{name} vs 1/(1+exp(-x)): {_worst(err, x[m])}"
 
 
 def _f32(x):
@@ -159,8 +165,9 @@ def test_float32(name):
                 n32 = npf(x32)
             own = ulp_err(n32, ref)
             err = ulp_err(got, n32)
-            bad = err > own + 1.0
-            assert not bad.any(), f"{name} float32 vs numpy float32: {_worst(err - own, x32)}"
+            excess = err - own
+            assert excess.max() <= 1.0, \
+                f"{name} float32 vs numpy float32: {_worst(excess, x32)} beyond numpy's own"
 
 
 # -- special values ---------------------------------------------------------------------
@@ -249,25 +256,16 @@ def test_tanh_sigmoid_saturate_exactly():
     assert (_run(vm.sigmoid_array, x) == 1.0).all()
 
 
-def test_sqrt():
-    r = _rng("sqrt")
-    x = logu(r, TINY, DMAX, signed=False)
-    assert (_run(vm.sqrt_array, x) == np.sqrt(x)).all()
-    with np.errstate(invalid="ignore"):
-        s = _run(vm.sqrt_array, np.array([-1.0, -0.0, INF, NAN]))
-    assert np.isnan(s[0]) and _bits_equal(s[1], -0.0) and s[2] == INF and np.isnan(s[3])
-
-
 def test_scalar_float32_argument():
     @njit
     def f(v):
         return (vm.vexp(v), vm.vexpm1(v), vm.vlog(v), vm.vlog1p(v), vm.vtanh(v),
-                vm.vsigmoid(v), vm.vsin(v), vm.vcos(v), vm.vtan(v), vm.vsqrt(v))
+                vm.vsigmoid(v), vm.vsin(v), vm.vcos(v), vm.vtan(v))
 
     got = f(np.float32(0.75))
     v = float(np.float32(0.75))
     want = (math.exp(v), math.expm1(v), math.log(v), math.log1p(v), math.tanh(v),
-            1 / (1 + math.exp(-v)), math.sin(v), math.cos(v), math.tan(v), math.sqrt(v))
+            1 / (1 + math.exp(-v)), math.sin(v), math.cos(v), math.tan(v))
     for g, w in zip(got, want):
         assert isinstance(g, float)
         assert abs(g - w) <= 2 * abs(np.spacing(w))
@@ -291,17 +289,17 @@ def _loop(f):
 
 
 @pytest.mark.skipif(not _host_has("avx2"), reason="checks AVX2 code generation")
-@pytest.mark.parametrize("name", list(FUNCS) + ["sqrt"])
+@pytest.mark.parametrize("name", list(FUNCS))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_loop_vectorises(name, dtype):
-    f = vm.vsqrt if name == "sqrt" else FUNCS[name][1]
+    f = FUNCS[name][1]
     k = _loop(f)
     x = np.ones(16, dtype)
     k(x, np.empty_like(x))
     asm = k.inspect_asm(k.signatures[0])
     packed = re.findall(
         r"\bv(?:mul|add|sub|fmadd\d+|fmsub\d+|fnmadd\d+|sqrt|div)p[sd]\b[^\n]*ymm", asm)
-    assert len(packed) >= (1 if name == "sqrt" else 8), f"{name} loop did not vectorise"
+    assert len(packed) >= 8, f"{name} loop did not vectorise"
     # no libm calls in the loop (exp/log/sin/... would be scalar calls)
     assert not re.search(r"call[q]?\s+\*?[^\n]*\b(exp|log|sin|cos|tan|tanh|expm1|log1p)\b",
                          asm)
