@@ -387,8 +387,11 @@ def _scalar_out(t, c, fn):
 
 def add(input, other, *, alpha=1):
     """input + alpha * other."""
-    if other.__class__ is float and input.__class__ is Tensor and alpha == 1:
-        return _affine(AFFINE_ADD, input, 1.0, other, _scalar_out(input, other, np.add))
+    if other.__class__ is float and input.__class__ is Tensor and alpha == 1 \
+            and input._data.dtype in _FLOATS:
+        if input._req and STATE.grad_enabled:
+            return record(AFFINE_ADD, input._data + other, input, None, 0, 1.0, other)
+        return _wrap(np.asarray(input._data + other))
     if not isinstance(input, Tensor):
         if isinstance(other, Tensor):
             return add(other, input) if alpha == 1 else add(other * alpha, input)
@@ -428,8 +431,10 @@ def rsub(input, other, *, alpha=1):
 
 
 def mul(input, other):
-    if other.__class__ is float and input.__class__ is Tensor:
-        return _affine(AFFINE_MUL, input, other, 0.0, _scalar_out(input, other, np.multiply))
+    if other.__class__ is float and input.__class__ is Tensor and input._data.dtype in _FLOATS:
+        if input._req and STATE.grad_enabled:
+            return record(AFFINE_MUL, input._data * other, input, None, 0, other)
+        return _wrap(np.asarray(input._data * other))
     if not isinstance(input, Tensor):
         if isinstance(other, Tensor):
             return mul(other, input)

@@ -30,7 +30,11 @@ class Tensor:
     def __del__(self):
         try:
             if self._own:
-                self._tape.drop(self._row)
+                tape = self._tape
+                live = tape.live
+                live.discard(self._row)
+                if not live:
+                    tape.release()
         except (AttributeError, TypeError):   # never fully built, or interpreter shutdown
             pass
 
