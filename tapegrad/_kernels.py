@@ -968,11 +968,20 @@ def _unary(k, T, r, f0, f1, adj, seen):
         for i in range(n):
             ok = (not (has & 1) or x[i] >= lo) and (not (has & 2) or x[i] <= hi)
             _put(adj, ao + i, adj[go + i] if ok else 0.0, fr)
-    else:  # K_POWS
+    else:  # K_POWS: small integer powers without a pow() call per element
         p = f0
-        for i in range(n):
-            d = 0.0 if p == 0.0 else p * x[i] ** (p - 1.0)
-            _put(adj, ao + i, adj[go + i] * d, fr)
+        if p == 2.0:
+            for i in range(n):
+                _put(adj, ao + i, adj[go + i] * 2.0 * x[i], fr)
+        elif p == 3.0:
+            for i in range(n):
+                _put(adj, ao + i, adj[go + i] * 3.0 * x[i] * x[i], fr)
+        elif p == 1.0 or p == 0.0:
+            for i in range(n):
+                _put(adj, ao + i, adj[go + i] * p, fr)
+        else:
+            for i in range(n):
+                _put(adj, ao + i, adj[go + i] * p * x[i] ** (p - 1.0), fr)
 
 
 @njit(**_JIT)
@@ -1004,11 +1013,22 @@ def _strided(T, r, adj, seen):
     """Backward of a strided view: scatter-add g to the elements it was read from."""
     ao = _touch(adj, T, seen, T[r, A])
     go = T[r, AOFF]
+    n = T[r, N]
     st = np.zeros(MAXD, np.int64)
-    for k in range(T[r, ND]):
+    run = True      # the view reads consecutive elements (a slice along the first dims)
+    s = 1
+    for k in range(T[r, ND] - 1, -1, -1):
         st[k] = T[r, P0 + 1 + k]
-    idx = _odometer(T, r, st, ao + T[r, P0], T[r, N])
-    for i in range(T[r, N]):
+        if T[r, S0 + k] > 1 and st[k] != s:
+            run = False
+        s *= T[r, S0 + k]
+    if run:
+        base = ao + T[r, P0]
+        for i in range(n):
+            adj[base + i] += adj[go + i]
+        return
+    idx = _odometer(T, r, st, ao + T[r, P0], n)
+    for i in range(n):
         adj[idx[i]] += adj[go + i]
 
 

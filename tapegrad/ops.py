@@ -347,6 +347,8 @@ def _vjp_pows(c, g):
     p = c.f0
     if p == 0.0:
         return (g * 0.0,)
+    if p == 2.0:
+        return (g * (c.a * 2.0),)
     return (g * p * c.a ** (p - 1.0),)
 
 
@@ -1211,11 +1213,18 @@ def _vjp_strided(c, g):
     """Scatter-add g back to the positions the view read."""
     shape = c.shape(K.A)
     oshape = c.shape(K.OP)
-    idx = np.full(oshape, c.p(0), dtype=np.int64)
-    for k in range(len(oshape)):
-        ax = np.arange(oshape[k], dtype=np.int64) * c.p(1 + k)
-        idx += ax.reshape((-1,) + (1,) * (len(oshape) - k - 1))
-    return (scatter_flat(g, idx.reshape(-1), shape),)
+    strides = [c.p(1 + k) for k in range(len(oshape))]
+    if strides == _contig_strides(oshape):
+        n = 1
+        for s in oshape:
+            n *= s
+        idx = np.arange(c.p(0), c.p(0) + n, dtype=np.int64)   # one run of elements
+    else:
+        idx = np.full(oshape, c.p(0), dtype=np.int64)
+        for k in range(len(oshape)):
+            ax = np.arange(oshape[k], dtype=np.int64) * strides[k]
+            idx += ax.reshape((-1,) + (1,) * (len(oshape) - k - 1))
+    return (scatter_flat(g, idx.reshape(-1), shape, unique=True),)
 
 
 def _vjp_permute(c, g):
@@ -1415,13 +1424,17 @@ def gather_flat(input, idx, shape, op=GATHER):
     return _wrap(out)
 
 
-def scatter_flat(src, idx, shape):
-    """Zeros of ``shape`` with src's elements added at flat positions ``idx``."""
+def scatter_flat(src, idx, shape, unique=False):
+    """Zeros of ``shape`` with src's elements added at flat positions ``idx`` (which,
+    when ``unique``, hold no repeats, so that a plain assignment does it)."""
     size = 1
     for n in shape:
         size *= n
     out = np.zeros(size, dtype=src._data.dtype)
-    np.add.at(out, idx, src._data.reshape(-1))
+    if unique:
+        out[idx] = src._data.reshape(-1)
+    else:
+        np.add.at(out, idx, src._data.reshape(-1))
     out = out.reshape(shape)
     if _grad_needed(src):
         t = record(SCATTER, out, src)
