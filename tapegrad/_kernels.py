@@ -838,31 +838,37 @@ def _binary(k, T, r, adj, seen, noidx):
         return
     if k == K_WHERE:
         c = carray(_ptr(T[r, SO], seen), n)
+        z = np.zeros(1, adj.dtype)[0]
         if _wants(T, a):
             ao, fa = _into(adj, T, seen, a, ma)
             for i in range(n):
-                _put(adj, ao + _j(ma, i, ia), adj[go + i] if c[i] else 0.0, fa)
+                v = adj[go + i]
+                _put(adj, ao + _j(ma, i, ia), v if c[i] else z, fa)
         if _wants(T, b):
             bo, fb = _into(adj, T, seen, b, mb)
             for i in range(n):
-                _put(adj, bo + _j(mb, i, ib), 0.0 if c[i] else adj[go + i], fb)
+                v = adj[go + i]
+                _put(adj, bo + _j(mb, i, ib), z if c[i] else v, fb)
         return
     va = _load(T, r, SA, T[a, N], adj)
     vb = _load(T, r, SB, T[b, N], adj)
     if k == K_MAXIMUM or k == K_MINIMUM:
         sg = 1.0 if k == K_MAXIMUM else -1.0
+        z = np.zeros(1, adj.dtype)[0]
         if _wants(T, a):
             ao, fa = _into(adj, T, seen, a, ma)
             for i in range(n):
                 d = sg * (va[_j(ma, i, ia)] - vb[_j(mb, i, ib)])
-                _put(adj, ao + _j(ma, i, ia),
-                     adj[go + i] if d > 0 else 0.5 * adj[go + i] if d == 0 else 0.0, fa)
+                v = adj[go + i]
+                h = v * 0.5
+                _put(adj, ao + _j(ma, i, ia), v if d > 0 else h if d == 0 else z, fa)
         if _wants(T, b):
             bo, fb = _into(adj, T, seen, b, mb)
             for i in range(n):
                 d = sg * (vb[_j(mb, i, ib)] - va[_j(ma, i, ia)])
-                _put(adj, bo + _j(mb, i, ib),
-                     adj[go + i] if d > 0 else 0.5 * adj[go + i] if d == 0 else 0.0, fb)
+                v = adj[go + i]
+                h = v * 0.5
+                _put(adj, bo + _j(mb, i, ib), v if d > 0 else h if d == 0 else z, fb)
     elif k == K_MUL:
         if _wants(T, a):
             ao, fa = _into(adj, T, seen, a, ma)
@@ -925,9 +931,11 @@ def _unary(k, T, r, f0, f1, adj, seen):
         elif k == K_SQRT:
             for i in range(n):
                 _put(adj, ao + i, adj[go + i] / (2.0 * o[i]), fr)
-        elif k == K_RELU:
-            for i in range(n):
-                _put(adj, ao + i, adj[go + i] if o[i] > 0 else 0.0, fr)
+        elif k == K_RELU:      # a select, as PyTorch: masked inf/nan gradients give 0
+            z = np.zeros(1, adj.dtype)[0]   # a zero of adj's own type: the select then
+            for i in range(n):              # needs no conversion and vectorises
+                v = adj[go + i]
+                _put(adj, ao + i, v if o[i] > 0 else z, fr)
         elif k == K_TAN:
             for i in range(n):
                 _put(adj, ao + i, adj[go + i] * (1.0 + o[i] * o[i]), fr)
@@ -952,8 +960,7 @@ def _unary(k, T, r, f0, f1, adj, seen):
             _put(adj, ao + i, adj[go + i] / x[i], fr)
     elif k == K_ABS:
         for i in range(n):
-            v = adj[go + i]
-            _put(adj, ao + i, v if x[i] > 0 else -v if x[i] < 0 else 0.0, fr)
+            _put(adj, ao + i, adj[go + i] * ((x[i] > 0) - (x[i] < 0)), fr)
     elif k == K_SIN:
         for i in range(n):
             _put(adj, ao + i, adj[go + i] * vcos(x[i]), fr)
@@ -964,10 +971,12 @@ def _unary(k, T, r, f0, f1, adj, seen):
         for i in range(n):
             _put(adj, ao + i, adj[go + i] / (1.0 + x[i]), fr)
     elif k == K_CLAMP:
-        lo, hi, has = f0, f1, T[r, P0]
+        lo = f0 if T[r, P0] & 1 else -np.inf
+        hi = f1 if T[r, P0] & 2 else np.inf
+        z = np.zeros(1, adj.dtype)[0]
         for i in range(n):
-            ok = (not (has & 1) or x[i] >= lo) and (not (has & 2) or x[i] <= hi)
-            _put(adj, ao + i, adj[go + i] if ok else 0.0, fr)
+            v = adj[go + i]
+            _put(adj, ao + i, v if (x[i] >= lo) & (x[i] <= hi) else z, fr)
     else:  # K_POWS: small integer powers without a pow() call per element
         p = f0
         if p == 2.0:
