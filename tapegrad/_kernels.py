@@ -1194,6 +1194,13 @@ def _has_nan(adj, T, r):
 
 
 @njit(**_JIT)
+def axpy(y, alpha, x):
+    """y += alpha * x in one pass (in-place updates such as an optimizer's step)."""
+    for i in range(y.size):
+        y[i] += alpha * x[i]
+
+
+@njit(**_JIT)
 def needed_rows(T, L, alive, n):
     """Rows a live result can still backpropagate through: the live rows and all their
     ancestors."""

@@ -1921,12 +1921,29 @@ def _new_like(t):
 
 def add_(t, other, *, alpha=1):
     if alpha != 1:
+        if _axpy(t, other, alpha):
+            return t
         other = other * alpha
     return _inplace_binary(t, other, add, np.add, "add_")
 
 
+def _axpy(t, other, alpha):
+    """t += alpha * other without a temporary, when nothing is recorded: True if done."""
+    if not isinstance(t, Tensor) or not isinstance(other, Tensor):
+        return False
+    d, o = t._data, other._data
+    if _grad_needed(t, other) or d.shape != o.shape or d.dtype != o.dtype \
+            or d.dtype not in _FLOATS or not d.flags.c_contiguous or not o.flags.c_contiguous:
+        return False
+    K.axpy(d.reshape(-1), float(alpha), o.reshape(-1))
+    bump_version(t)
+    return True
+
+
 def sub_(t, other, *, alpha=1):
     if alpha != 1:
+        if _axpy(t, other, -alpha):
+            return t
         other = other * alpha
     return _inplace_binary(t, other, sub, np.subtract, "sub_")
 
