@@ -426,6 +426,7 @@ def rsub(input, other, *, alpha=1):
     if isinstance(other, Tensor):
         return sub(other, input * alpha if alpha != 1 else input)
     _check_tensor(input, "rsub")
+    other = _as_operand(other, "sub")
     if alpha != 1:
         input = input * alpha
     return _affine(AFFINE_RSUB, input, -1.0, float(other),
@@ -544,7 +545,7 @@ def _unary_op(op, npfn, save, vec=None):
         if input._req and STATE.grad_enabled:
             return record(op, out, input, save=save)
         return _wrap(out)
-    fn.__name__ = name
+    fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = f"Elementwise {name}, differentiable ({op.name})."
     return fn
 
@@ -614,6 +615,12 @@ def clamp(input, min=None, max=None):
     _check_tensor(input, "clamp")
     if min is None and max is None:
         raise RuntimeError("clamp: At least one of 'min' or 'max' must not be None")
+    for name, bound in (("min", min), ("max", max)):
+        if bound is not None and not isinstance(bound, (Tensor, int, float, np.number)):
+            raise TypeError(f"clamp(): argument '{name}' must be Number or Tensor, not "
+                            f"{type(bound).__name__}")
+        if isinstance(bound, Tensor):
+            _check_broadcast("clamp", input, bound, input._data.shape)
     if isinstance(min, Tensor) or isinstance(max, Tensor):
         out = input
         if min is not None:
@@ -793,6 +800,8 @@ def _reduce(op_all, op_dim, npfn, input, dim, keepdim, opname, mean_):
 
 
 def sum(input, dim=None, keepdim=False, *, dtype=None):
+    if dtype is not None:
+        as_np_dtype(dtype)
     res = _reduce(SUM, SUM_DIM, np.sum, input, dim, keepdim, "sum", False)
     return res if dtype is None else res.to(dtype)
 
@@ -830,12 +839,12 @@ def _extreme(op, npfn, input, dim, keepdim, opname):
     _check_tensor(input, opname)
     d = input._data
     dims, mask = _dims(None if dim == () else dim, d.ndim, opname)
+    if d.size == 0 and dim in (None, ()):
+        raise RuntimeError(f"{opname}(): Expected reduction dim to be specified for "
+                           "input.numel() == 0.")
     for k in dims:
         if d.shape[k] == 0:
             raise IndexError(f"{opname}(): Expected reduction dim {k} to have non-zero size.")
-    if d.size == 0 and not dims:
-        raise RuntimeError(f"{opname}(): Expected reduction dim to be specified for input."
-                           "numel() == 0.")
     out = np.asarray(npfn(d, axis=dims, keepdims=keepdim))
     if _grad_needed(input):
         return record(op, out, input, save=5, params=(mask,))
@@ -973,6 +982,7 @@ PROD_DIM = Op("ProdBackward1", K.K_PROD, _vjp_prod)
 def prod(input, dim=None, keepdim=False, *, dtype=None):
     _check_tensor(input, "prod")
     if dtype is not None:
+        _dims(dim, input.ndim, "prod")
         input = input.to(dtype)
     d = input._data
     dims, mask = _dims(dim, d.ndim, "prod")
@@ -1021,6 +1031,7 @@ def logsumexp(input, dim, keepdim=False):
 
 def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     _check_tensor(input, "norm")
+    _dims(dim, input.ndim, "norm")
     x = input if dtype is None else input.to(dtype)
     if p in ("fro", 2, 2.0):
         return sqrt(sum(x * x, dim, keepdim=keepdim))
@@ -1058,7 +1069,10 @@ def _softmax_op(op, input, dim, log_):
     _check_tensor(input, opname)
     if dim is None:
         raise TypeError(f"{opname}() missing required argument 'dim'")
-    d = _float_input(input, opname)
+    if input._data.dtype.kind != "f":
+        raise NotImplementedError(f'"{opname}" not implemented for '
+                                  f"'{input.dtype.name.capitalize()}'")
+    d = input._data
     k = _dim(dim, d.ndim, opname) if d.ndim else 0
     if d.ndim == 0:
         out = np.zeros((), d.dtype) if log_ else np.ones((), d.dtype)
@@ -1080,11 +1094,17 @@ def _softmax_op(op, input, dim, log_):
 
 
 def softmax(input, dim=None, dtype=None):
+    if dtype is not None:
+        _check_tensor(input, "softmax")
+        _dim(dim, builtins.max(input.ndim, 1), "softmax")
     x = input if dtype is None else input.to(dtype)
     return _softmax_op(SOFTMAX, x, dim, False)
 
 
 def log_softmax(input, dim=None, dtype=None):
+    if dtype is not None:
+        _check_tensor(input, "log_softmax")
+        _dim(dim, builtins.max(input.ndim, 1), "log_softmax")
     x = input if dtype is None else input.to(dtype)
     return _softmax_op(LOG_SOFTMAX, x, dim, True)
 
@@ -1466,7 +1486,19 @@ def setitem(t, key, value):
         key = key._data
     elif isinstance(key, tuple):
         key = tuple(k._data if isinstance(k, Tensor) else k for k in key)
-    v = value if isinstance(value, Tensor) else _wrap(np.asarray(value, t._data.dtype))
+    if isinstance(value, Tensor):
+        v = value
+        if not _basic_key(key) and v._data.dtype.kind == "f" and t._data.dtype.kind == "f" \
+                and v._data.dtype != t._data.dtype:
+            raise RuntimeError(f"Index put requires the source and destination dtypes match, "
+                               f"got {t.dtype.name.capitalize()} for the destination and "
+                               f"{v.dtype.name.capitalize()} for the source.")
+    else:
+        try:
+            v = _wrap(np.asarray(value, t._data.dtype))
+        except (ValueError, TypeError):
+            raise TypeError(f"index_put_: can't assign a {type(value).__name__} to a "
+                            f"{t.dtype} tensor") from None
     if STATE.grad_enabled and t._req and t._leaf:
         raise RuntimeError("a view of a leaf Variable that requires grad is being used in "
                            "an in-place operation.")
@@ -1611,9 +1643,11 @@ def linear(input, weight, bias=None):
     """input @ weight.T + bias as one op (one row, no copy of the transposed weight)."""
     _check_tensor(input, "linear")
     _check_tensor(weight, "linear")
-    if weight.ndim != 2 or input.ndim == 0:
-        out = matmul(input, weight.t() if weight.ndim == 2 else weight)
-        return out if bias is None else out + bias
+    if weight.ndim != 2:
+        raise RuntimeError(f"linear: weight must be a matrix, got {weight.ndim}-D weight")
+    if input.ndim == 0:
+        raise RuntimeError("linear: both arguments to linear need to be at least 1D, but they "
+                           f"are 0D and {weight.ndim}D")
     if bias is not None and not isinstance(bias, Tensor):
         raise TypeError(f"linear(): argument 'bias' must be Tensor, not {type(bias).__name__}")
     input, weight = _promote(input, weight, "linear")
@@ -1661,7 +1695,10 @@ def bmm(input, mat2):
 
 def dot(input, other):
     _check_tensor(input, "dot")
-    if not isinstance(other, Tensor) or input.ndim != 1 or other.ndim != 1:
+    if not isinstance(other, Tensor):
+        raise TypeError(f"dot(): argument 'tensor' (position 2) must be Tensor, not "
+                        f"{type(other).__name__}")
+    if input.ndim != 1 or other.ndim != 1:
         raise RuntimeError("dot: 1D tensors expected")
     if input.shape[0] != other.shape[0]:
         raise RuntimeError(f"dot: inconsistent tensor size, expected tensor [{input.shape[0]}]"
@@ -1685,7 +1722,10 @@ def mm(input, mat2):
 
 def outer(input, vec2):
     _check_tensor(input, "outer")
-    if input.ndim != 1 or not isinstance(vec2, Tensor) or vec2.ndim != 1:
+    if not isinstance(vec2, Tensor):
+        raise TypeError(f"outer(): argument 'vec2' (position 2) must be Tensor, not "
+                        f"{type(vec2).__name__}")
+    if input.ndim != 1 or vec2.ndim != 1:
         raise RuntimeError("outer: expected 1-D tensors")
     return matmul(reshape(input, (-1, 1)), reshape(vec2, (1, -1)))
 
@@ -1708,9 +1748,12 @@ SPLIT = Op("SplitBackward0", K.K_STRIDED, _vjp_strided)
 
 
 def cat(tensors, dim=0):
+    if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
+        raise TypeError(f"cat(): argument 'tensors' (position 1) must be tuple of Tensors, "
+                        f"not {type(tensors).__name__}")
     tensors = list(tensors)
     if not tensors:
-        raise RuntimeError("cat(): expected a non-empty list of Tensors")
+        raise ValueError("cat(): expected a non-empty list of Tensors")
     for i, t in enumerate(tensors):
         if not isinstance(t, Tensor):
             raise TypeError(f"cat(): expected Tensor as element {i} in argument 0, but got "
@@ -1751,14 +1794,21 @@ def cat(tensors, dim=0):
 
 
 def stack(tensors, dim=0):
+    if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
+        raise TypeError(f"stack(): argument 'tensors' (position 1) must be tuple of Tensors, "
+                        f"not {type(tensors).__name__}")
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("stack expects a non-empty TensorList")
-    shape = tensors[0].shape
     for i, t in enumerate(tensors):
         if not isinstance(t, Tensor):
             raise TypeError(f"stack(): expected Tensor as element {i}, got "
                             f"{type(t).__name__}")
+    shape = tensors[0].shape
+    for i, t in enumerate(tensors):
+        if t._data.dtype != tensors[0]._data.dtype:
+            raise RuntimeError(f"stack(): expected all tensors to have the same dtype, got "
+                               f"{tensors[0].dtype} and {t.dtype}")
         if t.shape != shape:
             raise RuntimeError(f"stack expects each tensor to be equal size, but got "
                                f"{list(shape)} at entry 0 and {list(t.shape)} at entry {i}")
@@ -1773,7 +1823,7 @@ def narrow(input, dim, start, length):
     if start < 0:
         start += n
     if start < 0 or length < 0 or start + length > n:
-        raise IndexError(f"narrow(): start ({start}) + length ({length}) exceeds dimension "
+        raise RuntimeError(f"narrow(): start ({start}) + length ({length}) exceeds dimension "
                          f"size ({n}).")
     key = (slice(None),) * d + (slice(start, start + length),)
     return getitem(input, key)
@@ -1785,11 +1835,20 @@ def split(tensor, split_size_or_sections, dim=0):
     n = tensor.shape[d]
     if isinstance(split_size_or_sections, (list, tuple)):
         sizes = list(split_size_or_sections)
+        if any(not isinstance(s, (int, np.integer)) for s in sizes):
+            raise TypeError("split(): split_sizes must be ints")
+        if any(s < 0 for s in sizes):
+            raise RuntimeError(f"split_with_sizes expects split_sizes have only non-negative "
+                               f"entries, but got split_sizes={sizes}")
         if builtins_sum(sizes) != n:
             raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {n} "
                                f"(input tensor's size at dimension {d}), but got "
                                f"split_sizes={sizes}")
     else:
+        if not isinstance(split_size_or_sections, (int, np.integer)) or \
+                isinstance(split_size_or_sections, bool):
+            raise TypeError(f"split(): argument 'split_size' must be int, not "
+                            f"{type(split_size_or_sections).__name__}")
         step = int(split_size_or_sections)
         if step <= 0:
             raise RuntimeError(f"split_size can only be 0 if dimension size is 0, but got "
@@ -1887,6 +1946,11 @@ def _inplace_binary(t, other, outofplace, ufunc, opname):
     _leaf_inplace_check(t)
     other_t = _as_operand(other, opname)
     _check_broadcast(opname, t, other_t, t._data.shape)
+    okind = other_t._data.dtype.kind if isinstance(other_t, Tensor) else \
+        "f" if isinstance(other_t, (float, np.floating)) else "i"
+    if t._data.dtype.kind in "iub" and (okind == "f" or ufunc is np.divide):
+        raise RuntimeError(f"{opname}: result type Float can't be cast to the desired output "
+                           f"type {t.dtype.name.capitalize()}")
     if _grad_needed(t, other_t if isinstance(other_t, Tensor) else None):
         src = t
         if isinstance(other_t, Tensor) and other_t._req and ufunc in (np.multiply, np.divide):
