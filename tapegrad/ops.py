@@ -1747,17 +1747,23 @@ CAT = Op("CatBackward0", K.K_CAT, _vjp_cat)
 SPLIT = Op("SplitBackward0", K.K_STRIDED, _vjp_strided)
 
 
-def cat(tensors, dim=0):
+def _tensor_list(tensors, opname, empty_error):
+    """A list or tuple of tensors, as cat and stack take (PyTorch's error for an empty one
+    differs between them)."""
     if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
-        raise TypeError(f"cat(): argument 'tensors' (position 1) must be tuple of Tensors, "
-                        f"not {type(tensors).__name__}")
-    tensors = list(tensors)
+        raise TypeError(f"{opname}(): argument 'tensors' (position 1) must be tuple of "
+                        f"Tensors, not {type(tensors).__name__}")
     if not tensors:
-        raise ValueError("cat(): expected a non-empty list of Tensors")
+        raise empty_error(f"{opname}(): expected a non-empty list of Tensors")
     for i, t in enumerate(tensors):
         if not isinstance(t, Tensor):
-            raise TypeError(f"cat(): expected Tensor as element {i} in argument 0, but got "
-                            f"{type(t).__name__}")
+            raise TypeError(f"{opname}(): expected Tensor as element {i} in argument 0, but "
+                            f"got {type(t).__name__}")
+    return list(tensors)
+
+
+def cat(tensors, dim=0):
+    tensors = _tensor_list(tensors, "cat", ValueError)
     ref = tensors[0]
     nd = ref.ndim
     if nd == 0:
@@ -1794,16 +1800,7 @@ def cat(tensors, dim=0):
 
 
 def stack(tensors, dim=0):
-    if isinstance(tensors, Tensor) or not isinstance(tensors, (list, tuple)):
-        raise TypeError(f"stack(): argument 'tensors' (position 1) must be tuple of Tensors, "
-                        f"not {type(tensors).__name__}")
-    tensors = list(tensors)
-    if not tensors:
-        raise RuntimeError("stack expects a non-empty TensorList")
-    for i, t in enumerate(tensors):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"stack(): expected Tensor as element {i}, got "
-                            f"{type(t).__name__}")
+    tensors = _tensor_list(tensors, "stack", RuntimeError)
     shape = tensors[0].shape
     for i, t in enumerate(tensors):
         if t._data.dtype != tensors[0]._data.dtype:

@@ -348,44 +348,32 @@ def hessian(func, inputs, create_graph=False, strict=False, vectorize=False,
 
 def vhp(func, inputs, v=None, create_graph=False, strict=False):
     """(func(inputs), v^T H): reverse-over-reverse on a scalar ``func``."""
-    with enable_grad():
-        is_inputs_tuple, inputs = _as_tuple(inputs, "inputs", "vhp")
-        inputs = _grad_preprocess(inputs, create_graph=create_graph, need_graph=True)
-        v = _prepare_v(v, inputs, is_inputs_tuple, "vhp", create_graph, _V_INPUT_MSG)
-        outputs = func(*inputs)
-        is_outputs_tuple, outputs = _as_tuple(
-            outputs, "outputs of the user-provided function", "vhp")
-        _check_requires_grad(outputs, "outputs", strict=strict)
-        _single_scalar_output(outputs, is_outputs_tuple, "vhp")
-        jac = _autograd_grad(outputs, inputs, create_graph=True)
-        _check_requires_grad(jac, "jacobian", strict=strict)
-    with set_grad_enabled(True if create_graph else is_grad_enabled()):
-        grad_res = _autograd_grad(jac, inputs, v, create_graph=create_graph)
-        res = _fill_in_zeros(grad_res, inputs, strict, create_graph, "double_back")
-    outputs = _grad_postprocess(outputs, create_graph)
-    res = _grad_postprocess(res, create_graph)
-    return (_tuple_postprocess(outputs, is_outputs_tuple),
-            _tuple_postprocess(res, is_inputs_tuple))
+    return _reverse_over_reverse(func, inputs, v, create_graph, strict, "vhp", "double_back")
 
 
 def hvp(func, inputs, v=None, create_graph=False, strict=False):
     """(func(inputs), H v). ``func`` returns a scalar, so H is symmetric and H v equals
     v^T H: reverse-over-reverse, two passes, where PyTorch's double-backward trick
     takes three (measured here: 1.8x one gradient against 8x)."""
+    return _reverse_over_reverse(func, inputs, v, create_graph, strict, "hvp",
+                                 "double_back_trick")
+
+
+def _reverse_over_reverse(func, inputs, v, create_graph, strict, name, stage):
     with enable_grad():
-        is_inputs_tuple, inputs = _as_tuple(inputs, "inputs", "hvp")
+        is_inputs_tuple, inputs = _as_tuple(inputs, "inputs", name)
         inputs = _grad_preprocess(inputs, create_graph=create_graph, need_graph=True)
-        v = _prepare_v(v, inputs, is_inputs_tuple, "hvp", create_graph, _V_INPUT_MSG)
+        v = _prepare_v(v, inputs, is_inputs_tuple, name, create_graph, _V_INPUT_MSG)
         outputs = func(*inputs)
         is_outputs_tuple, outputs = _as_tuple(
-            outputs, "outputs of the user-provided function", "hvp")
+            outputs, "outputs of the user-provided function", name)
         _check_requires_grad(outputs, "outputs", strict=strict)
-        _single_scalar_output(outputs, is_outputs_tuple, "hvp")
+        _single_scalar_output(outputs, is_outputs_tuple, name)
         jac = _autograd_grad(outputs, inputs, create_graph=True)
         _check_requires_grad(jac, "jacobian", strict=strict)
     with set_grad_enabled(True if create_graph else is_grad_enabled()):
         grad_res = _autograd_grad(jac, inputs, v, create_graph=create_graph)
-        res = _fill_in_zeros(grad_res, inputs, strict, create_graph, "double_back_trick")
+        res = _fill_in_zeros(grad_res, inputs, strict, create_graph, stage)
     outputs = _grad_postprocess(outputs, create_graph)
     res = _grad_postprocess(res, create_graph)
     return (_tuple_postprocess(outputs, is_outputs_tuple),

@@ -132,13 +132,18 @@ class Optimizer:
                     g.zero_()
 
     def step(self, closure=None):
-        raise NotImplementedError
+        """One update of every parameter that has a gradient; returns closure()'s loss."""
+        loss = None
+        if closure is not None:
+            with tg.enable_grad():
+                loss = closure()
+        with tg.no_grad():
+            for group in self.param_groups:
+                self._update_group(group)
+        return loss
 
-    def _closure_loss(self, closure):
-        if closure is None:
-            return None
-        with tg.enable_grad():
-            return closure()
+    def _update_group(self, group):
+        raise NotImplementedError
 
     # -- state dicts -------------------------------------------------------------
     def state_dict(self):

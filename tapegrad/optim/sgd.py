@@ -32,14 +32,6 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         super().__init__(params, defaults)
 
-    def step(self, closure=None):
-        """One update of every parameter that has a gradient; returns closure()'s loss."""
-        loss = self._closure_loss(closure)
-        with tg.no_grad():
-            for group in self.param_groups:
-                self._update_group(group)
-        return loss
-
     def _update_group(self, group):
         lr = group["lr"]
         momentum = group["momentum"]
