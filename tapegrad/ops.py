@@ -512,6 +512,13 @@ def neg(input):
     return _affine(NEG, input, -1.0, 0.0, np.asarray(np.negative(input._data)))
 
 
+def _check_arg(x, opname, argname):
+    """The second argument of a binary op must be a tensor (TypeError otherwise)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{opname}(): argument '{argname}' (position 2) must be Tensor, not "
+                        f"{type(x).__name__}")
+
+
 def _check_tensor(x, opname):
     if not isinstance(x, Tensor):
         raise TypeError(f"{opname}(): argument 'input' (position 1) must be Tensor, not "
@@ -675,17 +682,13 @@ _BIN_SAVES[K.K_MINIMUM] = (3, 3)
 
 def maximum(input, other):
     _check_tensor(input, "maximum")
-    if not isinstance(other, Tensor):
-        raise TypeError(f"maximum(): argument 'other' (position 2) must be Tensor, not "
-                        f"{type(other).__name__}")
+    _check_arg(other, "maximum", "other")
     return _binary_tt(MAXIMUM, np.maximum, "maximum", input, other)
 
 
 def minimum(input, other):
     _check_tensor(input, "minimum")
-    if not isinstance(other, Tensor):
-        raise TypeError(f"minimum(): argument 'other' (position 2) must be Tensor, not "
-                        f"{type(other).__name__}")
+    _check_arg(other, "minimum", "other")
     return _binary_tt(MINIMUM, np.minimum, "minimum", input, other)
 
 
@@ -1565,9 +1568,7 @@ def _mismatch(sa, sb):
 
 def matmul(input, other):
     _check_tensor(input, "matmul")
-    if not isinstance(other, Tensor):
-        raise TypeError(f"matmul(): argument 'other' (position 2) must be Tensor, not "
-                        f"{type(other).__name__}")
+    _check_arg(other, "matmul", "other")
     input, other = _promote(input, other, "matmul")
     na, nb = input.ndim, other.ndim
     if na == 0 or nb == 0:
@@ -1682,9 +1683,7 @@ def linear(input, weight, bias=None):
 
 def bmm(input, mat2):
     _check_tensor(input, "bmm")
-    if not isinstance(mat2, Tensor):
-        raise TypeError(f"bmm(): argument 'mat2' (position 2) must be Tensor, not "
-                        f"{type(mat2).__name__}")
+    _check_arg(mat2, "bmm", "mat2")
     if input.ndim != 3 or mat2.ndim != 3:
         raise RuntimeError(f"bmm: batch1 must be a 3D tensor, got {input.ndim}D and "
                            f"{mat2.ndim}D")
@@ -1695,9 +1694,7 @@ def bmm(input, mat2):
 
 def dot(input, other):
     _check_tensor(input, "dot")
-    if not isinstance(other, Tensor):
-        raise TypeError(f"dot(): argument 'tensor' (position 2) must be Tensor, not "
-                        f"{type(other).__name__}")
+    _check_arg(other, "dot", "tensor")
     if input.ndim != 1 or other.ndim != 1:
         raise RuntimeError("dot: 1D tensors expected")
     if input.shape[0] != other.shape[0]:
@@ -1710,9 +1707,7 @@ def dot(input, other):
 
 def mm(input, mat2):
     _check_tensor(input, "mm")
-    if not isinstance(mat2, Tensor):
-        raise TypeError(f"mm(): argument 'mat2' (position 2) must be Tensor, not "
-                        f"{type(mat2).__name__}")
+    _check_arg(mat2, "mm", "mat2")
     if input.ndim != 2:
         raise RuntimeError("mm: self must be a matrix")
     if mat2.ndim != 2:
@@ -1722,9 +1717,7 @@ def mm(input, mat2):
 
 def outer(input, vec2):
     _check_tensor(input, "outer")
-    if not isinstance(vec2, Tensor):
-        raise TypeError(f"outer(): argument 'vec2' (position 2) must be Tensor, not "
-                        f"{type(vec2).__name__}")
+    _check_arg(vec2, "outer", "vec2")
     if input.ndim != 1 or vec2.ndim != 1:
         raise RuntimeError("outer: expected 1-D tensors")
     return matmul(reshape(input, (-1, 1)), reshape(vec2, (1, -1)))

@@ -275,7 +275,7 @@ class Module:
 
     def zero_grad(self, set_to_none=True):
         """Clears the gradients of this module's parameters (and of nothing else)."""
-        _zero_grads(self.parameters(), set_to_none)
+        zero_grads(self.parameters(), set_to_none)
 
     # -- dtype -----------------------------------------------------------------
     def _apply(self, fn):
@@ -437,7 +437,7 @@ class Module:
         return main + ")"
 
 
-def _zero_grads(params, set_to_none):
+def zero_grads(params, set_to_none):
     for p in params:
         g = p.grad
         if g is None:

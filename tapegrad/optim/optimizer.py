@@ -5,6 +5,7 @@ from itertools import chain
 
 import numpy as np
 import tapegrad as tg
+from ..nn.module import zero_grads
 
 from ..tensor import Tensor
 
@@ -118,18 +119,7 @@ class Optimizer:
     def zero_grad(self, set_to_none=True):
         """Clears the gradients of the optimized parameters (and of nothing else)."""
         for group in self.param_groups:
-            for p in group["params"]:
-                g = p.grad
-                if g is None:
-                    continue
-                if set_to_none:
-                    p.grad = None
-                else:
-                    if g.grad_fn is not None:
-                        g.detach_()
-                    else:
-                        g.requires_grad_(False)
-                    g.zero_()
+            zero_grads(group["params"], set_to_none)
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient; returns closure()'s loss."""
