@@ -24,6 +24,7 @@ def run_seconds(code, cache_dir):
     """Wall-clock seconds of ``python -c code`` with NUMBA_CACHE_DIR=cache_dir."""
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
     env.pop("TAPEGRAD_CACHE", None)          # caching on, whatever the caller set
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # bytecode cached, as in a normal install
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True)

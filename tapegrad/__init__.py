@@ -14,10 +14,22 @@ from .ops import (abs, add, amax, amin, argmax, argmin, bmm, broadcast_to, cat, 
                   reshape, rsub, sigmoid, sign, sin, softmax, split, sqrt, square, squeeze,
                   stack, std, sub, sum, t, tan, tanh, transpose, unsqueeze, var, view, where)
 from .tensor import Size, Tensor
-from . import nn, optim
-from .serialization import load, save
 
 __version__ = "0.1.0"
+
+_LAZY = {"nn": ".nn", "optim": ".optim", "save": ".serialization", "load": ".serialization"}
+
+
+def __getattr__(name):
+    """nn, optim, save and load are imported on first use: start-up pays only for the
+    engine."""
+    if name in _LAZY:
+        import importlib
+        module = importlib.import_module(_LAZY[name], __name__)
+        value = module if name in ("nn", "optim") else getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tapegrad' has no attribute {name!r}")
 
 
 def FloatTensor(data):

@@ -2,9 +2,18 @@
 from .anomaly_mode import detect_anomaly, is_anomaly_enabled, set_detect_anomaly
 from .engine import backward, grad
 from .function import Function, FunctionCtx
-from .graph import AccumulateGrad, Node, RemovableHandle
-from . import functional
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
+from .graph import AccumulateGrad, Node, RemovableHandle
+
+
+def __getattr__(name):
+    """functional is imported on first use."""
+    if name == "functional":
+        import importlib
+        value = importlib.import_module(".functional", __name__)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'tapegrad.autograd' has no attribute {name!r}")
 
 
 def Variable(data, requires_grad=False):
