@@ -219,10 +219,6 @@ def _np_float():
     return as_np_dtype(get_default_dtype())
 
 
-def _kind(arr):
-    return "f" if arr.dtype.kind == "f" else "i"
-
-
 def _as_operand(x, opname):
     if isinstance(x, Tensor):
         return x

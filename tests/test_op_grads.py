@@ -801,3 +801,13 @@ def test_second_derivative_through_matmul_modes(torch):
     sum((g ** 2).sum() for g in tgs).backward()
     for t, tt in zip(ts, tts):
         assert_close(t.grad, tt.grad, what="hessian-vector product")
+
+
+def test_kernel_opcodes_are_unique_and_every_entry_names_one():
+    """The interpreter dispatches on these constants: two kernels sharing a number, or an
+    entry pointing past the table, would silently run the wrong backward."""
+    from tapegrad import _kernels as K
+    codes = {name: v for name, v in vars(K).items() if name.startswith("K_")}
+    assert sorted(codes.values()) == list(range(K.NKERNELS)), codes
+    assert all(0 <= e.kernel < K.NKERNELS for e in ops.ENTRIES)
+    assert [e.index for e in ops.ENTRIES] == list(range(len(ops.ENTRIES)))
