@@ -199,33 +199,81 @@ class ReverseReplay:
         return best / len(self.calls)
 
 
-# -- asv: (a) chain ---------------------------------------------------------------------
-class ChainTapegrad:
-    """(a) 300 recorded ops on 16 float64 values, tapegrad eager."""
+# -- asv: (a), (b), (c) in tapegrad and PyTorch eager -------------------------------------
+def library(name):
+    """tapegrad, or torch (NotImplementedError, so asv skips, when it is missing)."""
+    return tg if name == "tapegrad" else torch_or_skip()
 
-    def setup(self):
-        self.x = tg.tensor(chain_data(), requires_grad=True)
-        chain_forward(tg, self.x).backward()   # JIT / cache load outside the timings
+
+class _Eager:
+    """Recording (forward), replay (backward) and both, for one workload and library."""
+    params = ["tapegrad", "torch"]
+    param_names = ["library"]
+
+    def setup(self, name):
+        lib = self.lib = library(name)
+        self.x = lib.tensor(self.data(), requires_grad=True)
+        self.forward(lib, self.x).backward()   # JIT / cache load outside the timings
         self.x.grad = None
-        self.out = chain_forward(tg, self.x)
+        self.out = self.forward(lib, self.x)
 
-    def time_forward(self):
-        chain_forward(tg, self.x)
+    def teardown(self, name):
+        self.x = self.out = None
 
-    def time_backward(self):
+    def time_forward(self, name):
+        self.forward(self.lib, self.x)
+
+    def time_backward(self, name):
         self.x.grad = None
         self.out.backward(retain_graph=True)
 
-    def time_forward_backward(self):
+    def time_forward_backward(self, name):
         self.x.grad = None
-        chain_forward(tg, self.x).backward()
-
-    def track_tape_rows(self):
-        return tape_rows(self.out)
-
-    track_tape_rows.unit = "rows"
+        self.forward(self.lib, self.x).backward()
 
 
+class Chain(_Eager):
+    """(a) 300 recorded ops on 16 float64 values."""
+    data = staticmethod(chain_data)
+    forward = staticmethod(chain_forward)
+
+
+class Big(_Eager):
+    """(c) ``(tanh(x) * x).sum()`` on 10 million float64 values."""
+    timeout = 600
+    data = staticmethod(big_data)
+    forward = staticmethod(big_forward)
+
+
+class LinRegStep:
+    """(b) One SGD step of the seed linear regression."""
+    params = ["tapegrad", "torch"]
+    param_names = ["library"]
+
+    def setup(self, name):
+        self.m = LinReg(library(name), linreg_data())
+        self.m.step()
+        self.out = self.m.loss()
+
+    def time_forward(self, name):
+        self.m.loss()
+
+    def time_backward(self, name):
+        self.m.w.grad = None
+        self.m.b.grad = None
+        self.out.backward(retain_graph=True)
+
+    def time_step(self, name):
+        """Forward, freeing backward, the SGD update and zeroing the grads."""
+        self.m.step()
+
+    def time_forward_backward(self, name):
+        self.m.w.grad = None
+        self.m.b.grad = None
+        self.m.loss().backward()
+
+
+# -- asv: (a) the interpreter alone, and the NumPy floors -------------------------------
 class ChainReplay:
     """(a) The interpreter alone: ``tapegrad._kernels.reverse`` on the 302-row tape.
 
@@ -256,6 +304,11 @@ class ChainReplay:
             best = min(best, (time.perf_counter() - t0) / 200)
         return best
 
+    def track_tape_rows(self):
+        return self.rows
+
+    track_tape_rows.unit = "rows"
+
     def track_backward_ns_per_row(self):
         return self._seconds() / self.rows * 1e9
 
@@ -280,28 +333,6 @@ class ChainReplay:
     track_backward_call_us.unit = "us"
 
 
-class ChainTorch:
-    """(a) The same chain in PyTorch eager (one thread)."""
-
-    def setup(self):
-        self.torch = torch_or_skip()
-        self.x = self.torch.tensor(chain_data(), requires_grad=True)
-        chain_forward(self.torch, self.x).backward()
-        self.x.grad = None
-        self.out = chain_forward(self.torch, self.x)
-
-    def time_forward(self):
-        chain_forward(self.torch, self.x)
-
-    def time_backward(self):
-        self.x.grad = None
-        self.out.backward(retain_graph=True)
-
-    def time_forward_backward(self):
-        self.x.grad = None
-        chain_forward(self.torch, self.x).backward()
-
-
 class ChainNumpy:
     """(a) Hand-written NumPy forward and gradient, a floor for the eager engines."""
 
@@ -310,108 +341,6 @@ class ChainNumpy:
 
     def time_forward_backward(self):
         chain_numpy(self.x)
-
-
-# -- asv: (b) linear regression -------------------------------------------------------------
-class LinRegTapegrad:
-    """(b) One SGD step of the seed linear regression, tapegrad eager."""
-
-    def setup(self):
-        self.m = LinReg(tg, linreg_data())
-        self.m.step()
-        self.out = self.m.loss()
-
-    def time_forward(self):
-        self.m.loss()
-
-    def time_backward(self):
-        self.m.w.grad = None
-        self.m.b.grad = None
-        self.out.backward(retain_graph=True)
-
-    def time_step(self):
-        """Forward, freeing backward, the SGD update and zeroing the grads."""
-        self.m.step()
-
-    def time_forward_backward(self):
-        self.m.w.grad = None
-        self.m.b.grad = None
-        self.m.loss().backward()
-
-
-class LinRegTorch:
-    """(b) The same step in PyTorch eager (one thread)."""
-
-    def setup(self):
-        self.torch = torch_or_skip()
-        self.m = LinReg(self.torch, linreg_data())
-        self.m.step()
-        self.out = self.m.loss()
-
-    def time_forward(self):
-        self.m.loss()
-
-    def time_backward(self):
-        self.m.w.grad = None
-        self.m.b.grad = None
-        self.out.backward(retain_graph=True)
-
-    def time_step(self):
-        self.m.step()
-
-    def time_forward_backward(self):
-        self.m.w.grad = None
-        self.m.b.grad = None
-        self.m.loss().backward()
-
-
-# -- asv: (c) big elementwise -----------------------------------------------------------
-class BigTapegrad:
-    """(c) ``(tanh(x) * x).sum()`` on 10 million float64 values, tapegrad eager."""
-    timeout = 600
-
-    def setup(self):
-        self.x = tg.tensor(big_data(), requires_grad=True)
-        big_forward(tg, self.x).backward()
-        self.x.grad = None
-        self.out = big_forward(tg, self.x)
-
-    def teardown(self):
-        self.x = self.out = None
-
-    def time_forward(self):
-        big_forward(tg, self.x)
-
-    def time_backward(self):
-        self.x.grad = None
-        self.out.backward(retain_graph=True)
-
-    def time_forward_backward(self):
-        self.x.grad = None
-        big_forward(tg, self.x).backward()
-
-
-class BigTorch:
-    """(c) The same in PyTorch eager (one thread)."""
-    timeout = 600
-
-    def setup(self):
-        self.torch = torch_or_skip()
-        self.x = self.torch.tensor(big_data(), requires_grad=True)
-        big_forward(self.torch, self.x).backward()
-        self.x.grad = None
-        self.out = big_forward(self.torch, self.x)
-
-    def time_forward(self):
-        big_forward(self.torch, self.x)
-
-    def time_backward(self):
-        self.x.grad = None
-        self.out.backward(retain_graph=True)
-
-    def time_forward_backward(self):
-        self.x.grad = None
-        big_forward(self.torch, self.x).backward()
 
 
 class BigNumpy:

@@ -669,15 +669,22 @@ def sigmoid_array(x, out):
 
 
 @njit(**_ARR)
+def _trig_libm(x, out, which):
+    """libm for the rare arguments beyond TRIG_MAX (0: sin, 1: cos, 2: tan)."""
+    for i in range(x.size):
+        if abs(x[i]) > TRIG_MAX:
+            v = np.float64(x[i])
+            out[i] = math.sin(v) if which == 0 else math.cos(v) if which == 1 else math.tan(v)
+
+
+@njit(**_ARR)
 def sin_array(x, out):
     big = False
     for i in range(x.size):
         out[i] = vsin(x[i])
         big |= not (abs(x[i]) <= TRIG_MAX)
-    if big:                              # libm for the huge ones
-        for i in range(x.size):
-            if abs(x[i]) > TRIG_MAX:
-                out[i] = math.sin(x[i])
+    if big:
+        _trig_libm(x, out, 0)
 
 
 @njit(**_ARR)
@@ -687,9 +694,7 @@ def cos_array(x, out):
         out[i] = vcos(x[i])
         big |= not (abs(x[i]) <= TRIG_MAX)
     if big:
-        for i in range(x.size):
-            if abs(x[i]) > TRIG_MAX:
-                out[i] = math.cos(x[i])
+        _trig_libm(x, out, 1)
 
 
 @njit(**_ARR)
@@ -699,9 +704,7 @@ def tan_array(x, out):
         out[i] = vtan(x[i])
         big |= not (abs(x[i]) <= TRIG_MAX)
     if big:
-        for i in range(x.size):
-            if abs(x[i]) > TRIG_MAX:
-                out[i] = math.tan(x[i])
+        _trig_libm(x, out, 2)
 
 
 @njit(**_JIT)

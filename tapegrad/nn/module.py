@@ -467,7 +467,21 @@ def _replace_data(param, new):
         param.grad = grad.to(new.dtype)
 
 
-class Sequential(Module):
+class _Container(Module):
+    """A module holding numbered submodules: length, iteration and append."""
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        self.add_module(str(len(self)), module)
+        return self
+
+
+class Sequential(_Container):
     """Modules applied one after the other; indexable (``net[0]``, ``net[1:]``)."""
 
     def __init__(self, *args):
@@ -508,23 +522,13 @@ class Sequential(Module):
         for i, m in enumerate(items):
             self._modules[str(i)] = m
 
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
-
     def forward(self, input):
         for module in self:
             input = module(input)
         return input
 
 
-class ModuleList(Module):
+class ModuleList(_Container):
     """A list of modules whose parameters are registered."""
 
     def __init__(self, modules=None):
@@ -545,16 +549,6 @@ class ModuleList(Module):
 
     def __setitem__(self, idx, module):
         setattr(self, self._index(idx), module)
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        self.add_module(str(len(self)), module)
-        return self
 
     def extend(self, modules):
         for m in modules:
