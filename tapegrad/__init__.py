@@ -4,6 +4,7 @@ from . import autograd
 from .creation import (arange, as_tensor, empty, eye, from_numpy, full, full_like,
                        linspace, manual_seed, ones, ones_like, rand, rand_like, randint,
                        randn, randn_like, tensor, zeros, zeros_like)
+from .compile import CompileWarning, compile
 from .dtypes import (bool, double, dtype, float, float32, float64, get_default_dtype,
                      int64, long, set_default_dtype)
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled

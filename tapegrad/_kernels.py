@@ -85,11 +85,11 @@ K_EXPM1 = 26
 K_RECIP = 27
 K_CLAMP = 28      # gradient passes where F0 <= x <= F1 (P0 bit 1: F0 set, bit 2: F1 set)
 K_SIGN = 44       # zero gradient
-K_LINEAR = 45     # x @ W.T + b, inputs L[P0:P0+P1]; its backward runs in Python (MATMUL)
+K_LINEAR = 45     # x @ W.T + b, inputs L[P0:P0+P1]
 K_SUM = 29        # sum over the dims in bitmask P0, times F0
 K_COPY = 30       # reshape, view, clone: same elements in the same order
 K_STRIDED = 31    # transpose, expand, basic indexing: out[i] = x[P0 + sum(i_k * P[1+k])]
-K_MATMUL = 32     # (..., m, k) @ (..., k, n); its backward runs in Python (MATMUL)
+K_MATMUL = 32     # (..., m, k) @ (..., k, n), mode P0 (see matmul_dims; 4: batched)
 K_CAST = 33       # dtype conversion between float32 and float64
 K_AMAX = 34       # max/min over the dims in bitmask P0; ties share the gradient evenly
 K_GATHER = 35     # out[i] = x[idx[i]], idx (int64) at SB
@@ -112,8 +112,6 @@ SWITCH = 4      # the next row to replay holds the other dtype
 CAST = 5        # a dtype conversion: Python moves the adjoint between arenas
 PYFN = 6        # a user Function: Python runs its backward
 ERR_NAN = 7     # anomaly mode: the row produced a NaN gradient
-MATMUL = 8      # a matrix product: Python runs it with NumPy, so that one BLAS (and
-#                 one thread pool) serves forward and backward
 
 
 @intrinsic
@@ -1269,8 +1267,10 @@ def reverse(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly):
                 _put(adj, ao + i, adj[go + i], fr)
         elif k == K_STRIDED:
             _strided(T, r, adj, seen)
-        elif k == K_MATMUL or k == K_LINEAR:
-            return MATMUL, r
+        elif k == K_MATMUL:
+            _matmul_vjp(T, r, adj, seen)
+        elif k == K_LINEAR:
+            _linear_vjp(T, L, r, adj, seen)
         elif k == K_AMAX:
             _amax(T, r, adj, seen)
         elif k == K_PROD:
@@ -1297,3 +1297,599 @@ def reverse(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly):
                     if _has_nan(adj, T, L[T[r, P0] + q]):
                         return ERR_NAN, r
     return DONE, -1
+
+
+# ======================================================================================
+# Forward kernels, shared by eager ops and the replay of compiled programs
+#
+# Eager ops call these on their NumPy arrays and a compiled program's replay calls the
+# same functions on the same memory, so both give the same floats. Float32 arithmetic
+# is done in float64 and rounded once, which gives the correctly rounded float32 result
+# for + - * / and sqrt; scalar constants arrive rounded to the array's dtype.
+
+SMALL_GEMM = 32768    # below this many multiply-adds a loop beats the BLAS call
+
+
+@njit(**_JIT)
+def gemm(a, b, out, m, kk, n, ta, tb, acc):
+    """out (m x n, flat) = or += op(a) @ op(b), op(a) m x kk (a stored kk x m when ta)."""
+    if m * kk * n <= SMALL_GEMM:
+        for i in range(m):
+            for j in range(n):
+                s = 0.0
+                for p in range(kk):
+                    x = a[p * m + i] if ta else a[i * kk + p]
+                    y = b[j * kk + p] if tb else b[p * n + j]
+                    s += x * y
+                if acc:
+                    out[i * n + j] += s
+                else:
+                    out[i * n + j] = s
+        return
+    A = a[:m * kk].reshape((kk, m)) if ta else a[:m * kk].reshape((m, kk))
+    B = b[:kk * n].reshape((n, kk)) if tb else b[:kk * n].reshape((kk, n))
+    if acc:
+        tmp = np.empty((m, n), out.dtype)
+        _dot(A, B, ta, tb, tmp)
+        t = tmp.reshape(-1)
+        for i in range(m * n):
+            out[i] += t[i]
+    else:
+        _dot(A, B, ta, tb, out[:m * n].reshape((m, n)))
+
+
+@njit(**_JIT)
+def _dot(A, B, ta, tb, O):
+    if ta and tb:
+        np.dot(A.T, B.T, O)
+    elif ta:
+        np.dot(A.T, B, O)
+    elif tb:
+        np.dot(A, B.T, O)
+    else:
+        np.dot(A, B, O)
+
+
+@njit(**_JIT)
+def matmul_dims(mode, sa0, sa1, sb0, sb1):
+    """(m, k, n) of a product of mode 0 (2-D @ 2-D), 1 (1-D @ 2-D), 2 (2-D @ 1-D), 3 (dot)."""
+    if mode == 0:
+        return sa0, sa1, sb1
+    if mode == 1:
+        return 1, sa0, sb1
+    if mode == 2:
+        return sa0, sa1, 1
+    return 1, sa0, 1
+
+
+@njit(**_JIT)
+def matmul_fwd(x, y, out, batch, m, kk, n):
+    """out = x @ y over ``batch`` stacked products."""
+    for q in range(batch):
+        gemm(x[q * m * kk:], y[q * kk * n:], out[q * m * n:], m, kk, n, False, False, False)
+
+
+@njit(**_JIT)
+def _mm_shape(T, r):
+    """(batch, m, k, n) of matmul row r."""
+    a = T[r, A]
+    b = T[r, B]
+    mode = T[r, P0]
+    if mode == 4:
+        nd = T[a, ND]
+        batch = T[r, N] // (T[r, S0 + nd - 2] * T[r, S0 + nd - 1])
+        return batch, T[a, S0 + nd - 2], T[a, S0 + nd - 1], T[b, S0 + nd - 1]
+    m, kk, n = matmul_dims(mode, T[a, S0], T[a, S0 + 1] if T[a, ND] > 1 else 0,
+                           T[b, S0], T[b, S0 + 1] if T[b, ND] > 1 else 0)
+    return 1, m, kk, n
+
+
+@njit(**_JIT)
+def _matmul_vjp(T, r, adj, seen):
+    """dA = g @ B^T, dB = A^T @ g, per product of the batch."""
+    a = T[r, A]
+    b = T[r, B]
+    batch, m, kk, n = _mm_shape(T, r)
+    go = T[r, AOFF]
+    g = adj[go:go + T[r, N]]
+    if _wants(T, a):
+        vb = _load(T, r, SB, T[b, N], adj)
+        ao, fr = _dst(adj, T, seen, a)
+        for q in range(batch):
+            gemm(g[q * m * n:], vb[q * kk * n:], adj[ao + q * m * kk:], m, n, kk,
+                 False, True, not fr)
+    if _wants(T, b):
+        va = _load(T, r, SA, T[a, N], adj)
+        bo, fb = _dst(adj, T, seen, b)
+        for q in range(batch):
+            gemm(va[q * m * kk:], g[q * m * n:], adj[bo + q * kk * n:], kk, m, n,
+                 True, False, not fb)
+
+
+@njit(**_JIT)
+def linear_fwd(x, w, bias, out, m, kk, n, has_bias):
+    """out (m x n) = x (m x kk) @ w.T (w: n x kk) + bias (n values or one)."""
+    gemm(x, w, out, m, kk, n, False, True, False)
+    if has_bias:
+        nb = bias.size
+        for i in range(m):
+            for j in range(n):
+                out[i * n + j] += bias[j if nb > 1 else 0]
+
+
+@njit(**_JIT)
+def _linear_vjp(T, L, r, adj, seen):
+    """y = x @ W.T + b: dx = g @ W, dW = g^T @ x, db = column sums of g."""
+    start = T[r, P0]
+    x = L[start]
+    w = L[start + 1]
+    n = T[w, S0]
+    kk = T[w, S0 + 1]
+    m = T[r, N] // n if n else 0
+    go = T[r, AOFF]
+    g = adj[go:go + T[r, N]]
+    if _wants(T, x):
+        vw = _load(T, r, SB, T[w, N], adj)
+        xo, fx = _dst(adj, T, seen, x)
+        gemm(g, vw, adj[xo:], m, n, kk, False, False, not fx)
+    if _wants(T, w):
+        vx = _load(T, r, SA, T[x, N], adj)
+        wo, fw = _dst(adj, T, seen, w)
+        gemm(g, vx, adj[wo:], n, m, kk, True, False, not fw)
+    if T[r, P1] > 2:
+        bb = L[start + 2]
+        if _wants(T, bb):
+            nb = T[bb, N]
+            col = np.zeros(n)
+            for i in range(m):
+                for j in range(n):
+                    col[j] += g[i * n + j]
+            bo, fb = _dst(adj, T, seen, bb)
+            if nb == n:
+                for j in range(n):
+                    _put(adj, bo + j, col[j], fb)
+            else:
+                s = 0.0
+                for j in range(n):
+                    s += col[j]
+                _put(adj, bo, s, fb)
+
+
+@njit(**_JIT)
+def unary_fwd(k, x, out, f0, f1, p0):
+    """Elementwise op k of one tensor with scalars f0, f1 (rounded to x's dtype)."""
+    n = out.size
+    if k == K_AFFINE:
+        if f0 == 1.0:
+            for i in range(n):
+                out[i] = x[i] + f1
+        elif f1 == 0.0:
+            for i in range(n):
+                out[i] = x[i] * f0
+        elif f0 == -1.0:
+            for i in range(n):
+                out[i] = f1 - x[i]
+        else:
+            for i in range(n):
+                out[i] = x[i] * f0 + f1
+    elif k == K_DIVS:
+        for i in range(n):
+            out[i] = x[i] / f0
+    elif k == K_RDIVS:
+        for i in range(n):
+            out[i] = f0 / x[i]
+    elif k == K_POWS:
+        if f0 == 2.0:
+            for i in range(n):
+                out[i] = x[i] * x[i]
+        elif f0 == 1.0:
+            for i in range(n):
+                out[i] = x[i]
+        elif f0 == 0.5:
+            for i in range(n):
+                out[i] = np.sqrt(x[i])
+        elif f0 == -1.0:
+            for i in range(n):
+                out[i] = 1.0 / x[i]
+        else:
+            for i in range(n):
+                out[i] = x[i] ** f0
+    elif k == K_RPOWS:
+        for i in range(n):
+            out[i] = f0 ** x[i]
+    elif k == K_EXP:
+        exp_array(x, out)
+    elif k == K_LOG:
+        log_array(x, out)
+    elif k == K_TANH:
+        tanh_array(x, out)
+    elif k == K_SIGMOID:
+        sigmoid_array(x, out)
+    elif k == K_SIN:
+        sin_array(x, out)
+    elif k == K_COS:
+        cos_array(x, out)
+    elif k == K_TAN:
+        tan_array(x, out)
+    elif k == K_LOG1P:
+        log1p_array(x, out)
+    elif k == K_EXPM1:
+        expm1_array(x, out)
+    elif k == K_SQRT:
+        for i in range(n):
+            out[i] = np.sqrt(x[i])
+    elif k == K_RELU:
+        for i in range(n):
+            v = x[i]
+            out[i] = 0.0 if v < 0 else v
+    elif k == K_ABS:
+        for i in range(n):
+            out[i] = abs(x[i])
+    elif k == K_RECIP:
+        for i in range(n):
+            out[i] = 1.0 / x[i]
+    elif k == K_SIGN:
+        for i in range(n):
+            v = x[i]
+            out[i] = v if v != v else (v > 0) - (v < 0)
+    elif k == K_CLAMP:
+        for i in range(n):
+            v = x[i]
+            if p0 & 1 and not v != v and not v > f0:
+                v = f0
+            if p0 & 2 and not v != v and not v < f1:
+                v = f1
+            out[i] = v
+    else:
+        raise ValueError("tapegrad: no forward kernel for opcode", k)
+
+
+@njit(**_JIT)
+def _binop(k, x, y):
+    if k == K_ADD:
+        return x + y
+    if k == K_SUB:
+        return x - y
+    if k == K_MUL:
+        return x * y
+    if k == K_DIV:
+        return x / y
+    if k == K_POW:
+        return x ** y
+    if k == K_MAXIMUM:
+        return x if x >= y or x != x else y
+    return x if x <= y or x != x else y
+
+
+@njit(**_JIT)
+def binary_fwd(k, VD, o, a, b, out, x, y, noidx):
+    """out = x (op k) y with broadcasting; VD rows o, a, b give the shapes."""
+    n = out.size
+    ma, ia = _mode(VD, o, a, noidx)
+    mb, ib = _mode(VD, o, b, noidx)
+    if ma == 0 and mb == 0:
+        if k == K_ADD:
+            for i in range(n):
+                out[i] = x[i] + y[i]
+        elif k == K_SUB:
+            for i in range(n):
+                out[i] = x[i] - y[i]
+        elif k == K_MUL:
+            for i in range(n):
+                out[i] = x[i] * y[i]
+        elif k == K_DIV:
+            for i in range(n):
+                out[i] = x[i] / y[i]
+        else:
+            for i in range(n):
+                out[i] = _binop(k, x[i], y[i])
+        return
+    for i in range(n):
+        out[i] = _binop(k, x[_j(ma, i, ia)], y[_j(mb, i, ib)])
+
+
+@njit(**_JIT)
+def _block_sum(x, lo, hi):
+    """Sum of x[lo:hi] in float64, eight lanes then pairwise (vectorisable, accurate)."""
+    acc = np.zeros(8)
+    i = lo
+    while i + 8 <= hi:
+        for j in range(8):
+            acc[j] += x[i + j]
+        i += 8
+    s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    while i < hi:
+        s += x[i]
+        i += 1
+    return s
+
+
+@njit(**_JIT)
+def _long_sum(x, lo, hi):
+    """Sum of a long run: blocks of 4096 added with compensation."""
+    if hi - lo <= 4096:
+        return _block_sum(x, lo, hi)
+    s = 0.0
+    c = 0.0
+    for start in range(lo, hi, 4096):
+        v = _block_sum(x, start, min(start + 4096, hi))
+        t = s + v
+        if abs(s) >= abs(v):
+            c += (s - t) + v
+        else:
+            c += (v - t) + s
+        s = t
+    return s + c
+
+
+@njit(**_JIT)
+def sum_fwd(VD, a, mask, count, x, out):
+    """Sum (mean when count > 0: divided by count) over the dims in bitmask ``mask`` of
+    row a of VD (its shape)."""
+    n = x.size
+    m = out.size
+    nd = VD[a, ND]
+    # trailing reduced dims read contiguous runs
+    inner = 1
+    lead = nd
+    while lead > 0 and (mask >> (lead - 1)) & 1:
+        lead -= 1
+        inner *= VD[a, S0 + lead]
+    rest = 0
+    for q in range(lead):
+        rest |= (mask >> q) & 1
+    if rest == 0:
+        for j in range(m):
+            s = _long_sum(x, j * inner, (j + 1) * inner)
+            out[j] = s / count if count > 0 else s
+        return
+    acc = np.zeros(m)
+    idx = _reduced_index(VD, a, mask)
+    for i in range(n):
+        acc[idx[i]] += x[i]
+    for j in range(m):
+        out[j] = acc[j] / count if count > 0 else acc[j]
+
+
+@njit(**_JIT)
+def amax_fwd(VD, a, mask, is_min, x, out):
+    """max (min) over the dims in bitmask ``mask``; NaN propagates."""
+    m = out.size
+    idx = _reduced_index(VD, a, mask)
+    first = np.ones(m, np.uint8)
+    for i in range(x.size):
+        j = idx[i]
+        v = x[i]
+        if first[j]:
+            out[j] = v
+            first[j] = 0
+        elif v != v or (v < out[j] if is_min else v > out[j]):
+            if out[j] == out[j]:
+                out[j] = v
+
+
+@njit(**_JIT)
+def gather_strided(VD, o, src, off, st, out):
+    """out[i] = src[off + sum(i_k * st[k])] over row o's index space (a strided view)."""
+    idx = _odometer(VD, o, st, off, out.size)
+    for i in range(out.size):
+        out[i] = src[idx[i]]
+
+
+# ======================================================================================
+# Compiled programs: a recorded function replayed in one call
+#
+# A program is a list of instructions over values. ``VD`` describes each value in the
+# row layout of the tape (N, ND, shape S0.., F64 in FL) with its fixed address in SO;
+# ``INS`` rows hold an opcode, the output value O, inputs A and B, and parameters;
+# ``FI`` two float parameters each; ``LI`` value lists (inputs of linear, seeds).
+# Kernel opcodes replay the forward of a tape row; the X_ opcodes below move data.
+# The backward of a recorded tape is the reverse interpreter above, on a copy of that
+# tape ``TT`` whose saved-value addresses point at the program's values.
+I_OP = 0
+I_O = 1
+I_A = 2
+I_B = 3
+I_P = 4          # ten integer parameters
+ICOL = I_P + 10
+
+X_ARG = 64       # O = the caller's array P0 (its address in ARGS)
+X_GATHER = 65    # O = strided read at address P0, offset P1, element strides P2..
+X_AXPY = 66      # O += F0 * A
+X_FILL = 67      # O = F0
+X_COPY = 68      # O = A broadcast to O's shape (same dtype)
+X_BACKWARD = 69  # reverse replay from tape row P0, seeds LI[P1:P1+2*P2] (row, value)
+X_ADJ = 70       # O = adjoint of tape row P0 after the last backward (zeros if unreached)
+X_CHECK = 71     # stop with MISMATCH unless A holds the same bits as B
+X_BASE = 64
+
+MISMATCH = 1     # run_program: a value read while recording came out differently
+
+
+@njit(**_JIT, inline="always")
+def _val(VD, v, like):
+    return carray(_ptr(VD[v, SO], like), VD[v, N])
+
+
+@njit(**_JIT)
+def _exec(INS, FI, LI, VD, i, w, noidx):
+    """Runs instruction i whose output has the dtype of witness ``w``."""
+    k = INS[i, I_OP]
+    o = INS[i, I_O]
+    a = INS[i, I_A]
+    b = INS[i, I_B]
+    out = _val(VD, o, w)
+    if k <= K_MINIMUM and k >= K_ADD:
+        binary_fwd(k, VD, o, a, b, out, _val(VD, a, w), _val(VD, b, w), noidx)
+    elif (k >= K_AFFINE and k <= K_CLAMP) or k == K_SIGN:
+        unary_fwd(k, _val(VD, a, w), out, FI[i, 0], FI[i, 1], INS[i, I_P])
+    elif k == K_SUM:
+        sum_fwd(VD, a, INS[i, I_P], INS[i, I_P + 1], _val(VD, a, w), out)
+    elif k == K_AMAX:
+        amax_fwd(VD, a, INS[i, I_P], INS[i, I_P + 1], _val(VD, a, w), out)
+    elif k == K_MATMUL:
+        batch, m, kk, n = _prog_mm_shape(VD, o, a, b, INS[i, I_P])
+        matmul_fwd(_val(VD, a, w), _val(VD, b, w), out, batch, m, kk, n)
+    elif k == K_LINEAR:
+        start = INS[i, I_P]
+        x = LI[start]
+        wt = LI[start + 1]
+        n = VD[wt, S0]
+        kk = VD[wt, S0 + 1]
+        has_bias = INS[i, I_P + 1] > 2
+        bias = _val(VD, LI[start + 2], w) if has_bias else _val(VD, wt, w)
+        linear_fwd(_val(VD, x, w), _val(VD, wt, w), bias, out, VD[o, N] // n if n else 0,
+                   kk, n, has_bias)
+    elif k == K_COPY or k == X_COPY:
+        ma, ia = _mode(VD, o, a, noidx)
+        x = _val(VD, a, w)
+        for j in range(out.size):
+            out[j] = x[_j(ma, j, ia)]
+    elif k == X_GATHER:
+        st = np.zeros(MAXD, np.int64)
+        ext = INS[i, I_P + 1] + 1
+        for d in range(VD[o, ND]):
+            st[d] = INS[i, I_P + 2 + d]
+            if st[d] > 0:
+                ext += (VD[o, S0 + d] - 1) * st[d]
+        src = carray(_ptr(INS[i, I_P], w), ext)
+        gather_strided(VD, o, src, INS[i, I_P + 1], st, out)
+    elif k == X_AXPY:
+        x = _val(VD, a, w)
+        c = FI[i, 0]
+        for j in range(out.size):
+            out[j] += c * x[j]
+    elif k == X_FILL:
+        c = FI[i, 0]
+        for j in range(out.size):
+            out[j] = c
+    else:
+        raise ValueError("tapegrad: unknown program opcode", k)
+
+
+@njit(**_JIT)
+def _prog_mm_shape(VD, o, a, b, mode):
+    if mode == 4:
+        nd = VD[a, ND]
+        m = VD[a, S0 + nd - 2]
+        n = VD[b, S0 + nd - 1]
+        return VD[o, N] // (m * n) if m * n else 0, m, VD[a, S0 + nd - 1], n
+    m, kk, n = matmul_dims(mode, VD[a, S0], VD[a, S0 + 1] if VD[a, ND] > 1 else 0,
+                           VD[b, S0], VD[b, S0 + 1] if VD[b, ND] > 1 else 0)
+    return 1, m, kk, n
+
+
+@njit(**_JIT)
+def _cast(out, x):
+    for j in range(out.size):
+        out[j] = x[j]
+
+
+@njit(**_JIT)
+def _seed(adj, TT, seen, r, g):
+    off = TT[r, AOFF]
+    for j in range(TT[r, N]):
+        adj[off + j] = g[j]
+    seen[r] = 1
+
+
+@njit(**_JIT)
+def _cast_adjoint(TT, seen, r, src, dst):
+    """A dtype conversion's backward: its adjoint, converted, into its input's."""
+    so, fr = _dst(dst, TT, seen, TT[r, A])
+    go = TT[r, AOFF]
+    for j in range(TT[r, N]):
+        _put(dst, so + j, src[go + j], fr)
+
+
+@njit(**_JIT)
+def _backward(TT, TF, TL, adj32, adj64, seen, start):
+    """The reverse replay across both arenas: dtype switches, casts between them."""
+    dt = TT[start, FL] & F64
+    while start >= 0:
+        if dt:
+            status, r = reverse(TT, TF, TL, adj64, seen, start, False, False, F64, False)
+        else:
+            status, r = reverse(TT, TF, TL, adj32, seen, start, False, False, 0, False)
+        if status == DONE:
+            return 0
+        if status == SWITCH:
+            dt ^= F64
+            start = r
+        elif status == CAST:
+            if dt:
+                _cast_adjoint(TT, seen, r, adj64, adj32)
+            else:
+                _cast_adjoint(TT, seen, r, adj32, adj64)
+            start = r - 1
+        else:
+            return status
+    return 0
+
+
+@njit(**_JIT)
+def run_program(INS, FI, LI, VD, TT, TF, TL, adj32, adj64, seen, ARGS):
+    """Replays a compiled program; returns (0, -1), or (MISMATCH, instruction) when a
+    value read while recording differs now, or (status, row) of a failed backward."""
+    w32 = np.empty(0, np.float32)
+    w64 = np.empty(0, np.float64)
+    wb = np.empty(0, np.uint8)
+    noidx = np.empty(0, np.int64)
+    for i in range(INS.shape[0]):
+        k = INS[i, I_OP]
+        o = INS[i, I_O]
+        if k == X_BACKWARD:
+            for r in range(TT.shape[0]):
+                seen[r] = 0
+            p = INS[i, I_P + 1]
+            for q in range(INS[i, I_P + 2]):
+                r = LI[p + 2 * q]
+                v = LI[p + 2 * q + 1]
+                if TT[r, FL] & F64:
+                    _seed(adj64, TT, seen, r, _val(VD, v, w64))
+                else:
+                    _seed(adj32, TT, seen, r, _val(VD, v, w32))
+            status = _backward(TT, TF, TL, adj32, adj64, seen, INS[i, I_P])
+            if status != 0:
+                return status, i
+            continue
+        f64 = VD[o, FL] & F64
+        if k == X_ADJ:
+            r = INS[i, I_P]
+            off = TT[r, AOFF]
+            if f64:
+                out = _val(VD, o, w64)
+                for j in range(out.size):
+                    out[j] = adj64[off + j] if seen[r] else 0.0
+            else:
+                out32 = _val(VD, o, w32)
+                for j in range(out32.size):
+                    out32[j] = adj32[off + j] if seen[r] else 0.0
+        elif k == X_ARG:
+            nb = VD[o, N] * (8 if f64 else 4)
+            d = carray(_ptr(VD[o, SO], wb), nb)
+            s = carray(_ptr(ARGS[INS[i, I_P]], wb), nb)
+            for j in range(nb):
+                d[j] = s[j]
+        elif k == X_CHECK:
+            a = INS[i, I_A]
+            b = INS[i, I_B]
+            nb = VD[a, N] * (8 if VD[a, FL] & F64 else 4)
+            x = carray(_ptr(VD[a, SO], w32), nb // 4)
+            y = carray(_ptr(VD[b, SO], w32), nb // 4)
+            xi = x.view(np.int32)
+            yi = y.view(np.int32)
+            for j in range(nb // 4):
+                if xi[j] != yi[j]:
+                    return MISMATCH, i
+        elif k == K_CAST:
+            a = INS[i, I_A]
+            if f64:
+                _cast(_val(VD, o, w64), _val(VD, a, w32))
+            else:
+                _cast(_val(VD, o, w32), _val(VD, a, w64))
+        elif f64:
+            _exec(INS, FI, LI, VD, i, w64, noidx)
+        else:
+            _exec(INS, FI, LI, VD, i, w32, noidx)
+    return 0, -1

@@ -2,6 +2,7 @@
 import numpy as np
 
 from .dtypes import as_np_dtype, get_default_dtype
+from .tape import TRACE
 from .tensor import Tensor, _normalize, _to_array, _wrap, shape_arg
 
 _RNG = [np.random.default_rng()]
@@ -27,6 +28,8 @@ def _sizes(size, opname):
 
 
 def _finish(arr, requires_grad):
+    if TRACE[0] is not None:
+        TRACE[0].constant(arr)
     t = _wrap(arr)
     if requires_grad:
         t.requires_grad = True
@@ -44,6 +47,7 @@ def as_tensor(data, dtype=None):
         return data
     if isinstance(data, np.ndarray):
         arr = _normalize(data, None if dtype is None else as_np_dtype(dtype))
+        _shared(arr)
         return _wrap(arr)
     return tensor(data, dtype)
 
@@ -55,7 +59,19 @@ def from_numpy(arr):
     if arr.dtype not in (np.float32, np.float64, np.int64, np.bool_):
         raise TypeError(f"from_numpy: can't convert np.ndarray of type {arr.dtype}. The "
                         "only supported types are: float64, float32, int64, and bool.")
+    _shared(arr)
     return _wrap(arr)
+
+
+def _shared(arr):
+    if TRACE[0] is not None:
+        TRACE[0].fail("a tensor sharing a NumPy array's memory (pass it as an argument)")
+
+
+def _random(shape, draw):
+    if TRACE[0] is not None:
+        TRACE[0].fail("random numbers")
+    return draw(shape)
 
 
 def zeros(*size, dtype=None, requires_grad=False):
@@ -119,12 +135,13 @@ def eye(n, m=None, dtype=None, requires_grad=False):
 
 def rand(*size, dtype=None, requires_grad=False):
     shape = _sizes(size, "rand")
-    return _finish(_RNG[0].random(shape).astype(_float_dtype(dtype)), requires_grad)
+    return _finish(_random(shape, _RNG[0].random).astype(_float_dtype(dtype)), requires_grad)
 
 
 def randn(*size, dtype=None, requires_grad=False):
     shape = _sizes(size, "randn")
-    return _finish(_RNG[0].standard_normal(shape).astype(_float_dtype(dtype)), requires_grad)
+    return _finish(_random(shape, _RNG[0].standard_normal).astype(_float_dtype(dtype)),
+                   requires_grad)
 
 
 def randint(low, high=None, size=None, dtype=None, requires_grad=False):
@@ -132,7 +149,7 @@ def randint(low, high=None, size=None, dtype=None, requires_grad=False):
         low, high = 0, low
     if size is None:
         raise TypeError("randint(): missing required argument 'size'")
-    arr = _RNG[0].integers(low, high, _sizes((size,), "randint"))
+    arr = _random(_sizes((size,), "randint"), lambda s: _RNG[0].integers(low, high, s))
     return _finish(arr.astype(np.int64 if dtype is None else as_np_dtype(dtype)),
                    requires_grad)
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _kernels as K
 from .dtypes import as_np_dtype, get_default_dtype
-from .tape import EPOCH, STATE, current
+from .tape import EPOCH, STATE, TRACE, current
 from .tensor import Tensor, _dim, _node, _owned_node, _wrap, bind_methods, shape_arg
 
 ENTRIES = []
@@ -128,8 +128,12 @@ def _row_of(tape, t):
     if not t._leaf:
         r = tape.row(K.K_EXT, EXT.index, t._data, True)
         tape.ext[r] = t
+        if TRACE[0] is not None:
+            TRACE[0].fail("a tensor of a graph recorded outside the function")
         return r
     r = tape.row(K.K_LEAF, LEAF.index, t._data, t._req, flags=K.LEAFF)
+    if TRACE[0] is not None:
+        TRACE[0].leaf_row(tape, r, t)
     if t._req:
         tape.leaves[r] = t
     t._tape = tape
@@ -150,6 +154,8 @@ def record(op, out, a, b=None, save=0, f0=0.0, f1=0.0, params=None):
     ra = a._row if a._tape is tape else _row_of(tape, a)
     rb = -1 if b is None else b._row if b._tape is tape else _row_of(tape, b)
     r = tape.row(op.kernel, op.index, out, True, ra, rb, K.SAVES if save else 0)
+    if TRACE[0] is not None:
+        TRACE[0].op(op, out, [a] if b is None else [a, b], f0, f1, params or (), tape, r)
     if f0 or f1:
         MF = tape.MF
         MF[2 * r] = f0
@@ -177,6 +183,13 @@ def record(op, out, a, b=None, save=0, f0=0.0, f1=0.0, params=None):
 
 
 _new = object.__new__
+
+
+def plain(op, out, ins, f0=0.0, f1=0.0, params=()):
+    """The result of op when it records no row; a tg.compile recording still sees it."""
+    if TRACE[0] is not None:
+        TRACE[0].op(op, out, ins, f0, f1, params)
+    return _wrap(out)
 
 
 def _grad_needed(*ts):
@@ -326,7 +339,7 @@ def _binary_tt(op, ufunc, opname, a, b):
         sa, sb = _BIN_SAVES[op.kernel]
         save = (sa if a._req else 0) | (sb if b._req else 0)
         return record(op, out, a, b, save)
-    return _wrap(out)
+    return plain(op, out, [a, b])
 
 
 # ---------------------------------------------------------------------------
@@ -370,7 +383,7 @@ RDIVS = Op("DivBackward1", K.K_RDIVS, _vjp_rdivs)
 def _affine(op, a, f0, f1, out):
     if STATE.grad_enabled and a._req:
         return record(op, out, a, f0=f0, f1=f1)
-    return _wrap(out)
+    return plain(op, out, [a], f0, f1)
 
 
 def _scalar_out(t, c, fn):
@@ -389,7 +402,7 @@ def add(input, other, *, alpha=1):
             and input._data.dtype in _FLOATS:
         if input._req and STATE.grad_enabled:
             return record(AFFINE_ADD, input._data + other, input, None, 0, 1.0, other)
-        return _wrap(np.asarray(input._data + other))
+        return plain(AFFINE_ADD, np.asarray(input._data + other), [input], 1.0, other)
     if not isinstance(input, Tensor):
         if isinstance(other, Tensor):
             return add(other, input) if alpha == 1 else add(other * alpha, input)
@@ -433,7 +446,7 @@ def mul(input, other):
     if other.__class__ is float and input.__class__ is Tensor and input._data.dtype in _FLOATS:
         if input._req and STATE.grad_enabled:
             return record(AFFINE_MUL, input._data * other, input, None, 0, other)
-        return _wrap(np.asarray(input._data * other))
+        return plain(AFFINE_MUL, np.asarray(input._data * other), [input], other)
     if not isinstance(input, Tensor):
         if isinstance(other, Tensor):
             return mul(other, input)
@@ -457,7 +470,7 @@ def div(input, other):
                       else _wrap(input._data.astype(_np_float())), other, np.true_divide)
     if _grad_needed(input):
         return record(DIVS, out, input, f0=float(other))
-    return _wrap(out)
+    return plain(DIVS, out, [input], float(other))
 
 
 def rdiv(input, other):
@@ -470,7 +483,7 @@ def rdiv(input, other):
     out = np.asarray(np.true_divide(other, input._data)).astype(input._data.dtype, copy=False)
     if _grad_needed(input):
         return record(RDIVS, out, input, save=5, f0=float(other))
-    return _wrap(out)
+    return plain(RDIVS, out, [input], float(other))
 
 
 def pow(input, exponent):
@@ -484,10 +497,13 @@ def pow(input, exponent):
     if input._data.dtype.kind != "f" and isinstance(exponent, (int, np.integer)) \
             and exponent < 0:
         raise RuntimeError("pow: Integers to negative integer powers are not allowed.")
-    out = _scalar_out(input, exponent, np.power)
+    if input._data.dtype in _FLOATS:
+        out = _elementwise(K.K_POWS, input._data, exponent)
+    else:
+        out = _scalar_out(input, exponent, np.power)
     if _grad_needed(input):
         return record(POWS, out, input, save=1, f0=float(exponent))
-    return _wrap(out)
+    return plain(POWS, out, [input], float(exponent))
 
 
 def rpow(input, base):
@@ -495,10 +511,13 @@ def rpow(input, base):
     _check_tensor(input, "pow")
     data = input._data if input._data.dtype.kind == "f" else \
         input._data.astype(_np_float()) if isinstance(base, float) else input._data
-    out = np.asarray(np.power(base, data)).astype(data.dtype, copy=False)
+    if data.dtype in _FLOATS and isinstance(base, (int, float, np.number)):
+        out = _elementwise(K.K_RPOWS, data, base)
+    else:
+        out = np.asarray(np.power(base, data)).astype(data.dtype, copy=False)
     if _grad_needed(input):
         return record(RPOWS, out, input, save=4, f0=float(base))
-    return _wrap(out)
+    return plain(RPOWS, out, [input], float(base))
 
 
 def neg(input):
@@ -527,9 +546,20 @@ def _float_input(x, opname):
     return d if d.dtype.kind == "f" else d.astype(_np_float())
 
 
+def _elementwise(kernel, d, f0=0.0, f1=0.0, p0=0):
+    """A float array through the forward kernel of an elementwise op (the one a
+    compiled replay runs), with scalars rounded to its dtype as NumPy would."""
+    out = np.empty(d.shape, d.dtype)
+    t = d.dtype.type
+    K.unary_fwd(kernel, np.ascontiguousarray(d).reshape(-1), out.reshape(-1),
+                float(t(f0)), float(t(f1)), p0)
+    return out
+
+
 def _unary_op(op, npfn, save, vec=None):
-    """An elementwise op. In float64, ``vec`` (a vectorised kernel of _kernels) computes
-    it: faster than NumPy there; float32 keeps NumPy's SIMD loops."""
+    """An elementwise op. With ``vec`` (a kernel of _kernels, vectorised) it runs on
+    tapegrad's own kernel, the one a compiled replay runs; else on NumPy's loop, which
+    gives the same floats."""
     name = op.name[:-len("Backward0")].lower()
 
     def fn(input):
@@ -538,16 +568,16 @@ def _unary_op(op, npfn, save, vec=None):
         d = input._data
         if d.dtype.kind != "f":
             d = d.astype(_np_float())
-        if vec is not None and d.dtype is _F64:
-            out = np.empty(d.shape)
-            vec(d.reshape(-1), out.reshape(-1))
+        if vec is not None:
+            out = np.empty(d.shape, d.dtype)
+            vec(np.ascontiguousarray(d).reshape(-1), out.reshape(-1))
         else:
             out = npfn(d)
             if out.__class__ is not np.ndarray:
                 out = np.asarray(out, dtype=d.dtype)
         if input._req and STATE.grad_enabled:
             return record(op, out, input, save=save)
-        return _wrap(out)
+        return plain(op, out, [input])
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = f"Elementwise {name}, differentiable ({op.name})."
     return fn
@@ -562,14 +592,6 @@ RELU = Op("ReluBackward0", K.K_RELU, lambda c, g: (g * (c.out > 0),))
 ABS = Op("AbsBackward0", K.K_ABS, lambda c, g: (g * sign(c.a),))
 
 
-def _sigmoid(d):
-    # 0.5 * tanh(x / 2) + 0.5: stable for large |x| and vectorised by NumPy.
-    out = np.tanh(d * 0.5)
-    out *= 0.5
-    out += 0.5
-    return out
-
-
 def _relu(d):
     return np.maximum(d, 0, dtype=d.dtype)
 
@@ -578,7 +600,7 @@ exp = _unary_op(EXP, np.exp, 4, K.exp_array)
 log = _unary_op(LOG, np.log, 1, K.log_array)
 sqrt = _unary_op(SQRT, np.sqrt, 4)
 tanh = _unary_op(TANH, np.tanh, 4, K.tanh_array)
-sigmoid = _unary_op(SIGMOID, _sigmoid, 4, K.sigmoid_array)
+sigmoid = _unary_op(SIGMOID, None, 4, K.sigmoid_array)
 relu = _unary_op(RELU, _relu, 4)
 abs = _unary_op(ABS, np.abs, 1)
 
@@ -636,11 +658,11 @@ def clamp(input, min=None, max=None):
     out = np.clip(d, min, max)
     if out.__class__ is not np.ndarray:
         out = np.asarray(out, dtype=d.dtype)
+    has = (1 if min is not None else 0) | (2 if max is not None else 0)
+    lo, hi = 0.0 if min is None else float(min), 0.0 if max is None else float(max)
     if _grad_needed(input):
-        has = (1 if min is not None else 0) | (2 if max is not None else 0)
-        return record(CLAMP, out, input, save=1, f0=0.0 if min is None else float(min),
-                      f1=0.0 if max is None else float(max), params=(has,))
-    return _wrap(out)
+        return record(CLAMP, out, input, save=1, f0=lo, f1=hi, params=(has,))
+    return plain(CLAMP, out, [input], lo, hi, (has,))
 
 
 clip = clamp
@@ -655,6 +677,8 @@ def clamp_(t, min=None, max=None):
     _leaf_inplace_check(t)
     if _grad_needed(t):
         return _rebase(t, clamp(t, min, max))
+    if TRACE[0] is not None:
+        TRACE[0].fail("clamp_")
     np.clip(t._data, min, max, out=t._data)
     bump_version(t)
     return t
@@ -697,7 +721,7 @@ def sign(input):
     out = np.asarray(np.sign(input._data))
     if _grad_needed(input):
         return record(SIGN, out, input)
-    return _wrap(out)
+    return plain(SIGN, out, [input])
 
 
 def _vjp_where(c, g):
@@ -781,21 +805,43 @@ def _reduce(op_all, op_dim, npfn, input, dim, keepdim, opname, mean_):
                            f"either a floating point or complex dtype. Got: "
                            f"{input.dtype.name.capitalize()}")
     dims, mask = _dims(dim, d.ndim, opname)
-    out = npfn(d, axis=dims, keepdims=keepdim)
-    if not isinstance(out, np.ndarray):
-        out = np.asarray(out)
+    count = 1
+    for k in dims:
+        count *= d.shape[k]
+    if d.dtype in _FLOATS:
+        shape = tuple(1 if k in dims else s for k, s in enumerate(d.shape)) if keepdim \
+            else tuple(s for k, s in enumerate(d.shape) if k not in dims)
+        out = np.empty(shape, d.dtype)
+        K.sum_fwd(_shape_row(d.shape), 0, mask, count if mean_ else 0,
+                  np.ascontiguousarray(d).reshape(-1), out.reshape(-1))
+        if mean_ and count == 0:
+            out[...] = np.nan
+    else:
+        out = npfn(d, axis=dims, keepdims=keepdim)
+        if not isinstance(out, np.ndarray):
+            out = np.asarray(out)
     if not mean_ and d.dtype.kind == "b":
         out = out.astype(np.int64)
+    params = (mask, count if mean_ else 0)
+    op = op_all if dim is None else op_dim
     if _grad_needed(input):
-        count = 1
-        for k in dims:
-            count *= d.shape[k]
         scale = 1.0 / count if mean_ and count else 1.0
         if mean_ and count == 0:
             scale = float("nan")
-        op = op_all if dim is None else op_dim
-        return record(op, out, input, f0=scale, params=(mask,))
-    return _wrap(out)
+        return record(op, out, input, f0=scale, params=params)
+    return plain(op, out, [input], params=params)
+
+
+def _shape_row(shape):
+    """A one-row table holding ``shape`` in the tape's layout, for shape-reading kernels."""
+    row = np.zeros((1, K.NCOL), np.int64)
+    row[0, K.ND] = len(shape)
+    row[0, K.S0:K.S0 + len(shape)] = shape
+    n = 1
+    for s in shape:
+        n *= s
+    row[0, K.N] = n
+    return row
 
 
 def sum(input, dim=None, keepdim=False, *, dtype=None):
@@ -845,9 +891,10 @@ def _extreme(op, npfn, input, dim, keepdim, opname):
         if d.shape[k] == 0:
             raise IndexError(f"{opname}(): Expected reduction dim {k} to have non-zero size.")
     out = np.asarray(npfn(d, axis=dims, keepdims=keepdim))
+    params = (mask, 1 if npfn is np.min else 0)
     if _grad_needed(input):
-        return record(op, out, input, save=5, params=(mask,))
-    return _wrap(out)
+        return record(op, out, input, save=5, params=params)
+    return plain(op, out, [input], params=params)
 
 
 def amax(input, dim=(), keepdim=False):
@@ -1171,7 +1218,7 @@ def _view_result(op, out, input, params=None):
     if _grad_needed(input):
         t = record(op, out, input, params=params)
     else:
-        t = _wrap(out)
+        t = plain(op, out, [input], params=params or ())
     if out.base is not None and (out.base is input._data or out.base is input._data.base):
         t._base = input._base if input._base is not None else input
     return t
@@ -1225,7 +1272,7 @@ def clone(input):
     out = input._data.copy()
     if _grad_needed(input):
         return record(CLONE, out, input)
-    return _wrap(out)
+    return plain(CLONE, out, [input])
 
 
 def _vjp_strided(c, g):
@@ -1509,6 +1556,8 @@ def setitem(t, key, value):
                            f"{list(v.shape)} cannot be broadcast to indexing result of "
                            f"shape {list(idx.shape)}") from None
     if not _grad_needed(t, v):
+        if TRACE[0] is not None:
+            TRACE[0].fail("indexed assignment")
         t._data[key] = vb
         bump_version(t)
         return t
@@ -1575,14 +1624,23 @@ def matmul(input, other):
         raise _mismatch(sa, sb)
     if na > 2 or nb > 2:
         return _batched(input, other)
-    out = np.matmul(input._data, other._data)
-    if not isinstance(out, np.ndarray):
-        out = np.asarray(out)
+    mode, op = _MATMUL_MODE[(na, nb)]
+    da, db = input._data, other._data
+    if da.dtype in _FLOATS:
+        m, kk, n = K.matmul_dims(mode, sa[0], sa[1] if na > 1 else 0, sb[0],
+                                 sb[1] if nb > 1 else 0)
+        out = np.empty(sa[:-1] + sb[1:], da.dtype)
+        K.matmul_fwd(_flat(da), _flat(db), out.reshape(-1), 1, m, kk, n)
+    else:
+        out = np.asarray(np.matmul(da, db))
     if _grad_needed(input, other):
-        mode, op = _MATMUL_MODE[(na, nb)]
         save = (2 if input._req else 0) | (1 if other._req else 0)
         return record(op, out, input, other, save, params=(mode,))
-    return _wrap(out)
+    return plain(op, out, [input, other], params=(mode,))
+
+
+def _flat(d):
+    return np.ascontiguousarray(d).reshape(-1)
 
 
 def _batched(a, b, op=BMM):
@@ -1602,12 +1660,18 @@ def _batched(a, b, op=BMM):
         a = expand(a, *(batch + sa[-2:]))
     if sb[:-2] != batch:
         b = expand(b, *(batch + sb[-2:]))
-    out = np.matmul(a._data, b._data)
+    if a._data.dtype in _FLOATS:
+        m, kk, n = sa[-2], sa[-1], sb[-1]
+        out = np.empty(batch + (m, n), a._data.dtype)
+        K.matmul_fwd(_flat(a._data), _flat(b._data), out.reshape(-1),
+                     out.size // (m * n) if m * n else 0, m, kk, n)
+    else:
+        out = np.matmul(a._data, b._data)
     if _grad_needed(a, b):
         save = (2 if a._req else 0) | (1 if b._req else 0)
         res = record(op, out, a, b, save, params=(4,))
     else:
-        res = _wrap(out)
+        res = plain(op, out, [a, b], params=(4,))
     if va:
         res = squeeze(res, -2)
     if vb:
@@ -1658,18 +1722,28 @@ def linear(input, weight, bias=None):
         except ValueError:
             raise RuntimeError(f"linear: bias of shape {list(bias.shape)} does not match "
                                f"out_features={weight.shape[0]}") from None
-    out = np.matmul(input._data, weight._data.T)
-    if bias is not None:
-        out += bias._data
-    if not _grad_needed(input, weight, bias):
-        return _wrap(out)
-    tape = STATE.tape or current()
     ins = [input, weight] + ([bias] if bias is not None else [])
+    d, w = input._data, weight._data
+    if d.dtype in _FLOATS:
+        out = np.empty(d.shape[:-1] + w.shape[:1], d.dtype)
+        n = w.shape[0]
+        K.linear_fwd(_flat(d), _flat(w), _flat(bias._data if bias is not None else w),
+                     out.reshape(-1), out.size // n if n else 0, w.shape[1], n,
+                     bias is not None)
+    else:
+        out = np.matmul(d, w.T)
+        if bias is not None:
+            out += bias._data
+    if not _grad_needed(input, weight, bias):
+        return plain(LINEAR, out, ins)
+    tape = STATE.tape or current()
     rows = [_row_of(tape, t) for t in ins]
     start = tape.input_list(rows)
     flags = K.SAVES if weight._req or input._req else 0
     r = tape.row(LINEAR.kernel, LINEAR.index, out, True, rows[0], -1, flags)
     tape.T[r, K.P0:K.P0 + 2] = (start, len(rows))
+    if TRACE[0] is not None:
+        TRACE[0].op(LINEAR, out, ins, tape=tape, row=r)
     if weight._req:
         tape.save(r, K.SA, input, input._data, -1 if input._leaf else rows[0])
     if input._req:
@@ -1784,6 +1858,8 @@ def cat(tensors, dim=0):
     for n in out.shape[:d]:
         outer *= n
     r = tape.row(CAT.kernel, CAT.index, out, True, rows[0], -1)
+    if TRACE[0] is not None:
+        TRACE[0].fail("cat")
     tape.T[r, K.P0:K.P0 + 5] = (start, len(rows), inner, outer, d)
     return _owned_node(out, tape, r)
 
@@ -1884,7 +1960,7 @@ def to_dtype(input, dtype):
     out = d.astype(npdt)
     if _grad_needed(input) and npdt.kind == "f":
         return record(CAST, out, input)
-    return _wrap(out)
+    return plain(CAST, out, [input])
 
 
 # ---------------------------------------------------------------------------
@@ -1916,6 +1992,8 @@ def _rebase(t, res):
         raise RuntimeError("in-place operation on a view of a tensor that requires grad "
                            "is not supported; apply it to a clone()")
     np.copyto(t._data, res._data)
+    if TRACE[0] is not None:
+        TRACE[0].write("copy", t, [res])
     bump_version(t)
     if t._own:
         t._own = False
@@ -1943,6 +2021,8 @@ def _inplace_binary(t, other, outofplace, ufunc, opname):
             src = proxy_copy(t)
         return _rebase(t, outofplace(src, other_t))
     o = other_t._data if isinstance(other_t, Tensor) else other_t
+    if TRACE[0] is not None:
+        _trace_inplace(t, other_t, ufunc)
     try:
         ufunc(t._data, o, out=t._data, casting="same_kind")
     except ValueError:
@@ -1952,6 +2032,23 @@ def _inplace_binary(t, other, outofplace, ufunc, opname):
         raise RuntimeError(f"{opname}: {exc}") from None
     bump_version(t)
     return t
+
+
+_INPLACE = {np.add: (K.K_ADD, 1.0, 0.0), np.subtract: (K.K_SUB, 1.0, -1.0),
+            np.multiply: (K.K_MUL, 0.0, 0.0), np.divide: (K.K_DIV, 0.0, 0.0)}
+
+
+def _trace_inplace(t, other, ufunc):
+    """Tells the recording about ``ufunc(t, other, out=t)``."""
+    kernel, f0, sign = _INPLACE[ufunc]
+    if isinstance(other, Tensor):
+        TRACE[0].write(kernel, t, [t, other])
+    elif kernel == K.K_ADD or kernel == K.K_SUB:
+        TRACE[0].write("affine", t, [t], sign * float(other) if sign else float(other))
+    elif kernel == K.K_MUL:
+        TRACE[0].write("scale", t, [t], float(other))
+    else:
+        TRACE[0].write("divs", t, [t], float(other))
 
 
 def proxy_copy(t):
@@ -1985,6 +2082,8 @@ def _axpy(t, other, alpha):
     if _grad_needed(t, other) or d.shape != o.shape or d.dtype != o.dtype \
             or d.dtype not in _FLOATS or not d.flags.c_contiguous or not o.flags.c_contiguous:
         return False
+    if TRACE[0] is not None:
+        TRACE[0].write("axpy", t, [other], float(alpha))
     K.axpy(d.reshape(-1), float(alpha), o.reshape(-1))
     bump_version(t)
     return True
@@ -2018,6 +2117,8 @@ def fill_(t, value):
         value = value.item()
     if _grad_needed(t):
         return _rebase(t, t * 0.0 + float(value))
+    if TRACE[0] is not None:
+        TRACE[0].write("fill", t, [], value)
     t._data.fill(value)
     bump_version(t)
     return t
@@ -2043,6 +2144,8 @@ def copy_(t, src):
         s = src.to(t.dtype) if src._data.dtype.kind == "f" else _wrap(
             src._data.astype(t._data.dtype))
         return _rebase(t, t * 0.0 + expand(s, *t.shape))
+    if TRACE[0] is not None:
+        TRACE[0].write("copy", t, [src])
     np.copyto(t._data, src._data, casting="unsafe")
     bump_version(t)
     return t

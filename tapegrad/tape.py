@@ -31,6 +31,9 @@ STATE = _State()
 # Anomaly detection is process-wide, as in PyTorch; a list so importers see changes.
 ANOMALY = [False]
 
+# The Tracer of the tg.compile recording in progress (compile.py), or None.
+TRACE = [None]
+
 # Bumped by every in-place write to a storage that some row saved; a tape whose
 # saves are all newer than the last bump needs no version check.
 EPOCH = [0]
@@ -192,6 +195,8 @@ class Tape:
         flagged row r with SAVES."""
         if not data.flags.c_contiguous:
             data = np.ascontiguousarray(data)
+            if TRACE[0] is not None:
+                TRACE[0].snapshot(data, t)
         self._hold(r, col, data)
         base = t._base if t._base is not None else t
         ver = base._ver
@@ -203,6 +208,8 @@ class Tape:
 
     def keep(self, r, col, data):
         """Row r's backward reads ``data``, a private array no one can modify."""
+        if TRACE[0] is not None:
+            TRACE[0].fail("where() or advanced indexing (index data is kept aside)")
         self._hold(r, col, np.ascontiguousarray(data))
 
     def _hold(self, r, col, data):

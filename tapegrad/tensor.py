@@ -6,6 +6,7 @@ import numpy as np
 
 from . import _kernels as K
 from . import tape as _tape
+from .tape import TRACE as _TRACE
 from .dtypes import as_np_dtype, from_np_dtype, get_default_dtype
 
 
@@ -83,6 +84,8 @@ class Tensor:
             raise RuntimeError("only Tensors of floating point and complex dtype can "
                                "require gradients")
         if flag != self._req:
+            if _TRACE[0] is not None:
+                _TRACE[0].fail("requires_grad changed inside the function")
             self._req = flag
             self._tape = None
 
@@ -105,6 +108,8 @@ class Tensor:
     def grad(self):
         if not self._leaf and not self._retains and self._grad is None:
             non_leaf_grad_warning()
+        if _TRACE[0] is not None:
+            _TRACE[0].grad_touch(self, True)
         return self._grad
 
     @grad.setter
@@ -119,6 +124,8 @@ class Tensor:
             if value._data.dtype != self._data.dtype:
                 raise RuntimeError(f"assigned grad has data of a different type: "
                                    f"{value.dtype} vs {self.dtype}")
+        if _TRACE[0] is not None:
+            _TRACE[0].grad_set(self)
         self._grad = value
 
     @property
@@ -127,6 +134,8 @@ class Tensor:
 
     @property
     def data(self):
+        if _TRACE[0] is not None:
+            _TRACE[0].alias(self)
         return _wrap(self._data)
 
     @data.setter
@@ -148,15 +157,18 @@ class Tensor:
         if self._req:
             raise RuntimeError("Can't call numpy() on Tensor that requires grad. "
                                "Use tensor.detach().numpy() instead.")
+        _read(self)
         return self._data
 
     def item(self):
         if self._data.size != 1:
             raise RuntimeError(f"a Tensor with {self._data.size} elements cannot be "
                                "converted to Scalar")
+        _read(self)
         return self._data.reshape(()).item()
 
     def tolist(self):
+        _read(self)
         return self._data.tolist()
 
     def __float__(self):
@@ -169,6 +181,7 @@ class Tensor:
         if self._data.size != 1:
             raise RuntimeError("Boolean value of Tensor with more than one value is "
                                "ambiguous")
+        _read(self)
         return bool(self._data.reshape(()).item())
 
     def __index__(self):
@@ -180,6 +193,7 @@ class Tensor:
     def __array__(self, dtype=None, copy=None):
         if copy is False and dtype is not None and np.dtype(dtype) != self._data.dtype:
             raise ValueError("a copy is needed to convert to the requested dtype")
+        _read(self)
         arr = self._data if dtype is None else self._data.astype(dtype, copy=False)
         return arr.copy() if copy else arr
 
@@ -261,6 +275,8 @@ class Tensor:
         self._tape.retain[self._row] = weakref.ref(self)
 
     def detach(self):
+        if _TRACE[0] is not None:
+            _TRACE[0].alias(self)
         t = _wrap(self._data)
         t._base = self._base if self._base is not None else self
         return t
@@ -310,9 +326,17 @@ _new = object.__new__
 
 def _wrap(data):
     """A leaf that needs no grad."""
+    if _TRACE[0] is not None:
+        _TRACE[0].wrapped(data)
     t = _new(Tensor)
     _init(t, data, False, True)
     return t
+
+
+def _read(t):
+    """Python reads t's value: a recording must check it on replay."""
+    if _TRACE[0] is not None:
+        _TRACE[0].read(t)
 
 
 def _node(data, tape, row):

@@ -50,7 +50,7 @@ def _roots(tensors, grads, create_graph):
         if g is None:
             if t._data.size != 1:
                 raise RuntimeError("grad can be implicitly created only for scalar outputs")
-            g = _wrap(np.ones_like(t._data))
+            g = _ones(t)
         else:
             if not isinstance(g, Tensor):
                 g = _wrap(np.asarray(g, dtype=t._data.dtype))
@@ -63,6 +63,14 @@ def _roots(tensors, grads, create_graph):
                     g._data.astype(t._data.dtype))
         roots.append((t, g))
     return roots
+
+
+def _ones(t):
+    """The implicit gradient of a scalar output (a constant of a compile recording)."""
+    g = np.ones_like(t._data)
+    if _tape.TRACE[0] is not None:
+        _tape.TRACE[0].constant(g)
+    return _wrap(g)
 
 
 def _apply_hooks(hooks, g):
@@ -113,6 +121,12 @@ class _Accumulate:
 
 
 def _accumulate(t, g, create_graph):
+    tr = _tape.TRACE[0]
+    if tr is not None:
+        tr.grad_touch(t, True)
+        tr.grad_set(t)
+        if t._grad is not None and not (create_graph or t._grad._req):
+            tr.write(K.K_ADD, t._grad, [t._grad, g])
     if t._grad is None:
         t._grad = g if create_graph or not g._req else g.detach()
         if not create_graph and g._base is None and t._grad._data is not g._data:
@@ -161,6 +175,8 @@ def run(roots, retain_graph, create_graph, sink):
         tape = max(pending, key=lambda tp: tp.id)
         seeds = pending.pop(tape)
         if create_graph:
+            if _tape.TRACE[0] is not None:
+                _tape.TRACE[0].fail("create_graph=True")
             _replay_python(tape, seeds, retain_graph, sink, pending)
         else:
             _replay(tape, seeds, retain_graph, sink, pending)
@@ -211,6 +227,9 @@ def _replay(tape, seeds, retain, sink, pending):
     dtflag = int(tape.T[start, K.FL]) & K.F64
     arenas = {dtflag: _tape.take_arena(_F64 if dtflag else _F32,
                                        tape.adj64 if dtflag else tape.adj32)}
+    tr = _tape.TRACE[0]
+    if tr is not None:
+        tr.backward(tape, seeds)
     try:
         for r, g in seeds.items():
             _region(tape, r, arenas)[:] = g._data.reshape(-1)
@@ -246,9 +265,6 @@ def _replay(tape, seeds, retain, sink, pending):
                                                      tape.adj64 if other else tape.adj32)
                 deposit(tape, src, arenas, seen, _region(tape, r, arenas))
                 start = r - 1
-            elif status == K.MATMUL:
-                _matmul_backward(tape, r, seen, arenas, retain)
-                start = r - 1
             elif status == K.PYFN:
                 from .function import replay_function
                 replay_function(tape, r, seen, arenas, retain)
@@ -259,13 +275,13 @@ def _replay(tape, seeds, retain, sink, pending):
                 raise _error(tape, status, r)
         for r, t in sink.capture_rows(tape):
             if r < n and seen[r]:
-                sink.nonleaf(t, _wrap(_region(tape, r, arenas).reshape(t._data.shape).copy()))
+                sink.nonleaf(t, _wrap(_adjoint(tape, r, arenas, t, tr)))
         for r, leaf in list(tape.leaves.items()):
             if r < n and seen[r]:
-                sink.leaf(leaf, _wrap(_region(tape, r, arenas).reshape(leaf._data.shape).copy()))
+                sink.leaf(leaf, _wrap(_adjoint(tape, r, arenas, leaf, tr)))
         for r, t in tape.ext.items():
             if r < n and seen[r]:
-                g = _wrap(_region(tape, r, arenas).reshape(t._data.shape).copy())
+                g = _wrap(_adjoint(tape, r, arenas, t, tr))
                 seeds2 = pending.setdefault(t._tape, {})
                 prev = seeds2.get(t._row)
                 seeds2[t._row] = g if prev is None else _wrap(prev._data + g._data)
@@ -283,33 +299,12 @@ def _replay(tape, seeds, retain, sink, pending):
 _NO_VJP = (K.K_LEAF, K.K_EXT, K.K_PYOUT)
 
 
-def _matmul_backward(tape, r, seen, arenas, retain):
-    """dA = g @ B^T, dB = A^T @ g for a matmul row (see ops.matmul), with NumPy; or the
-    three gradients of a linear row."""
-    T = tape.T
-    if T[r, K.FL] & K.FREED:
-        raise RuntimeError(FREED_MSG)
-    if T[r, K.FL] & K.DIRTY:
-        raise _error(tape, K.ERR_DIRTY, r)
-    if T[r, K.OP] == K.K_LINEAR:
-        _linear_backward(tape, r, seen, arenas)
-        if not retain:
-            T[r, K.FL] |= K.FREED
-        return
-    a, b = int(T[r, K.A]), int(T[r, K.B])
-    sa, sb = _shape(tape, a), _shape(tape, b)
-    held = tape.held(r)
-    va, vb = held.get(K.SA), held.get(K.SB)
-    a2 = sa if len(sa) > 1 else (1,) + sa
-    b2 = sb if len(sb) > 1 else sb + (1,)
-    g = _region(tape, r, arenas).reshape(a2[:-1] + b2[-1:])
-    for src, other, make in ((a, vb, lambda o: np.matmul(g, np.swapaxes(o.reshape(b2), -1, -2))),
-                             (b, va, lambda o: np.matmul(np.swapaxes(o.reshape(a2), -1, -2), g))):
-        if not T[src, K.FL] & K.REQ:
-            continue
-        deposit(tape, src, arenas, seen, make(other).reshape(-1))
-    if not retain and T[r, K.FL] & K.SAVES:
-        T[r, K.FL] |= K.FREED
+def _adjoint(tape, r, arenas, t, tr):
+    """A copy of row r's adjoint, shaped like t (a compile recording sees where from)."""
+    g = _region(tape, r, arenas).reshape(t._data.shape).copy()
+    if tr is not None:
+        tr.adjoint(g, tape, r)
+    return g
 
 
 def _node_hooks(tape, r, seen, arenas, retain):
@@ -340,29 +335,6 @@ def _node_hooks(tape, r, seen, arenas, retain):
         deposit(tape, src, arenas, seen, gi._data.reshape(-1))
     if not retain and T[r, K.FL] & K.SAVES:
         T[r, K.FL] |= K.FREED
-
-
-def _linear_backward(tape, r, seen, arenas):
-    """y = x @ W.T + b: dx = g @ W, dW = g^T @ x, db = sum of g over the batch."""
-    T = tape.T
-    rows = input_rows(tape, r)
-    held = tape.held(r)
-    wshape = _shape(tape, rows[1])
-    g = _region(tape, r, arenas).reshape(-1, wshape[0])
-    if T[rows[0], K.FL] & K.REQ:
-        deposit(tape, rows[0], arenas, seen, (g @ held[K.SB]).reshape(-1))
-    if T[rows[1], K.FL] & K.REQ:
-        deposit(tape, rows[1], arenas, seen,
-                (g.T @ held[K.SA].reshape(-1, wshape[1])).reshape(-1))
-    if len(rows) > 2 and T[rows[2], K.FL] & K.REQ:
-        bias_shape = _shape(tape, rows[2])
-        deposit(tape, rows[2], arenas, seen,
-                _sum_to(g.sum(0), bias_shape).reshape(-1))
-
-
-def _sum_to(v, shape):
-    """v (of shape (out,)) summed to a broadcastable bias shape such as (1,) or ()."""
-    return v.reshape(shape) if v.size == int(np.prod(shape)) else np.asarray(v.sum()).reshape(shape)
 
 
 def anomaly_error(tape, r, arenas):
@@ -481,7 +453,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
             and tensors.__class__ is list and len(tensors) == 1:
         t = tensors[0]
         if t.__class__ is Tensor and t._req and not t._leaf and t._data.size == 1:
-            run([(t, _wrap(np.ones_like(t._data)))], bool(retain_graph), False, _PLAIN)
+            run([(t, _ones(t))], bool(retain_graph), False, _PLAIN)
             return
     tensors = _seq(tensors)
     roots = _roots(tensors, _seq(grad_tensors), create_graph)

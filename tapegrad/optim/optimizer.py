@@ -7,6 +7,7 @@ import numpy as np
 import tapegrad as tg
 from ..nn.module import zero_grads
 
+from .. import tape as _tape
 from ..tensor import Tensor
 
 __all__ = ["Optimizer", "required"]
@@ -123,6 +124,8 @@ class Optimizer:
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient; returns closure()'s loss."""
+        if _tape.TRACE[0] is not None:
+            _tape.TRACE[0].optimizer(self)
         loss = None
         if closure is not None:
             with tg.enable_grad():

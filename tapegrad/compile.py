@@ -1,0 +1,593 @@
+"""Record once, replay many: ``tg.compile``.
+
+The first call of a compiled function runs it eagerly while a ``Tracer`` watches every
+tensor operation: ops (recorded or not), in-place updates, backward passes and the
+gradients they deposit. What it saw becomes a program over fixed buffers (``_kernels``,
+"Compiled programs"), which later calls replay in one Numba call after copying their
+arguments in. The buffers are the arrays of the eager run, kept alive, so the replay
+writes parameters, gradients and optimizer state where eager code would.
+
+Guards keep a replay from ever being wrong: argument shapes, dtypes, requires_grad
+flags and scalar values and grad mode pick a cache entry; each recording then checks
+that the tensors it read still hold the same storage, that leaves' gradients are in
+the state it saw, that optimizer state has not changed shape, and (inside the replay)
+that every value Python read while recording (``item()``, ``bool(t)``...) is the same.
+A mismatch records again. What the tracer cannot express makes the recording fall
+back to eager calls, with a warning.
+"""
+import functools
+import warnings
+
+import numpy as np
+
+from . import _kernels as K
+from . import tape as _tape
+from .tensor import Tensor, _wrap
+
+__all__ = ["compile", "CompileWarning"]
+
+
+class CompileWarning(UserWarning):
+    """A compiled function runs eagerly because its recording cannot be replayed."""
+
+
+class _Unsupported(Exception):
+    pass
+
+
+_F64 = np.dtype(np.float64)
+_FLOATS = (np.dtype(np.float32), _F64)
+_UNARY = set(range(K.K_AFFINE, K.K_CLAMP + 1)) | {K.K_SIGN}
+_BINARY = set(range(K.K_ADD, K.K_MINIMUM + 1))
+
+
+def _root(arr):
+    while arr.base is not None and isinstance(arr.base, np.ndarray):
+        arr = arr.base
+    return arr
+
+
+class Tracer:
+    """Turns what one eager call does to tensors into a program."""
+
+    def __init__(self, args):
+        self.failed = None       # why the program cannot be replayed
+        self.arrays = []         # every buffer, by value id (kept alive)
+        self.kind = []           # per value: 'int', 'ext', 'arg', 'const'
+        self.ids = {}            # id(array) -> value id
+        self.created = {}        # id -> array made inside fn by an untraced path
+        self.ins = []            # instructions: (op, o, a, b, params, f0, f1)
+        self.li = []             # value lists
+        self.ext = {}            # id(tensor) -> (tensor, array, requires_grad)
+        self.grad_first = {}     # id(tensor) -> (tensor, grad at first touch, read?)
+        self.grad_final = {}     # id(tensor) -> tensor whose .grad was assigned
+        self.optims = {}         # id(optimizer) -> (optimizer, state signature)
+        self.tapes = []          # (tape, T copy, row -> value id, first row)
+        self.rowvid = {}         # (tape id, row) -> value id
+        self.checks = []         # (value id, snapshot value id)
+        self.stale = {}          # value id of a strided copy -> source value id
+        self.args = []
+        for j, a in enumerate(args):
+            if isinstance(a, Tensor):
+                # fn runs on a private copy of the argument, which later calls overwrite
+                v = self._new(np.array(a._data, order="C", copy=True), "arg")
+                self.ins.append((K.X_ARG, v, -1, -1, (j,), 0.0, 0.0))
+                self.args.append((j, a, v))
+
+    def swap_args(self):
+        """Exchanges the arguments' storage with their private copies (and back)."""
+        for _, a, v in self.args:
+            a._data, self.arrays[v] = self.arrays[v], a._data
+        for _, a, v in self.args:
+            self.ids.pop(id(self.arrays[v]), None)
+            self.ids[id(a._data)] = v
+
+    # -- values ---------------------------------------------------------------
+    def fail(self, why):
+        if self.failed is None:
+            self.failed = why
+
+    def _new(self, arr, kind):
+        v = len(self.arrays)
+        self.arrays.append(arr)
+        self.kind.append(kind)
+        self.ids[id(arr)] = v
+        return v
+
+    def vid(self, t):
+        """The value id of tensor t's storage, registering external storage."""
+        arr = t._data
+        v = self.ids.get(id(arr))
+        if v is not None:
+            if v in self.stale and self.stale[v] is None:
+                raise _Unsupported("a strided view read after its source was modified in "
+                                   "place")
+            return v
+        if arr.dtype not in _FLOATS:
+            raise _Unsupported(f"a {arr.dtype} tensor")
+        root = _root(arr)
+        rv = self.ids.get(id(root))
+        if rv is None:
+            if id(root) in self.created:
+                raise _Unsupported("a tensor computed by an operation that cannot be "
+                                   "replayed")
+            if root is not arr:
+                rv = self._new(root, "ext")
+            else:
+                v = self._new(arr, "ext")
+                self.ext[id(t)] = (t, arr, t._req)
+                return v
+            self.ext[id(t)] = (t, arr, t._req)
+        if arr.flags.c_contiguous:
+            return self._new(arr, "view")
+        buf = np.ascontiguousarray(arr)
+        v = self._new(buf, "int")
+        self.ids[id(arr)] = v
+        self.arrays.append(arr)           # keep the view alive with its id
+        self.kind.append("keep")
+        self._gather(v, arr)
+        self.stale[v] = rv
+        return v
+
+    def _gather(self, v, view):
+        item = view.itemsize
+        st = [s // item for s in view.strides]
+        self.ins.append((K.X_GATHER, v, -1, -1, (_tape.addr(view), 0) + tuple(st), 0.0, 0.0))
+
+    def constant(self, arr):
+        if id(arr) not in self.ids:
+            self.created.pop(id(_root(arr)), None)
+            self._new(arr, "const")
+
+    def wrapped(self, arr):
+        """A tensor was made around ``arr``: a fresh array that no traced op produced
+        cannot be replayed."""
+        if id(arr) not in self.ids and arr.base is None:
+            self.created[id(arr)] = arr
+
+    # -- instructions -----------------------------------------------------------
+    def _emit(self, op, out, ins, params, f0, f1):
+        """Appends an instruction writing ``out`` (an array), reading tensors ``ins``."""
+        vs = [self.vid(t) for t in ins]
+        dt = out.dtype
+        if dt not in _FLOATS:
+            raise _Unsupported(f"{op.name} with a {dt} result")
+        o = self.ids.get(id(out))
+        if o is None:
+            if not out.flags.c_contiguous or out.base is not None:
+                raise _Unsupported(f"{op.name} returning a view")
+            o = self._new(out, "int")
+        else:
+            self._written(o)
+        k = op.kernel
+        if k in _UNARY:
+            f0, f1 = float(dt.type(f0)), float(dt.type(f1))
+        a = vs[0] if vs else -1
+        b = vs[1] if len(vs) > 1 else -1
+        if k == K.K_LINEAR:
+            params = (len(self.li), len(vs))
+            self.li.extend(vs)
+            b = -1
+        elif k in (K.K_COPY, K.K_CAST, K.X_COPY) or k in _UNARY or k in _BINARY \
+                or k in (K.K_SUM, K.K_AMAX, K.K_MATMUL):
+            pass
+        else:
+            raise _Unsupported(f"{op.name}")
+        self.ins.append((k, o, a, b, tuple(params), f0, f1))
+        return o
+
+    def _written(self, v):
+        for s, src in list(self.stale.items()):
+            if src == v:
+                self.stale[s] = None
+
+    def op(self, op, out, ins, f0=0.0, f1=0.0, params=(), tape=None, row=-1):
+        """An op produced ``out`` from tensors ``ins`` (a row of ``tape`` if recorded)."""
+        if self.failed:
+            return
+        try:
+            if op.kernel == K.K_STRIDED or op.kernel == K.K_COPY and out.base is not None:
+                for t in ins:
+                    self.vid(t)
+                if out.base is None:
+                    raise _Unsupported(f"{op.name} returning a copy")
+                o = self.vid(_wrap_quiet(out))
+            else:
+                o = self._emit(op, out, ins, params, f0, f1)
+            if tape is not None:
+                self.rowvid[(tape.id, row)] = o
+        except _Unsupported as exc:
+            self.fail(str(exc))
+
+    def alias(self, t):
+        """A tensor sharing t's storage is being made (``.data``, ``detach``)."""
+        if self.failed or t._data.dtype not in _FLOATS:
+            return
+        try:
+            self.vid(t)
+        except _Unsupported as exc:
+            self.fail(str(exc))
+
+    def leaf_row(self, tape, row, t):
+        if self.failed:
+            return
+        try:
+            self.rowvid[(tape.id, row)] = self.vid(t)
+        except _Unsupported as exc:
+            self.fail(str(exc))
+
+    def write(self, op, target, ins, f0=0.0):
+        """An in-place update of ``target`` (op over tensors ``ins``)."""
+        if self.failed:
+            return
+        try:
+            o = self.vid(target)
+            if self.kind[o] == "const" or self.kind[o] == "arg":
+                raise _Unsupported(f"an in-place {op} of a constant or an argument")
+            vs = [self.vid(t) for t in ins]
+            self._written(o)
+            if op == "fill":
+                self.ins.append((K.X_FILL, o, -1, -1, (), float(f0), 0.0))
+            elif op == "axpy":
+                self.ins.append((K.X_AXPY, o, vs[0], -1, (), float(f0), 0.0))
+            elif op in ("affine", "scale", "divs"):
+                c = float(self.arrays[o].dtype.type(f0))
+                kernel = K.K_DIVS if op == "divs" else K.K_AFFINE
+                f0, f1 = (c, 0.0) if op != "affine" else (1.0, c)
+                self.ins.append((kernel, o, o, -1, (), f0, f1))
+            elif op == "copy":
+                if self.arrays[vs[0]].dtype != self.arrays[o].dtype:
+                    self.ins.append((K.K_CAST, o, vs[0], -1, (), 0.0, 0.0))
+                else:
+                    self.ins.append((K.X_COPY, o, vs[0], -1, (), 0.0, 0.0))
+            else:
+                self.ins.append((op, o, vs[0], vs[1] if len(vs) > 1 else -1, (), 0.0, 0.0))
+        except _Unsupported as exc:
+            self.fail(str(exc))
+
+    def snapshot(self, copy, t):
+        """A contiguous copy of t's value was saved for backward."""
+        if self.failed:
+            return
+        try:
+            src = self.vid(t)
+            v = self._new(copy, "int")
+            self.ins.append((K.X_COPY, v, src, -1, (), 0.0, 0.0))
+        except _Unsupported as exc:
+            self.fail(str(exc))
+
+    def read(self, t):
+        """Python read t's value: later calls must read the same bits."""
+        if self.failed:
+            return
+        try:
+            v = self.vid(t)
+            snap = self._new(np.array(self.arrays[v], copy=True), "const")
+            self.ins.append((K.X_CHECK, -1, v, snap, (), 0.0, 0.0))
+            self.checks.append(len(self.ins) - 1)
+        except _Unsupported as exc:
+            self.fail(str(exc))
+
+    # -- gradients and backward -------------------------------------------------------
+    def grad_touch(self, t, read):
+        if id(t) not in self.grad_first:
+            self.grad_first[id(t)] = (t, t._grad, read)
+
+    def grad_set(self, t):
+        self.grad_touch(t, False)
+        self.grad_final[id(t)] = t
+
+    def backward(self, tape, seeds):
+        """A backward pass over ``tape`` from ``seeds`` (row -> gradient tensor)."""
+        if self.failed:
+            return
+        try:
+            if tape.fns or tape.hooks or tape.node_hooks or tape.retain:
+                raise _Unsupported("hooks, retain_grad or autograd.Function in backward")
+            if _tape.ANOMALY[0]:
+                raise _Unsupported("anomaly detection")
+            key = tape.id
+            n = tape.n
+            T = tape.T[:n].copy()
+            T[:, K.FL] &= ~(K.FREED | K.DIRTY | K.PAUSE)
+            for r in range(n):
+                if (tape.id, r) not in self.rowvid:
+                    raise _Unsupported(f"a tape row recorded before the compiled call")
+            seed = []
+            for r, g in seeds.items():
+                seed += [r, self.vid(g)]
+            self.tapes.append((tape, T, tape.F[:n].copy(), tape.L[:tape.nl].copy(), key))
+            self.ins.append((K.X_BACKWARD, -1, -1, -1,
+                             (max(seeds), len(self.li), len(seeds)),
+                             0.0, 0.0))
+            self.li += seed
+        except _Unsupported as exc:
+            self.fail(str(exc))
+
+    def adjoint(self, arr, tape, r):
+        """``arr`` holds the adjoint of row r of the tape of the last backward."""
+        if self.failed:
+            return
+        v = self._new(arr, "int")
+        self.ins.append((K.X_ADJ, v, -1, -1, (r,), 0.0, 0.0))
+
+    def optimizer(self, opt):
+        if id(opt) not in self.optims:
+            self.optims[id(opt)] = (opt, _state_sig(opt))
+
+    # -- the program ----------------------------------------------------------------------
+    def finish(self, result):
+        """The recording, or a reason why there is none."""
+        try:
+            out = _flatten(result, self)
+        except _Unsupported as exc:
+            self.fail(str(exc))
+            out = None
+        if self.failed:
+            return None
+        if len(self.tapes) > 1:
+            self.fail("more than one backward pass")
+            return None
+        return Recording(self, out)
+
+
+def _wrap_quiet(arr):
+    t = object.__new__(Tensor)
+    t._data = arr
+    t._req = False
+    return t
+
+
+def _state_sig(opt):
+    return [(st, tuple(st.keys()), tuple(id(v) for v in st.values()))
+            for st in opt.state.values()]
+
+
+def _same_state(opt, sig):
+    if len(opt.state) != len(sig):
+        return False
+    for st, keys, ids in sig:
+        if tuple(st.keys()) != keys or tuple(id(v) for v in st.values()) != ids:
+            return False
+    return len(opt.state) == len(sig) and all(
+        st is cur for (st, _, _), cur in zip(sig, opt.state.values()))
+
+
+def _flatten(x, tr):
+    """fn's result as a template: values become ('v', id, shape), the rest stays."""
+    if isinstance(x, Tensor):
+        return ("v", tr.vid(x), x._data.shape)
+    if isinstance(x, (tuple, list)):
+        items = [_flatten(i, tr) for i in x]
+        return ("seq", type(x), items)
+    if isinstance(x, dict):
+        return ("dict", type(x), [(k, _flatten(v, tr)) for k, v in x.items()])
+    if x is None or isinstance(x, (bool, int, float, complex, str)):
+        return ("py", x)
+    raise _Unsupported(f"returning a {type(x).__name__}")
+
+
+class Recording:
+    """One recorded program with its guards and the buffers it replays over."""
+
+    def __init__(self, tr, out):
+        self.arrays = tr.arrays
+        self.out = out
+        self.args = [(j, v) for j, _, v in tr.args]
+        self.argvals = {v for _, v in self.args}
+        nv = len(tr.arrays)
+        VD = np.zeros((max(nv, 1), K.NCOL), np.int64)
+        for v, arr in enumerate(tr.arrays):
+            if tr.kind[v] == "keep":
+                continue
+            VD[v, K.SO] = _tape.addr(arr)
+            VD[v, K.N] = arr.size
+            VD[v, K.ND] = arr.ndim
+            VD[v, K.S0:K.S0 + arr.ndim] = arr.shape
+            VD[v, K.FL] = K.F64 if arr.dtype == _F64 else 0
+        self.VD = VD
+        ni = len(tr.ins)
+        INS = np.zeros((max(ni, 1), K.ICOL), np.int64)
+        FI = np.zeros((max(ni, 1), 2))
+        for i, (op, o, a, b, params, f0, f1) in enumerate(tr.ins):
+            INS[i, K.I_OP:K.I_B + 1] = op, o, a, b
+            INS[i, K.I_P:K.I_P + len(params)] = params
+            FI[i] = f0, f1
+        if ni == 0:
+            INS[0, K.I_OP] = K.X_FILL
+            INS[0, K.I_O] = 0
+        self.INS, self.FI = INS, FI
+        self.LI = np.array(tr.li + [0], np.int64)
+        if tr.tapes:
+            tape, T, F, L, _ = tr.tapes[0]
+            self.TT, self.TF, self.TL = T, F, L
+            adj32, adj64 = tape.adj32, tape.adj64
+        else:
+            self.TT = np.zeros((1, K.NCOL), np.int64)
+            self.TF = np.zeros((1, 2))
+            self.TL = np.zeros(1, np.int64)
+            adj32 = adj64 = 0
+        self.adj32 = np.empty(max(adj32, 1), np.float32)
+        self.adj64 = np.empty(max(adj64, 1))
+        self.seen = np.zeros(len(self.TT), np.uint8)
+        self.ARGS = np.zeros(max(len(self.args), 1), np.int64)
+        self.ext = list(tr.ext.values())
+        used = {id(t) for t, _, _ in self.ext}
+        self.grads = []
+        argpos = {id(a): j for j, a, _ in tr.args}
+        for t, g, read in tr.grad_first.values():
+            if id(t) not in argpos and (read or id(t) not in tr.grad_final):
+                ident = g is not None and id(g) in used
+                self.grads.append((t, g, ident))
+        self.final = []
+        self.argrads = []
+        for t in tr.grad_final.values():
+            g = t._grad
+            if g is not None and id(g._data) not in tr.ids:
+                self.grads = None        # a gradient the program does not produce
+                return
+            if id(t) in argpos:
+                self.argrads.append((argpos[id(t)], None if g is None else tr.ids[id(g._data)]))
+            else:
+                self.final.append((t, g))
+        self.optims = list(tr.optims.values())
+        last = max(tr.checks) if tr.checks else -1
+        written = set()
+        for i in range(last):
+            op, o = tr.ins[i][0], tr.ins[i][1]
+            if o >= 0 and op not in (K.X_ARG, K.X_CHECK) and tr.kind[o] != "arg":
+                written.add(o)
+        self.backup = [tr.arrays[v] for v in sorted(written) if tr.kind[v] != "keep"]
+
+    def guards_ok(self):
+        for t, arr, req in self.ext:
+            if t._data is not arr or t._req != req:
+                return False
+        for t, g, ident in self.grads:
+            cur = t._grad
+            if ident:
+                if cur is not g or cur._data is not g._data:
+                    return False
+            elif (cur is None) != (g is None):
+                return False
+        for opt, sig in self.optims:
+            if not _same_state(opt, sig):
+                return False
+        return True
+
+    def replay(self, args):
+        ARGS = self.ARGS
+        for i, (j, v) in enumerate(self.args):
+            d = args[j]._data
+            if not d.flags.c_contiguous:
+                d = np.ascontiguousarray(d)
+                args[j]._data_copy = d
+            ARGS[i] = _tape.addr(d)
+        saved = [a.copy() for a in self.backup] if self.backup else None
+        status, i = K.run_program(self.INS, self.FI, self.LI, self.VD, self.TT, self.TF,
+                                  self.TL, self.adj32, self.adj64, self.seen, ARGS)
+        if status:
+            if saved is not None:
+                for a, s in zip(self.backup, saved):
+                    np.copyto(a, s)
+            return _MISMATCH
+        for t, g in self.final:
+            t._grad = g
+        copies = {}
+        for j, v in self.argrads:
+            args[j]._grad = None if v is None else _out(self.arrays[v], copies, v)
+        return _build(self.out, self.arrays, copies)
+
+
+_MISMATCH = object()
+
+
+def _out(arr, copies, v):
+    t = copies.get(v)
+    if t is None:
+        t = copies[v] = _wrap(arr.copy())
+    return t
+
+
+def _build(tpl, arrays, copies):
+    kind = tpl[0]
+    if kind == "v":
+        return _out(arrays[tpl[1]], copies, tpl[1])
+    if kind == "seq":
+        items = [_build(i, arrays, copies) for i in tpl[2]]
+        return tpl[1](items) if tpl[1] in (list, tuple) else tpl[1](*items)
+    if kind == "dict":
+        return tpl[1]((k, _build(v, arrays, copies)) for k, v in tpl[2])
+    return tpl[1]
+
+
+class _Fallback:
+    """A recording that cannot be replayed: calls with its guards run eagerly."""
+
+    def __init__(self, tr, why):
+        self.why = why
+        self.ext = list(tr.ext.values())
+        self.optims = list(tr.optims.values())
+        self.grads = [(t, g, False) for t, g, _ in tr.grad_first.values()]
+
+    guards_ok = Recording.guards_ok
+
+
+class Compiled:
+    """The callable ``tg.compile`` returns; ``records``, ``replays`` and ``fallbacks``
+    count how calls were served."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.cache = {}
+        self.records = 0
+        self.replays = 0
+        self.fallbacks = 0
+        functools.update_wrapper(self, fn)
+
+    def _key(self, args):
+        key = [_tape.STATE.grad_enabled]
+        for a in args:
+            if isinstance(a, Tensor):
+                d = a._data
+                key.append((d.shape, d.dtype.char, a._req, a._grad is None))
+            elif isinstance(a, (bool, int, float, str)) or a is None:
+                key.append((type(a), a))
+            else:
+                key.append(("id", id(a)))
+        return tuple(key)
+
+    def __call__(self, *args):
+        key = self._key(args)
+        entries = self.cache.get(key)
+        if entries:
+            for rec in entries:
+                if not rec.guards_ok():
+                    continue
+                if isinstance(rec, _Fallback):
+                    self.fallbacks += 1
+                    warnings.warn(f"tg.compile: {self._name()} runs eagerly: {rec.why}",
+                                  CompileWarning, stacklevel=2)
+                    return self.fn(*args)
+                res = rec.replay(args)
+                if res is not _MISMATCH:
+                    self.replays += 1
+                    return res
+                entries.remove(rec)
+                break
+        return self._record(key, args)
+
+    def _name(self):
+        return getattr(self.fn, "__name__", "the function")
+
+    def _record(self, key, args):
+        tr = Tracer(args)
+        prev = _tape.TRACE[0]
+        if prev is not None:
+            raise RuntimeError("tg.compile: a compiled function called while another one "
+                               "records")
+        _tape.STATE.tape = None
+        _tape.TRACE[0] = tr
+        tr.swap_args()
+        try:
+            result = self.fn(*args)
+        finally:
+            _tape.TRACE[0] = None
+            _tape.STATE.tape = None
+            tr.swap_args()
+        self.records += 1
+        rec = tr.finish(result)
+        if rec is not None and rec.grads is None:
+            tr.fail("a gradient the program does not produce")
+            rec = None
+        if rec is None:
+            rec = _Fallback(tr, tr.failed)
+            warnings.warn(f"tg.compile: {self._name()} cannot be replayed and runs eagerly: "
+                          f"{tr.failed}", CompileWarning, stacklevel=3)
+        self.cache.setdefault(key, []).insert(0, rec)
+        return result
+
+
+def compile(fn):
+    """Records ``fn`` on its first call and replays the recording on later calls."""
+    return Compiled(fn)
