@@ -822,32 +822,47 @@ def _binary(k, T, r, adj, seen, noidx):
     """Vector-Jacobian product of a broadcasting binary op."""
     a = T[r, A]
     b = T[r, B]
-    n = T[r, N]
-    go = T[r, AOFF]
     ma, ia = _mode(T, r, a, noidx)
     mb, ib = _mode(T, r, b, noidx)
+    ao, fa, bo, fb = _binary_dst(T, r, adj, seen, ma, mb)
+    _binary_vjp(k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, 0, T[r, N])
+
+
+@njit(**_JIT, inline="always")
+def _binary_dst(T, r, adj, seen, ma, mb):
+    """Where a binary row's input adjoints go (-1: no grad needed) and whether fresh."""
+    ao, fa, bo, fb = -1, False, -1, False
+    if _wants(T, T[r, A]):
+        ao, fa = _into(adj, T, seen, T[r, A], ma)
+    if _wants(T, T[r, B]):
+        bo, fb = _into(adj, T, seen, T[r, B], mb)
+    return ao, fa, bo, fb
+
+
+@njit(**_JIT)
+def _binary_vjp(k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
+    """The VJP of binary row r over output elements lo..hi."""
+    a = T[r, A]
+    b = T[r, B]
+    go = T[r, AOFF]
     if k == K_ADD or k == K_SUB:
-        if _wants(T, a):
-            ao, fa = _into(adj, T, seen, a, ma)
-            for i in range(n):
+        if ao >= 0:
+            for i in range(lo, hi):
                 _put(adj, ao + _j(ma, i, ia), adj[go + i], fa)
-        if _wants(T, b):
-            bo, fb = _into(adj, T, seen, b, mb)
+        if bo >= 0:
             sg = 1.0 if k == K_ADD else -1.0
-            for i in range(n):
+            for i in range(lo, hi):
                 _put(adj, bo + _j(mb, i, ib), sg * adj[go + i], fb)
         return
     if k == K_WHERE:
-        c = carray(_ptr(T[r, SO], seen), n)
+        c = carray(_ptr(T[r, SO], adj.view(np.uint8)), T[r, N])
         z = np.zeros(1, adj.dtype)[0]
-        if _wants(T, a):
-            ao, fa = _into(adj, T, seen, a, ma)
-            for i in range(n):
+        if ao >= 0:
+            for i in range(lo, hi):
                 v = adj[go + i]
                 _put(adj, ao + _j(ma, i, ia), v if c[i] else z, fa)
-        if _wants(T, b):
-            bo, fb = _into(adj, T, seen, b, mb)
-            for i in range(n):
+        if bo >= 0:
+            for i in range(lo, hi):
                 v = adj[go + i]
                 _put(adj, bo + _j(mb, i, ib), z if c[i] else v, fb)
         return
@@ -856,50 +871,42 @@ def _binary(k, T, r, adj, seen, noidx):
     if k == K_MAXIMUM or k == K_MINIMUM:
         sg = 1.0 if k == K_MAXIMUM else -1.0
         z = np.zeros(1, adj.dtype)[0]
-        if _wants(T, a):
-            ao, fa = _into(adj, T, seen, a, ma)
-            for i in range(n):
+        if ao >= 0:
+            for i in range(lo, hi):
                 d = sg * (va[_j(ma, i, ia)] - vb[_j(mb, i, ib)])
                 v = adj[go + i]
                 h = v * 0.5
                 _put(adj, ao + _j(ma, i, ia), v if d > 0 else h if d == 0 else z, fa)
-        if _wants(T, b):
-            bo, fb = _into(adj, T, seen, b, mb)
-            for i in range(n):
+        if bo >= 0:
+            for i in range(lo, hi):
                 d = sg * (vb[_j(mb, i, ib)] - va[_j(ma, i, ia)])
                 v = adj[go + i]
                 h = v * 0.5
                 _put(adj, bo + _j(mb, i, ib), v if d > 0 else h if d == 0 else z, fb)
     elif k == K_MUL:
-        if _wants(T, a):
-            ao, fa = _into(adj, T, seen, a, ma)
-            for i in range(n):
+        if ao >= 0:
+            for i in range(lo, hi):
                 _put(adj, ao + _j(ma, i, ia), adj[go + i] * vb[_j(mb, i, ib)], fa)
-        if _wants(T, b):
-            bo, fb = _into(adj, T, seen, b, mb)
-            for i in range(n):
+        if bo >= 0:
+            for i in range(lo, hi):
                 _put(adj, bo + _j(mb, i, ib), adj[go + i] * va[_j(ma, i, ia)], fb)
     elif k == K_DIV:
-        if _wants(T, a):
-            ao, fa = _into(adj, T, seen, a, ma)
-            for i in range(n):
+        if ao >= 0:
+            for i in range(lo, hi):
                 _put(adj, ao + _j(ma, i, ia), adj[go + i] / vb[_j(mb, i, ib)], fa)
-        if _wants(T, b):
-            bo, fb = _into(adj, T, seen, b, mb)
-            for i in range(n):
+        if bo >= 0:
+            for i in range(lo, hi):
                 y = vb[_j(mb, i, ib)]
                 _put(adj, bo + _j(mb, i, ib), -(adj[go + i] * va[_j(ma, i, ia)] / (y * y)), fb)
     else:  # K_POW
-        if _wants(T, a):
-            ao, fa = _into(adj, T, seen, a, ma)
-            for i in range(n):
+        if ao >= 0:
+            for i in range(lo, hi):
                 x = va[_j(ma, i, ia)]
                 y = vb[_j(mb, i, ib)]
                 d = 0.0 if y == 0.0 else y * x ** (y - 1.0)
                 _put(adj, ao + _j(ma, i, ia), adj[go + i] * d, fa)
-        if _wants(T, b):
-            bo, fb = _into(adj, T, seen, b, mb)
-            for i in range(n):
+        if bo >= 0:
+            for i in range(lo, hi):
                 x = va[_j(ma, i, ia)]
                 y = vb[_j(mb, i, ib)]
                 d = 0.0 if (x == 0.0 and y >= 0.0) else x ** y * np.log(x)
@@ -909,88 +916,94 @@ def _binary(k, T, r, adj, seen, noidx):
 @njit(**_JIT)
 def _unary(k, T, r, f0, f1, adj, seen):
     """Vector-Jacobian product of an elementwise op of one tensor (f0: its scalar)."""
+    ao, fr = _dst(adj, T, seen, T[r, A])
+    _unary_vjp(k, T, r, f0, f1, adj, ao, fr, 0, T[r, N])
+
+
+@njit(**_JIT)
+def _unary_vjp(k, T, r, f0, f1, adj, ao, fr, lo, hi):
+    """The VJP of unary row r over elements lo..hi into the adjoint at ao."""
     n = T[r, N]
     go = T[r, AOFF]
-    ao, fr = _dst(adj, T, seen, T[r, A])
     if k == K_AFFINE or k == K_DIVS or k == K_SIGN:
         c = f0 if k == K_AFFINE else 1.0 / f0 if k == K_DIVS else 0.0
-        for i in range(n):
+        for i in range(lo, hi):
             _put(adj, ao + i, adj[go + i] * c, fr)
         return
     if k == K_EXP or k == K_TANH or k == K_SIGMOID or k == K_SQRT or k == K_RELU \
             or k == K_RPOWS or k == K_RDIVS or k == K_TAN or k == K_EXPM1 or k == K_RECIP:
         o = _load(T, r, SO, n, adj)
         if k == K_EXP:
-            for i in range(n):
+            for i in range(lo, hi):
                 _put(adj, ao + i, adj[go + i] * o[i], fr)
         elif k == K_TANH:
-            for i in range(n):
+            for i in range(lo, hi):
                 _put(adj, ao + i, adj[go + i] * (1.0 - o[i] * o[i]), fr)
         elif k == K_SIGMOID:
-            for i in range(n):
+            for i in range(lo, hi):
                 _put(adj, ao + i, adj[go + i] * o[i] * (1.0 - o[i]), fr)
         elif k == K_SQRT:
-            for i in range(n):
+            for i in range(lo, hi):
                 _put(adj, ao + i, adj[go + i] / (2.0 * o[i]), fr)
         elif k == K_RELU:      # a select, as PyTorch: masked inf/nan gradients give 0
             z = np.zeros(1, adj.dtype)[0]   # a zero of adj's own type: the select then
-            for i in range(n):              # needs no conversion and vectorises
+            for i in range(lo, hi):              # needs no conversion and vectorises
                 v = adj[go + i]
                 _put(adj, ao + i, v if o[i] > 0 else z, fr)
         elif k == K_TAN:
-            for i in range(n):
+            for i in range(lo, hi):
                 _put(adj, ao + i, adj[go + i] * (1.0 + o[i] * o[i]), fr)
         elif k == K_EXPM1:
-            for i in range(n):
+            for i in range(lo, hi):
                 _put(adj, ao + i, adj[go + i] * (o[i] + 1.0), fr)
         elif k == K_RECIP:
-            for i in range(n):
+            for i in range(lo, hi):
                 _put(adj, ao + i, -adj[go + i] * o[i] * o[i], fr)
         elif k == K_RPOWS:
             c = np.log(f0)
-            for i in range(n):
+            for i in range(lo, hi):
                 _put(adj, ao + i, adj[go + i] * o[i] * c, fr)
         else:  # K_RDIVS: d(c/x) = -(c/x)/x
             x = _load(T, r, SA, n, adj)
-            for i in range(n):
+            for i in range(lo, hi):
                 _put(adj, ao + i, -(adj[go + i] * o[i] / x[i]), fr)
         return
     x = _load(T, r, SA, n, adj)
     if k == K_LOG:
-        for i in range(n):
+        for i in range(lo, hi):
             _put(adj, ao + i, adj[go + i] / x[i], fr)
     elif k == K_ABS:
-        for i in range(n):
+        for i in range(lo, hi):
             _put(adj, ao + i, adj[go + i] * ((x[i] > 0) - (x[i] < 0)), fr)
     elif k == K_SIN:
-        for i in range(n):
+        for i in range(lo, hi):
             _put(adj, ao + i, adj[go + i] * vcos(x[i]), fr)
     elif k == K_COS:
-        for i in range(n):
+        for i in range(lo, hi):
             _put(adj, ao + i, -adj[go + i] * vsin(x[i]), fr)
     elif k == K_LOG1P:
-        for i in range(n):
+        for i in range(lo, hi):
             _put(adj, ao + i, adj[go + i] / (1.0 + x[i]), fr)
     elif k == K_CLAMP:
-        lo = f0 if T[r, P0] & 1 else -np.inf
-        hi = f1 if T[r, P0] & 2 else np.inf
+        cmin = f0 if T[r, P0] & 1 else -np.inf
+        cmax = f1 if T[r, P0] & 2 else np.inf
         z = np.zeros(1, adj.dtype)[0]
-        for i in range(n):
+        for i in range(lo, hi):
             v = adj[go + i]
-            _put(adj, ao + i, v if (x[i] >= lo) & (x[i] <= hi) else z, fr)
+            _put(adj, ao + i, v if (x[i] >= cmin) & (x[i] <= cmax) else z, fr)
     else:  # K_POWS: small integer powers without a pow() call per element
         p = f0
         if p == 2.0:
-            for i in range(n):
+            for i in range(lo, hi):
                 _put(adj, ao + i, adj[go + i] * 2.0 * x[i], fr)
         elif p == 3.0:
-            for i in range(n):
+            for i in range(lo, hi):
                 _put(adj, ao + i, adj[go + i] * 3.0 * x[i] * x[i], fr)
         elif p == 1.0 or p == 0.0:
-            for i in range(n):
+            for i in range(lo, hi):
                 _put(adj, ao + i, adj[go + i] * p, fr)
         else:
-            for i in range(n):
+            for i in range(lo, hi):
                 _put(adj, ao + i, adj[go + i] * p * x[i] ** (p - 1.0), fr)
 
 
@@ -1184,6 +1197,46 @@ def _cat(T, L, r, adj, seen):
 
 
 @njit(**_JIT)
+def _fused_vjp(T, F, adj, seen, top, length, noidx):
+    """Rows top..top-length+1, elementwise over the same n elements, replayed block by
+    block so that each block's adjoints stay in cache from one row to the next. Each
+    row's targets are settled first, in row order, so the results are those of the
+    row-by-row replay."""
+    dst = np.zeros((length, 4), np.int64)
+    for q in range(length):
+        r = top - q
+        k = T[r, OP]
+        if seen[r] == 0 or k == K_LEAF:
+            dst[q, 0] = -2
+        elif k <= K_WHERE:
+            ao, fa, bo, fb = _binary_dst(T, r, adj, seen, _ew(T, r, T[r, A]),
+                                         _ew(T, r, T[r, B]))
+            dst[q, 0], dst[q, 1], dst[q, 2], dst[q, 3] = ao, fa, bo, fb
+        else:
+            ao, fr = _dst(adj, T, seen, T[r, A])
+            dst[q, 0], dst[q, 1] = ao, fr
+    n = T[top, N]
+    for lo in range(0, n, FUSE_BLOCK):
+        hi = min(lo + FUSE_BLOCK, n)
+        for q in range(length):
+            if dst[q, 0] == -2:
+                continue
+            r = top - q
+            k = T[r, OP]
+            if k <= K_WHERE:
+                _binary_vjp(k, T, r, adj, dst[q, 0], dst[q, 1] != 0, dst[q, 2], dst[q, 3] != 0,
+                            _ew(T, r, T[r, A]), noidx, _ew(T, r, T[r, B]), noidx, lo, hi)
+            else:
+                _unary_vjp(k, T, r, F[r, 0], F[r, 1], adj, dst[q, 0], dst[q, 1] != 0, lo, hi)
+
+
+@njit(**_JIT, inline="always")
+def _ew(T, o, a):
+    """Elementwise mode of input a of row o: 0 (same elements) or 1 (a scalar)."""
+    return 1 if T[a, N] == 1 and T[o, N] != 1 else 0
+
+
+@njit(**_JIT)
 def _has_nan(adj, T, r):
     if r < 0 or (T[r, FL] & REQ) == 0:
         return False
@@ -1225,7 +1278,7 @@ def needed_rows(T, L, alive, n):
 
 
 @njit(**_JIT)
-def reverse(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly):
+def reverse(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, runs):
     """Replays rows start..0 in reverse, accumulating adjoints into ``adj``.
 
     ``adj`` is the arena of one dtype (``dtflag``: F64 or 0); Numba compiles one
@@ -1233,11 +1286,18 @@ def reverse(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly):
     already reached (``seen``) are visited. Returns (status, row): DONE; PAUSED at a
     row with hooks (call again with resume=True from that row); SWITCH, CAST or PYFN
     at a row that needs Python; ERR_NAN (anomaly mode) after a row that produced a
-    NaN; or an error at a freed or modified row.
+    NaN; or an error at a freed or modified row. ``runs`` (empty in eager mode) marks
+    runs of elementwise rows to replay block by block (``fused_vjp``).
     """
     noidx = np.empty(0, np.int64)
-    for r in range(start, -1, -1):
+    r = start + 1
+    while r > 0:
+        r -= 1
         if seen[r] == 0:
+            continue
+        if runs.size and runs[r] > 1:
+            _fused_vjp(T, F, adj, seen, r, runs[r], noidx)
+            r -= runs[r] - 1
             continue
         fl = T[r, FL]
         if (fl & F64) != dtflag:
@@ -1307,7 +1367,9 @@ def reverse(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly):
 # is done in float64 and rounded once, which gives the correctly rounded float32 result
 # for + - * / and sqrt; scalar constants arrive rounded to the array's dtype.
 
-SMALL_GEMM = 32768    # below this many multiply-adds a loop beats the BLAS call
+SMALL_GEMM = 32768
+FUSE_BLOCK = 4096     # elements per block of a fused run of elementwise ops
+FUSE_MIN = 16384      # runs over fewer elements are replayed op by op    # below this many multiply-adds a loop beats the BLAS call
 
 
 @njit(**_JIT)
@@ -1701,7 +1763,9 @@ X_COPY = 68      # O = A broadcast to O's shape (same dtype)
 X_BACKWARD = 69  # reverse replay from tape row P0, seeds LI[P1:P1+2*P2] (row, value)
 X_ADJ = 70       # O = adjoint of tape row P0 after the last backward (zeros if unreached)
 X_CHECK = 71     # stop with MISMATCH unless A holds the same bits as B
-X_BASE = 64
+X_FUSED = 72     # the next P0 instructions are elementwise over the same elements: run
+#                  them block by block
+H_ARGS = 5       # ARGS: nt, nv, ni, len(TL), len(LI), then the caller's array addresses
 
 MISMATCH = 1     # run_program: a value read while recording came out differently
 
@@ -1803,14 +1867,14 @@ def _cast_adjoint(TT, seen, r, src, dst):
 
 
 @njit(**_JIT)
-def _backward(TT, TF, TL, adj32, adj64, seen, start):
+def _backward(TT, TF, TL, adj32, adj64, seen, start, runs):
     """The reverse replay across both arenas: dtype switches, casts between them."""
     dt = TT[start, FL] & F64
     while start >= 0:
         if dt:
-            status, r = reverse(TT, TF, TL, adj64, seen, start, False, False, F64, False)
+            status, r = reverse(TT, TF, TL, adj64, seen, start, False, False, F64, False, runs)
         else:
-            status, r = reverse(TT, TF, TL, adj32, seen, start, False, False, 0, False)
+            status, r = reverse(TT, TF, TL, adj32, seen, start, False, False, 0, False, runs)
         if status == DONE:
             return 0
         if status == SWITCH:
@@ -1828,18 +1892,103 @@ def _backward(TT, TF, TL, adj32, adj64, seen, start):
 
 
 @njit(**_JIT)
-def run_program(INS, FI, LI, VD, TT, TF, TL, adj32, adj64, seen, ARGS):
+def _exec_block(INS, FI, VD, i, w, lo, hi):
+    """Elements lo..hi of elementwise instruction i (see _fusable)."""
+    k = INS[i, I_OP]
+    o = INS[i, I_O]
+    a = INS[i, I_A]
+    out = _val(VD, o, w)[lo:hi]
+    if k == X_FILL:
+        c = FI[i, 0]
+        for j in range(out.size):
+            out[j] = c
+        return
+    x = _val(VD, a, w)
+    xs = x if x.size == 1 else x[lo:hi]
+    if k == X_AXPY:
+        c = FI[i, 0]
+        for j in range(out.size):
+            out[j] += c * xs[j]
+    elif k == X_COPY:
+        for j in range(out.size):
+            out[j] = xs[0 if xs.size == 1 else j]
+    elif k >= K_AFFINE:
+        unary_fwd(k, xs, out, FI[i, 0], FI[i, 1], INS[i, I_P])
+    else:
+        y = _val(VD, INS[i, I_B], w)
+        _binary_block(k, out, xs, y if y.size == 1 else y[lo:hi])
+
+
+@njit(**_JIT)
+def _binary_block(k, out, x, y):
+    """out = x (op k) y, elementwise; x or y may be a single value."""
+    n = out.size
+    if x.size == n and y.size == n:
+        if k == K_ADD:
+            for i in range(n):
+                out[i] = x[i] + y[i]
+        elif k == K_SUB:
+            for i in range(n):
+                out[i] = x[i] - y[i]
+        elif k == K_MUL:
+            for i in range(n):
+                out[i] = x[i] * y[i]
+        elif k == K_DIV:
+            for i in range(n):
+                out[i] = x[i] / y[i]
+        else:
+            for i in range(n):
+                out[i] = _binop(k, x[i], y[i])
+    elif y.size == n:
+        c = x[0]
+        for i in range(n):
+            out[i] = _binop(k, c, y[i])
+    elif x.size == n:
+        c = y[0]
+        for i in range(n):
+            out[i] = _binop(k, x[i], c)
+    else:
+        for i in range(n):
+            out[i] = _binop(k, x[0], y[0])
+
+
+@njit(**_JIT)
+def _fused(INS, FI, VD, start, count, w):
+    n = VD[INS[start, I_O], N]
+    for lo in range(0, n, FUSE_BLOCK):
+        hi = min(lo + FUSE_BLOCK, n)
+        for i in range(start, start + count):
+            _exec_block(INS, FI, VD, i, w, lo, hi)
+
+
+@njit(**_JIT)
+def run_program(PG, PL, PF, adj32, adj64, seen, ARGS):
     """Replays a compiled program; returns (0, -1), or (MISMATCH, instruction) when a
-    value read while recording differs now, or (status, row) of a failed backward."""
+    value read while recording differs now, or (status, row) of a failed backward.
+
+    PG stacks the tape copy TT, the values VD and the instructions INS; PL the tape's
+    input lists TL, the value lists LI and the fused runs of TT; PF the tape's F and
+    the instructions' FI (sizes in ARGS' header), so that a call passes few arrays.
+    """
+    nt, nv, ni, ntl, nli = ARGS[0], ARGS[1], ARGS[2], ARGS[3], ARGS[4]
+    TT = PG[:nt]
+    VD = PG[nt:nt + nv]
+    INS = PG[nt + nv:nt + nv + ni]
+    TL = PL[:ntl]
+    LI = PL[ntl:ntl + nli]
+    runs = PL[ntl + nli:ntl + nli + nt]
+    TF = PF[:nt]
+    FI = PF[nt:nt + ni]
     w32 = np.empty(0, np.float32)
     w64 = np.empty(0, np.float64)
     wb = np.empty(0, np.uint8)
     noidx = np.empty(0, np.int64)
-    for i in range(INS.shape[0]):
+    i = 0
+    while i < ni:
         k = INS[i, I_OP]
         o = INS[i, I_O]
         if k == X_BACKWARD:
-            for r in range(TT.shape[0]):
+            for r in range(nt):
                 seen[r] = 0
             p = INS[i, I_P + 1]
             for q in range(INS[i, I_P + 2]):
@@ -1849,9 +1998,18 @@ def run_program(INS, FI, LI, VD, TT, TF, TL, adj32, adj64, seen, ARGS):
                     _seed(adj64, TT, seen, r, _val(VD, v, w64))
                 else:
                     _seed(adj32, TT, seen, r, _val(VD, v, w32))
-            status = _backward(TT, TF, TL, adj32, adj64, seen, INS[i, I_P])
+            status = _backward(TT, TF, TL, adj32, adj64, seen, INS[i, I_P], runs)
             if status != 0:
                 return status, i
+            i += 1
+            continue
+        if k == X_FUSED:
+            count = INS[i, I_P]
+            if VD[INS[i + 1, I_O], FL] & F64:
+                _fused(INS, FI, VD, i + 1, count, w64)
+            else:
+                _fused(INS, FI, VD, i + 1, count, w32)
+            i += count + 1
             continue
         f64 = VD[o, FL] & F64
         if k == X_ADJ:
@@ -1868,19 +2026,17 @@ def run_program(INS, FI, LI, VD, TT, TF, TL, adj32, adj64, seen, ARGS):
         elif k == X_ARG:
             nb = VD[o, N] * (8 if f64 else 4)
             d = carray(_ptr(VD[o, SO], wb), nb)
-            s = carray(_ptr(ARGS[INS[i, I_P]], wb), nb)
+            src = carray(_ptr(ARGS[H_ARGS + INS[i, I_P]], wb), nb)
             for j in range(nb):
-                d[j] = s[j]
+                d[j] = src[j]
         elif k == X_CHECK:
             a = INS[i, I_A]
             b = INS[i, I_B]
             nb = VD[a, N] * (8 if VD[a, FL] & F64 else 4)
-            x = carray(_ptr(VD[a, SO], w32), nb // 4)
-            y = carray(_ptr(VD[b, SO], w32), nb // 4)
-            xi = x.view(np.int32)
-            yi = y.view(np.int32)
-            for j in range(nb // 4):
-                if xi[j] != yi[j]:
+            x = carray(_ptr(VD[a, SO], wb), nb)
+            y = carray(_ptr(VD[b, SO], wb), nb)
+            for j in range(nb):
+                if x[j] != y[j]:
                     return MISMATCH, i
         elif k == K_CAST:
             a = INS[i, I_A]
@@ -1892,4 +2048,5 @@ def run_program(INS, FI, LI, VD, TT, TF, TL, adj32, adj64, seen, ARGS):
             _exec(INS, FI, LI, VD, i, w64, noidx)
         else:
             _exec(INS, FI, LI, VD, i, w32, noidx)
+        i += 1
     return 0, -1

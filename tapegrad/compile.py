@@ -376,7 +376,7 @@ class Recording:
         self.args = [(j, v) for j, _, v in tr.args]
         self.argvals = {v for _, v in self.args}
         nv = len(tr.arrays)
-        VD = np.zeros((max(nv, 1), K.NCOL), np.int64)
+        VD = np.zeros((nv, K.NCOL), np.int64)
         for v, arr in enumerate(tr.arrays):
             if tr.kind[v] == "keep":
                 continue
@@ -385,32 +385,31 @@ class Recording:
             VD[v, K.ND] = arr.ndim
             VD[v, K.S0:K.S0 + arr.ndim] = arr.shape
             VD[v, K.FL] = K.F64 if arr.dtype == _F64 else 0
-        self.VD = VD
-        ni = len(tr.ins)
-        INS = np.zeros((max(ni, 1), K.ICOL), np.int64)
-        FI = np.zeros((max(ni, 1), 2))
-        for i, (op, o, a, b, params, f0, f1) in enumerate(tr.ins):
+        ins = _fuse(tr.ins, VD)
+        ni = len(ins)
+        INS = np.zeros((ni, K.NCOL), np.int64)
+        FI = np.zeros((ni, 2))
+        for i, (op, o, a, b, params, f0, f1) in enumerate(ins):
             INS[i, K.I_OP:K.I_B + 1] = op, o, a, b
             INS[i, K.I_P:K.I_P + len(params)] = params
             FI[i] = f0, f1
-        if ni == 0:
-            INS[0, K.I_OP] = K.X_FILL
-            INS[0, K.I_O] = 0
-        self.INS, self.FI = INS, FI
-        self.LI = np.array(tr.li + [0], np.int64)
         if tr.tapes:
-            tape, T, F, L, _ = tr.tapes[0]
-            self.TT, self.TF, self.TL = T, F, L
+            tape, TT, TF, TL, _ = tr.tapes[0]
             adj32, adj64 = tape.adj32, tape.adj64
         else:
-            self.TT = np.zeros((1, K.NCOL), np.int64)
-            self.TF = np.zeros((1, 2))
-            self.TL = np.zeros(1, np.int64)
+            TT = np.zeros((0, K.NCOL), np.int64)
+            TF = np.zeros((0, 2))
+            TL = np.zeros(0, np.int64)
             adj32 = adj64 = 0
+        LI = np.array(tr.li, np.int64)
+        self.PG = np.concatenate([TT, VD, INS])
+        self.PL = np.concatenate([TL, LI, _runs(TT)])
+        self.PF = np.concatenate([TF, FI])
         self.adj32 = np.empty(max(adj32, 1), np.float32)
         self.adj64 = np.empty(max(adj64, 1))
-        self.seen = np.zeros(len(self.TT), np.uint8)
-        self.ARGS = np.zeros(max(len(self.args), 1), np.int64)
+        self.seen = np.zeros(max(len(TT), 1), np.uint8)
+        self.ARGS = np.zeros(K.H_ARGS + len(self.args), np.int64)
+        self.ARGS[:K.H_ARGS] = len(TT), nv, ni, len(TL), len(LI)
         self.ext = list(tr.ext.values())
         used = {id(t) for t, _, _ in self.ext}
         self.grads = []
@@ -457,15 +456,16 @@ class Recording:
 
     def replay(self, args):
         ARGS = self.ARGS
+        keep = []
         for i, (j, v) in enumerate(self.args):
             d = args[j]._data
             if not d.flags.c_contiguous:
                 d = np.ascontiguousarray(d)
-                args[j]._data_copy = d
-            ARGS[i] = _tape.addr(d)
+                keep.append(d)
+            ARGS[K.H_ARGS + i] = _tape.addr(d)
         saved = [a.copy() for a in self.backup] if self.backup else None
-        status, i = K.run_program(self.INS, self.FI, self.LI, self.VD, self.TT, self.TF,
-                                  self.TL, self.adj32, self.adj64, self.seen, ARGS)
+        status, i = K.run_program(self.PG, self.PL, self.PF, self.adj32, self.adj64,
+                                  self.seen, ARGS)
         if status:
             if saved is not None:
                 for a, s in zip(self.backup, saved):
@@ -480,6 +480,79 @@ class Recording:
 
 
 _MISMATCH = object()
+
+
+def _elementwise(ins, VD):
+    """Elements of instruction ``ins`` if it is elementwise (fusable), else -1."""
+    op, o, a, b = ins[0], ins[1], ins[2], ins[3]
+    if op == K.X_FILL:
+        return VD[o, K.N]
+    n = VD[o, K.N]
+    if op in _UNARY or op in (K.X_AXPY, K.X_COPY):
+        ok = VD[a, K.N] == n or (op == K.X_COPY and VD[a, K.N] == 1)
+    elif op in _BINARY:
+        ok = all(VD[x, K.N] == 1 or (VD[x, K.N] == n and VD[x, K.ND] == VD[o, K.ND])
+                 for x in (a, b))
+    else:
+        return -1
+    if not ok or (VD[a, K.FL] & K.F64) != (VD[o, K.FL] & K.F64):
+        return -1
+    return n
+
+
+def _fuse(ins, VD):
+    """The instructions with each run of elementwise ones over the same (many) elements
+    behind an X_FUSED header."""
+    out = []
+    i = 0
+    while i < len(ins):
+        n = _elementwise(ins[i], VD)
+        j = i + 1
+        if n >= K.FUSE_MIN:
+            f64 = VD[ins[i][1], K.FL] & K.F64
+            while j < len(ins) and _elementwise(ins[j], VD) == n and \
+                    (VD[ins[j][1], K.FL] & K.F64) == f64:
+                j += 1
+        if j - i > 1:
+            out.append((K.X_FUSED, -1, -1, -1, (j - i,), 0.0, 0.0))
+        out.extend(ins[i:j])
+        i = j
+    return out
+
+
+def _runs(T):
+    """Per tape row, the length of the run of elementwise rows over the same (many)
+    elements that starts there (going down), for the block-wise reverse replay."""
+    runs = np.zeros(len(T), np.int64)
+    r = len(T) - 1
+    while r >= 0:
+        n = _ew_row(T, r)
+        q = r - 1
+        if n >= K.FUSE_MIN:
+            while q >= 0 and (_ew_row(T, q) == n or T[q, K.OP] == K.K_LEAF) and \
+                    (T[q, K.FL] & K.F64) == (T[r, K.FL] & K.F64):
+                q -= 1
+            while q + 1 < r and T[q + 1, K.OP] == K.K_LEAF:
+                q += 1
+        if r - q > 1:
+            runs[r] = r - q
+        r = q
+    return runs
+
+
+def _ew_row(T, r):
+    k = T[r, K.OP]
+    n = T[r, K.N]
+    if k in _UNARY:
+        return n
+    if k in _BINARY:
+        for c in (K.A, K.B):
+            x = T[r, c]
+            if not (T[x, K.N] == 1 or (T[x, K.N] == n and T[x, K.ND] == T[r, K.ND] and
+                                       (T[x, K.S0:K.S0 + K.MAXD] == T[r, K.S0:K.S0 + K.MAXD]).all())):
+                return -1
+        return n
+    return -1
 
 
 def _out(arr, copies, v):

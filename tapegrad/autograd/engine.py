@@ -238,7 +238,7 @@ def _replay(tape, seeds, retain, sink, pending):
         resume = False
         while start >= 0:
             status, r = K.reverse(tape.T, tape.F, tape.L, arenas[dtflag], seen, start,
-                                  resume, not retain, dtflag, _tape.ANOMALY[0])
+                                  resume, not retain, dtflag, _tape.ANOMALY[0], _NORUNS)
             if status == K.DONE:
                 break
             start, resume = r, False
@@ -297,6 +297,7 @@ def _replay(tape, seeds, retain, sink, pending):
 
 
 _NO_VJP = (K.K_LEAF, K.K_EXT, K.K_PYOUT)
+_NORUNS = np.zeros(0, np.int64)
 
 
 def _adjoint(tape, r, arenas, t, tr):
