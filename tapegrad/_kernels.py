@@ -739,10 +739,7 @@ def _dst(adj, T, seen, r):
 
 @njit(**_JIT, inline="always")
 def _put(adj, i, v, fresh):
-    if fresh:
-        adj[i] = v
-    else:
-        adj[i] += v
+    adj[i] = v if fresh else adj[i] + v      # a select: loops around it vectorise
 
 
 @njit(**_JIT, inline="always")
@@ -840,8 +837,48 @@ def _binary_dst(T, r, adj, seen, ma, mb):
 
 
 @njit(**_JIT)
+def _arith_vjp(k, T, r, adj, ao, fa, bo, fb, lo, hi):
+    """_binary_vjp of + - * / on operands of the output's shape: plain loops that
+    vectorise (the same expressions as the general case)."""
+    go = T[r, AOFF]
+    m = hi - lo
+    g = adj[go + lo:go + hi]
+    da = adj[ao + lo:ao + hi]
+    db = adj[bo + lo:bo + hi]
+    if k == K_ADD or k == K_SUB:
+        if ao >= 0:
+            for i in range(m):
+                _put(da, i, g[i], fa)
+        if bo >= 0:
+            sg = 1.0 if k == K_ADD else -1.0
+            for i in range(m):
+                _put(db, i, sg * g[i], fb)
+        return
+    va = _load(T, r, SA, T[T[r, A], N], adj)[lo:hi]
+    vb = _load(T, r, SB, T[T[r, B], N], adj)[lo:hi]
+    if k == K_MUL:
+        if ao >= 0:
+            for i in range(m):
+                _put(da, i, g[i] * vb[i], fa)
+        if bo >= 0:
+            for i in range(m):
+                _put(db, i, g[i] * va[i], fb)
+    else:
+        if ao >= 0:
+            for i in range(m):
+                _put(da, i, g[i] / vb[i], fa)
+        if bo >= 0:
+            for i in range(m):
+                y = vb[i]
+                _put(db, i, -(g[i] * va[i] / (y * y)), fb)
+
+
+@njit(**_JIT)
 def _binary_vjp(k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
     """The VJP of binary row r over output elements lo..hi."""
+    if ma == 0 and mb == 0 and k <= K_DIV:
+        _arith_vjp(k, T, r, adj, ao, fa, bo, fb, lo, hi)
+        return
     a = T[r, A]
     b = T[r, B]
     go = T[r, AOFF]
@@ -925,86 +962,89 @@ def _unary_vjp(k, T, r, f0, f1, adj, ao, fr, lo, hi):
     """The VJP of unary row r over elements lo..hi into the adjoint at ao."""
     n = T[r, N]
     go = T[r, AOFF]
+    m = hi - lo
+    d = adj[ao + lo:ao + hi]     # slices: the loops then index from 0 and vectorise
+    g = adj[go + lo:go + hi]
     if k == K_AFFINE or k == K_DIVS or k == K_SIGN:
         c = f0 if k == K_AFFINE else 1.0 / f0 if k == K_DIVS else 0.0
-        for i in range(lo, hi):
-            _put(adj, ao + i, adj[go + i] * c, fr)
+        for i in range(m):
+            _put(d, i, g[i] * c, fr)
         return
     if k == K_EXP or k == K_TANH or k == K_SIGMOID or k == K_SQRT or k == K_RELU \
             or k == K_RPOWS or k == K_RDIVS or k == K_TAN or k == K_EXPM1 or k == K_RECIP:
-        o = _load(T, r, SO, n, adj)
+        o = _load(T, r, SO, n, adj)[lo:hi]
         if k == K_EXP:
-            for i in range(lo, hi):
-                _put(adj, ao + i, adj[go + i] * o[i], fr)
+            for i in range(m):
+                _put(d, i, g[i] * o[i], fr)
         elif k == K_TANH:
-            for i in range(lo, hi):
-                _put(adj, ao + i, adj[go + i] * (1.0 - o[i] * o[i]), fr)
+            for i in range(m):
+                _put(d, i, g[i] * (1.0 - o[i] * o[i]), fr)
         elif k == K_SIGMOID:
-            for i in range(lo, hi):
-                _put(adj, ao + i, adj[go + i] * o[i] * (1.0 - o[i]), fr)
+            for i in range(m):
+                _put(d, i, g[i] * o[i] * (1.0 - o[i]), fr)
         elif k == K_SQRT:
-            for i in range(lo, hi):
-                _put(adj, ao + i, adj[go + i] / (2.0 * o[i]), fr)
+            for i in range(m):
+                _put(d, i, g[i] / (2.0 * o[i]), fr)
         elif k == K_RELU:      # a select, as PyTorch: masked inf/nan gradients give 0
             z = np.zeros(1, adj.dtype)[0]   # a zero of adj's own type: the select then
-            for i in range(lo, hi):              # needs no conversion and vectorises
-                v = adj[go + i]
-                _put(adj, ao + i, v if o[i] > 0 else z, fr)
+            for i in range(m):                   # needs no conversion and vectorises
+                v = g[i]
+                _put(d, i, v if o[i] > 0 else z, fr)
         elif k == K_TAN:
-            for i in range(lo, hi):
-                _put(adj, ao + i, adj[go + i] * (1.0 + o[i] * o[i]), fr)
+            for i in range(m):
+                _put(d, i, g[i] * (1.0 + o[i] * o[i]), fr)
         elif k == K_EXPM1:
-            for i in range(lo, hi):
-                _put(adj, ao + i, adj[go + i] * (o[i] + 1.0), fr)
+            for i in range(m):
+                _put(d, i, g[i] * (o[i] + 1.0), fr)
         elif k == K_RECIP:
-            for i in range(lo, hi):
-                _put(adj, ao + i, -adj[go + i] * o[i] * o[i], fr)
+            for i in range(m):
+                _put(d, i, -g[i] * o[i] * o[i], fr)
         elif k == K_RPOWS:
             c = np.log(f0)
-            for i in range(lo, hi):
-                _put(adj, ao + i, adj[go + i] * o[i] * c, fr)
+            for i in range(m):
+                _put(d, i, g[i] * o[i] * c, fr)
         else:  # K_RDIVS: d(c/x) = -(c/x)/x
-            x = _load(T, r, SA, n, adj)
-            for i in range(lo, hi):
-                _put(adj, ao + i, -(adj[go + i] * o[i] / x[i]), fr)
+            x = _load(T, r, SA, n, adj)[lo:hi]
+            for i in range(m):
+                _put(d, i, -(g[i] * o[i] / x[i]), fr)
         return
-    x = _load(T, r, SA, n, adj)
+    x = _load(T, r, SA, n, adj)[lo:hi]
     if k == K_LOG:
-        for i in range(lo, hi):
-            _put(adj, ao + i, adj[go + i] / x[i], fr)
+        for i in range(m):
+            _put(d, i, g[i] / x[i], fr)
     elif k == K_ABS:
-        for i in range(lo, hi):
-            _put(adj, ao + i, adj[go + i] * ((x[i] > 0) - (x[i] < 0)), fr)
+        for i in range(m):
+            _put(d, i, g[i] * ((x[i] > 0) - (x[i] < 0)), fr)
     elif k == K_SIN:
-        for i in range(lo, hi):
-            _put(adj, ao + i, adj[go + i] * vcos(x[i]), fr)
+        for i in range(m):
+            _put(d, i, g[i] * vcos(x[i]), fr)
     elif k == K_COS:
-        for i in range(lo, hi):
-            _put(adj, ao + i, -adj[go + i] * vsin(x[i]), fr)
+        for i in range(m):
+            _put(d, i, -g[i] * vsin(x[i]), fr)
     elif k == K_LOG1P:
-        for i in range(lo, hi):
-            _put(adj, ao + i, adj[go + i] / (1.0 + x[i]), fr)
+        for i in range(m):
+            _put(d, i, g[i] / (1.0 + x[i]), fr)
     elif k == K_CLAMP:
         cmin = f0 if T[r, P0] & 1 else -np.inf
         cmax = f1 if T[r, P0] & 2 else np.inf
         z = np.zeros(1, adj.dtype)[0]
-        for i in range(lo, hi):
-            v = adj[go + i]
-            _put(adj, ao + i, v if (x[i] >= cmin) & (x[i] <= cmax) else z, fr)
+        for i in range(m):
+            v = g[i]
+            _put(d, i, v if (x[i] >= cmin) & (x[i] <= cmax) else z, fr)
     else:  # K_POWS: small integer powers without a pow() call per element
         p = f0
         if p == 2.0:
-            for i in range(lo, hi):
-                _put(adj, ao + i, adj[go + i] * 2.0 * x[i], fr)
+            for i in range(m):
+                _put(d, i, g[i] * 2.0 * x[i], fr)
         elif p == 3.0:
-            for i in range(lo, hi):
-                _put(adj, ao + i, adj[go + i] * 3.0 * x[i] * x[i], fr)
+            for i in range(m):
+                _put(d, i, g[i] * 3.0 * x[i] * x[i], fr)
         elif p == 1.0 or p == 0.0:
-            for i in range(lo, hi):
-                _put(adj, ao + i, adj[go + i] * p, fr)
+            for i in range(m):
+                _put(d, i, g[i] * p, fr)
         else:
-            for i in range(lo, hi):
-                _put(adj, ao + i, adj[go + i] * p * x[i] ** (p - 1.0), fr)
+            for i in range(m):
+                _put(d, i, g[i] * p * x[i] ** (p - 1.0), fr)
 
 
 @njit(**_JIT)
@@ -1197,11 +1237,13 @@ def _cat(T, L, r, adj, seen):
 
 
 @njit(**_JIT)
-def _fused_vjp(T, F, adj, seen, top, length, noidx):
-    """Rows top..top-length+1, elementwise over the same n elements, replayed block by
-    block so that each block's adjoints stay in cache from one row to the next. Each
-    row's targets are settled first, in row order, so the results are those of the
-    row-by-row replay."""
+def _fused_vjp(T, F, adj, seen, top, runs, noidx):
+    """Rows top..top-runs[top]+1, elementwise over the same n elements, replayed block
+    by block so that each block's adjoints stay in cache from one row to the next.
+    Each row's targets are settled first, in row order, so the results are those of
+    the row-by-row replay. A row whose adjoint only rows of the run produce and read
+    (runs[r] = -1 - offset) keeps it in a block-sized scratch at that arena offset."""
+    length = runs[top]
     dst = np.zeros((length, 4), np.int64)
     for q in range(length):
         r = top - q
@@ -1218,16 +1260,21 @@ def _fused_vjp(T, F, adj, seen, top, length, noidx):
     n = T[top, N]
     for lo in range(0, n, FUSE_BLOCK):
         hi = min(lo + FUSE_BLOCK, n)
+        for q in range(1, length):
+            if runs[top - q] < 0:
+                T[top - q, AOFF] = -1 - runs[top - q] - lo
         for q in range(length):
             if dst[q, 0] == -2:
                 continue
             r = top - q
             k = T[r, OP]
+            ao = T[T[r, A], AOFF] if dst[q, 0] >= 0 else -1
             if k <= K_WHERE:
-                _binary_vjp(k, T, r, adj, dst[q, 0], dst[q, 1] != 0, dst[q, 2], dst[q, 3] != 0,
+                bo = T[T[r, B], AOFF] if dst[q, 2] >= 0 else -1
+                _binary_vjp(k, T, r, adj, ao, dst[q, 1] != 0, bo, dst[q, 3] != 0,
                             _ew(T, r, T[r, A]), noidx, _ew(T, r, T[r, B]), noidx, lo, hi)
             else:
-                _unary_vjp(k, T, r, F[r, 0], F[r, 1], adj, dst[q, 0], dst[q, 1] != 0, lo, hi)
+                _unary_vjp(k, T, r, F[r, 0], F[r, 1], adj, ao, dst[q, 1] != 0, lo, hi)
 
 
 @njit(**_JIT, inline="always")
@@ -1296,7 +1343,7 @@ def reverse(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, runs):
         if seen[r] == 0:
             continue
         if runs.size and runs[r] > 1:
-            _fused_vjp(T, F, adj, seen, r, runs[r], noidx)
+            _fused_vjp(T, F, adj, seen, r, runs, noidx)
             r -= runs[r] - 1
             continue
         fl = T[r, FL]

@@ -402,11 +402,16 @@ class Recording:
             TL = np.zeros(0, np.int64)
             adj32 = adj64 = 0
         LI = np.array(tr.li, np.int64)
+        keep = [i[4][0] for i in tr.ins if i[0] == K.X_ADJ]
+        for i in tr.ins:
+            if i[0] == K.X_BACKWARD:
+                keep += tr.li[i[4][1]:i[4][1] + 2 * i[4][2]:2]
+        runs, extra = _runs(TT, TL, keep, (adj32, adj64))
         self.PG = np.concatenate([TT, VD, INS])
-        self.PL = np.concatenate([TL, LI, _runs(TT)])
+        self.PL = np.concatenate([TL, LI, runs])
         self.PF = np.concatenate([TF, FI])
-        self.adj32 = np.empty(max(adj32, 1), np.float32)
-        self.adj64 = np.empty(max(adj64, 1))
+        self.adj32 = np.empty(max(adj32 + extra[0], 1), np.float32)
+        self.adj64 = np.empty(max(adj64 + extra[1], 1))
         self.seen = np.zeros(max(len(TT), 1), np.uint8)
         self.ARGS = np.zeros(K.H_ARGS + len(self.args), np.int64)
         self.ARGS[:K.H_ARGS] = len(TT), nv, ni, len(TL), len(LI)
@@ -520,10 +525,15 @@ def _fuse(ins, VD):
     return out
 
 
-def _runs(T):
+def _runs(T, L, keep, sizes):
     """Per tape row, the length of the run of elementwise rows over the same (many)
-    elements that starts there (going down), for the block-wise reverse replay."""
+    elements that starts there (going down), for the block-wise reverse replay; rows
+    of a run whose adjoint only the run produces and reads, and that are not in
+    ``keep``, get -1 - (the offset of a block-sized scratch past ``sizes[dtype]``).
+    Returns the runs and the scratch each arena needs."""
     runs = np.zeros(len(T), np.int64)
+    run_of = np.full(len(T), -1, np.int64)
+    tops = []
     r = len(T) - 1
     while r >= 0:
         n = _ew_row(T, r)
@@ -536,8 +546,28 @@ def _runs(T):
                 q += 1
         if r - q > 1:
             runs[r] = r - q
+            run_of[q + 1:r + 1] = r
+            tops.append(r)
         r = q
-    return runs
+    outside = set(keep)
+    for c in range(len(T)):
+        k = T[c, K.OP]
+        if k in (K.K_LINEAR, K.K_CAT, K.K_PYFN):
+            outside.update(int(x) for x in L[T[c, K.P0]:T[c, K.P0] + T[c, K.P0 + 1]])
+        for col in (K.A, K.B):
+            x = T[c, col]
+            if x >= 0 and (run_of[x] < 0 or run_of[x] != run_of[c]):
+                outside.add(int(x))
+    extra = [0, 0]
+    for top in tops:
+        f64 = 1 if T[top, K.FL] & K.F64 else 0
+        slot = 0
+        for r in range(top - 1, top - runs[top], -1):
+            if r not in outside and T[r, K.OP] != K.K_LEAF and T[r, K.FL] & K.REQ:
+                runs[r] = -1 - (sizes[f64] + slot * K.FUSE_BLOCK)
+                slot += 1
+        extra[f64] = max(extra[f64], slot * K.FUSE_BLOCK)
+    return runs, extra
 
 
 def _ew_row(T, r):
