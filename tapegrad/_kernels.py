@@ -1336,6 +1336,7 @@ def reverse(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, runs):
     NaN; or an error at a freed or modified row. ``runs`` (empty in eager mode) marks
     runs of elementwise rows to replay block by block (``fused_vjp``).
     """
+    T, F, L, adj, seen, runs = _raw(T), _raw(F), _raw(L), _raw(adj), _raw(seen), _raw(runs)
     noidx = np.empty(0, np.int64)
     r = start + 1
     while r > 0:
@@ -1361,7 +1362,10 @@ def reverse(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, runs):
             return ERR_FREED, r
         if fl & DIRTY:
             return ERR_DIRTY, r
-        if k <= K_WHERE:
+        if T[r, N] == 1 and (k <= K_MINIMUM or (k >= K_AFFINE and k <= K_CLAMP)
+                             or k == K_SIGN):
+            _scalar_vjp(k, T, r, F[r, 0], F[r, 1], adj, seen)
+        elif k <= K_WHERE:
             _binary(k, T, r, adj, seen, noidx)
         elif k <= K_CLAMP or k == K_SIGN:
             _unary(k, T, r, F[r, 0], F[r, 1], adj, seen)
@@ -1812,6 +1816,7 @@ X_ADJ = 70       # O = adjoint of tape row P0 after the last backward (zeros if 
 X_CHECK = 71     # stop with MISMATCH unless A holds the same bits as B
 X_FUSED = 72     # the next P0 instructions are elementwise over the same elements: run
 #                  them block by block
+# P9 of an elementwise instruction on one-element values: 1 (it takes _scalar_fwd)
 H_ARGS = 5       # ARGS: nt, nv, ni, len(TL), len(LI), then the caller's array addresses
 
 MISMATCH = 1     # run_program: a value read while recording came out differently
@@ -2008,6 +2013,11 @@ def _fused(INS, FI, VD, start, count, w):
             _exec_block(INS, FI, VD, i, w, lo, hi)
 
 
+@njit(**_JIT, inline="always")
+def _raw(a):
+    return carray(_ptr(a.ctypes.data, a), a.shape)
+
+
 @njit(**_JIT)
 def run_program(PG, PL, PF, adj32, adj64, seen, ARGS):
     """Replays a compiled program; returns (0, -1), or (MISMATCH, instruction) when a
@@ -2017,6 +2027,10 @@ def run_program(PG, PL, PF, adj32, adj64, seen, ARGS):
     input lists TL, the value lists LI and the fused runs of TT; PF the tape's F and
     the instructions' FI (sizes in ARGS' header), so that a call passes few arrays.
     """
+    # Views without a reference count: calls between kernels then pass arrays for free
+    # (each counted array costs atomic increments and decrements per call).
+    PG, PL, PF, ARGS = _raw(PG), _raw(PL), _raw(PF), _raw(ARGS)
+    adj32, adj64, seen = _raw(adj32), _raw(adj64), _raw(seen)
     nt, nv, ni, ntl, nli = ARGS[0], ARGS[1], ARGS[2], ARGS[3], ARGS[4]
     TT = PG[:nt]
     VD = PG[nt:nt + nv]
@@ -2059,7 +2073,12 @@ def run_program(PG, PL, PF, adj32, adj64, seen, ARGS):
             i += count + 1
             continue
         f64 = VD[o, FL] & F64
-        if k == X_ADJ:
+        if INS[i, I_P + 9]:
+            if f64:
+                _scalar_fwd(INS, FI, VD, i, w64)
+            else:
+                _scalar_fwd(INS, FI, VD, i, w32)
+        elif k == X_ADJ:
             r = INS[i, I_P]
             off = TT[r, AOFF]
             if f64:
@@ -2097,3 +2116,176 @@ def run_program(PG, PL, PF, adj32, adj64, seen, ARGS):
             _exec(INS, FI, LI, VD, i, w32, noidx)
         i += 1
     return 0, -1
+
+
+# -- single values --------------------------------------------------------------------
+# Programs over scalars (an ODE's steps, say) spend their time in per-op overhead, so
+# one-element ops take these paths: the same formulas as unary_fwd / _binop forward
+# and as _binary_vjp / _unary_vjp backward (eager backward runs them too).
+
+@njit(**_JIT, inline="always")
+def _scalar_unary(k, x, f0, f1, p0):
+    if k == K_AFFINE:
+        if f0 == 1.0:
+            return x + f1
+        if f1 == 0.0:
+            return x * f0
+        if f0 == -1.0:
+            return f1 - x
+        return x * f0 + f1
+    if k == K_DIVS:
+        return x / f0
+    if k == K_RDIVS:
+        return f0 / x
+    if k == K_POWS:
+        if f0 == 2.0:
+            return x * x
+        if f0 == 1.0:
+            return x
+        if f0 == 0.5:
+            return np.sqrt(x)
+        if f0 == -1.0:
+            return 1.0 / x
+        return x ** f0
+    if k == K_RPOWS:
+        return f0 ** x
+    if k == K_EXP:
+        return vexp(x)
+    if k == K_LOG:
+        return vlog(x)
+    if k == K_TANH:
+        return vtanh(x)
+    if k == K_SIGMOID:
+        return vsigmoid(x)
+    if k == K_LOG1P:
+        return vlog1p(x)
+    if k == K_EXPM1:
+        return vexpm1(x)
+    if k == K_SIN or k == K_COS or k == K_TAN:
+        v = np.float64(x)
+        if abs(v) > TRIG_MAX:
+            return math.sin(v) if k == K_SIN else math.cos(v) if k == K_COS else math.tan(v)
+        return vsin(x) if k == K_SIN else vcos(x) if k == K_COS else vtan(x)
+    if k == K_SQRT:
+        return np.sqrt(x)
+    if k == K_RELU:
+        return 0.0 if x < 0 else x
+    if k == K_ABS:
+        return abs(x)
+    if k == K_RECIP:
+        return 1.0 / x
+    if k == K_SIGN:
+        return x if x != x else (x > 0) - (x < 0)
+    v = x        # K_CLAMP
+    if p0 & 1 and not v != v and not v > f0:
+        v = f0
+    if p0 & 2 and not v != v and not v < f1:
+        v = f1
+    return v
+
+
+@njit(**_JIT)
+def _scalar_fwd(INS, FI, VD, i, w):
+    """Instruction i on one-element values (flagged at build time)."""
+    k = INS[i, I_OP]
+    out = _val(VD, INS[i, I_O], w)
+    x = _val(VD, INS[i, I_A], w)
+    if k <= K_MINIMUM:
+        out[0] = _binop(k, x[0], _val(VD, INS[i, I_B], w)[0])
+    else:
+        out[0] = _scalar_unary(k, x[0], FI[i, 0], FI[i, 1], INS[i, I_P])
+
+
+@njit(**_JIT)
+def _scalar_vjp(k, T, r, f0, f1, adj, seen):
+    """The VJP of a one-element elementwise row (see _binary_vjp, _unary_vjp)."""
+    g = adj[T[r, AOFF]]
+    a = T[r, A]
+    if k <= K_MINIMUM:
+        b = T[r, B]
+        wa = _wants(T, a)
+        wb = _wants(T, b)
+        if k == K_ADD or k == K_SUB:
+            ga = g
+            gb = g if k == K_ADD else -1.0 * g
+        else:
+            both = k >= K_POW
+            va = _load(T, r, SA, 1, adj)[0] if wb or both else g
+            vb = _load(T, r, SB, 1, adj)[0] if wa or both or k == K_DIV else g
+            if k == K_MUL:
+                ga = g * vb
+                gb = g * va
+            elif k == K_DIV:
+                ga = g / vb
+                gb = -(g * va / (vb * vb))
+            elif k == K_POW:
+                da = 0.0 if vb == 0.0 else vb * va ** (vb - 1.0)
+                db = 0.0 if (va == 0.0 and vb >= 0.0) else va ** vb * np.log(va)
+                ga = g * da
+                gb = g * db
+            else:
+                sg = 1.0 if k == K_MAXIMUM else -1.0
+                z = np.zeros(1, adj.dtype)[0]
+                h = g * 0.5
+                d = sg * (va - vb)
+                ga = g if d > 0 else h if d == 0 else z
+                d = sg * (vb - va)
+                gb = g if d > 0 else h if d == 0 else z
+        if wa:
+            ao, fa = _dst(adj, T, seen, a)
+            _put(adj, ao, ga, fa)
+        if wb:
+            bo, fb = _dst(adj, T, seen, b)
+            _put(adj, bo, gb, fb)
+        return
+    if k == K_AFFINE or k == K_DIVS or k == K_SIGN:
+        v = g * (f0 if k == K_AFFINE else 1.0 / f0 if k == K_DIVS else 0.0)
+    elif k == K_EXP or k == K_TANH or k == K_SIGMOID or k == K_SQRT or k == K_RELU \
+            or k == K_RPOWS or k == K_RDIVS or k == K_TAN or k == K_EXPM1 or k == K_RECIP:
+        o = _load(T, r, SO, 1, adj)[0]
+        if k == K_EXP:
+            v = g * o
+        elif k == K_TANH:
+            v = g * (1.0 - o * o)
+        elif k == K_SIGMOID:
+            v = g * o * (1.0 - o)
+        elif k == K_SQRT:
+            v = g / (2.0 * o)
+        elif k == K_RELU:
+            v = g if o > 0 else np.zeros(1, adj.dtype)[0]
+        elif k == K_TAN:
+            v = g * (1.0 + o * o)
+        elif k == K_EXPM1:
+            v = g * (o + 1.0)
+        elif k == K_RECIP:
+            v = -g * o * o
+        elif k == K_RPOWS:
+            v = g * o * np.log(f0)
+        else:
+            v = -(g * o / _load(T, r, SA, 1, adj)[0])
+    else:
+        x = _load(T, r, SA, 1, adj)[0]
+        if k == K_LOG:
+            v = g / x
+        elif k == K_ABS:
+            v = g * ((x > 0) - (x < 0))
+        elif k == K_SIN:
+            v = g * vcos(x)
+        elif k == K_COS:
+            v = -g * vsin(x)
+        elif k == K_LOG1P:
+            v = g / (1.0 + x)
+        elif k == K_CLAMP:
+            cmin = f0 if T[r, P0] & 1 else -np.inf
+            cmax = f1 if T[r, P0] & 2 else np.inf
+            v = g if (x >= cmin) & (x <= cmax) else np.zeros(1, adj.dtype)[0]
+        elif f0 == 2.0:
+            v = g * 2.0 * x
+        elif f0 == 3.0:
+            v = g * 3.0 * x * x
+        elif f0 == 1.0 or f0 == 0.0:
+            v = g * f0
+        else:
+            v = g * f0 * x ** (f0 - 1.0)
+    ao, fr = _dst(adj, T, seen, a)
+    _put(adj, ao, v, fr)

@@ -393,6 +393,9 @@ class Recording:
             INS[i, K.I_OP:K.I_B + 1] = op, o, a, b
             INS[i, K.I_P:K.I_P + len(params)] = params
             FI[i] = f0, f1
+            if (op in _UNARY or op in _BINARY) and VD[o, K.N] == 1 and VD[a, K.N] == 1 \
+                    and (b < 0 or VD[b, K.N] == 1):
+                INS[i, K.I_P + 9] = 1
         if tr.tapes:
             tape, TT, TF, TL, _ = tr.tapes[0]
             adj32, adj64 = tape.adj32, tape.adj64
