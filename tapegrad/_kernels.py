@@ -52,6 +52,7 @@ FREED = 8     # saved values released by a backward without retain_graph
 DIRTY = 16    # a saved value was modified in place after being saved
 SAVES = 32    # the op saved tensors (so a second backward needs retain_graph)
 F64 = 64      # the value is float64 (else float32): which arena holds its adjoint
+U8 = 128      # a program value of one byte per element (a bool)
 
 # Kernel opcodes. Ranges matter: broadcasting binary ops are K_ADD..K_WHERE,
 # elementwise ops of one tensor K_AFFINE..K_CLAMP (and K_SIGN).
@@ -1782,6 +1783,101 @@ def amax_fwd(VD, a, mask, is_min, x, out):
 
 
 @njit(**_JIT)
+def softmax_fwd(x, out, d, inner, log):
+    """softmax (log_softmax) along a dim of size d with ``inner`` elements after it,
+    shifted by the max (0 where the max is not finite); sums in float64."""
+    n = x.size
+    outer = n // (d * inner) if d * inner else 0
+    for o in range(outer):
+        for i in range(inner):
+            base = o * d * inner + i
+            m = x[base]
+            for j in range(1, d):
+                v = x[base + j * inner]
+                if v > m or v != v:
+                    if m == m:
+                        m = v
+            if not (abs(m) < np.inf):
+                m = 0.0
+            s = 0.0
+            for j in range(d):
+                z = x[base + j * inner] - m
+                s += vexp(z)
+            ls = vlog(s)
+            for j in range(d):
+                e = base + j * inner
+                z = x[e] - m
+                out[e] = z - ls if log else vexp(z) / s
+
+
+@njit(**_JIT)
+def prod_fwd(VD, a, mask, x, out):
+    """Product over the dims in bitmask ``mask`` of row a of VD, in float64."""
+    m = out.size
+    acc = np.ones(m)
+    idx = _reduced_index(VD, a, mask)
+    for i in range(x.size):
+        acc[idx[i]] *= x[i]
+    for j in range(m):
+        out[j] = acc[j]
+
+
+@njit(**_JIT)
+def cat_fwd(out, x, off, dj, dtot, outer, inner):
+    """Input x (dj slices along the dim) into out at slice ``off`` of dtot."""
+    for o in range(outer):
+        for d in range(dj):
+            src = (o * dj + d) * inner
+            dst = (o * dtot + off + d) * inner
+            for i in range(inner):
+                out[dst + i] = x[src + i]
+
+
+@njit(**_JIT, inline="always")
+def _cmp(code, x, y):
+    if code == 0:
+        return x == y
+    if code == 1:
+        return x != y
+    if code == 2:
+        return x < y
+    if code == 3:
+        return x <= y
+    if code == 4:
+        return x > y
+    return x >= y
+
+
+@njit(**_JIT)
+def compare_fwd(code, VD, o, a, b, out, x, y, c, noidx):
+    """out (bool bytes) = x compared with y (broadcast), or with c when b < 0."""
+    ma, ia = _mode(VD, o, a, noidx)
+    if b < 0:
+        for i in range(out.size):
+            out[i] = _cmp(code, x[_j(ma, i, ia)], c)
+        return
+    mb, ib = _mode(VD, o, b, noidx)
+    for i in range(out.size):
+        out[i] = _cmp(code, x[_j(ma, i, ia)], y[_j(mb, i, ib)])
+
+
+@njit(**_JIT)
+def argext_fwd(x, pos, d, inner, largest):
+    outer = x.size // (d * inner) if d * inner else 0
+    for o in range(outer):
+        for i in range(inner):
+            base = o * d * inner + i
+            best = x[base]
+            bj = 0
+            for j in range(1, d):
+                v = x[base + j * inner]
+                if best == best and (v != v or (v > best if largest else v < best)):
+                    best = v
+                    bj = j
+            pos[o * inner + i] = base + bj * inner
+
+
+@njit(**_JIT)
 def gather_strided(VD, o, src, off, st, out):
     """out[i] = src[off + sum(i_k * st[k])] over row o's index space (a strided view)."""
     idx = _odometer(VD, o, st, off, out.size)
@@ -1814,6 +1910,11 @@ X_COPY = 68      # O = A broadcast to O's shape (same dtype)
 X_BACKWARD = 69  # reverse replay from tape row P0, seeds LI[P1:P1+2*P2] (row, value)
 X_ADJ = 70       # O = adjoint of tape row P0 after the last backward (zeros if unreached)
 X_CHECK = 71     # stop with MISMATCH unless A holds the same bits as B
+X_CMP = 73       # O (bool) = A compared with B (or F0 when B < 0); P0: 0 ==, 1 !=, 2 <,
+#                  3 <=, 4 >, 5 >=
+X_COND = 74      # O (bool) = A (bool) broadcast to O's shape
+X_ARGEXT = 75    # O (int64) = flat positions of the max (P2 = 1) or min of A along a dim
+#                  of size P0 with P1 elements after it (first one; NaN counts as max)
 X_FUSED = 72     # the next P0 instructions are elementwise over the same elements: run
 #                  them block by block
 # P9 of an elementwise instruction on one-element values: 1 (it takes _scalar_fwd)
@@ -1856,7 +1957,48 @@ def _exec(INS, FI, LI, VD, i, w, noidx):
         bias = _val(VD, LI[start + 2], w) if has_bias else _val(VD, wt, w)
         linear_fwd(_val(VD, x, w), _val(VD, wt, w), bias, out, VD[o, N] // n if n else 0,
                    kk, n, has_bias)
-    elif k == K_COPY or k == X_COPY:
+    elif k == K_WHERE:
+        cond = _val(VD, INS[i, I_P], np.empty(0, np.uint8))
+        ma, ia = _mode(VD, o, a, noidx)
+        mb, ib = _mode(VD, o, b, noidx)
+        x = _val(VD, a, w)
+        y = _val(VD, b, w)
+        for j in range(out.size):
+            out[j] = x[_j(ma, j, ia)] if cond[j] else y[_j(mb, j, ib)]
+    elif k == K_WHERE:
+        cond = _val(VD, INS[i, I_P], np.empty(0, np.uint8))
+        ma, ia = _mode(VD, o, a, noidx)
+        mb, ib = _mode(VD, o, b, noidx)
+        x = _val(VD, a, w)
+        y = _val(VD, b, w)
+        for j in range(out.size):
+            out[j] = x[_j(ma, j, ia)] if cond[j] else y[_j(mb, j, ib)]
+    elif k == K_GATHER:
+        idx = _val(VD, INS[i, I_P], noidx)
+        x = _val(VD, a, w)
+        for j in range(out.size):
+            out[j] = x[idx[j]]
+    elif k == K_SOFTMAX or k == K_LOGSOFTMAX:
+        softmax_fwd(_val(VD, a, w), out, INS[i, I_P], INS[i, I_P + 1], k == K_LOGSOFTMAX)
+    elif k == K_PROD:
+        prod_fwd(VD, a, INS[i, I_P], _val(VD, a, w), out)
+    elif k == K_CAT:
+        start = INS[i, I_P]
+        inner = INS[i, I_P + 2]
+        outer = INS[i, I_P + 3]
+        blk = outer * inner
+        dtot = VD[o, N] // blk if blk else 0
+        off = 0
+        for q in range(INS[i, I_P + 1]):
+            x = LI[start + q]
+            dj = VD[x, N] // blk if blk else 0
+            cat_fwd(out, _val(VD, x, w), off, dj, dtot, outer, inner)
+            off += dj
+    elif k == K_COPY:       # reshape-like: the same elements in the same order
+        x = _val(VD, a, w)
+        for j in range(out.size):
+            out[j] = x[j]
+    elif k == X_COPY:
         ma, ia = _mode(VD, o, a, noidx)
         x = _val(VD, a, w)
         for j in range(out.size):
@@ -2095,10 +2237,34 @@ def run_program(PG, PL, PF, adj32, adj64, seen, ARGS):
             src = carray(_ptr(ARGS[H_ARGS + INS[i, I_P]], wb), nb)
             for j in range(nb):
                 d[j] = src[j]
+        elif k == X_CMP:
+            a = INS[i, I_A]
+            b = INS[i, I_B]
+            out8 = _val(VD, o, wb)
+            if VD[a, FL] & F64:
+                compare_fwd(INS[i, I_P], VD, o, a, b, out8, _val(VD, a, w64),
+                            _val(VD, max(b, 0), w64), FI[i, 0], noidx)
+            else:
+                compare_fwd(INS[i, I_P], VD, o, a, b, out8, _val(VD, a, w32),
+                            _val(VD, max(b, 0), w32), FI[i, 0], noidx)
+        elif k == X_ARGEXT:
+            a = INS[i, I_A]
+            pos = _val(VD, o, noidx)
+            if VD[a, FL] & F64:
+                argext_fwd(_val(VD, a, w64), pos, INS[i, I_P], INS[i, I_P + 1], INS[i, I_P + 2])
+            else:
+                argext_fwd(_val(VD, a, w32), pos, INS[i, I_P], INS[i, I_P + 1], INS[i, I_P + 2])
+        elif k == X_COND:
+            a = INS[i, I_A]
+            out8 = _val(VD, o, wb)
+            src8 = _val(VD, a, wb)
+            ma, ia = _mode(VD, o, a, noidx)
+            for j in range(out8.size):
+                out8[j] = src8[_j(ma, j, ia)]
         elif k == X_CHECK:
             a = INS[i, I_A]
             b = INS[i, I_B]
-            nb = VD[a, N] * (8 if VD[a, FL] & F64 else 4)
+            nb = VD[a, N] * (1 if VD[a, FL] & U8 else 8 if VD[a, FL] & F64 else 4)
             x = carray(_ptr(VD[a, SO], wb), nb)
             y = carray(_ptr(VD[b, SO], wb), nb)
             for j in range(nb):

@@ -35,7 +35,16 @@ class _Unsupported(Exception):
     pass
 
 
+# Recordings kept per argument signature (newest first); value-dependent functions
+# keep one per branch taken.
+MAX_RECORDINGS = 8
+
+
 _F64 = np.dtype(np.float64)
+_BOOL = np.dtype(np.bool_)
+_I64 = np.dtype(np.int64)
+_CMP = {np.equal: 0, np.not_equal: 1, np.less: 2, np.less_equal: 3, np.greater: 4,
+        np.greater_equal: 5}
 _FLOATS = (np.dtype(np.float32), _F64)
 _UNARY = set(range(K.K_AFFINE, K.K_CLAMP + 1)) | {K.K_SIGN}
 _BINARY = set(range(K.K_ADD, K.K_MINIMUM + 1))
@@ -66,6 +75,7 @@ class Tracer:
         self.rowvid = {}         # (tape id, row) -> value id
         self.checks = []         # (value id, snapshot value id)
         self.stale = {}          # value id of a strided copy -> source value id
+        self.restores = []       # constants updated in place: reset first on replay
         self.args = []
         for j, a in enumerate(args):
             if isinstance(a, Tensor):
@@ -103,7 +113,7 @@ class Tracer:
                 raise _Unsupported("a strided view read after its source was modified in "
                                    "place")
             return v
-        if arr.dtype not in _FLOATS:
+        if arr.dtype not in _FLOATS and arr.dtype != _BOOL and arr.dtype != _I64:
             raise _Unsupported(f"a {arr.dtype} tensor")
         root = _root(arr)
         rv = self.ids.get(id(root))
@@ -140,10 +150,12 @@ class Tracer:
             self._new(arr, "const")
 
     def wrapped(self, arr):
-        """A tensor was made around ``arr``: a fresh array that no traced op produced
-        cannot be replayed."""
-        if id(arr) not in self.ids and arr.base is None:
-            self.created[id(arr)] = arr
+        """A tensor was made around ``arr``: storage that no traced op produced (nor
+        a view of such storage) cannot be replayed."""
+        if id(arr) not in self.ids:
+            root = _root(arr)
+            if id(root) not in self.ids:
+                self.created[id(root)] = root
 
     # -- instructions -----------------------------------------------------------
     def _emit(self, op, out, ins, params, f0, f1):
@@ -154,9 +166,15 @@ class Tracer:
             raise _Unsupported(f"{op.name} with a {dt} result")
         o = self.ids.get(id(out))
         if o is None:
-            if not out.flags.c_contiguous or out.base is not None:
+            if out.base is not None and id(_root(out)) in self.ids:
                 raise _Unsupported(f"{op.name} returning a view")
-            o = self._new(out, "int")
+            if out.flags.c_contiguous:
+                o = self._new(out, "int")
+            else:       # NumPy kept an input's memory order: the program writes C order
+                o = self._new(np.ascontiguousarray(out), "int")
+                self.ids[id(out)] = o
+                self.arrays.append(out)
+                self.kind.append("keep")
         else:
             self._written(o)
         k = op.kernel
@@ -164,12 +182,13 @@ class Tracer:
             f0, f1 = float(dt.type(f0)), float(dt.type(f1))
         a = vs[0] if vs else -1
         b = vs[1] if len(vs) > 1 else -1
-        if k == K.K_LINEAR:
-            params = (len(self.li), len(vs))
+        if k == K.K_LINEAR or k == K.K_CAT:
+            params = (len(self.li), len(vs)) + tuple(params[2:])
             self.li.extend(vs)
             b = -1
         elif k in (K.K_COPY, K.K_CAST, K.X_COPY) or k in _UNARY or k in _BINARY \
-                or k in (K.K_SUM, K.K_AMAX, K.K_MATMUL):
+                or k in (K.K_SUM, K.K_AMAX, K.K_MATMUL, K.K_SOFTMAX, K.K_LOGSOFTMAX,
+                         K.K_PROD, K.K_WHERE, K.K_GATHER):
             pass
         else:
             raise _Unsupported(f"{op.name}")
@@ -186,12 +205,22 @@ class Tracer:
         if self.failed:
             return
         try:
-            if op.kernel == K.K_STRIDED or op.kernel == K.K_COPY and out.base is not None:
-                for t in ins:
-                    self.vid(t)
-                if out.base is None:
-                    raise _Unsupported(f"{op.name} returning a copy")
-                o = self.vid(_wrap_quiet(out))
+            for t in ins:
+                self.vid(t)
+            if op.kernel in (K.K_STRIDED, K.K_COPY) and id(_root(out)) in self.ids:
+                o = self.vid(_wrap_quiet(out))      # a view of a traced buffer
+            elif op.kernel == K.K_STRIDED:
+                # a view of storage the program holds elsewhere: read it from the
+                # input's buffer with the row's own offset and strides
+                src = self.arrays[self.vid(ins[0])]
+                if src.dtype != out.dtype or len(params) != out.ndim + 1:
+                    raise _Unsupported(f"{op.name}")
+                o = self._new(np.empty(out.shape, out.dtype), "int")
+                self.ids[id(out)] = o
+                self.arrays.append(out)
+                self.kind.append("keep")
+                self.ins.append((K.X_GATHER, o, -1, -1, (_tape.addr(src),) + tuple(params),
+                                 0.0, 0.0))
             else:
                 o = self._emit(op, out, ins, params, f0, f1)
             if tape is not None:
@@ -222,8 +251,14 @@ class Tracer:
             return
         try:
             o = self.vid(target)
-            if self.kind[o] == "const" or self.kind[o] == "arg":
-                raise _Unsupported(f"an in-place {op} of a constant or an argument")
+            if self.kind[o] == "arg":
+                raise _Unsupported("an in-place update of an argument")
+            if self.kind[o] == "const":
+                # made inside the function, then updated: each replay starts from its
+                # first value
+                self.kind[o] = "int"
+                snap = self._new(np.array(self.arrays[o], copy=True), "const")
+                self.restores.append((K.X_COPY, o, snap, -1, (), 0.0, 0.0))
             vs = [self.vid(t) for t in ins]
             self._written(o)
             if op == "fill":
@@ -244,6 +279,93 @@ class Tracer:
                 self.ins.append((op, o, vs[0], vs[1] if len(vs) > 1 else -1, (), 0.0, 0.0))
         except _Unsupported as exc:
             self.fail(str(exc))
+
+    def compare(self, ufunc, out, a, other):
+        """``out`` (bool) = ufunc(a, other), other a tensor or a number."""
+        if self.failed:
+            return
+        try:
+            if a._data.dtype not in _FLOATS:
+                raise _Unsupported(f"a comparison of {a._data.dtype} tensors")
+            va = self.vid(a)
+            if isinstance(other, Tensor):
+                if other._data.dtype != a._data.dtype:
+                    raise _Unsupported("a comparison of tensors of two dtypes")
+                vb, c = self.vid(other), 0.0
+            else:
+                vb, c = -1, float(a._data.dtype.type(other))
+            o = self._new(np.ascontiguousarray(out), "int")
+            self.ids[id(out)] = o
+            self.arrays.append(out)
+            self.kind.append("keep")
+            self.ins.append((K.X_CMP, o, va, vb, (_CMP[ufunc],), c, 0.0))
+        except (_Unsupported, TypeError, ValueError, OverflowError) as exc:
+            self.fail(str(exc))
+
+    def where(self, out, cond, condition, tape, row):
+        """where(): ``cond`` (bytes of ``condition`` broadcast to ``out``) chooses; the
+        where instruction just emitted for ``out`` reads it."""
+        if self.failed:
+            return
+        try:
+            if not isinstance(condition, Tensor):
+                condition = Tensor(np.asarray(condition))
+                self.constant(condition._data)
+            src = self.vid(condition)
+            v = self._new(cond, "int")
+            k, o, a, b, params, f0, f1 = self.ins[-1]
+            if k != K.K_WHERE or self.arrays[o] is not out and self.ids.get(id(out)) != o:
+                raise _Unsupported("where()")
+            self.ins[-1:] = [(K.X_COND, v, src, -1, (), 0.0, 0.0),
+                             (k, o, a, b, (v,), f0, f1)]
+            self.kept = id(cond)
+        except _Unsupported as exc:
+            self.fail(str(exc))
+
+    def index_key(self, t):
+        """Indexing by tensor t: its values must be those seen while recording."""
+        if self.failed:
+            return
+        try:
+            v = self.vid(t)
+            if self.kind[v] != "const":
+                self.read(t)
+        except _Unsupported as exc:
+            self.fail(str(exc))
+
+    def gather(self, out, idx):
+        """The gather instruction just emitted for ``out`` reads positions ``idx``,
+        fixed while its index tensors hold what they held when recording."""
+        if self.failed:
+            return
+        k, o, a, b, params, f0, f1 = self.ins[-1]
+        if k != K.K_GATHER or self.ids.get(id(out)) != o:
+            self.fail("indexing")
+            return
+        v = self._new(idx, "const")
+        self.ins[-1] = (k, o, a, b, (v,), f0, f1)
+        self.kept = id(idx)
+
+    def argext(self, out, idx, x, size, inner, largest):
+        """The gather just emitted for ``out`` reads positions ``idx`` of the max (min)
+        of x along a dim, found again on every replay."""
+        if self.failed:
+            return
+        try:
+            k, o, a, b, params, f0, f1 = self.ins[-1]
+            if k != K.K_GATHER or self.ids.get(id(out)) != o:
+                raise _Unsupported("max/min along a dim")
+            v = self._new(idx, "int")
+            self.ins[-1:] = [(K.X_ARGEXT, v, self.vid(x), -1, (size, inner, int(largest)),
+                              0.0, 0.0), (k, o, a, b, (v,), f0, f1)]
+            self.kept = id(idx)
+        except _Unsupported as exc:
+            self.fail(str(exc))
+
+    def keep(self, data):
+        """A row keeps a private array: fine when where() told how it is computed."""
+        if getattr(self, "kept", None) != id(data):
+            self.fail("advanced indexing or max/min along a dim (index data kept aside)")
 
     def snapshot(self, copy, t):
         """A contiguous copy of t's value was saved for backward."""
@@ -331,6 +453,21 @@ class Tracer:
         return Recording(self, out)
 
 
+def _unalias(x, tr):
+    """Tensors the recording call hands out get private storage: later replays write
+    the program's buffers, not the values a caller already holds."""
+    if isinstance(x, Tensor):
+        v = tr.ids.get(id(_root(x._data)))
+        if v is not None and tr.kind[v] != "ext":
+            x._data = x._data.copy()
+    elif isinstance(x, (tuple, list)):
+        for item in x:
+            _unalias(item, tr)
+    elif isinstance(x, dict):
+        for item in x.values():
+            _unalias(item, tr)
+
+
 def _wrap_quiet(arr):
     t = object.__new__(Tensor)
     t._data = arr
@@ -384,8 +521,9 @@ class Recording:
             VD[v, K.N] = arr.size
             VD[v, K.ND] = arr.ndim
             VD[v, K.S0:K.S0 + arr.ndim] = arr.shape
-            VD[v, K.FL] = K.F64 if arr.dtype == _F64 else 0
-        ins = _fuse(tr.ins, VD)
+            # (int64 values, index data and checked reads only, are 8 bytes like float64)
+            VD[v, K.FL] = K.F64 if arr.itemsize == 8 else K.U8 if arr.dtype == _BOOL else 0
+        ins = _fuse(tr.restores + tr.ins, VD)
         ni = len(ins)
         INS = np.zeros((ni, K.NCOL), np.int64)
         FI = np.zeros((ni, 2))
@@ -438,6 +576,7 @@ class Recording:
             else:
                 self.final.append((t, g))
         self.optims = list(tr.optims.values())
+        self.structure = _tape.STRUCTURE[0]
         last = max(tr.checks) if tr.checks else -1
         written = set()
         for i in range(last):
@@ -447,6 +586,8 @@ class Recording:
         self.backup = [tr.arrays[v] for v in sorted(written) if tr.kind[v] != "keep"]
 
     def guards_ok(self):
+        if self.structure != _tape.STRUCTURE[0]:
+            return False
         for t, arr, req in self.ext:
             if t._data is not arr or t._req != req:
                 return False
@@ -614,7 +755,10 @@ class _Fallback:
         self.why = why
         self.ext = list(tr.ext.values())
         self.optims = list(tr.optims.values())
-        self.grads = [(t, g, False) for t, g, _ in tr.grad_first.values()]
+        self.structure = _tape.STRUCTURE[0]
+        args = {id(a) for _, a, _ in tr.args}
+        self.grads = [(t, g, False) for t, g, _ in tr.grad_first.values()
+                      if id(t) not in args]
 
     guards_ok = Recording.guards_ok
 
@@ -659,8 +803,6 @@ class Compiled:
                 if res is not _MISMATCH:
                     self.replays += 1
                     return res
-                entries.remove(rec)
-                break
         return self._record(key, args)
 
     def _name(self):
@@ -690,7 +832,14 @@ class Compiled:
             rec = _Fallback(tr, tr.failed)
             warnings.warn(f"tg.compile: {self._name()} cannot be replayed and runs eagerly: "
                           f"{tr.failed}", CompileWarning, stacklevel=3)
-        self.cache.setdefault(key, []).insert(0, rec)
+        entries = self.cache.setdefault(key, [])
+        entries.insert(0, rec)
+        del entries[MAX_RECORDINGS:]
+        if isinstance(rec, Recording):
+            _unalias(result, tr)
+            for _, a, _ in tr.args:
+                if a._grad is not None:
+                    _unalias(a._grad, tr)
         return result
 
 

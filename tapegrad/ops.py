@@ -325,12 +325,26 @@ _BIN_SAVES = {K.K_ADD: (0, 0), K.K_SUB: (0, 0), K.K_MUL: (2, 1), K.K_DIV: (2, 3)
               K.K_POW: (3, 3)}
 
 
+def _broadcast_kernel(kernel, da, db):
+    """A broadcasting binary op through the forward kernel a compiled replay runs."""
+    out = np.empty(np.broadcast_shapes(da.shape, db.shape), da.dtype)
+    rows = np.concatenate([_shape_row(out.shape), _shape_row(da.shape), _shape_row(db.shape)])
+    K.binary_fwd(kernel, rows, 0, 1, 2, out.reshape(-1), _flat(da), _flat(db), _NOIDX)
+    return out
+
+
+_NOIDX = np.zeros(0, np.int64)
+
+
 def _binary_tt(op, ufunc, opname, a, b):
     a, b = _promote(a, b, opname)
     da = a._data
     db = b._data
     try:
-        out = ufunc(da, db)
+        if op.kernel == K.K_POW and da.dtype in _FLOATS:
+            out = _broadcast_kernel(K.K_POW, da, db)   # NumPy's SIMD power may differ
+        else:
+            out = ufunc(da, db)
     except ValueError:
         raise _bcast_error(opname, a, b) from None
     if not isinstance(out, np.ndarray):
@@ -669,7 +683,14 @@ clip = clamp
 
 
 def full_like_const(t, value):
-    return _wrap(np.full((), value, dtype=t._data.dtype))
+    return _constant(np.full((), value, dtype=t._data.dtype))
+
+
+def _constant(arr):
+    """A tensor of a value fixed by the op's arguments (a constant of a recording)."""
+    if TRACE[0] is not None:
+        TRACE[0].constant(arr)
+    return _wrap(arr)
 
 
 def clamp_(t, min=None, max=None):
@@ -744,19 +765,24 @@ def where(condition, input, other):
     ref = input if isinstance(input, Tensor) else other
     dt = ref._data.dtype
     if not isinstance(input, Tensor):
-        input = _wrap(np.asarray(input, dtype=dt))
+        input = _constant(np.asarray(input, dtype=dt))
     if not isinstance(other, Tensor):
-        other = _wrap(np.asarray(other, dtype=dt))
+        other = _constant(np.asarray(other, dtype=dt))
     input, other = _promote(input, other, "where")
     try:
         out = np.asarray(np.where(cond, input._data, other._data))
     except ValueError:
         raise RuntimeError(f"where: shapes {list(cond.shape)}, {list(input.shape)} and "
                            f"{list(other.shape)} cannot be broadcast") from None
-    if not _grad_needed(input, other):
-        return _wrap(out)
-    t = record(WHERE, out, input, other)
     c = np.ascontiguousarray(np.broadcast_to(cond, out.shape), dtype=np.uint8)
+    if not _grad_needed(input, other):
+        t = plain(WHERE, out, [input, other])
+        if TRACE[0] is not None:
+            TRACE[0].where(out, c.view(np.bool_), condition, None, -1)
+        return t
+    t = record(WHERE, out, input, other)
+    if TRACE[0] is not None:
+        TRACE[0].where(out, c, condition, t._tape, t._row)
     t._tape.keep(t._row, K.SO, c)
     return t
 
@@ -809,9 +835,7 @@ def _reduce(op_all, op_dim, npfn, input, dim, keepdim, opname, mean_):
     for k in dims:
         count *= d.shape[k]
     if d.dtype in _FLOATS:
-        shape = tuple(1 if k in dims else s for k, s in enumerate(d.shape)) if keepdim \
-            else tuple(s for k, s in enumerate(d.shape) if k not in dims)
-        out = np.empty(shape, d.dtype)
+        out = np.empty(_reduced_shape(d.shape, dims, keepdim), d.dtype)
         K.sum_fwd(_shape_row(d.shape), 0, mask, count if mean_ else 0,
                   np.ascontiguousarray(d).reshape(-1), out.reshape(-1))
         if mean_ and count == 0:
@@ -830,6 +854,12 @@ def _reduce(op_all, op_dim, npfn, input, dim, keepdim, opname, mean_):
             scale = float("nan")
         return record(op, out, input, f0=scale, params=params)
     return plain(op, out, [input], params=params)
+
+
+def _reduced_shape(shape, dims, keepdim):
+    if keepdim:
+        return tuple(1 if k in dims else s for k, s in enumerate(shape))
+    return tuple(s for k, s in enumerate(shape) if k not in dims)
 
 
 def _shape_row(shape):
@@ -946,11 +976,12 @@ def _max_min(input, dim, keepdim, other, largest):
         values = values.squeeze(k)
         arg = arg.squeeze(k)
     indices = _wrap(arg.astype(np.int64))
-    if _grad_needed(input):
-        flat = _flat_positions(d.shape, k, arg, keepdim) if nd else np.zeros(1, np.int64)
-        vt = gather_flat(input, flat, values.shape, MAX_DIM if largest else MIN_DIM)
-    else:
-        vt = _wrap(values.copy())
+    flat = _flat_positions(d.shape, k, arg, keepdim) if nd else np.zeros(1, np.int64)
+    inner = 1
+    for n in d.shape[k + 1:]:
+        inner *= n
+    vt = gather_flat(input, flat, values.shape, MAX_DIM if largest else MIN_DIM,
+                     extreme=(d.shape[k] if nd else 1, inner, largest))
     return _ValuesIndices(vt, indices)
 
 
@@ -1032,12 +1063,17 @@ def prod(input, dim=None, keepdim=False, *, dtype=None):
         input = input.to(dtype)
     d = input._data
     dims, mask = _dims(dim, d.ndim, "prod")
-    out = np.asarray(np.prod(d, axis=dims, keepdims=keepdim))
+    if d.dtype in _FLOATS:
+        out = np.empty(_reduced_shape(d.shape, dims, keepdim), d.dtype)
+        K.prod_fwd(_shape_row(d.shape), 0, mask, _flat(d), out.reshape(-1))
+    else:
+        out = np.asarray(np.prod(d, axis=dims, keepdims=keepdim))
     if d.dtype.kind == "b":
         out = out.astype(np.int64)
+    op = PROD if dim is None else PROD_DIM
     if _grad_needed(input):
-        return record(PROD if dim is None else PROD_DIM, out, input, save=5, params=(mask,))
-    return _wrap(out)
+        return record(op, out, input, save=5, params=(mask,))
+    return plain(op, out, [input], params=(mask,))
 
 
 def var(input, dim=None, *, correction=1, keepdim=False, unbiased=None):
@@ -1067,11 +1103,14 @@ def logsumexp(input, dim, keepdim=False):
     _check_tensor(input, "logsumexp")
     d = _float_input(input, "logsumexp")
     dims, _ = _dims(dim, d.ndim, "logsumexp")
-    m = np.max(d, axis=dims, keepdims=True) if d.size else np.zeros(
-        tuple(1 if i in dims else s for i, s in enumerate(d.shape)), d.dtype)
-    m = np.where(np.isfinite(m), m, 0).astype(d.dtype)
     x = input if input._data.dtype.kind == "f" else _wrap(d)
-    out = log(sum(exp(x - _wrap(m)), dims, keepdim=True)) + _wrap(m)
+    if d.size:
+        m = amax(x.detach(), dims, keepdim=True)
+        m = where(abs(m) < float("inf"), m, 0.0)      # an infinite max shifts by 0
+    else:
+        m = _wrap(np.zeros(tuple(1 if i in dims else s for i, s in enumerate(d.shape)),
+                           d.dtype))
+    out = log(sum(exp(x - m), dims, keepdim=True)) + m
     return out if keepdim else squeeze(out, dims) if dims else out
 
 
@@ -1120,23 +1159,15 @@ def _softmax_op(op, input, dim, log_):
                                   f"'{input.dtype.name.capitalize()}'")
     d = input._data
     k = _dim(dim, d.ndim, opname) if d.ndim else 0
-    if d.ndim == 0:
-        out = np.zeros((), d.dtype) if log_ else np.ones((), d.dtype)
-    else:
-        m = np.max(d, axis=k, keepdims=True) if d.size else d
-        m = np.where(np.isfinite(m), m, 0)
-        z = d - m
-        e = np.exp(z)
-        s = np.sum(e, axis=k, keepdims=True)
-        out = (z - np.log(s)) if log_ else (e / s)
-        out = np.ascontiguousarray(out, dtype=d.dtype)
+    inner = 1
+    for n in d.shape[k + 1:]:
+        inner *= n
+    size = d.shape[k] if d.ndim else 1
+    out = np.empty(d.shape, d.dtype)
+    K.softmax_fwd(_flat(d), out.reshape(-1), size, inner, log_)
     if _grad_needed(input):
-        inner = 1
-        for n in d.shape[k + 1:]:
-            inner *= n
-        size = d.shape[k] if d.ndim else 1
         return record(op, out, input, save=4, params=(size, inner, k))
-    return _wrap(out)
+    return plain(op, out, [input], params=(size, inner, k))
 
 
 def softmax(input, dim=None, dtype=None):
@@ -1428,6 +1459,10 @@ def _basic_key(key):
 
 def getitem(input, key):
     _check_tensor(input, "index")
+    if TRACE[0] is not None:
+        for k in key if isinstance(key, tuple) else (key,):
+            if isinstance(k, Tensor):
+                TRACE[0].index_key(k)
     if isinstance(key, Tensor):
         key = key._data
     elif isinstance(key, tuple):
@@ -1480,14 +1515,24 @@ MAX_DIM.vjp = _vjp_gather
 MIN_DIM.vjp = _vjp_gather
 
 
-def gather_flat(input, idx, shape, op=GATHER):
-    """out (of ``shape``) = input.flatten()[idx]; differentiable (scatter-add back)."""
+def gather_flat(input, idx, shape, op=GATHER, fixed=False, extreme=None):
+    """out (of ``shape``) = input.flatten()[idx]; differentiable (scatter-add back).
+    For a compiled replay, idx is ``fixed`` (it does not depend on tensor values) or
+    the positions of the max/min along a dim, ``extreme`` = (size, inner, largest)."""
+    idx = idx.astype(np.int64, copy=False)
     out = input._data.reshape(-1)[idx].reshape(shape)
     if _grad_needed(input):
         t = record(op, out, input)
-        t._tape.keep(t._row, K.SB, idx.astype(np.int64, copy=False))
-        return t
-    return _wrap(out)
+    else:
+        t = plain(op, out, [input])
+    if TRACE[0] is not None:
+        if fixed:
+            TRACE[0].gather(out, idx)
+        elif extreme is not None:
+            TRACE[0].argext(out, idx, input, *extreme)
+    if t._req:
+        t._tape.keep(t._row, K.SB, idx)
+    return t
 
 
 def scatter_flat(src, idx, shape, unique=False):
@@ -1512,7 +1557,7 @@ def scatter_flat(src, idx, shape, unique=False):
 def index_gather(input, key):
     """Advanced indexing (integer arrays, boolean masks): a gather by flat positions."""
     idx = _flat_index(input._data.shape, key)
-    return gather_flat(input, idx.reshape(-1), idx.shape)
+    return gather_flat(input, idx.reshape(-1), idx.shape, fixed=True)
 
 
 def _vjp_setidx(c, g):
@@ -1846,20 +1891,20 @@ def cat(tensors, dim=0):
             raise RuntimeError(f"cat(): expected all tensors to have the same dtype, got "
                                f"{ref.dtype} and {t.dtype}")
     out = np.concatenate([t._data for t in tensors], axis=d)
-    if not _grad_needed(*tensors):
-        return _wrap(out)
-    tape = STATE.tape or current()
-    rows = [_row_of(tape, t) for t in tensors]
-    start = tape.input_list(rows)
     inner = 1
     for n in out.shape[d + 1:]:
         inner *= n
     outer = 1
     for n in out.shape[:d]:
         outer *= n
+    if not _grad_needed(*tensors):
+        return plain(CAT, out, tensors, params=(0, len(tensors), inner, outer))
+    tape = STATE.tape or current()
+    rows = [_row_of(tape, t) for t in tensors]
+    start = tape.input_list(rows)
     r = tape.row(CAT.kernel, CAT.index, out, True, rows[0], -1)
     if TRACE[0] is not None:
-        TRACE[0].fail("cat")
+        TRACE[0].op(CAT, out, tensors, params=(0, len(tensors), inner, outer), tape=tape, row=r)
     tape.T[r, K.P0:K.P0 + 5] = (start, len(rows), inner, outer, d)
     return _owned_node(out, tape, r)
 
@@ -1991,9 +2036,9 @@ def _rebase(t, res):
                                "in an in-place operation.")
         raise RuntimeError("in-place operation on a view of a tensor that requires grad "
                            "is not supported; apply it to a clone()")
-    np.copyto(t._data, res._data)
     if TRACE[0] is not None:
         TRACE[0].write("copy", t, [res])
+    np.copyto(t._data, res._data)
     bump_version(t)
     if t._own:
         t._own = False

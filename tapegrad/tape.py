@@ -34,6 +34,10 @@ ANOMALY = [False]
 # The Tracer of the tg.compile recording in progress (compile.py), or None.
 TRACE = [None]
 
+# Bumped when a module's parameters, buffers or submodules are reassigned: compiled
+# recordings that read module attributes are then checked again.
+STRUCTURE = [0]
+
 # Bumped by every in-place write to a storage that some row saved; a tape whose
 # saves are all newer than the last bump needs no version check.
 EPOCH = [0]
@@ -209,7 +213,7 @@ class Tape:
     def keep(self, r, col, data):
         """Row r's backward reads ``data``, a private array no one can modify."""
         if TRACE[0] is not None:
-            TRACE[0].fail("where() or advanced indexing (index data is kept aside)")
+            TRACE[0].keep(data)
         self._hold(r, col, np.ascontiguousarray(data))
 
     def _hold(self, r, col, data):

@@ -486,7 +486,10 @@ def bind_methods(ops):
         def method(self, other):
             o = other._data if isinstance(other, Tensor) else other
             try:
-                return _wrap(np.asarray(ufunc(self._data, o)))
+                out = np.asarray(ufunc(self._data, o))
+                if _TRACE[0] is not None:
+                    _TRACE[0].compare(ufunc, out, self, other)
+                return _wrap(out)
             except ValueError:
                 raise ops._bcast_error(ufunc.__name__, self,
                                        other if isinstance(other, Tensor)

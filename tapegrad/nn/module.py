@@ -6,6 +6,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 import tapegrad as tg
 
+from .. import tape as _tape
 from ..tensor import Tensor
 from .parameter import Parameter
 
@@ -66,6 +67,7 @@ class Module:
 
     # -- registration ----------------------------------------------------------
     def register_parameter(self, name, param):
+        _tape.STRUCTURE[0] += 1
         if "_parameters" not in self.__dict__:
             raise AttributeError("cannot assign parameter before Module.__init__() call")
         self._check_name(name, "parameter", self._parameters)
@@ -81,6 +83,7 @@ class Module:
         self._parameters[name] = param
 
     def register_buffer(self, name, tensor, persistent=True):
+        _tape.STRUCTURE[0] += 1
         if "_buffers" not in self.__dict__:
             raise AttributeError("cannot assign buffer before Module.__init__() call")
         self._check_name(name, "buffer", self._buffers)
@@ -94,6 +97,7 @@ class Module:
             self._non_persistent_buffers.add(name)
 
     def add_module(self, name, module):
+        _tape.STRUCTURE[0] += 1
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{_typename(module)} is not a Module subclass")
         if "_modules" not in self.__dict__:
@@ -114,6 +118,8 @@ class Module:
             raise KeyError(f"attribute '{name}' already exists")
 
     def __setattr__(self, name, value):
+        if isinstance(value, (Tensor, Module)):
+            _tape.STRUCTURE[0] += 1     # compiled functions then re-check what they read
         d = self.__dict__
         params = d.get("_parameters")
         if isinstance(value, Parameter):
@@ -163,6 +169,7 @@ class Module:
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __delattr__(self, name):
+        _tape.STRUCTURE[0] += 1
         for kind in ("_parameters", "_buffers", "_modules"):
             own = self.__dict__.get(kind)
             if own is not None and name in own:

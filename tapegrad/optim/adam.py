@@ -82,11 +82,13 @@ class Adam(Optimizer):
             _lerp_(exp_avg, grad, 1 - beta1)
             # addcmul_(grad, grad, value=1 - beta2) evaluates (value * grad) * grad
             exp_avg_sq.mul_(beta2).add_(grad.mul(1 - beta2).mul_(grad))
-            step = step_t.item()
+            # The bias corrections are float64 tensor ops (PyTorch's Python-float math),
+            # rounded to p's dtype where they meet it, so a compiled replay computes them.
+            step = step_t.to(tg.float64)
             bias_correction1 = 1 - beta1 ** step
             bias_correction2 = 1 - beta2 ** step
-            step_size = lr / bias_correction1
-            bias_correction2_sqrt = bias_correction2 ** 0.5
+            neg_step_size = (-(lr / bias_correction1)).to(p.dtype)
+            bias_correction2_sqrt = (bias_correction2 ** 0.5).to(p.dtype)
             if amsgrad:
                 mx = state["max_exp_avg_sq"]
                 mx.copy_(tg.maximum(mx, exp_avg_sq))
@@ -94,7 +96,7 @@ class Adam(Optimizer):
             else:
                 denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
             # addcdiv_(exp_avg, denom, value=-step_size) evaluates (value * exp_avg) / denom
-            p.add_(exp_avg.mul(-step_size).div_(denom))
+            p.add_(exp_avg.mul(neg_step_size).div_(denom))
 
 
 class AdamW(Adam):

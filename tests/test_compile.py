@@ -1,0 +1,603 @@
+"""tg.compile: a compiled function gives bit for bit what the eager function gives, call
+after call (results, parameters, gradients, optimizer state), while its counters show the
+recording being replayed; every guard makes it record again instead of replaying a stale
+program; what cannot be replayed still gives correct results.
+
+Each check builds the same set-up twice (same seed, same weights), calls one copy's
+function eagerly and the other's through ``tg.compile``, with the same fresh arguments,
+and compares the two after every call."""
+import inspect
+import math
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import tapegrad as tg
+import tapegrad.nn as nn
+import tapegrad.nn.functional as F
+import tapegrad.optim as optim
+from fuzzgen import generate
+
+CALLS = 20
+N_PROGRAMS = 200
+
+
+# -- comparing two set-ups --------------------------------------------------------------
+def snap(x):
+    """``x`` with every tensor replaced by a copy of its array (containers kept)."""
+    if isinstance(x, tg.Tensor):
+        return np.array(x.detach().numpy(), copy=True)
+    if isinstance(x, (tuple, list)):
+        return type(x)(snap(i) for i in x)
+    if isinstance(x, dict):
+        return type(x)((k, snap(v)) for k, v in x.items())
+    return x
+
+
+def assert_same(got, want, what):
+    """Equal structure, types, dtypes, shapes and values (no tolerance)."""
+    if isinstance(want, np.ndarray):
+        assert isinstance(got, np.ndarray), f"{what}: got {got!r}, expected a tensor"
+        assert (got.dtype, got.shape) == (want.dtype, want.shape), \
+            f"{what}: {got.dtype}{got.shape}, expected {want.dtype}{want.shape}"
+        np.testing.assert_array_equal(got, want, err_msg=what)
+    elif isinstance(want, (tuple, list, dict)):
+        assert type(got) is type(want) and len(got) == len(want), \
+            f"{what}: got {got!r}, expected {want!r}"
+        if isinstance(want, dict):
+            assert list(got) == list(want), f"{what}: keys {list(got)} != {list(want)}"
+            for k in want:
+                assert_same(got[k], want[k], f"{what}[{k!r}]")
+        else:
+            for k, (g, w) in enumerate(zip(got, want)):
+                assert_same(g, w, f"{what}[{k}]")
+    else:
+        assert type(got) is type(want) and got == want, \
+            f"{what}: got {got!r}, expected {want!r}"
+
+
+def model_state(model, opt=None):
+    """(name, value) of every parameter, its gradient and its optimizer state."""
+    out = []
+    for name, p in model.named_parameters():
+        out += [(name, p), (f"{name}.grad", p.grad)]
+        if opt is not None:
+            for k, v in sorted(opt.state.get(p, {}).items()):
+                out.append((f"{name} {type(opt).__name__} state {k}", v))
+    return out
+
+
+class Twin:
+    """An eager and a compiled copy of one set-up (``fn``, ``args(i)``, ``state()``),
+    called in lockstep and compared after every call."""
+
+    def __init__(self, make):
+        self.eager, self.comp = make(), make()
+        self.step = tg.compile(self.comp.fn)
+        self.results = []
+        self.compare_state("before the first call")
+
+    def compare_state(self, what):
+        e, c = self.eager.state(), self.comp.state()
+        assert [n for n, _ in c] == [n for n, _ in e]
+        for (name, g), (_, w) in zip(c, e):
+            assert_same(snap(g), snap(w), f"{what}: {name}")
+
+    def each(self, change):
+        """Applies ``change`` to both copies' set-ups."""
+        change(self.eager)
+        change(self.comp)
+
+    def call(self, i, grad_mode=True):
+        ea, ca = self.eager.args(i), self.comp.args(i)
+        with tg.set_grad_enabled(grad_mode):
+            want = snap(self.eager.fn(*ea))
+        with tg.set_grad_enabled(grad_mode):
+            got = self.step(*ca)
+        assert_same(snap(got), want, f"call {i}: result")
+        for j, (c, e) in enumerate(zip(ca, ea)):
+            if isinstance(e, tg.Tensor):
+                assert_same(snap(c.grad), snap(e.grad), f"call {i}: .grad of argument {j}")
+        self.compare_state(f"after call {i}")
+        self.results.append((got, want))
+
+    def check_results_kept(self):
+        """Returned tensors keep their call's values after later calls."""
+        for i, (got, want) in enumerate(self.results):
+            assert_same(snap(got), want, f"result of call {i}, after the last call")
+
+    def counts(self):
+        return self.step.records, self.step.replays, self.step.fallbacks
+
+
+def rand(i, shape, dtype=np.float64):
+    return np.random.default_rng(1000 + i).standard_normal(shape).astype(dtype)
+
+
+def leaf(i, shape, dtype=np.float64, requires_grad=True):
+    return tg.tensor(rand(i, shape, dtype), requires_grad=requires_grad)
+
+
+# -- workloads ------------------------------------------------------------------------------
+def linreg():
+    w = tg.tensor(np.array([[0.3]], np.float32), requires_grad=True)
+    b = tg.zeros(1, requires_grad=True)
+    lr = 0.01
+
+    def fn(x, y):
+        y_pred = x.mm(w) + b
+        loss = ((y_pred - y) ** 2).mean()
+        loss.backward()
+        with tg.no_grad():
+            w.sub_(lr * w.grad)
+            b.sub_(lr * b.grad)
+            w.grad.zero_()
+            b.grad.zero_()
+        return loss
+
+    def args(i):
+        r = np.random.default_rng(i)
+        x = r.random((20, 1), dtype=np.float32) * 10
+        y = (2 * x + 5 + r.standard_normal((20, 1))).astype(np.float32)
+        return tg.tensor(x), tg.tensor(y)
+
+    return SimpleNamespace(fn=fn, args=args, state=lambda: [
+        ("w", w), ("w.grad", w.grad), ("b", b), ("b.grad", b.grad)])
+
+
+def mlp(sizes, act, batch, make_opt):
+    """The training benchmark's MLP: float32, weights from a seeded NumPy generator."""
+    rng = np.random.default_rng(0)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        lin = nn.Linear(a, b)
+        with tg.no_grad():
+            lin.weight.copy_(tg.tensor(rng.uniform(-a ** -0.5, a ** -0.5, (b, a))
+                                       .astype(np.float32)))
+            lin.bias.copy_(tg.tensor(rng.uniform(-0.1, 0.1, b).astype(np.float32)))
+        layers.append(lin)
+        if i < len(sizes) - 2:
+            layers.append(act())
+    model = nn.Sequential(*layers)
+    opt = make_opt(model.parameters())
+
+    def fn(x, y):
+        opt.zero_grad()
+        loss = F.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    def args(i):
+        return (tg.tensor(rand(i, (batch, sizes[0]), np.float32)),
+                tg.tensor(rand(i + 500, (batch, sizes[-1]), np.float32)))
+
+    return SimpleNamespace(fn=fn, args=args, state=lambda: model_state(model, opt))
+
+
+def mlp_sgd():
+    return mlp([64, 128, 128, 10], nn.Tanh, 64,
+               lambda p: optim.SGD(p, lr=0.01, momentum=0.9))
+
+
+def mlp_adam():
+    return mlp([784, 256, 10], nn.ReLU, 128, lambda p: optim.Adam(p, lr=1e-3))
+
+
+def rosen(x):
+    return (100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2).sum()
+
+
+def rosen_x(i):
+    return tg.tensor(np.random.default_rng(i).uniform(0.0, 2.0, 1000), requires_grad=True)
+
+
+def rosenbrock_backward():
+    def fn(x):
+        f = rosen(x)
+        f.backward()
+        return f, x.grad
+
+    return SimpleNamespace(fn=fn, args=lambda i: (rosen_x(i),), state=list)
+
+
+def rosenbrock_autograd_grad():
+    def fn(x):
+        f = rosen(x)
+        (g,) = tg.autograd.grad(f, [x])
+        return f, g
+
+    return SimpleNamespace(fn=fn, args=lambda i: (rosen_x(i),), state=list)
+
+
+def ode():
+    dt = 0.01
+
+    def fn(k, y0):
+        y = y0
+        for n in range(200):
+            y = y + dt * (-k * y + math.sin(n * dt))
+        y.backward()
+        return y, k.grad, y0.grad
+
+    def args(i):
+        return (tg.tensor(0.5 + 0.1 * i, dtype=tg.float64, requires_grad=True),
+                tg.tensor(1.0 - 0.05 * i, dtype=tg.float64, requires_grad=True))
+
+    return SimpleNamespace(fn=fn, args=args, state=list)
+
+
+def chain():
+    def fn(x):
+        y = x
+        for _ in range(100):
+            y = tg.tanh(y * 1.01 + 0.1)
+        s = y.sum()
+        s.backward()
+        return s, x.grad
+
+    return SimpleNamespace(fn=fn, args=lambda i: (leaf(i, 16),), state=list)
+
+
+def big():
+    def fn(x):
+        s = (tg.tanh(x) * x + tg.exp(-x * x)).sum()
+        s.backward()
+        return s, x.grad
+
+    return SimpleNamespace(fn=fn, args=lambda i: (leaf(i, 100_000),), state=list)
+
+
+# name: (set-up, recordings expected over CALLS calls). The linear regression's first
+# call starts with no .grad (the zero_ after backward then makes one) and the optimizers
+# make their state on the first step, so those record a second time, on call 2.
+WORKLOADS = {
+    "linreg": (linreg, 2),
+    "mlp_sgd_momentum": (mlp_sgd, 2),
+    "mlp_adam": (mlp_adam, 2),
+    "rosenbrock_backward": (rosenbrock_backward, 1),
+    "rosenbrock_autograd_grad": (rosenbrock_autograd_grad, 1),
+    "ode_euler": (ode, 1),
+    "tanh_chain": (chain, 1),
+    "elementwise_100k": (big, 1),
+}
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_workload_matches_eager_bit_for_bit(name):
+    make, records = WORKLOADS[name]
+    twin = Twin(make)
+    for i in range(CALLS):
+        twin.call(i)
+        if i < records:
+            assert twin.counts() == (i + 1, 0, 0), f"call {i}"
+    assert twin.counts() == (records, CALLS - records, 0)
+    twin.check_results_kept()
+
+
+def test_linreg_records_with_and_then_without_grad_none():
+    """The first recording sees .grad None, the second a .grad: both stay cached."""
+    twin = Twin(linreg)
+    grads = [dict(twin.comp.state())["w.grad"]]
+    twin.call(0)
+    grads.append(dict(twin.comp.state())["w.grad"])
+    twin.call(1)
+    assert grads[0] is None and grads[1] is not None
+    assert twin.counts() == (2, 0, 0)
+    twin.call(2)
+    assert twin.counts() == (2, 1, 0)
+
+
+def test_optimizer_state_is_updated_in_place():
+    """The replay writes the optimizer's own state tensors (read by eager steps later)."""
+    twin = Twin(mlp_sgd)
+    for i in range(4):
+        twin.call(i)
+    opt_state = [v for n, v in twin.comp.state() if "state" in n]
+    assert opt_state and all(isinstance(v, tg.Tensor) for v in opt_state)
+    before = [snap(v) for v in opt_state]
+    twin.call(4)
+    assert twin.step.replays == 3
+    after = [v for n, v in twin.comp.state() if "state" in n]
+    assert all(a is b for a, b in zip(after, opt_state))
+    assert any(not np.array_equal(b, snap(a)) for a, b in zip(after, before))
+    # eager steps on the compiled copy continue from what the replays left
+    for i in range(5, 8):
+        want = snap(twin.eager.fn(*twin.eager.args(i)))
+        got = snap(twin.comp.fn(*twin.comp.args(i)))
+        assert_same(got, want, f"eager call {i} after replays")
+        twin.compare_state(f"after eager call {i}")
+
+
+# -- random programs ----------------------------------------------------------------------
+def fuzz_setup(prog):
+    def fn(*leaves):
+        loss = prog.loss(tg, prog.run(tg, list(leaves)))
+        if loss.requires_grad:
+            loss.backward()
+        return loss, [t.grad for t in leaves]
+
+    def args(i):
+        r = np.random.default_rng(prog.seed * 1000 + i)
+        return tuple(tg.tensor(d + 0.01 * i * r.standard_normal(d.shape), dtype=tg.float64,
+                               requires_grad=rg)
+                     for d, rg in zip(prog.leaf_data, prog.leaf_requires_grad))
+
+    return SimpleNamespace(fn=fn, args=args, state=list)
+
+
+@pytest.mark.parametrize("seed", range(N_PROGRAMS))
+def test_random_program_replays_bit_for_bit(seed):
+    prog = generate(seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", tg.CompileWarning)
+        twin = Twin(lambda: fuzz_setup(prog))
+        for i in range(CALLS):
+            twin.call(i)
+    why = sorted({str(w.message) for w in caught
+                  if issubclass(w.category, tg.CompileWarning)})
+    assert not why and twin.counts() == (1, CALLS - 1, 0), \
+        f"(records, replays, fallbacks) = {twin.counts()}, warnings {why}\n{prog}"
+    twin.check_results_kept()
+
+
+# -- guards ---------------------------------------------------------------------------------
+def tanh_x(sizes=None, dtypes=None):
+    """fn(x) = sum(tanh(x) x) with backward; call i gets x of size sizes[i], dtypes[i]."""
+    def fn(x):
+        loss = (tg.tanh(x) * x).sum()
+        loss.backward()
+        return loss, x.grad
+
+    def args(i):
+        return (leaf(i, sizes[i] if sizes else 4, dtypes[i] if dtypes else np.float64),)
+
+    return SimpleNamespace(fn=fn, args=args, state=list)
+
+
+def requires_grad_guard():
+    flags = [True, True, False, False, True, False]
+
+    def fn(x, w):
+        loss = (tg.tanh(x) * w).sum()
+        loss.backward()
+        return loss, x.grad, w.grad
+
+    return SimpleNamespace(fn=fn, state=list, args=lambda i: (
+        leaf(i, 4, requires_grad=flags[i]), leaf(i + 50, 4)))
+
+
+def scalar_guard():
+    cs = [0.5, 0.5, 2.0, 2.0, 0.5, 2]
+
+    def fn(x, c):
+        loss = tg.tanh(x * c).sum()
+        loss.backward()
+        return loss, x.grad, c + 1
+
+    return SimpleNamespace(fn=fn, state=list, args=lambda i: (leaf(i, 4), cs[i]))
+
+
+def linear_model():
+    model = nn.Linear(3, 2).double()
+    with tg.no_grad():
+        model.weight.copy_(tg.tensor(rand(0, (2, 3))))
+        model.bias.copy_(tg.tensor(rand(1, 2)))
+
+    def fn(x):
+        loss = (model(x) ** 2).sum()
+        return (loss,) + tuple(tg.autograd.grad(loss, [model.weight, model.bias]))
+
+    return SimpleNamespace(fn=fn, model=model, state=lambda: model_state(model),
+                           args=lambda i: (leaf(i, (5, 3), requires_grad=False),))
+
+
+def new_weight(s):
+    s.model.weight = nn.Parameter(tg.tensor(rand(7, (2, 3))))
+
+
+def new_bias_values(s):
+    with tg.no_grad():
+        s.model.bias.copy_(tg.tensor(rand(8, 2)))
+
+
+def grad_mode_guard():
+    def fn(x, w):
+        out = (tg.tanh(x) * w).sum()
+        return out, out.requires_grad
+
+    return SimpleNamespace(fn=fn, state=list, args=lambda i: (leaf(i, 4), leaf(i + 50, 4)))
+
+
+def accumulating():
+    w = tg.tensor(rand(0, 4), requires_grad=True)
+
+    def fn(x):
+        loss = (tg.tanh(x) * w).sum()
+        loss.backward()
+        return loss
+
+    return SimpleNamespace(fn=fn, w=w, state=lambda: [("w", w), ("w.grad", w.grad)],
+                           args=lambda i: (leaf(i, 4, requires_grad=False),))
+
+
+def drop_grad(s):
+    s.w.grad = None
+
+
+def branch(read, repeat=False):
+    """fn(x) = 2x or 3x depending on the sign of sum(x), read through ``read``; calls
+    0, 1, 4 take the first branch, 2, 3, 5 the other, with new values on every call or
+    (``repeat``) the same values on every call of a branch."""
+    signs = [1, 1, -1, -1, 1, -1]
+
+    def fn(x):
+        if read(x.sum()):
+            return x * 2
+        return x * 3
+
+    def args(i):
+        x = np.abs(rand(0 if repeat else i, 4)) + 0.1
+        return (tg.tensor(signs[i] * x),)
+
+    return SimpleNamespace(fn=fn, state=list, args=args)
+
+
+F32, F64 = np.float32, np.float64
+
+# name: (set-up, calls); a call is (change made to both copies before it or None, grad
+# mode, (records, replays) expected after it).
+GUARDS = {
+    "shape": (lambda: tanh_x(sizes=[3, 3, 5, 5, 3, 3]), [
+        (None, True, (1, 0)), (None, True, (1, 1)), (None, True, (2, 1)),
+        (None, True, (2, 2)), (None, True, (2, 3)), (None, True, (2, 4))]),
+    "dtype": (lambda: tanh_x(dtypes=[F64, F64, F32, F32, F64, F32]), [
+        (None, True, (1, 0)), (None, True, (1, 1)), (None, True, (2, 1)),
+        (None, True, (2, 2)), (None, True, (2, 3)), (None, True, (2, 4))]),
+    "requires_grad": (requires_grad_guard, [
+        (None, True, (1, 0)), (None, True, (1, 1)), (None, True, (2, 1)),
+        (None, True, (2, 2)), (None, True, (2, 3)), (None, True, (2, 4))]),
+    # the last call passes 2 instead of 2.0: fn returns c + 1 = 3, not 3.0
+    "scalar_argument": (scalar_guard, [
+        (None, True, (1, 0)), (None, True, (1, 1)), (None, True, (2, 1)),
+        (None, True, (2, 2)), (None, True, (2, 3)), (None, True, (3, 3))]),
+    # a new Parameter records again; new values in the same tensor are read by the replay
+    "parameter_identity": (linear_model, [
+        (None, True, (1, 0)), (None, True, (1, 1)), (new_weight, True, (2, 1)),
+        (None, True, (2, 2)), (new_bias_values, True, (2, 3)), (None, True, (2, 4))]),
+    "grad_mode": (grad_mode_guard, [
+        (None, True, (1, 0)), (None, True, (1, 1)), (None, False, (2, 1)),
+        (None, False, (2, 2)), (None, True, (2, 3)), (None, False, (2, 4))]),
+    # without zero_grad: .grad None on the first call, accumulated after; then None again
+    "grad_none_or_present": (accumulating, [
+        (None, True, (1, 0)), (None, True, (2, 0)), (None, True, (2, 1)),
+        (None, True, (2, 2)), (drop_grad, True, (2, 3)), (None, True, (2, 4))]),
+    # .item() hands Python a number, whose later use cannot be seen: a new value
+    # records again (only the value read can be checked, not the branch it took)
+    "branch_on_item": (lambda: branch(lambda s: s.item() > 0), [
+        (None, True, (1, 0)), (None, True, (2, 0)), (None, True, (3, 0)),
+        (None, True, (4, 0)), (None, True, (5, 0)), (None, True, (6, 0))]),
+    # the same values again: the value read matches exactly
+    "branch_on_item_repeated_values": (lambda: branch(lambda s: s.item() > 0, repeat=True), [
+        (None, True, (1, 0)), (None, True, (1, 1)), (None, True, (2, 1)),
+        (None, True, (2, 2)), (None, True, (2, 3)), (None, True, (2, 4))]),
+    "branch_on_bool": (lambda: branch(lambda s: bool(s > 0)), [
+        (None, True, (1, 0)), (None, True, (1, 1)), (None, True, (2, 1)),
+        (None, True, (2, 2)), (None, True, (2, 3)), (None, True, (2, 4))]),
+    "cache_of_three": (lambda: tanh_x(sizes=[3, 5, 3, 3, 5, 3, 5],
+                                      dtypes=[F64, F64, F32, F64, F64, F32, F64]), [
+        (None, True, (1, 0)), (None, True, (2, 0)), (None, True, (3, 0)),
+        (None, True, (3, 1)), (None, True, (3, 2)), (None, True, (3, 3)),
+        (None, True, (3, 4))]),
+}
+
+
+@pytest.mark.parametrize("name", GUARDS)
+def test_guard_records_again(name):
+    make, calls = GUARDS[name]
+    twin = Twin(make)
+    for i, (change, grad_mode, expected) in enumerate(calls):
+        if change is not None:
+            twin.each(change)
+        twin.call(i, grad_mode)
+        assert twin.counts() == expected + (0,), f"call {i}: (records, replays, fallbacks)"
+    twin.check_results_kept()
+
+
+def test_replaced_storage_is_never_stale():
+    """``.data = ...`` gives a parameter new storage: the next call reads it."""
+    twin = Twin(linear_model)
+    for i in range(6):
+        if i in (2, 4):
+            twin.each(lambda s: setattr(s.model.bias, "data", tg.tensor(rand(20 + i, 2))))
+        twin.call(i)
+    assert twin.step.fallbacks == 0 and twin.step.replays >= 3
+
+
+# -- what cannot be replayed --------------------------------------------------------------
+def via_numpy(x):
+    y = tg.tensor(x.detach().numpy() ** 2)
+    loss = (tg.tanh(x) * y).sum()
+    loss.backward()
+    return loss, x.grad
+
+
+def via_float(x):
+    s = float(x.sum())
+    return x * math.exp(-s * s)
+
+
+def via_tolist(x):
+    return tg.tanh(x) * sum(x.tolist())
+
+
+def via_numpy_mean(x):
+    return tg.tanh(x - float(np.mean(x.detach().numpy())))
+
+
+@pytest.mark.parametrize("fn", [via_numpy, via_float, via_tolist, via_numpy_mean])
+def test_python_math_on_values_is_never_stale(fn):
+    """Each call records again (the values it read changed) or runs eagerly with a
+    warning; none replays a value computed outside the tensor ops."""
+    assert issubclass(tg.CompileWarning, UserWarning)
+    twin = Twin(lambda: SimpleNamespace(fn=fn, state=list, args=lambda i: (leaf(i, 6),)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", tg.CompileWarning)
+        for i in range(5):
+            twin.call(i)
+    records, replays, fallbacks = twin.counts()
+    assert records + replays + fallbacks == 5
+    warned = sum(issubclass(w.category, tg.CompileWarning) for w in caught)
+    assert warned >= fallbacks
+    twin.check_results_kept()
+
+
+def test_signature_and_counters():
+    def fn(x, scale=2.0):
+        return x * scale
+
+    step = tg.compile(fn)
+    assert inspect.signature(step) == inspect.signature(fn)
+    assert (step.records, step.replays, step.fallbacks) == (0, 0, 0)
+    x = tg.tensor([1.0, 2.0])
+    assert step(x, 3.0).tolist() == [3.0, 6.0]
+    assert step(x, 3.0).tolist() == [3.0, 6.0]
+    assert (step.records, step.replays, step.fallbacks) == (1, 1, 0)
+
+
+def test_containers_keep_their_structure():
+    def fn(x):
+        y = tg.tanh(x)
+        return {"y": y, "pair": (y * 2, [y.sum(), 1.5]), "none": None}
+
+    twin = Twin(lambda: SimpleNamespace(fn=fn, state=list, args=lambda i: (leaf(i, 3),)))
+    for i in range(3):
+        twin.call(i)
+    assert twin.counts() == (1, 2, 0)
+
+
+# -- no compilation for a new recording -----------------------------------------------------
+@pytest.mark.parametrize("name", ["mlp_sgd_momentum", "rosenbrock_backward", "tanh_chain"])
+def test_new_recording_compiles_nothing(name):
+    """Recording and replaying a new compiled function reuses the compiled replay."""
+    from numba.core import event
+
+    make, records = WORKLOADS[name]
+    calls = records + 1
+    warm = make()
+    step = tg.compile(warm.fn)
+    for i in range(calls):
+        step(*warm.args(i))
+    assert step.replays == 1
+
+    fresh = make()
+    args = [fresh.args(i) for i in range(calls)]
+    step = tg.compile(fresh.fn)
+    durations = []
+    with event.install_timer("numba:compile", durations.append):
+        for a in args:
+            step(*a)
+    assert step.replays == 1
+    assert sum(durations) == 0, f"{len(durations)} Numba compilations"
