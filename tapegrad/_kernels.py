@@ -1681,22 +1681,8 @@ def binary_fwd(k, VD, o, a, b, out, x, y, noidx):
     n = out.size
     ma, ia = _mode(VD, o, a, noidx)
     mb, ib = _mode(VD, o, b, noidx)
-    if ma == 0 and mb == 0:
-        if k == K_ADD:
-            for i in range(n):
-                out[i] = x[i] + y[i]
-        elif k == K_SUB:
-            for i in range(n):
-                out[i] = x[i] - y[i]
-        elif k == K_MUL:
-            for i in range(n):
-                out[i] = x[i] * y[i]
-        elif k == K_DIV:
-            for i in range(n):
-                out[i] = x[i] / y[i]
-        else:
-            for i in range(n):
-                out[i] = _binop(k, x[i], y[i])
+    if ma != 2 and mb != 2:
+        _binary_block(k, out, x, y)
         return
     for i in range(n):
         out[i] = _binop(k, x[_j(ma, i, ia)], y[_j(mb, i, ib)])
@@ -2362,7 +2348,7 @@ def _scalar_fwd(INS, FI, VD, i, w):
         out[0] = _scalar_unary(k, x[0], FI[i, 0], FI[i, 1], INS[i, I_P])
 
 
-@njit(**_JIT)
+@njit(**_JIT, inline="always")
 def _scalar_vjp(k, T, r, f0, f1, adj, seen):
     """The VJP of a one-element elementwise row (see _binary_vjp, _unary_vjp)."""
     g = adj[T[r, AOFF]]
