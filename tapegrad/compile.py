@@ -89,6 +89,7 @@ class Tracer:
         self.checks = []         # (value id, snapshot value id)
         self.stale = {}          # value id of a strided copy -> source value id
         self.restores = []       # constants updated in place: reset first on replay
+        self.kept = None         # id of the private array the next kept row may hold
         self.args = []
         for j, a in enumerate(args):
             if isinstance(a, Tensor):
@@ -341,8 +342,9 @@ class Tracer:
         self.kept = id(idx)
 
     def keep(self, data):
-        """A row keeps a private array: fine when where() told how it is computed."""
-        if getattr(self, "kept", None) != id(data):
+        """A row keeps a private array: fine when where(), gather or argext just said
+        how the program computes it."""
+        if self.kept != id(data):
             self.fail("advanced indexing or max/min along a dim (index data kept aside)")
 
     @_watch
@@ -376,7 +378,6 @@ class Tracer:
             raise _Unsupported("hooks, retain_grad or autograd.Function in backward")
         if _tape.ANOMALY[0]:
             raise _Unsupported("anomaly detection")
-        key = tape.id
         n = tape.n
         T = tape.T[:n].copy()
         T[:, K.FL] &= ~(K.FREED | K.DIRTY | K.PAUSE)
@@ -386,7 +387,7 @@ class Tracer:
         seed = []
         for r, g in seeds.items():
             seed += [r, self.vid(g)]
-        self.tapes.append((tape, T, tape.F[:n].copy(), tape.L[:tape.nl].copy(), key))
+        self.tapes.append((tape, T, tape.F[:n].copy(), tape.L[:tape.nl].copy()))
         self.ins.append((K.X_BACKWARD, -1, -1, -1,
                          (max(seeds), len(self.li), len(seeds)),
                          0.0, 0.0))
@@ -500,7 +501,7 @@ class Recording:
                     and (b < 0 or VD[b, K.N] == 1):
                 INS[i, K.I_P + 9] = 1
         if tr.tapes:
-            tape, TT, TF, TL, _ = tr.tapes[0]
+            tape, TT, TF, TL = tr.tapes[0]
             adj32, adj64 = tape.adj32, tape.adj64
         else:
             TT = np.zeros((0, K.NCOL), np.int64)
