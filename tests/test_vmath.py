@@ -288,7 +288,7 @@ def _loop(f):
     return k
 
 
-@pytest.mark.skipif(not _host_has("avx2"), reason="checks AVX2 code generation")
+@pytest.mark.skipif(not _host_has("avx2"), reason="checks AVX2 (or AVX-512) code generation")
 @pytest.mark.parametrize("name", list(FUNCS))
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_loop_vectorises(name, dtype):
@@ -298,7 +298,7 @@ def test_loop_vectorises(name, dtype):
     k(x, np.empty_like(x))
     asm = k.inspect_asm(k.signatures[0])
     packed = re.findall(
-        r"\bv(?:mul|add|sub|fmadd\d+|fmsub\d+|fnmadd\d+|sqrt|div)p[sd]\b[^\n]*ymm", asm)
+        r"\bv(?:mul|add|sub|fmadd\d+|fmsub\d+|fnmadd\d+|sqrt|div)p[sd]\b[^\n]*[yz]mm", asm)
     assert len(packed) >= 8, f"{name} loop did not vectorise"
     # no libm calls in the loop (exp/log/sin/... would be scalar calls)
     assert not re.search(r"call[q]?\s+\*?[^\n]*\b(exp|log|sin|cos|tan|tanh|expm1|log1p)\b",
