@@ -1484,15 +1484,14 @@ def matmul_fwd(x, y, out, batch, m, kk, n):
 
 
 @njit(**_JIT)
-def _mm_shape(T, r):
-    """(batch, m, k, n) of matmul row r."""
-    a = T[r, A]
-    b = T[r, B]
-    mode = T[r, P0]
+def _mm_shape(T, o, a, b, mode):
+    """(batch, m, k, n) of a product of mode ``mode`` of rows a and b into row o (tape
+    rows, or a program's values: both tables keep shapes in the same columns)."""
     if mode == 4:
         nd = T[a, ND]
-        batch = T[r, N] // (T[r, S0 + nd - 2] * T[r, S0 + nd - 1])
-        return batch, T[a, S0 + nd - 2], T[a, S0 + nd - 1], T[b, S0 + nd - 1]
+        m = T[a, S0 + nd - 2]
+        n = T[b, S0 + nd - 1]
+        return T[o, N] // (m * n) if m * n else 0, m, T[a, S0 + nd - 1], n
     m, kk, n = matmul_dims(mode, T[a, S0], T[a, S0 + 1] if T[a, ND] > 1 else 0,
                            T[b, S0], T[b, S0 + 1] if T[b, ND] > 1 else 0)
     return 1, m, kk, n
@@ -1503,7 +1502,7 @@ def _matmul_vjp(T, r, adj, seen):
     """dA = g @ B^T, dB = A^T @ g, per product of the batch."""
     a = T[r, A]
     b = T[r, B]
-    batch, m, kk, n = _mm_shape(T, r)
+    batch, m, kk, n = _mm_shape(T, r, a, b, T[r, P0])
     go = T[r, AOFF]
     g = adj[go:go + T[r, N]]
     if _wants(T, a):
@@ -1931,7 +1930,7 @@ def _exec(INS, FI, LI, VD, i, w, noidx):
     elif k == K_AMAX:
         amax_fwd(VD, a, INS[i, I_P], INS[i, I_P + 1], _val(VD, a, w), out)
     elif k == K_MATMUL:
-        batch, m, kk, n = _prog_mm_shape(VD, o, a, b, INS[i, I_P])
+        batch, m, kk, n = _mm_shape(VD, o, a, b, INS[i, I_P])
         matmul_fwd(_val(VD, a, w), _val(VD, b, w), out, batch, m, kk, n)
     elif k == K_LINEAR:
         start = INS[i, I_P]
@@ -2009,18 +2008,6 @@ def _exec(INS, FI, LI, VD, i, w, noidx):
             out[j] = c
     else:
         raise ValueError("tapegrad: unknown program opcode", k)
-
-
-@njit(**_JIT)
-def _prog_mm_shape(VD, o, a, b, mode):
-    if mode == 4:
-        nd = VD[a, ND]
-        m = VD[a, S0 + nd - 2]
-        n = VD[b, S0 + nd - 1]
-        return VD[o, N] // (m * n) if m * n else 0, m, VD[a, S0 + nd - 1], n
-    m, kk, n = matmul_dims(mode, VD[a, S0], VD[a, S0 + 1] if VD[a, ND] > 1 else 0,
-                           VD[b, S0], VD[b, S0 + 1] if VD[b, ND] > 1 else 0)
-    return 1, m, kk, n
 
 
 @njit(**_JIT)
