@@ -16,12 +16,14 @@ A mismatch records again. What the tracer cannot express makes the recording fal
 back to eager calls, with a warning.
 """
 import functools
+import threading
 import warnings
 
 import numpy as np
 
 from . import _kernels as K
 from . import tape as _tape
+from .hyper import Hyper, is_live_value, live_group, num, rounded
 from .tensor import Tensor, _wrap
 
 __all__ = ["compile", "CompileWarning"]
@@ -33,6 +35,47 @@ class CompileWarning(UserWarning):
 
 class _Unsupported(Exception):
     pass
+
+
+def _ignore(*args, **kwargs):
+    return None
+
+
+class _Router:
+    """``TRACE[0]`` while any thread records: each tracer call goes to the calling
+    thread's own Tracer, and calls from threads that do not record are ignored, so a
+    recording never captures another thread's work."""
+
+    def __init__(self):
+        self.by_thread = {}
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name):
+        tr = self.by_thread.get(threading.get_ident())
+        return _ignore if tr is None else getattr(tr, name)
+
+    def current(self):
+        return self.by_thread.get(threading.get_ident())
+
+    def enter(self, tr):
+        with self.lock:
+            self.by_thread[threading.get_ident()] = tr
+            _tape.TRACE[0] = self
+
+    def leave(self):
+        with self.lock:
+            self.by_thread.pop(threading.get_ident(), None)
+            if not self.by_thread:
+                _tape.TRACE[0] = None
+
+
+_ROUTER = _Router()
+
+
+def recording():
+    """The Tracer recording in this thread, or None."""
+    return _ROUTER.by_thread.get(threading.get_ident()) if _tape.TRACE[0] is not None \
+        else None
 
 
 # Recordings kept per argument signature (newest first); value-dependent functions
@@ -84,6 +127,8 @@ class Tracer:
         self.grad_first = {}     # id(tensor) -> (tensor, grad at first touch, read?)
         self.grad_final = {}     # id(tensor) -> tensor whose .grad was assigned
         self.optims = {}         # id(optimizer) -> (optimizer, state signature)
+        self.settings = {}       # id(optimizer) -> _Settings (its param_groups)
+        self.hguards = []        # comparisons Python made with optimizer settings
         self.tapes = []          # (tape, T copy, row -> value id, first row)
         self.rowvid = {}         # (tape id, row) -> value id
         self.checks = []         # (value id, snapshot value id)
@@ -186,7 +231,7 @@ class Tracer:
             self._written(o)
         k = op.kernel
         if k in _UNARY:
-            f0, f1 = float(dt.type(f0)), float(dt.type(f1))
+            f0, f1 = rounded(f0, dt), rounded(f1, dt)
         a = vs[0] if vs else -1
         b = vs[1] if len(vs) > 1 else -1
         if k == K.K_LINEAR or k == K.K_CAT:
@@ -210,6 +255,8 @@ class Tracer:
     @_watch
     def op(self, op, out, ins, f0=0.0, f1=0.0, params=(), tape=None, row=-1):
         """An op produced ``out`` from tensors ``ins`` (a row of ``tape`` if recorded)."""
+        if tape is not None and (f0.__class__ is Hyper or f1.__class__ is Hyper):
+            raise _Unsupported(f"an optimizer setting in {op.name}, which records gradients")
         for t in ins:
             self.vid(t)
         if op.kernel in (K.K_STRIDED, K.K_COPY) and id(_root(out)) in self.ids:
@@ -253,11 +300,11 @@ class Tracer:
         vs = [self.vid(t) for t in ins]
         self._written(o)
         if op == "fill":
-            self.ins.append((K.X_FILL, o, -1, -1, (), float(f0), 0.0))
+            self.ins.append((K.X_FILL, o, -1, -1, (), num(f0), 0.0))
         elif op == "axpy":
-            self.ins.append((K.X_AXPY, o, vs[0], -1, (), float(f0), 0.0))
+            self.ins.append((K.X_AXPY, o, vs[0], -1, (), num(f0), 0.0))
         elif op in ("affine", "scale", "divs"):
-            c = float(self.arrays[o].dtype.type(f0))
+            c = rounded(f0, self.arrays[o].dtype)
             kernel = K.K_DIVS if op == "divs" else K.K_AFFINE
             f0, f1 = (c, 0.0) if op != "affine" else (1.0, c)
             self.ins.append((kernel, o, o, -1, (), f0, f1))
@@ -280,7 +327,7 @@ class Tracer:
                 raise _Unsupported("a comparison of tensors of two dtypes")
             vb, c = self.vid(other), 0.0
         elif isinstance(other, (bool, int, float, np.number)):
-            vb, c = -1, float(a._data.dtype.type(other))
+            vb, c = -1, rounded(other, a._data.dtype)
         else:
             raise _Unsupported(f"a comparison with a {type(other).__name__}")
         o = self._private(out)
@@ -399,9 +446,16 @@ class Tracer:
         v = self._new(arr, "int")
         self.ins.append((K.X_ADJ, v, -1, -1, (r,), 0.0, 0.0))
 
-    def optimizer(self, opt):
+    def optimizer(self, opt, live=False):
+        """``opt`` steps. With ``live`` (its update is tapegrad's own), returns its
+        param groups with numeric settings as Hypers, so replays read them afresh."""
         if id(opt) not in self.optims:
             self.optims[id(opt)] = (opt, _state_sig(opt))
+            self.settings[id(opt)] = _Settings(opt, live)
+        return [live_group(g) for g in opt.param_groups] if live else None
+
+    def hyper_guard(self, check):
+        self.hguards.append(check)
 
     # -- the program ----------------------------------------------------------------------
     def finish(self, result):
@@ -416,6 +470,12 @@ class Tracer:
         if len(self.tapes) > 1:
             self.fail("more than one backward pass")
             return None
+        for s in self.settings.values():
+            if s.check() != 0:
+                self.fail("the function changes its optimizer's param_groups after a step "
+                          "(a scheduler stepped inside it?), which replays would not do: "
+                          "change them outside the compiled function")
+                return None
         return Recording(self, out)
 
 
@@ -439,6 +499,57 @@ def _wrap_quiet(arr):
     t._data = arr
     t._req = False
     return t
+
+
+_MISSING = object()
+_PLAIN = (int, float, bool, str, type(None))
+
+
+class _Settings:
+    """Guards an optimizer's param_groups as a recording saw them at its step: the
+    group dicts, their parameter lists and every setting. A numeric setting of a live
+    update may change (``check`` gives 1 until ``commit``); any other change gives -1."""
+
+    def __init__(self, opt, live):
+        self.opt = opt
+        self.plist = opt.param_groups
+        self.n = len(self.plist)
+        self.groups = []
+        for g in self.plist:
+            keys = tuple(k for k in g if k != "params" and k != "param_names")
+            vals = [g[k] for k in keys]
+            lv = [live and is_live_value(v) for v in vals]
+            self.groups.append((g, g["params"], len(g["params"]), len(g), keys, vals, lv))
+        self.pending = []
+
+    def check(self):
+        plist = self.opt.param_groups
+        if plist is not self.plist or len(plist) != self.n:
+            return -1
+        pending = self.pending = []
+        for i, (g, params, npar, glen, keys, vals, lv) in enumerate(self.groups):
+            if plist[i] is not g or g["params"] is not params or len(params) != npar \
+                    or len(g) != glen:
+                return -1
+            for j, k in enumerate(keys):
+                cur = g.get(k, _MISSING)
+                old = vals[j]
+                if cur is old:
+                    continue
+                if lv[j] and is_live_value(cur) and (cur.__class__ is not tuple or
+                                                     len(cur) == len(old)):
+                    pending.append((vals, j, cur))
+                elif cur.__class__ is old.__class__ and cur.__class__ in _PLAIN \
+                        and cur == old:
+                    vals[j] = cur
+                else:
+                    return -1
+        return 1 if pending else 0
+
+    def commit(self):
+        for vals, j, cur in self.pending:
+            vals[j] = cur
+        self.pending = []
 
 
 def _state_sig(opt):
@@ -491,12 +602,16 @@ class Recording:
             VD[v, K.FL] = K.F64 if arr.itemsize == 8 else K.U8 if arr.dtype == _BOOL else 0
         ins = _fuse(tr.restores + tr.ins, VD)
         ni = len(ins)
+        patches = []
         INS = np.zeros((ni, K.NCOL), np.int64)
         FI = np.zeros((ni, 2))
         for i, (op, o, a, b, params, f0, f1) in enumerate(ins):
             INS[i, K.I_OP:K.I_B + 1] = op, o, a, b
             INS[i, K.I_P:K.I_P + len(params)] = params
             FI[i] = f0, f1
+            for col, f in ((0, f0), (1, f1)):
+                if f.__class__ is Hyper:
+                    patches.append((i, col, f.get))
             if (op in _UNARY or op in _BINARY) and VD[o, K.N] == 1 and VD[a, K.N] == 1 \
                     and (b < 0 or VD[b, K.N] == 1):
                 INS[i, K.I_P + 9] = 1
@@ -517,6 +632,7 @@ class Recording:
         self.PG = np.concatenate([TT, VD, INS])
         self.PL = np.concatenate([TL, LI, runs])
         self.PF = np.concatenate([TF, FI])
+        self.patches = [(len(TF) + i, col, get) for i, col, get in patches]
         self.adj32 = np.empty(max(adj32 + extra[0], 1), np.float32)
         self.adj64 = np.empty(max(adj64 + extra[1], 1))
         self.seen = np.zeros(max(len(TT), 1), np.uint8)
@@ -542,6 +658,8 @@ class Recording:
             else:
                 self.final.append((t, g))
         self.optims = list(tr.optims.values())
+        self.settings = list(tr.settings.values())
+        self.hguards = tr.hguards
         self.structure = _tape.STRUCTURE[0]
         last = max(tr.checks) if tr.checks else -1
         written = set()
@@ -567,6 +685,29 @@ class Recording:
         for opt, sig in self.optims:
             if not _same_state(opt, sig):
                 return False
+        changed = 0
+        for s in self.settings:
+            c = s.check()
+            if c < 0:
+                return False
+            changed |= c
+        return not changed or self._reread()
+
+    def _reread(self):
+        """Optimizer settings changed: the recording still holds if every comparison
+        Python made with them still comes out the same; the program's constants computed
+        from them are then recomputed."""
+        try:
+            if not all(check() for check in self.hguards):
+                return False
+            values = [(row, col, get()) for row, col, get in self.patches]
+        except (LookupError, TypeError, ValueError, ArithmeticError):
+            return False
+        PF = self.PF
+        for row, col, v in values:
+            PF[row, col] = v
+        for s in self.settings:
+            s.commit()
         return True
 
     def replay(self, args):
@@ -738,6 +879,7 @@ class _Fallback:
         self.why = why
         self.ext = list(tr.ext.values())
         self.optims = list(tr.optims.values())
+        self.settings = []
         self.structure = _tape.STRUCTURE[0]
         args = {id(a) for _, a, _ in tr.args}
         self.grads = [(t, g, False) for t, g, _ in tr.grad_first.values()
@@ -748,7 +890,8 @@ class _Fallback:
 
 class Compiled:
     """The callable ``tg.compile`` returns; ``records``, ``replays`` and ``fallbacks``
-    count how calls were served."""
+    count how calls were served. Calls from several threads take turns (they share the
+    recordings' buffers); each recording sees only its own thread's operations."""
 
     def __init__(self, fn):
         self.fn = fn
@@ -756,6 +899,7 @@ class Compiled:
         self.records = 0
         self.replays = 0
         self.fallbacks = 0
+        self.lock = threading.RLock()    # calls from several threads take turns
         functools.update_wrapper(self, fn)
 
     def _key(self, args):
@@ -771,39 +915,39 @@ class Compiled:
         return tuple(key)
 
     def __call__(self, *args):
-        key = self._key(args)
-        entries = self.cache.get(key)
-        if entries:
-            for rec in entries:
-                if not rec.guards_ok():
-                    continue
-                if isinstance(rec, _Fallback):
-                    self.fallbacks += 1
-                    warnings.warn(f"tg.compile: {self._name()} runs eagerly: {rec.why}",
-                                  CompileWarning, stacklevel=2)
-                    return self.fn(*args)
-                res = rec.replay(args)
-                if res is not _MISMATCH:
-                    self.replays += 1
-                    return res
-        return self._record(key, args)
+        if _tape.TRACE[0] is not None and _ROUTER.current() is not None:
+            # called by a function this thread records: it becomes part of that recording
+            return self.fn(*args)
+        with self.lock:
+            key = self._key(args)
+            entries = self.cache.get(key)
+            if entries:
+                for rec in entries:
+                    if not rec.guards_ok():
+                        continue
+                    if isinstance(rec, _Fallback):
+                        self.fallbacks += 1
+                        warnings.warn(f"tg.compile: {self._name()} runs eagerly: {rec.why}",
+                                      CompileWarning, stacklevel=2)
+                        return self.fn(*args)
+                    res = rec.replay(args)
+                    if res is not _MISMATCH:
+                        self.replays += 1
+                        return res
+            return self._record(key, args)
 
     def _name(self):
         return getattr(self.fn, "__name__", "the function")
 
     def _record(self, key, args):
         tr = Tracer(args)
-        prev = _tape.TRACE[0]
-        if prev is not None:
-            raise RuntimeError("tg.compile: a compiled function called while another one "
-                               "records")
         _tape.STATE.tape = None
-        _tape.TRACE[0] = tr
+        _ROUTER.enter(tr)
         tr.swap_args()
         try:
             result = self.fn(*args)
         finally:
-            _tape.TRACE[0] = None
+            _ROUTER.leave()
             _tape.STATE.tape = None
             tr.swap_args()
         self.records += 1

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _kernels as K
 from .dtypes import as_np_dtype, get_default_dtype
+from .hyper import num
 from .tape import EPOCH, STATE, TRACE, current
 from .tensor import Tensor, _dim, _node, _owned_node, _wrap, bind_methods, shape_arg
 
@@ -427,7 +428,7 @@ def add(input, other, *, alpha=1):
         other = other * alpha
     if isinstance(other, Tensor):
         return _binary_tt(ADD, np.add, "add", input, other)
-    return _affine(AFFINE_ADD, input, 1.0, float(other), _scalar_out(input, other, np.add))
+    return _affine(AFFINE_ADD, input, 1.0, num(other), _scalar_out(input, other, np.add))
 
 
 def sub(input, other, *, alpha=1):
@@ -440,7 +441,7 @@ def sub(input, other, *, alpha=1):
         other = other * alpha
     if isinstance(other, Tensor):
         return _binary_tt(SUB, np.subtract, "sub", input, other)
-    return _affine(AFFINE_SUB, input, 1.0, -float(other),
+    return _affine(AFFINE_SUB, input, 1.0, -num(other),
                    _scalar_out(input, other, np.subtract))
 
 
@@ -452,7 +453,7 @@ def rsub(input, other, *, alpha=1):
     other = _as_operand(other, "sub")
     if alpha != 1:
         input = input * alpha
-    return _affine(AFFINE_RSUB, input, -1.0, float(other),
+    return _affine(AFFINE_RSUB, input, -1.0, num(other),
                    _scalar_out(input, other, lambda x, c: np.subtract(c, x)))
 
 
@@ -468,7 +469,7 @@ def mul(input, other):
     other = _as_operand(other, "mul")
     if isinstance(other, Tensor):
         return _binary_tt(MUL, np.multiply, "mul", input, other)
-    return _affine(AFFINE_MUL, input, float(other), 0.0,
+    return _affine(AFFINE_MUL, input, num(other), 0.0,
                    _scalar_out(input, other, np.multiply))
 
 
@@ -483,8 +484,8 @@ def div(input, other):
     out = _scalar_out(input if input._data.dtype.kind == "f"
                       else _wrap(input._data.astype(_np_float())), other, np.true_divide)
     if _grad_needed(input):
-        return record(DIVS, out, input, f0=float(other))
-    return plain(DIVS, out, [input], float(other))
+        return record(DIVS, out, input, f0=num(other))
+    return plain(DIVS, out, [input], num(other))
 
 
 def rdiv(input, other):
@@ -496,8 +497,8 @@ def rdiv(input, other):
         input = _wrap(input._data.astype(_np_float()))
     out = np.asarray(np.true_divide(other, input._data)).astype(input._data.dtype, copy=False)
     if _grad_needed(input):
-        return record(RDIVS, out, input, save=5, f0=float(other))
-    return plain(RDIVS, out, [input], float(other))
+        return record(RDIVS, out, input, save=5, f0=num(other))
+    return plain(RDIVS, out, [input], num(other))
 
 
 def pow(input, exponent):
@@ -516,8 +517,8 @@ def pow(input, exponent):
     else:
         out = _scalar_out(input, exponent, np.power)
     if _grad_needed(input):
-        return record(POWS, out, input, save=1, f0=float(exponent))
-    return plain(POWS, out, [input], float(exponent))
+        return record(POWS, out, input, save=1, f0=num(exponent))
+    return plain(POWS, out, [input], num(exponent))
 
 
 def rpow(input, base):
@@ -530,8 +531,8 @@ def rpow(input, base):
     else:
         out = np.asarray(np.power(base, data)).astype(data.dtype, copy=False)
     if _grad_needed(input):
-        return record(RPOWS, out, input, save=4, f0=float(base))
-    return plain(RPOWS, out, [input], float(base))
+        return record(RPOWS, out, input, save=4, f0=num(base))
+    return plain(RPOWS, out, [input], num(base))
 
 
 def neg(input):
@@ -673,7 +674,7 @@ def clamp(input, min=None, max=None):
     if out.__class__ is not np.ndarray:
         out = np.asarray(out, dtype=d.dtype)
     has = (1 if min is not None else 0) | (2 if max is not None else 0)
-    lo, hi = 0.0 if min is None else float(min), 0.0 if max is None else float(max)
+    lo, hi = 0.0 if min is None else num(min), 0.0 if max is None else num(max)
     if _grad_needed(input):
         return record(CLAMP, out, input, save=1, f0=lo, f1=hi, params=(has,))
     return plain(CLAMP, out, [input], lo, hi, (has,))
@@ -2089,11 +2090,11 @@ def _trace_inplace(t, other, ufunc):
     if isinstance(other, Tensor):
         TRACE[0].write(kernel, t, [t, other])
     elif kernel == K.K_ADD or kernel == K.K_SUB:
-        TRACE[0].write("affine", t, [t], sign * float(other) if sign else float(other))
+        TRACE[0].write("affine", t, [t], sign * num(other) if sign else num(other))
     elif kernel == K.K_MUL:
-        TRACE[0].write("scale", t, [t], float(other))
+        TRACE[0].write("scale", t, [t], num(other))
     else:
-        TRACE[0].write("divs", t, [t], float(other))
+        TRACE[0].write("divs", t, [t], num(other))
 
 
 def proxy_copy(t):
@@ -2128,7 +2129,7 @@ def _axpy(t, other, alpha):
             or d.dtype not in _FLOATS or not d.flags.c_contiguous or not o.flags.c_contiguous:
         return False
     if TRACE[0] is not None:
-        TRACE[0].write("axpy", t, [other], float(alpha))
+        TRACE[0].write("axpy", t, [other], num(alpha))
     K.axpy(d.reshape(-1), float(alpha), o.reshape(-1))
     bump_version(t)
     return True

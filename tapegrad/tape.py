@@ -31,7 +31,8 @@ STATE = _State()
 # Anomaly detection is process-wide, as in PyTorch; a list so importers see changes.
 ANOMALY = [False]
 
-# The Tracer of the tg.compile recording in progress (compile.py), or None.
+# While any thread records a tg.compile call: a router that hands each tracer call to
+# the calling thread's own Tracer (compile.py); None otherwise, so ops pay one check.
 TRACE = [None]
 
 # Bumped when a module's parameters, buffers or submodules are reassigned: compiled

@@ -174,7 +174,7 @@ def mlp(sizes, act, batch, make_opt):
         return (tg.tensor(rand(i, (batch, sizes[0]), np.float32)),
                 tg.tensor(rand(i + 500, (batch, sizes[-1]), np.float32)))
 
-    return SimpleNamespace(fn=fn, args=args, state=lambda: model_state(model, opt))
+    return SimpleNamespace(fn=fn, args=args, state=lambda: model_state(model, opt), opt=opt)
 
 
 def mlp_sgd():
@@ -601,3 +601,114 @@ def test_new_recording_compiles_nothing(name):
             step(*a)
     assert step.replays == 1
     assert sum(durations) == 0, f"{len(durations)} Numba compilations"
+
+
+# -- optimizer settings are read at replay time -----------------------------------------
+def settings_mlp(make_opt):
+    """A float32 MLP step whose optimizer settings the caller changes between calls."""
+    return mlp([8, 16, 3], nn.Tanh, 32, make_opt)
+
+
+SETTINGS_OPTS = {
+    "sgd": lambda p: optim.SGD(p, lr=0.1),
+    "sgd_momentum_wd": lambda p: optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3),
+    "sgd_nesterov_dampening": lambda p: optim.SGD(p, lr=0.1, momentum=0.5, nesterov=True),
+    "adam": lambda p: optim.Adam(p, lr=0.01),
+    "adam_amsgrad_wd": lambda p: optim.Adam(p, lr=0.01, weight_decay=0.1, amsgrad=True),
+    "adamw": lambda p: optim.AdamW(p, lr=0.01),
+}
+
+
+@pytest.mark.parametrize("name", SETTINGS_OPTS)
+def test_learning_rate_schedule_replays_every_call(name):
+    """A cosine schedule sets lr before every call (as a scheduler would): every call
+    after the optimizer state exists replays, with parameters equal to eager's."""
+    twin = Twin(lambda: settings_mlp(SETTINGS_OPTS[name]))
+    calls = 30
+    for i in range(calls):
+        lr = 0.05 * (1 + math.cos(math.pi * i / calls))
+        twin.each(lambda ns: ns.opt.param_groups[0].__setitem__("lr", lr))
+        twin.call(i)
+    twin.check_results_kept()
+    records, replays, fallbacks = twin.counts()
+    assert (records, fallbacks) == (2, 0) and replays == calls - 2
+
+
+def test_every_setting_is_read_at_replay_time():
+    """momentum, weight decay, dampening and Adam's betas and eps change between calls
+    too; a change that flips a branch of the update (weight decay 0 -> nonzero) records
+    once more, and the old branch is replayed again when the value comes back."""
+    sgd = Twin(lambda: settings_mlp(lambda p: optim.SGD(p, lr=0.1, momentum=0.9)))
+    adam = Twin(lambda: settings_mlp(lambda p: optim.Adam(p, lr=0.01)))
+    for i in range(12):
+        def change(ns):
+            g = ns.opt.param_groups[0]
+            if "betas" in g:
+                g["betas"] = (0.9 - 0.01 * i, 0.999 - 0.0001 * i)
+                g["eps"] = 1e-8 * (i + 1)
+                g["weight_decay"] = 0.0 if i < 6 or i >= 9 else 0.01 * i
+            else:
+                g["momentum"] = 0.9 - 0.05 * i
+                g["dampening"] = 0.01 * i
+                g["weight_decay"] = 0 if i < 6 else 1e-3 * i
+        sgd.each(change)
+        adam.each(change)
+        sgd.call(i)
+        adam.call(i)
+    # state created by the first call, then one recording for weight decay on
+    assert sgd.counts() == (3, 9, 0)
+    assert adam.counts() == (3, 9, 0)
+
+
+def test_scheduler_inside_the_function_runs_eagerly():
+    """Settings changed inside the compiled function would not change on replays: that
+    recording runs eagerly, with a warning that says so, and stays correct."""
+    def make():
+        ns = settings_mlp(lambda p: optim.SGD(p, lr=0.1))
+        step = ns.fn
+
+        def fn(x, y):
+            loss = step(x, y)
+            ns.opt.param_groups[0]["lr"] *= 0.9
+            return loss
+        ns.fn = fn
+        return ns
+    twin = Twin(make)
+    with pytest.warns(tg.CompileWarning, match="param_groups after a step"):
+        for i in range(4):
+            twin.call(i)
+    # the first call saw no gradients yet: the second records again, then runs eagerly
+    assert twin.counts() == (2, 0, 2)
+
+
+def test_optimizer_with_its_own_step_is_guarded_by_value():
+    """An optimizer written by a user reads its settings its own way: a changed lr
+    records again (never a stale replay), an unchanged one replays."""
+    class PlainSGD(optim.Optimizer):
+        def __init__(self, params, lr):
+            super().__init__(params, {"lr": lr})
+
+        def step(self):
+            with tg.no_grad():
+                for group in self.param_groups:
+                    for p in group["params"]:
+                        p.add_(p.grad, alpha=-group["lr"])
+
+    twin = Twin(lambda: settings_mlp(lambda p: PlainSGD(p, lr=0.1)))
+    lrs = [0.1, 0.1, 0.05, 0.05, 0.05, 0.1]
+    for i, lr in enumerate(lrs):
+        twin.each(lambda ns: ns.opt.param_groups[0].__setitem__("lr", lr))
+        twin.call(i)
+    # no gradients yet, then lr 0.1, then 0.05 (replayed twice); 0.1 is replayed again
+    assert twin.counts() == (3, 3, 0)
+
+
+def test_replaced_param_groups_record_again():
+    """load_state_dict replaces the groups; an added parameter group is guarded too."""
+    twin = Twin(lambda: settings_mlp(lambda p: optim.SGD(p, lr=0.1, momentum=0.9)))
+    twin.call(0)
+    twin.call(1)
+    twin.each(lambda ns: ns.opt.load_state_dict(ns.opt.state_dict()))
+    twin.call(2)
+    twin.call(3)
+    assert twin.counts() == (3, 1, 0)

@@ -33,6 +33,8 @@ class Adam(Optimizer):
     amsgrad ``max_exp_avg_sq``.
     """
 
+    _live = True
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, *, maximize=False, decoupled_weight_decay=False):
         if not 0.0 <= lr:

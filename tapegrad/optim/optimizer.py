@@ -1,4 +1,5 @@
 """The Optimizer base class: parameter groups, per-parameter state, state dicts."""
+import functools
 import warnings
 from collections import defaultdict
 from itertools import chain
@@ -40,6 +41,18 @@ def _clone_state(value, param=None, key=None):
     return value
 
 
+def _live_update(cls):
+    """True when the update ``cls`` runs is one of tapegrad's own (``_live``): it uses
+    its settings only through arithmetic and comparisons, so a compiled replay may
+    recompute what it derived from them."""
+    for c in cls.__mro__:
+        if "_live" in c.__dict__:
+            return c.__dict__["_live"]
+        if "step" in c.__dict__ or "_update_group" in c.__dict__:
+            return False
+    return False
+
+
 class Optimizer:
     """Base class of the optimizers, with PyTorch's interface.
 
@@ -47,6 +60,8 @@ class Optimizer:
     hyper-parameters; ``state`` maps a parameter to a dict of tensors. ``step`` runs
     under ``no_grad`` and updates the parameters in place.
     """
+
+    _live = False
 
     def __init__(self, params, defaults):
         self.defaults = defaults
@@ -122,16 +137,30 @@ class Optimizer:
         for group in self.param_groups:
             zero_grads(group["params"], set_to_none)
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        step = cls.__dict__.get("step")
+        if step is not None:
+            # a step written elsewhere still tells a tg.compile recording which
+            # optimizer it updates, so that its settings are guarded
+            @functools.wraps(step)
+            def registered(self, *args, **kwargs):
+                if _tape.TRACE[0] is not None:
+                    _tape.TRACE[0].optimizer(self)
+                return step(self, *args, **kwargs)
+            cls.step = registered
+
     def step(self, closure=None):
         """One update of every parameter that has a gradient; returns closure()'s loss."""
+        groups = self.param_groups
         if _tape.TRACE[0] is not None:
-            _tape.TRACE[0].optimizer(self)
+            groups = _tape.TRACE[0].optimizer(self, _live_update(type(self))) or groups
         loss = None
         if closure is not None:
             with tg.enable_grad():
                 loss = closure()
         with tg.no_grad():
-            for group in self.param_groups:
+            for group in groups:
                 self._update_group(group)
         return loss
 
