@@ -630,6 +630,43 @@ def vtan(x):
     return res if abs(xd) <= TRIG_MAX else _NAN
 
 
+@njit(**_INL)
+def _dtrig(k, x):
+    """The derivative of sin (k = K_SIN) or cos at x, with libm beyond TRIG_MAX."""
+    v = np.float64(x)
+    if abs(v) <= TRIG_MAX:
+        return vcos(x) if k == K_SIN else -vsin(x)
+    return math.cos(v) if k == K_SIN else -math.sin(v)
+
+
+@njit(**_INL)
+def _like(arr, v):
+    """v as a scalar of arr's dtype, so that arithmetic with it stays in that dtype."""
+    z = np.empty(1, arr.dtype)
+    z[0] = v
+    return z[0]
+
+
+@njit(**_INL)
+def _tpow(x, e):
+    """x ** e with PyTorch's special exponents, so that 0, inf and nan come out alike."""
+    if e == 0.5:
+        return np.sqrt(x)
+    if e == -0.5:
+        return 1.0 / np.sqrt(x)
+    if e == 1.0:
+        return x
+    if e == 2.0:
+        return x * x
+    if e == 3.0:
+        return x * x * x
+    if e == -1.0:
+        return 1.0 / x
+    if e == -2.0:
+        return 1.0 / (x * x)
+    return x ** e
+
+
 # -- array kernels (1-D arrays; out may be float32 or float64) -----------------------
 @njit(**_ARR)
 def exp_array(x, out):
@@ -868,10 +905,10 @@ def _arith_vjp(k, T, r, adj, ao, fa, bo, fb, lo, hi):
         if ao >= 0:
             for i in range(m):
                 _put(da, i, g[i] / vb[i], fa)
-        if bo >= 0:
+        if bo >= 0:      # -g * ((x / y) / y), as PyTorch: no overflow of y * y
             for i in range(m):
                 y = vb[i]
-                _put(db, i, -(g[i] * va[i] / (y * y)), fb)
+                _put(db, i, -(g[i] * (va[i] / y / y)), fb)
 
 
 @njit(**_JIT)
@@ -907,20 +944,23 @@ def _binary_vjp(k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
     va = _load(T, r, SA, T[a, N], adj)
     vb = _load(T, r, SB, T[b, N], adj)
     if k == K_MAXIMUM or k == K_MINIMUM:
+        # PyTorch: g / 2 at ties, 0 where the other input wins, else g (NaN included)
         sg = 1.0 if k == K_MAXIMUM else -1.0
         z = np.zeros(1, adj.dtype)[0]
         if ao >= 0:
             for i in range(lo, hi):
-                d = sg * (va[_j(ma, i, ia)] - vb[_j(mb, i, ib)])
+                p = va[_j(ma, i, ia)]
+                q = vb[_j(mb, i, ib)]
                 v = adj[go + i]
                 h = v * 0.5
-                _put(adj, ao + _j(ma, i, ia), v if d > 0 else h if d == 0 else z, fa)
+                _put(adj, ao + _j(ma, i, ia), z if sg * p < sg * q else h if p == q else v, fa)
         if bo >= 0:
             for i in range(lo, hi):
-                d = sg * (vb[_j(mb, i, ib)] - va[_j(ma, i, ia)])
+                p = va[_j(ma, i, ia)]
+                q = vb[_j(mb, i, ib)]
                 v = adj[go + i]
                 h = v * 0.5
-                _put(adj, bo + _j(mb, i, ib), v if d > 0 else h if d == 0 else z, fb)
+                _put(adj, bo + _j(mb, i, ib), z if sg * q < sg * p else h if p == q else v, fb)
     elif k == K_MUL:
         if ao >= 0:
             for i in range(lo, hi):
@@ -935,13 +975,14 @@ def _binary_vjp(k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
         if bo >= 0:
             for i in range(lo, hi):
                 y = vb[_j(mb, i, ib)]
-                _put(adj, bo + _j(mb, i, ib), -(adj[go + i] * va[_j(ma, i, ia)] / (y * y)), fb)
-    else:  # K_POW
+                _put(adj, bo + _j(mb, i, ib), -(adj[go + i] * (va[_j(ma, i, ia)] / y / y)), fb)
+    else:  # K_POW, in the inputs' dtype as PyTorch
+        one = np.ones(1, adj.dtype)[0]
         if ao >= 0:
             for i in range(lo, hi):
                 x = va[_j(ma, i, ia)]
                 y = vb[_j(mb, i, ib)]
-                d = 0.0 if y == 0.0 else y * x ** (y - 1.0)
+                d = 0.0 if y == 0.0 else y * x ** (y - one)
                 _put(adj, ao + _j(ma, i, ia), adj[go + i] * d, fa)
         if bo >= 0:
             for i in range(lo, hi):
@@ -986,11 +1027,11 @@ def _unary_vjp(k, T, r, f0, f1, adj, ao, fr, lo, hi):
         elif k == K_SQRT:
             for i in range(m):
                 _put(d, i, g[i] / (2.0 * o[i]), fr)
-        elif k == K_RELU:      # a select, as PyTorch: masked inf/nan gradients give 0
+        elif k == K_RELU:      # a select, as PyTorch: 0 where the result is <= 0
             z = np.zeros(1, adj.dtype)[0]   # a zero of adj's own type: the select then
             for i in range(m):                   # needs no conversion and vectorises
                 v = g[i]
-                _put(d, i, v if o[i] > 0 else z, fr)
+                _put(d, i, z if o[i] <= 0 else v, fr)
         elif k == K_TAN:
             for i in range(m):
                 _put(d, i, g[i] * (1.0 + o[i] * o[i]), fr)
@@ -1016,12 +1057,19 @@ def _unary_vjp(k, T, r, f0, f1, adj, ao, fr, lo, hi):
     elif k == K_ABS:
         for i in range(m):
             _put(d, i, g[i] * ((x[i] > 0) - (x[i] < 0)), fr)
-    elif k == K_SIN:
+    elif k == K_SIN or k == K_COS:
+        big = False
         for i in range(m):
-            _put(d, i, g[i] * vcos(x[i]), fr)
-    elif k == K_COS:
-        for i in range(m):
-            _put(d, i, -g[i] * vsin(x[i]), fr)
+            big |= not (abs(x[i]) <= TRIG_MAX)
+        if big:
+            for i in range(m):
+                _put(d, i, g[i] * _dtrig(k, x[i]), fr)
+        elif k == K_SIN:
+            for i in range(m):
+                _put(d, i, g[i] * vcos(x[i]), fr)
+        else:
+            for i in range(m):
+                _put(d, i, -g[i] * vsin(x[i]), fr)
     elif k == K_LOG1P:
         for i in range(m):
             _put(d, i, g[i] / (1.0 + x[i]), fr)
@@ -1032,20 +1080,22 @@ def _unary_vjp(k, T, r, f0, f1, adj, ao, fr, lo, hi):
         for i in range(m):
             v = g[i]
             _put(d, i, v if (x[i] >= cmin) & (x[i] <= cmax) else z, fr)
-    else:  # K_POWS: small integer powers without a pow() call per element
+    else:  # K_POWS: g * (p * x ** (p - 1)) in x's dtype, as PyTorch
         p = f0
+        pt = _like(x, p)
         if p == 2.0:
             for i in range(m):
-                _put(d, i, g[i] * 2.0 * x[i], fr)
+                _put(d, i, g[i] * (pt * x[i]), fr)
         elif p == 3.0:
             for i in range(m):
-                _put(d, i, g[i] * 3.0 * x[i] * x[i], fr)
+                _put(d, i, g[i] * (pt * (x[i] * x[i])), fr)
         elif p == 1.0 or p == 0.0:
             for i in range(m):
-                _put(d, i, g[i] * p, fr)
+                _put(d, i, g[i] * pt, fr)
         else:
+            e = _like(x, p - 1.0)
             for i in range(m):
-                _put(d, i, g[i] * p * x[i] ** (p - 1.0), fr)
+                _put(d, i, g[i] * (pt * _tpow(x[i], e)), fr)
 
 
 @njit(**_JIT)
@@ -1110,50 +1160,75 @@ def _reduced_index(T, a, mask):
 
 @njit(**_JIT)
 def _amax(T, r, adj, seen):
-    """Backward of max/min over dims: the gradient is shared evenly by tied elements."""
+    """Backward of max/min over dims, as PyTorch: amax/amin share g evenly by tied
+    elements, (g / count) * hit, so a NaN result gives NaN; max()/min() of everything
+    (P2 = 1) put g / count where hit only, and a NaN result goes to the NaN inputs."""
     a = T[r, A]
     n = T[a, N]
     go = T[r, AOFF]
     x = _load(T, r, SA, n, adj)
     o = _load(T, r, SO, T[r, N], adj)
     idx = _reduced_index(T, a, T[r, P0])
+    everything = T[r, P0 + 2] == 1
+    hit = np.zeros(n, np.bool_)
     cnt = np.zeros(T[r, N], np.int64)
     for i in range(n):
-        if x[i] == o[idx[i]]:
-            cnt[idx[i]] += 1
+        j = idx[i]
+        h = x[i] == o[j] or (everything and x[i] != x[i] and o[j] != o[j])
+        hit[i] = h
+        cnt[j] += h
     ao, fr = _dst(adj, T, seen, a)
     for i in range(n):
         j = idx[i]
-        _put(adj, ao + i, adj[go + j] / cnt[j] if x[i] == o[j] else 0.0, fr)
+        v = adj[go + j] / cnt[j]
+        if everything:
+            _put(adj, ao + i, v if hit[i] else 0.0, fr)
+        else:
+            _put(adj, ao + i, v * hit[i], fr)
 
 
 @njit(**_JIT)
 def _prod(T, r, adj, seen):
-    """Backward of a product over dims: g * (product of the other elements), computed
-    from per-group zero counts so that zeros get their exact gradient."""
+    """Backward of a product over dims, as PyTorch: g * (result / x) when no element
+    is zero; else g times the exclusive products before and after each element (so
+    zeros get their exact gradient); a product of everything (P1 = 1) with several
+    zeros gives 0, one of a 0-d tensor passes g."""
     a = T[r, A]
     n = T[a, N]
     m = T[r, N]
     go = T[r, AOFF]
     x = _load(T, r, SA, n, adj)
-    idx = _reduced_index(T, a, T[r, P0])
-    zeros = np.zeros(m, np.int64)
-    nz = np.ones(m, np.float64)
-    for i in range(n):
-        if x[i] == 0:
-            zeros[idx[i]] += 1
-        else:
-            nz[idx[i]] *= x[i]
     ao, fr = _dst(adj, T, seen, a)
+    if T[a, ND] == 0:
+        _put(adj, ao, adj[go], fr)
+        return
+    idx = _reduced_index(T, a, T[r, P0])
+    zeros = 0
+    for i in range(n):
+        zeros += x[i] == 0
+    acc = np.ones(m)
+    if zeros == 0:
+        for i in range(n):
+            acc[idx[i]] *= x[i]
+        res = acc.astype(adj.dtype)           # the forward's result (prod_fwd's order)
+        for i in range(n):
+            j = idx[i]
+            _put(adj, ao + i, adj[go + j] * (res[j] / x[i]), fr)
+        return
+    if zeros > 1 and T[r, P1] == 1:
+        for i in range(n):
+            _put(adj, ao + i, 0.0, fr)
+        return
+    left = np.empty(n)
     for i in range(n):
         j = idx[i]
-        if zeros[j] == 0:
-            v = adj[go + j] * nz[j] / x[i]
-        elif zeros[j] == 1 and x[i] == 0:
-            v = adj[go + j] * nz[j]
-        else:
-            v = 0.0
-        _put(adj, ao + i, v, fr)
+        left[i] = acc[j]
+        acc[j] *= x[i]
+    acc[:] = 1.0
+    for i in range(n - 1, -1, -1):
+        j = idx[i]
+        _put(adj, ao + i, adj[go + j] * (left[i] * acc[j]), fr)
+        acc[j] *= x[i]
 
 
 @njit(**_JIT)
@@ -1601,12 +1676,9 @@ def unary_fwd(k, x, out, f0, f1, p0):
         elif f0 == 0.5:
             for i in range(n):
                 out[i] = np.sqrt(x[i])
-        elif f0 == -1.0:
-            for i in range(n):
-                out[i] = 1.0 / x[i]
         else:
             for i in range(n):
-                out[i] = x[i] ** f0
+                out[i] = _tpow(x[i], f0)
     elif k == K_RPOWS:
         for i in range(n):
             out[i] = f0 ** x[i]
@@ -1644,7 +1716,7 @@ def unary_fwd(k, x, out, f0, f1, p0):
     elif k == K_SIGN:
         for i in range(n):
             v = x[i]
-            out[i] = v if v != v else (v > 0) - (v < 0)
+            out[i] = (v > 0) - (v < 0)      # nan -> 0, as PyTorch
     elif k == K_CLAMP:
         for i in range(n):
             v = x[i]
@@ -1770,7 +1842,8 @@ def amax_fwd(VD, a, mask, is_min, x, out):
 @njit(**_JIT)
 def softmax_fwd(x, out, d, inner, log):
     """softmax (log_softmax) along a dim of size d with ``inner`` elements after it,
-    shifted by the max (0 where the max is not finite); sums in float64."""
+    shifted by the max; sums in float64. As PyTorch, a slice whose max is not finite
+    (inf, -inf everywhere, nan) gives nan."""
     n = x.size
     outer = n // (d * inner) if d * inner else 0
     for o in range(outer):
@@ -1782,8 +1855,6 @@ def softmax_fwd(x, out, d, inner, log):
                 if v > m or v != v:
                     if m == m:
                         m = v
-            if not (abs(m) < np.inf):
-                m = 0.0
             s = 0.0
             for j in range(d):
                 z = x[base + j * inner] - m
@@ -2281,11 +2352,7 @@ def _scalar_unary(k, x, f0, f1, p0):
             return x * x
         if f0 == 1.0:
             return x
-        if f0 == 0.5:
-            return np.sqrt(x)
-        if f0 == -1.0:
-            return 1.0 / x
-        return x ** f0
+        return _tpow(x, f0)
     if k == K_RPOWS:
         return f0 ** x
     if k == K_EXP:
@@ -2314,7 +2381,7 @@ def _scalar_unary(k, x, f0, f1, p0):
     if k == K_RECIP:
         return 1.0 / x
     if k == K_SIGN:
-        return x if x != x else (x > 0) - (x < 0)
+        return (x > 0) - (x < 0)
     v = x        # K_CLAMP
     if p0 & 1 and not v != v and not v > f0:
         v = f0
@@ -2356,9 +2423,9 @@ def _scalar_vjp(k, T, r, f0, f1, adj, seen):
                 gb = g * va
             elif k == K_DIV:
                 ga = g / vb
-                gb = -(g * va / (vb * vb))
+                gb = -(g * (va / vb / vb))
             elif k == K_POW:
-                da = 0.0 if vb == 0.0 else vb * va ** (vb - 1.0)
+                da = 0.0 if vb == 0.0 else vb * va ** (vb - np.ones(1, adj.dtype)[0])
                 db = 0.0 if (va == 0.0 and vb >= 0.0) else va ** vb * np.log(va)
                 ga = g * da
                 gb = g * db
@@ -2366,10 +2433,8 @@ def _scalar_vjp(k, T, r, f0, f1, adj, seen):
                 sg = 1.0 if k == K_MAXIMUM else -1.0
                 z = np.zeros(1, adj.dtype)[0]
                 h = g * 0.5
-                d = sg * (va - vb)
-                ga = g if d > 0 else h if d == 0 else z
-                d = sg * (vb - va)
-                gb = g if d > 0 else h if d == 0 else z
+                ga = z if sg * va < sg * vb else h if va == vb else g
+                gb = z if sg * vb < sg * va else h if va == vb else g
         if wa:
             ao, fa = _dst(adj, T, seen, a)
             _put(adj, ao, ga, fa)
@@ -2391,7 +2456,7 @@ def _scalar_vjp(k, T, r, f0, f1, adj, seen):
         elif k == K_SQRT:
             v = g / (2.0 * o)
         elif k == K_RELU:
-            v = g if o > 0 else np.zeros(1, adj.dtype)[0]
+            v = np.zeros(1, adj.dtype)[0] if o <= 0 else g
         elif k == K_TAN:
             v = g * (1.0 + o * o)
         elif k == K_EXPM1:
@@ -2408,10 +2473,8 @@ def _scalar_vjp(k, T, r, f0, f1, adj, seen):
             v = g / x
         elif k == K_ABS:
             v = g * ((x > 0) - (x < 0))
-        elif k == K_SIN:
-            v = g * vcos(x)
-        elif k == K_COS:
-            v = -g * vsin(x)
+        elif k == K_SIN or k == K_COS:
+            v = g * _dtrig(k, x)
         elif k == K_LOG1P:
             v = g / (1.0 + x)
         elif k == K_CLAMP:
@@ -2419,12 +2482,12 @@ def _scalar_vjp(k, T, r, f0, f1, adj, seen):
             cmax = f1 if T[r, P0] & 2 else np.inf
             v = g if (x >= cmin) & (x <= cmax) else np.zeros(1, adj.dtype)[0]
         elif f0 == 2.0:
-            v = g * 2.0 * x
+            v = g * (_like(adj, f0) * x)
         elif f0 == 3.0:
-            v = g * 3.0 * x * x
+            v = g * (_like(adj, f0) * (x * x))
         elif f0 == 1.0 or f0 == 0.0:
-            v = g * f0
+            v = g * _like(adj, f0)
         else:
-            v = g * f0 * x ** (f0 - 1.0)
+            v = g * (_like(adj, f0) * _tpow(x, _like(adj, f0 - 1.0)))
     ao, fr = _dst(adj, T, seen, a)
     _put(adj, ao, v, fr)

@@ -21,6 +21,7 @@ import warnings
 
 import numpy as np
 
+from . import _interrupt
 from . import _kernels as K
 from . import tape as _tape
 from .hyper import Hyper, is_live_value, live_group, num, rounded
@@ -61,9 +62,11 @@ class _Router:
         with self.lock:
             self.by_thread[threading.get_ident()] = tr
             _tape.TRACE[0] = self
+            _tape.RECORDINGS[0] += 1
 
     def leave(self):
         with self.lock:
+            _tape.RECORDINGS[0] += 1
             self.by_thread.pop(threading.get_ident(), None)
             if not self.by_thread:
                 _tape.TRACE[0] = None
@@ -721,8 +724,16 @@ class Recording:
                 keep.append(d)
             ARGS[slot] = addr(d)
         saved = [a.copy() for a in self.backup] if self.backup else None
+        atomic = _interrupt.enter()
+        try:
+            return self._replay(args, saved)
+        finally:
+            if atomic:
+                _interrupt.leave()
+
+    def _replay(self, args, saved):
         status, i = _run()(self.PG, self.PL, self.PF, self.adj32, self.adj64, self.seen,
-                           ARGS)
+                           self.ARGS)
         if status:
             if saved is not None:
                 for a, s in zip(self.backup, saved):

@@ -304,13 +304,16 @@ def _vjp_mul(c, g):
 def _vjp_div(c, g):
     b = c.b
     return (sum_to(g / b, c.shape(K.A)) if c.wants(K.A) else None,
-            sum_to(-g * c.a / (b * b), c.shape(K.B)) if c.wants(K.B) else None)
+            sum_to(-g * (c.a / b / b), c.shape(K.B)) if c.wants(K.B) else None)
 
 
 def _vjp_pow(c, g):
+    """PyTorch's pow_backward_self / pow_backward_exponent (zero where they mask)."""
     a, b = c.a, c.b
-    ga = sum_to(g * b * a ** (b - 1.0), c.shape(K.A)) if c.wants(K.A) else None
-    gb = sum_to(g * where(a == 0.0, 0.0, a ** b * log(where(a == 0.0, 1.0, a))),
+    ga = sum_to(where(b == 0.0, 0.0, g * b * a ** (b - 1.0)), c.shape(K.A)) \
+        if c.wants(K.A) else None
+    zero = _wrap((a._data == 0.0) & (b._data >= 0.0))
+    gb = sum_to(g * where(zero, 0.0, a ** b * log(where(zero, 1.0, a))),
                 c.shape(K.B)) if c.wants(K.B) else None
     return ga, gb
 
@@ -373,7 +376,7 @@ def _vjp_pows(c, g):
         return (g * 0.0,)
     if p == 2.0:
         return (g * (c.a * 2.0),)
-    return (g * p * c.a ** (p - 1.0),)
+    return (g * (c.a ** (p - 1.0) * p),)
 
 
 def _vjp_rpows(c, g):
@@ -603,7 +606,7 @@ LOG = Op("LogBackward0", K.K_LOG, lambda c, g: (g / c.a,))
 SQRT = Op("SqrtBackward0", K.K_SQRT, lambda c, g: (g / (2.0 * c.out),))
 TANH = Op("TanhBackward0", K.K_TANH, lambda c, g: (g * (1.0 - c.out * c.out),))
 SIGMOID = Op("SigmoidBackward0", K.K_SIGMOID, lambda c, g: (g * c.out * (1.0 - c.out),))
-RELU = Op("ReluBackward0", K.K_RELU, lambda c, g: (g * (c.out > 0),))
+RELU = Op("ReluBackward0", K.K_RELU, lambda c, g: (where(c.out <= 0, 0.0, g),))
 ABS = Op("AbsBackward0", K.K_ABS, lambda c, g: (g * sign(c.a),))
 
 
@@ -708,11 +711,13 @@ def clamp_(t, min=None, max=None):
 
 def _vjp_minmax(sign_):
     def vjp(c, g):
+        # PyTorch: g / 2 at ties, 0 where the other input wins, else g (NaN included)
         a, b = c.a._data, c.b._data
-        d = sign_ * (a - b)
-        wa = np.where(d > 0, 1.0, np.where(d == 0, 0.5, 0.0)).astype(a.dtype)
-        return (sum_to(g * _wrap(wa), c.shape(K.A)),
-                sum_to(g * _wrap((1.0 - wa).astype(a.dtype)), c.shape(K.B)))
+        half = g * 0.5
+        tie = _wrap(a == b)
+        ga = where(_wrap(sign_ * a < sign_ * b), 0.0, where(tie, half, g))
+        gb = where(_wrap(sign_ * b < sign_ * a), 0.0, where(tie, half, g))
+        return sum_to(ga, c.shape(K.A)), sum_to(gb, c.shape(K.B))
     return vjp
 
 
@@ -740,7 +745,10 @@ SIGN = Op("SignBackward0", K.K_SIGN, lambda c, g: (g * 0.0,))
 def sign(input):
     """Sign of each element; recorded with a zero gradient, as in PyTorch."""
     _check_tensor(input, "sign")
-    out = np.asarray(np.sign(input._data))
+    d = input._data
+    out = np.asarray(np.sign(d))
+    if d.dtype.kind == "f":
+        out[np.isnan(d)] = 0     # PyTorch: sign(nan) = 0
     if _grad_needed(input):
         return record(SIGN, out, input)
     return plain(SIGN, out, [input])
@@ -899,10 +907,14 @@ def _vjp_amax(c, g):
     kshape = _kshape(shape, c.p(0))
     x = c.a._data
     o = c.tape.held(c.r)[K.SO].reshape(kshape)
-    hit = (x == o)
-    w = hit / hit.sum(axis=tuple(i for i in range(len(shape)) if (c.p(0) >> i) & 1),
-                      keepdims=True)
-    return (expand(reshape(g, kshape), shape) * _wrap(w.astype(x.dtype)),)
+    everything = c.p(2) == 1
+    hit = (x == o) | (np.isnan(x) & np.isnan(o)) if everything else (x == o)
+    axes = tuple(i for i in range(len(shape)) if (c.p(0) >> i) & 1)
+    share = expand(reshape(g, kshape), shape) / _wrap(
+        hit.sum(axis=axes, keepdims=True).astype(x.dtype))
+    if everything:          # PyTorch's evenly_distribute_backward: a select
+        return (where(_wrap(hit), share, 0.0),)
+    return (share * _wrap(hit.astype(x.dtype)),)
 
 
 AMAX = Op("AmaxBackward0", K.K_AMAX, _vjp_amax)
@@ -922,7 +934,7 @@ def _extreme(op, npfn, input, dim, keepdim, opname):
         if d.shape[k] == 0:
             raise IndexError(f"{opname}(): Expected reduction dim {k} to have non-zero size.")
     out = np.asarray(npfn(d, axis=dims, keepdims=keepdim))
-    params = (mask, 1 if npfn is np.min else 0)
+    params = (mask, 1 if npfn is np.min else 0, 1 if op is MAX_ALL or op is MIN_ALL else 0)
     if _grad_needed(input):
         return record(op, out, input, save=5, params=params)
     return plain(op, out, [input], params=params)
@@ -1032,7 +1044,7 @@ def _vjp_prod(c, g):
     kshape = _kshape(shape, mask)
     a = c.a
     if not np.any(a._data == 0):
-        return (expand(reshape(g * c.out, kshape), shape) / a,)
+        return (expand(reshape(g, kshape), shape) * (expand(reshape(c.out, kshape), shape) / a),)
     # With zeros, g times the product of the *other* elements, built explicitly: each
     # element is replaced by 1 in its own copy of the reduced group (n^2, exact).
     red = [i for i in range(len(shape)) if (mask >> i) & 1]
@@ -1072,9 +1084,10 @@ def prod(input, dim=None, keepdim=False, *, dtype=None):
     if d.dtype.kind == "b":
         out = out.astype(np.int64)
     op = PROD if dim is None else PROD_DIM
+    params = (mask, 1 if dim is None else 0)
     if _grad_needed(input):
-        return record(op, out, input, save=5, params=(mask,))
-    return plain(op, out, [input], params=(mask,))
+        return record(op, out, input, save=5, params=params)
+    return plain(op, out, [input], params=params)
 
 
 def var(input, dim=None, *, correction=1, keepdim=False, unbiased=None):
@@ -1096,7 +1109,15 @@ def var(input, dim=None, *, correction=1, keepdim=False, unbiased=None):
 
 
 def std(input, dim=None, *, correction=1, keepdim=False, unbiased=None):
-    return sqrt(var(input, dim, correction=correction, keepdim=keepdim, unbiased=unbiased))
+    return _sqrt_masked(var(input, dim, correction=correction, keepdim=keepdim,
+                            unbiased=unbiased))
+
+
+def _sqrt_masked(s):
+    """sqrt(s) whose gradient is 0 where the result is 0, as PyTorch's norm and std
+    backward mask it (a zero vector's norm, a constant column's std)."""
+    zero = s == 0.0
+    return where(zero, 0.0, sqrt(where(zero, 1.0, s)))
 
 
 def logsumexp(input, dim, keepdim=False):
@@ -1120,7 +1141,7 @@ def norm(input, p="fro", dim=None, keepdim=False, dtype=None):
     _dims(dim, input.ndim, "norm")
     x = input if dtype is None else input.to(dtype)
     if p in ("fro", 2, 2.0):
-        return sqrt(sum(x * x, dim, keepdim=keepdim))
+        return _sqrt_masked(sum(x * x, dim, keepdim=keepdim))
     if p in (1, 1.0):
         return sum(abs(x), dim, keepdim=keepdim)
     if p in (float("inf"), "inf"):

@@ -13,6 +13,8 @@ inspected with ``np.load`` alone.
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 from collections import OrderedDict
 
 import numpy as np
@@ -209,45 +211,62 @@ def load(f, map_location=None, *, weights_only=True, mmap=None):
     """Loads what ``tg.save`` wrote (``map_location`` and ``weights_only`` are accepted
     for PyTorch compatibility: everything is on the CPU and no code is ever loaded).
 
-    Raises ``RuntimeError`` for a file that is not an ``.npz`` archive, or whose
-    entries are missing or have another shape or dtype than the manifest records;
-    nothing is returned or modified then.
+    A path that cannot be opened raises what ``open()`` raises (``FileNotFoundError``,
+    ``IsADirectoryError``, ``PermissionError``). Anything wrong with the contents (not
+    an ``.npz`` archive, truncated or corrupted, entries missing or of another shape or
+    dtype than the manifest records) raises ``RuntimeError`` naming the file and the
+    fault; nothing is returned then, so no state is ever partly loaded.
     """
     name = repr(os.fspath(f)) if not hasattr(f, "read") else "<file>"
     try:
         z = np.load(f, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise RuntimeError(f"tg.load({name}): not a tapegrad .npz file ({exc})") from exc
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except _DAMAGED as exc:
+        raise RuntimeError(f"tg.load({name}): not a tapegrad .npz file "
+                           f"({type(exc).__name__}: {exc})") from exc
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise RuntimeError(f"tg.load({name}): not a tapegrad .npz file (a single .npy array)")
     with z:
-        reader = _Reader(z, name)
-        if MANIFEST not in reader.files:
-            out = OrderedDict()
-            for key in z.files:
-                node = {"type": "tensor", "key": key}
-                try:
-                    arr = z[key]
-                except ValueError as exc:
-                    reader.fail(f"entry {key!r} cannot be read without pickle ({exc})")
-                node.update(dtype=arr.dtype.name, shape=list(arr.shape))
-                if arr.dtype.name not in _DTYPES:
-                    reader.fail(f"entry {key!r} has unsupported dtype {arr.dtype}")
-                reader.cache[key] = arr
-                out[key] = reader.build(node, {})
-            return out
         try:
-            manifest = json.loads(str(z[MANIFEST]))
-        except (ValueError, TypeError) as exc:
-            reader.fail(f"the manifest entry is not valid JSON ({exc})")
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            reader.fail("the manifest entry is not a tapegrad manifest")
-        if manifest.get("version", 0) > VERSION:
-            reader.fail(f"written by a newer tapegrad (format version "
-                        f"{manifest.get('version')}; this one reads up to {VERSION})")
-        tree = manifest.get("tree")
-        try:
-            reader.check(tree)
-        except (KeyError, TypeError) as exc:
-            reader.fail(f"malformed manifest ({exc!r})")
-        return reader.build(tree, {})
+            return _read(z, name)
+        except _DAMAGED as exc:
+            raise RuntimeError(f"tg.load({name}): the file is damaged "
+                               f"({type(exc).__name__}: {exc})") from exc
+
+
+# What a truncated or corrupted archive raises while it is read.
+_DAMAGED = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError)
+
+
+def _read(z, name):
+    reader = _Reader(z, name)
+    if MANIFEST not in reader.files:
+        out = OrderedDict()
+        for key in z.files:
+            node = {"type": "tensor", "key": key}
+            try:
+                arr = z[key]
+            except ValueError as exc:
+                reader.fail(f"entry {key!r} cannot be read without pickle ({exc})")
+            node.update(dtype=arr.dtype.name, shape=list(arr.shape))
+            if arr.dtype.name not in _DTYPES:
+                reader.fail(f"entry {key!r} has unsupported dtype {arr.dtype}")
+            reader.cache[key] = arr
+            out[key] = reader.build(node, {})
+        return out
+    try:
+        manifest = json.loads(str(z[MANIFEST]))
+    except (ValueError, TypeError) as exc:
+        reader.fail(f"the manifest entry is not valid JSON ({exc})")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        reader.fail("the manifest entry is not a tapegrad manifest")
+    if manifest.get("version", 0) > VERSION:
+        reader.fail(f"written by a newer tapegrad (format version "
+                    f"{manifest.get('version')}; this one reads up to {VERSION})")
+    tree = manifest.get("tree")
+    try:
+        reader.check(tree)
+    except (KeyError, TypeError) as exc:
+        reader.fail(f"malformed manifest ({exc!r})")
+    return reader.build(tree, {})

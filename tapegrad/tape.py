@@ -39,6 +39,10 @@ TRACE = [None]
 # recordings that read module attributes are then checked again.
 STRUCTURE = [0]
 
+# Bumped when a tg.compile recording starts and when it ends: a module created since
+# the last bump cannot have been read by any recording, so changing it bumps nothing.
+RECORDINGS = [0]
+
 # Bumped by every in-place write to a storage that some row saved; a tape whose
 # saves are all newer than the last bump needs no version check.
 EPOCH = [0]

@@ -4,6 +4,7 @@ import weakref
 
 import numpy as np
 
+from . import _interrupt
 from . import _kernels as K
 from . import tape as _tape
 from .tape import TRACE as _TRACE
@@ -38,6 +39,10 @@ class Tensor:
                     tape.release()
         except (AttributeError, TypeError):   # never fully built, or interpreter shutdown
             pass
+        except KeyboardInterrupt:
+            # Python only prints what a destructor raises: finish, deliver it again
+            self._tape.drop(self._row)
+            _interrupt.redeliver()
 
     # -- attributes ---------------------------------------------------------
     @property

@@ -13,8 +13,9 @@ import tapegrad.tape as _tape
 
 
 def pytest_configure(config):
-    # pyproject registers "slow"; register it again so the suite also runs standalone.
+    # pyproject registers the markers; again here so the suite also runs standalone.
     config.addinivalue_line("markers", "slow: long-running")
+    config.addinivalue_line("markers", "stress: threads and interrupts at random moments")
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ differentiated again.
 """
 import numpy as np
 
+from .. import _interrupt
 from .. import _kernels as K
 from .. import tape as _tape
 from ..ops import ENTRIES, Ctx, input_rows
@@ -162,7 +163,17 @@ class _Capture:
 
 
 def run(roots, retain_graph, create_graph, sink):
-    """Reverse pass from ``roots`` over every tape they depend on, newest tape first."""
+    """Reverse pass from ``roots`` over every tape they depend on, newest tape first.
+    Atomic for Ctrl-C: an interrupt is raised once every gradient is in place."""
+    if not _interrupt.enter():
+        return _run(roots, retain_graph, create_graph, sink)
+    try:
+        return _run(roots, retain_graph, create_graph, sink)
+    finally:
+        _interrupt.leave()
+
+
+def _run(roots, retain_graph, create_graph, sink):
     pending = {}
     for t, g in roots:
         if t._leaf:

@@ -342,8 +342,9 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     """Sigmoid + binary cross entropy in one stable expression.
 
     loss = (1 - y) x + lw * softplus(-x), lw = (pos_weight - 1) y + 1, with
-    softplus(-x) = (|x| - x) / 2 + log(1 + exp(-|x|)): no overflow for any x, and
-    the gradient sigmoid(x) - y holds at x = 0 too.
+    softplus(-x) = max(-x, 0) + log(1 + exp(-|x|)) (PyTorch's -log_sigmoid(x)): no
+    overflow for any x, inf at x = inf with y = 0, and the gradient sigmoid(x) - y
+    holds at x = 0 too (the max's tie shares it).
     """
     _check_tensor(input, "binary_cross_entropy_with_logits")
     _check_tensor(target, "binary_cross_entropy_with_logits", "target")
@@ -353,7 +354,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
         raise ValueError(f"Target size ({target.shape}) must be the same as input size "
                          f"({input.shape})")
     a = input.abs()
-    sp_neg = (a - input) * 0.5 + (-a).exp().log1p()
+    sp_neg = _ops.maximum(-input, _ops.full_like_const(input, 0.0)) + (-a).exp().log1p()
     if pos_weight is not None:
         sp_neg = ((pos_weight - 1.0) * target + 1.0) * sp_neg
     loss = (1.0 - target) * input + sp_neg

@@ -42,6 +42,13 @@ def _addindent(s, n):
     return lines[0] + "\n" + "\n".join(" " * n + line for line in lines[1:])
 
 
+def _changed(module):
+    """A parameter, buffer or submodule of ``module`` is (re)assigned: compiled functions
+    re-check what they read, unless no recording has run since it was created."""
+    if module.__dict__.get("_born", -1) < _tape.RECORDINGS[0]:
+        _tape.STRUCTURE[0] += 1
+
+
 class Module:
     """Base class of every layer and model, as ``torch.nn.Module``.
 
@@ -52,6 +59,7 @@ class Module:
     training: bool
 
     def __init__(self):
+        object.__setattr__(self, "_born", _tape.RECORDINGS[0])
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
@@ -67,7 +75,7 @@ class Module:
 
     # -- registration ----------------------------------------------------------
     def register_parameter(self, name, param):
-        _tape.STRUCTURE[0] += 1
+        _changed(self)
         if "_parameters" not in self.__dict__:
             raise AttributeError("cannot assign parameter before Module.__init__() call")
         self._check_name(name, "parameter", self._parameters)
@@ -83,7 +91,7 @@ class Module:
         self._parameters[name] = param
 
     def register_buffer(self, name, tensor, persistent=True):
-        _tape.STRUCTURE[0] += 1
+        _changed(self)
         if "_buffers" not in self.__dict__:
             raise AttributeError("cannot assign buffer before Module.__init__() call")
         self._check_name(name, "buffer", self._buffers)
@@ -97,7 +105,7 @@ class Module:
             self._non_persistent_buffers.add(name)
 
     def add_module(self, name, module):
-        _tape.STRUCTURE[0] += 1
+        _changed(self)
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{_typename(module)} is not a Module subclass")
         if "_modules" not in self.__dict__:
@@ -119,7 +127,7 @@ class Module:
 
     def __setattr__(self, name, value):
         if isinstance(value, (Tensor, Module)):
-            _tape.STRUCTURE[0] += 1     # compiled functions then re-check what they read
+            _changed(self)
         d = self.__dict__
         params = d.get("_parameters")
         if isinstance(value, Parameter):
