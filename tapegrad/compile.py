@@ -21,7 +21,6 @@ import warnings
 
 import numpy as np
 
-from . import _interrupt
 from . import _kernels as K
 from . import tape as _tape
 from .hyper import Hyper, is_live_value, live_group, num, rounded
@@ -73,6 +72,7 @@ class _Router:
 
 
 _ROUTER = _Router()
+_TRACE = _tape.TRACE
 
 
 def recording():
@@ -688,13 +688,15 @@ class Recording:
         for opt, sig in self.optims:
             if not _same_state(opt, sig):
                 return False
-        changed = 0
-        for s in self.settings:
-            c = s.check()
-            if c < 0:
-                return False
-            changed |= c
-        return not changed or self._reread()
+        if self.settings:
+            changed = 0
+            for s in self.settings:
+                c = s.check()
+                if c < 0:
+                    return False
+                changed |= c
+            return not changed or self._reread()
+        return True
 
     def _reread(self):
         """Optimizer settings changed: the recording still holds if every comparison
@@ -724,16 +726,11 @@ class Recording:
                 keep.append(d)
             ARGS[slot] = addr(d)
         saved = [a.copy() for a in self.backup] if self.backup else None
-        atomic = _interrupt.enter()
-        try:
-            return self._replay(args, saved)
-        finally:
-            if atomic:
-                _interrupt.leave()
-
-    def _replay(self, args, saved):
+        # Ctrl-C: state changes only inside this one Numba call, which Python cannot
+        # interrupt, so a step is done or not done (the .grad attributes set after it
+        # already hold these tensors, unless a guard would record again anyway)
         status, i = _run()(self.PG, self.PL, self.PF, self.adj32, self.adj64, self.seen,
-                           self.ARGS)
+                           ARGS)
         if status:
             if saved is not None:
                 for a, s in zip(self.backup, saved):
@@ -910,7 +907,8 @@ class Compiled:
         self.records = 0
         self.replays = 0
         self.fallbacks = 0
-        self.lock = threading.RLock()    # calls from several threads take turns
+        lock = threading.RLock()         # calls from several threads take turns
+        self.acquire, self.release = lock.acquire, lock.release
         functools.update_wrapper(self, fn)
 
     def _key(self, args):
@@ -926,10 +924,11 @@ class Compiled:
         return tuple(key)
 
     def __call__(self, *args):
-        if _tape.TRACE[0] is not None and _ROUTER.current() is not None:
+        if _TRACE[0] is not None and _ROUTER.current() is not None:
             # called by a function this thread records: it becomes part of that recording
             return self.fn(*args)
-        with self.lock:
+        self.acquire()
+        try:
             key = self._key(args)
             entries = self.cache.get(key)
             if entries:
@@ -946,6 +945,8 @@ class Compiled:
                         self.replays += 1
                         return res
             return self._record(key, args)
+        finally:
+            self.release()
 
     def _name(self):
         return getattr(self.fn, "__name__", "the function")
