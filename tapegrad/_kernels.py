@@ -15,9 +15,9 @@ import os
 
 import numpy as np
 from llvmlite import ir
-from numba import carray, njit, types
+from numba import carray, cfunc, njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 _CACHE = os.environ.get("TAPEGRAD_CACHE", "1") != "0"
 # IEEE semantics (x / 0 is inf or nan, as in PyTorch), not Python's ZeroDivisionError.
@@ -820,7 +820,7 @@ def _mode(T, o, a, noidx):
     """How row a's elements line up with row o's: same (0), scalar (1) or mapped (2),
     with the map from o's flat index to a's for mode 2."""
     if T[a, N] == 1:
-        return 1, noidx
+        return (0 if T[o, N] == 1 else 1), noidx
     nd, na = T[o, ND], T[a, ND]
     if na == nd:
         same = True
@@ -874,122 +874,197 @@ def _binary_dst(T, r, adj, seen, ma, mb):
     return ao, fa, bo, fb
 
 
+# -- vector-Jacobian products of elementwise ops, one function per op -----------------
+# Binary ops: (T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi) add g's contribution
+# over output elements lo..hi into the inputs' adjoints at ao and bo (-1: no grad
+# needed; fa, fb: first contribution, which overwrites); ma, mb say how each input
+# lines up with the output (_mode). Same-shape operands take plain loops over slices,
+# which vectorise.
+
 @njit(**_JIT)
-def _arith_vjp(k, T, r, adj, ao, fa, bo, fb, lo, hi):
-    """_binary_vjp of + - * / on operands of the output's shape: plain loops that
-    vectorise (the same expressions as the general case)."""
+def _bv_pass(sg, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
+    """g to a, sg * g to b: add (sg = 1) and sub (sg = -1)."""
     go = T[r, AOFF]
-    m = hi - lo
-    g = adj[go + lo:go + hi]
-    da = adj[ao + lo:ao + hi]
-    db = adj[bo + lo:bo + hi]
-    if k == K_ADD or k == K_SUB:
+    if ma == 0 and mb == 0:
+        m = hi - lo
+        g = adj[go + lo:go + hi]
         if ao >= 0:
+            da = adj[ao + lo:ao + hi]
             for i in range(m):
                 _put(da, i, g[i], fa)
         if bo >= 0:
-            sg = 1.0 if k == K_ADD else -1.0
+            db = adj[bo + lo:bo + hi]
             for i in range(m):
                 _put(db, i, sg * g[i], fb)
         return
-    va = _load(T, r, SA, T[T[r, A], N], adj)[lo:hi]
-    vb = _load(T, r, SB, T[T[r, B], N], adj)[lo:hi]
-    if k == K_MUL:
+    if ao >= 0:
+        for i in range(lo, hi):
+            _put(adj, ao + _j(ma, i, ia), adj[go + i], fa)
+    if bo >= 0:
+        for i in range(lo, hi):
+            _put(adj, bo + _j(mb, i, ib), sg * adj[go + i], fb)
+
+
+@njit(**_JIT)
+def _bv_add(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
+    _bv_pass(1.0, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+
+
+@njit(**_JIT)
+def _bv_sub(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
+    _bv_pass(-1.0, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+
+
+@njit(**_JIT, inline="always")
+def _operands(T, r, adj):
+    return _load(T, r, SA, T[T[r, A], N], adj), _load(T, r, SB, T[T[r, B], N], adj)
+
+
+@njit(**_JIT)
+def _bv_mul(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
+    go = T[r, AOFF]
+    va, vb = _operands(T, r, adj)
+    if ma == 0 and mb == 0:
+        m = hi - lo
+        g = adj[go + lo:go + hi]
+        xa = va[lo:hi]
+        xb = vb[lo:hi]
         if ao >= 0:
+            da = adj[ao + lo:ao + hi]
             for i in range(m):
-                _put(da, i, g[i] * vb[i], fa)
+                _put(da, i, g[i] * xb[i], fa)
         if bo >= 0:
+            db = adj[bo + lo:bo + hi]
             for i in range(m):
-                _put(db, i, g[i] * va[i], fb)
-    else:
+                _put(db, i, g[i] * xa[i], fb)
+        return
+    if ao >= 0:
+        for i in range(lo, hi):
+            _put(adj, ao + _j(ma, i, ia), adj[go + i] * vb[_j(mb, i, ib)], fa)
+    if bo >= 0:
+        for i in range(lo, hi):
+            _put(adj, bo + _j(mb, i, ib), adj[go + i] * va[_j(ma, i, ia)], fb)
+
+
+@njit(**_JIT)
+def _bv_div(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
+    """g / y to x; -(g * ((x / y) / y)) to y, as PyTorch: y * y never overflows."""
+    go = T[r, AOFF]
+    va, vb = _operands(T, r, adj)
+    if ma == 0 and mb == 0:
+        m = hi - lo
+        g = adj[go + lo:go + hi]
+        xa = va[lo:hi]
+        xb = vb[lo:hi]
         if ao >= 0:
+            da = adj[ao + lo:ao + hi]
             for i in range(m):
-                _put(da, i, g[i] / vb[i], fa)
-        if bo >= 0:      # -g * ((x / y) / y), as PyTorch: no overflow of y * y
+                _put(da, i, g[i] / xb[i], fa)
+        if bo >= 0:
+            db = adj[bo + lo:bo + hi]
             for i in range(m):
-                y = vb[i]
-                _put(db, i, -(g[i] * (va[i] / y / y)), fb)
+                y = xb[i]
+                _put(db, i, -(g[i] * (xa[i] / y / y)), fb)
+        return
+    if ao >= 0:
+        for i in range(lo, hi):
+            _put(adj, ao + _j(ma, i, ia), adj[go + i] / vb[_j(mb, i, ib)], fa)
+    if bo >= 0:
+        for i in range(lo, hi):
+            y = vb[_j(mb, i, ib)]
+            _put(adj, bo + _j(mb, i, ib), -(adj[go + i] * (va[_j(ma, i, ia)] / y / y)), fb)
+
+
+@njit(**_JIT)
+def _bv_pow(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
+    """In the inputs' dtype, as PyTorch; 0 where it masks (y = 0; x = 0 with y >= 0)."""
+    go = T[r, AOFF]
+    va, vb = _operands(T, r, adj)
+    one = np.ones(1, adj.dtype)[0]
+    if ao >= 0:
+        for i in range(lo, hi):
+            x = va[_j(ma, i, ia)]
+            y = vb[_j(mb, i, ib)]
+            d = 0.0 if y == 0.0 else y * x ** (y - one)
+            _put(adj, ao + _j(ma, i, ia), adj[go + i] * d, fa)
+    if bo >= 0:
+        for i in range(lo, hi):
+            x = va[_j(ma, i, ia)]
+            y = vb[_j(mb, i, ib)]
+            d = 0.0 if (x == 0.0 and y >= 0.0) else x ** y * np.log(x)
+            _put(adj, bo + _j(mb, i, ib), adj[go + i] * d, fb)
+
+
+@njit(**_JIT)
+def _bv_extreme(sg, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
+    """maximum (sg = 1), minimum (sg = -1), as PyTorch: g / 2 at ties, 0 where the
+    other input wins, else g (NaN included)."""
+    go = T[r, AOFF]
+    va, vb = _operands(T, r, adj)
+    z = np.zeros(1, adj.dtype)[0]
+    if ao >= 0:
+        for i in range(lo, hi):
+            p = va[_j(ma, i, ia)]
+            q = vb[_j(mb, i, ib)]
+            v = adj[go + i]
+            h = v * 0.5
+            _put(adj, ao + _j(ma, i, ia), z if sg * p < sg * q else h if p == q else v, fa)
+    if bo >= 0:
+        for i in range(lo, hi):
+            p = va[_j(ma, i, ia)]
+            q = vb[_j(mb, i, ib)]
+            v = adj[go + i]
+            h = v * 0.5
+            _put(adj, bo + _j(mb, i, ib), z if sg * q < sg * p else h if p == q else v, fb)
+
+
+@njit(**_JIT)
+def _bv_maximum(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
+    _bv_extreme(1.0, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+
+
+@njit(**_JIT)
+def _bv_minimum(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
+    _bv_extreme(-1.0, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+
+
+@njit(**_JIT)
+def _bv_where(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
+    """g where the condition (uint8 at SO) holds to a, elsewhere to b."""
+    go = T[r, AOFF]
+    c = carray(_ptr(T[r, SO], adj.view(np.uint8)), T[r, N])
+    z = np.zeros(1, adj.dtype)[0]
+    if ao >= 0:
+        for i in range(lo, hi):
+            v = adj[go + i]
+            _put(adj, ao + _j(ma, i, ia), v if c[i] else z, fa)
+    if bo >= 0:
+        for i in range(lo, hi):
+            v = adj[go + i]
+            _put(adj, bo + _j(mb, i, ib), z if c[i] else v, fb)
 
 
 @njit(**_JIT)
 def _binary_vjp(k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
-    """The VJP of binary row r over output elements lo..hi."""
-    if ma == 0 and mb == 0 and k <= K_DIV:
-        _arith_vjp(k, T, r, adj, ao, fa, bo, fb, lo, hi)
-        return
-    a = T[r, A]
-    b = T[r, B]
-    go = T[r, AOFF]
-    if k == K_ADD or k == K_SUB:
-        if ao >= 0:
-            for i in range(lo, hi):
-                _put(adj, ao + _j(ma, i, ia), adj[go + i], fa)
-        if bo >= 0:
-            sg = 1.0 if k == K_ADD else -1.0
-            for i in range(lo, hi):
-                _put(adj, bo + _j(mb, i, ib), sg * adj[go + i], fb)
-        return
-    if k == K_WHERE:
-        c = carray(_ptr(T[r, SO], adj.view(np.uint8)), T[r, N])
-        z = np.zeros(1, adj.dtype)[0]
-        if ao >= 0:
-            for i in range(lo, hi):
-                v = adj[go + i]
-                _put(adj, ao + _j(ma, i, ia), v if c[i] else z, fa)
-        if bo >= 0:
-            for i in range(lo, hi):
-                v = adj[go + i]
-                _put(adj, bo + _j(mb, i, ib), z if c[i] else v, fb)
-        return
-    va = _load(T, r, SA, T[a, N], adj)
-    vb = _load(T, r, SB, T[b, N], adj)
-    if k == K_MAXIMUM or k == K_MINIMUM:
-        # PyTorch: g / 2 at ties, 0 where the other input wins, else g (NaN included)
-        sg = 1.0 if k == K_MAXIMUM else -1.0
-        z = np.zeros(1, adj.dtype)[0]
-        if ao >= 0:
-            for i in range(lo, hi):
-                p = va[_j(ma, i, ia)]
-                q = vb[_j(mb, i, ib)]
-                v = adj[go + i]
-                h = v * 0.5
-                _put(adj, ao + _j(ma, i, ia), z if sg * p < sg * q else h if p == q else v, fa)
-        if bo >= 0:
-            for i in range(lo, hi):
-                p = va[_j(ma, i, ia)]
-                q = vb[_j(mb, i, ib)]
-                v = adj[go + i]
-                h = v * 0.5
-                _put(adj, bo + _j(mb, i, ib), z if sg * q < sg * p else h if p == q else v, fb)
+    """The VJP of binary row r over output elements lo..hi (op k's function)."""
+    if k == K_ADD:
+        _bv_add(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+    elif k == K_SUB:
+        _bv_sub(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
     elif k == K_MUL:
-        if ao >= 0:
-            for i in range(lo, hi):
-                _put(adj, ao + _j(ma, i, ia), adj[go + i] * vb[_j(mb, i, ib)], fa)
-        if bo >= 0:
-            for i in range(lo, hi):
-                _put(adj, bo + _j(mb, i, ib), adj[go + i] * va[_j(ma, i, ia)], fb)
+        _bv_mul(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
     elif k == K_DIV:
-        if ao >= 0:
-            for i in range(lo, hi):
-                _put(adj, ao + _j(ma, i, ia), adj[go + i] / vb[_j(mb, i, ib)], fa)
-        if bo >= 0:
-            for i in range(lo, hi):
-                y = vb[_j(mb, i, ib)]
-                _put(adj, bo + _j(mb, i, ib), -(adj[go + i] * (va[_j(ma, i, ia)] / y / y)), fb)
-    else:  # K_POW, in the inputs' dtype as PyTorch
-        one = np.ones(1, adj.dtype)[0]
-        if ao >= 0:
-            for i in range(lo, hi):
-                x = va[_j(ma, i, ia)]
-                y = vb[_j(mb, i, ib)]
-                d = 0.0 if y == 0.0 else y * x ** (y - one)
-                _put(adj, ao + _j(ma, i, ia), adj[go + i] * d, fa)
-        if bo >= 0:
-            for i in range(lo, hi):
-                x = va[_j(ma, i, ia)]
-                y = vb[_j(mb, i, ib)]
-                d = 0.0 if (x == 0.0 and y >= 0.0) else x ** y * np.log(x)
-                _put(adj, bo + _j(mb, i, ib), adj[go + i] * d, fb)
+        _bv_div(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+    elif k == K_POW:
+        _bv_pow(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+    elif k == K_MAXIMUM:
+        _bv_maximum(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+    elif k == K_MINIMUM:
+        _bv_minimum(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+    elif k == K_WHERE:
+        _bv_where(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+    else:
+        raise ValueError("tapegrad: no binary VJP for opcode", k)
 
 
 @njit(**_JIT)
@@ -999,103 +1074,270 @@ def _unary(k, T, r, f0, f1, adj, seen):
     _unary_vjp(k, T, r, f0, f1, adj, ao, fr, 0, T[r, N])
 
 
+# Unary ops: (T, r, f0, f1, adj, ao, fr, lo, hi) add g's contribution over elements
+# lo..hi of row r into its input's adjoint at ao (fr: first contribution). Each loop
+# runs over slices, so that it indexes from 0 and vectorises.
+
+@njit(**_JIT, inline="always")
+def _ug(T, r, adj, ao, lo, hi):
+    """The input adjoint's and the output gradient's slices for elements lo..hi."""
+    go = T[r, AOFF]
+    return adj[ao + lo:ao + hi], adj[go + lo:go + hi], hi - lo
+
+
+@njit(**_JIT, inline="always")
+def _scaled(T, r, c, adj, ao, fr, lo, hi):
+    d, g, m = _ug(T, r, adj, ao, lo, hi)
+    for i in range(m):
+        _put(d, i, g[i] * c, fr)
+
+
+@njit(**_JIT)
+def _uv_affine(T, r, f0, f1, adj, ao, fr, lo, hi):
+    _scaled(T, r, f0, adj, ao, fr, lo, hi)
+
+
+@njit(**_JIT)
+def _uv_divs(T, r, f0, f1, adj, ao, fr, lo, hi):
+    _scaled(T, r, 1.0 / f0, adj, ao, fr, lo, hi)
+
+
+@njit(**_JIT)
+def _uv_sign(T, r, f0, f1, adj, ao, fr, lo, hi):
+    _scaled(T, r, 0.0, adj, ao, fr, lo, hi)
+
+
+@njit(**_JIT, inline="always")
+def _out(T, r, adj, lo, hi):
+    return _load(T, r, SO, T[r, N], adj)[lo:hi]
+
+
+@njit(**_JIT, inline="always")
+def _inp(T, r, adj, lo, hi):
+    return _load(T, r, SA, T[r, N], adj)[lo:hi]
+
+
+@njit(**_JIT)
+def _uv_exp(T, r, f0, f1, adj, ao, fr, lo, hi):
+    d, g, m = _ug(T, r, adj, ao, lo, hi)
+    o = _out(T, r, adj, lo, hi)
+    for i in range(m):
+        _put(d, i, g[i] * o[i], fr)
+
+
+@njit(**_JIT)
+def _uv_tanh(T, r, f0, f1, adj, ao, fr, lo, hi):
+    d, g, m = _ug(T, r, adj, ao, lo, hi)
+    o = _out(T, r, adj, lo, hi)
+    for i in range(m):
+        _put(d, i, g[i] * (1.0 - o[i] * o[i]), fr)
+
+
+@njit(**_JIT)
+def _uv_sigmoid(T, r, f0, f1, adj, ao, fr, lo, hi):
+    d, g, m = _ug(T, r, adj, ao, lo, hi)
+    o = _out(T, r, adj, lo, hi)
+    for i in range(m):
+        _put(d, i, g[i] * o[i] * (1.0 - o[i]), fr)
+
+
+@njit(**_JIT)
+def _uv_sqrt(T, r, f0, f1, adj, ao, fr, lo, hi):
+    d, g, m = _ug(T, r, adj, ao, lo, hi)
+    o = _out(T, r, adj, lo, hi)
+    for i in range(m):
+        _put(d, i, g[i] / (2.0 * o[i]), fr)
+
+
+@njit(**_JIT)
+def _uv_relu(T, r, f0, f1, adj, ao, fr, lo, hi):
+    """A select, as PyTorch: 0 where the result is <= 0 (a zero of adj's own type, so
+    the select needs no conversion and vectorises)."""
+    d, g, m = _ug(T, r, adj, ao, lo, hi)
+    o = _out(T, r, adj, lo, hi)
+    z = np.zeros(1, adj.dtype)[0]
+    for i in range(m):
+        v = g[i]
+        _put(d, i, z if o[i] <= 0 else v, fr)
+
+
+@njit(**_JIT)
+def _uv_tan(T, r, f0, f1, adj, ao, fr, lo, hi):
+    d, g, m = _ug(T, r, adj, ao, lo, hi)
+    o = _out(T, r, adj, lo, hi)
+    for i in range(m):
+        _put(d, i, g[i] * (1.0 + o[i] * o[i]), fr)
+
+
+@njit(**_JIT)
+def _uv_expm1(T, r, f0, f1, adj, ao, fr, lo, hi):
+    d, g, m = _ug(T, r, adj, ao, lo, hi)
+    o = _out(T, r, adj, lo, hi)
+    for i in range(m):
+        _put(d, i, g[i] * (o[i] + 1.0), fr)
+
+
+@njit(**_JIT)
+def _uv_recip(T, r, f0, f1, adj, ao, fr, lo, hi):
+    d, g, m = _ug(T, r, adj, ao, lo, hi)
+    o = _out(T, r, adj, lo, hi)
+    for i in range(m):
+        _put(d, i, -g[i] * o[i] * o[i], fr)
+
+
+@njit(**_JIT)
+def _uv_rpows(T, r, f0, f1, adj, ao, fr, lo, hi):
+    d, g, m = _ug(T, r, adj, ao, lo, hi)
+    o = _out(T, r, adj, lo, hi)
+    c = np.log(f0)
+    for i in range(m):
+        _put(d, i, g[i] * o[i] * c, fr)
+
+
+@njit(**_JIT)
+def _uv_rdivs(T, r, f0, f1, adj, ao, fr, lo, hi):
+    """d(c/x) = -(c/x)/x."""
+    d, g, m = _ug(T, r, adj, ao, lo, hi)
+    o = _out(T, r, adj, lo, hi)
+    x = _inp(T, r, adj, lo, hi)
+    for i in range(m):
+        _put(d, i, -(g[i] * o[i] / x[i]), fr)
+
+
+@njit(**_JIT)
+def _uv_log(T, r, f0, f1, adj, ao, fr, lo, hi):
+    d, g, m = _ug(T, r, adj, ao, lo, hi)
+    x = _inp(T, r, adj, lo, hi)
+    for i in range(m):
+        _put(d, i, g[i] / x[i], fr)
+
+
+@njit(**_JIT)
+def _uv_abs(T, r, f0, f1, adj, ao, fr, lo, hi):
+    d, g, m = _ug(T, r, adj, ao, lo, hi)
+    x = _inp(T, r, adj, lo, hi)
+    for i in range(m):
+        _put(d, i, g[i] * ((x[i] > 0) - (x[i] < 0)), fr)
+
+
+@njit(**_JIT)
+def _uv_trig(k, T, r, adj, ao, fr, lo, hi):
+    """sin (k = K_SIN) and cos: vectorised unless an argument is beyond TRIG_MAX."""
+    d, g, m = _ug(T, r, adj, ao, lo, hi)
+    x = _inp(T, r, adj, lo, hi)
+    big = False
+    for i in range(m):
+        big |= not (abs(x[i]) <= TRIG_MAX)
+    if big:
+        for i in range(m):
+            _put(d, i, g[i] * _dtrig(k, x[i]), fr)
+    elif k == K_SIN:
+        for i in range(m):
+            _put(d, i, g[i] * vcos(x[i]), fr)
+    else:
+        for i in range(m):
+            _put(d, i, -g[i] * vsin(x[i]), fr)
+
+
+@njit(**_JIT)
+def _uv_sin(T, r, f0, f1, adj, ao, fr, lo, hi):
+    _uv_trig(K_SIN, T, r, adj, ao, fr, lo, hi)
+
+
+@njit(**_JIT)
+def _uv_cos(T, r, f0, f1, adj, ao, fr, lo, hi):
+    _uv_trig(K_COS, T, r, adj, ao, fr, lo, hi)
+
+
+@njit(**_JIT)
+def _uv_log1p(T, r, f0, f1, adj, ao, fr, lo, hi):
+    d, g, m = _ug(T, r, adj, ao, lo, hi)
+    x = _inp(T, r, adj, lo, hi)
+    for i in range(m):
+        _put(d, i, g[i] / (1.0 + x[i]), fr)
+
+
+@njit(**_JIT)
+def _uv_clamp(T, r, f0, f1, adj, ao, fr, lo, hi):
+    d, g, m = _ug(T, r, adj, ao, lo, hi)
+    x = _inp(T, r, adj, lo, hi)
+    cmin = f0 if T[r, P0] & 1 else -np.inf
+    cmax = f1 if T[r, P0] & 2 else np.inf
+    z = np.zeros(1, adj.dtype)[0]
+    for i in range(m):
+        v = g[i]
+        _put(d, i, v if (x[i] >= cmin) & (x[i] <= cmax) else z, fr)
+
+
+@njit(**_JIT)
+def _uv_pows(T, r, f0, f1, adj, ao, fr, lo, hi):
+    """g * (p * x ** (p - 1)) in x's dtype, as PyTorch; small integer powers without a
+    pow() call per element."""
+    d, g, m = _ug(T, r, adj, ao, lo, hi)
+    x = _inp(T, r, adj, lo, hi)
+    p = f0
+    pt = _like(x, p)
+    if p == 2.0:
+        for i in range(m):
+            _put(d, i, g[i] * (pt * x[i]), fr)
+    elif p == 3.0:
+        for i in range(m):
+            _put(d, i, g[i] * (pt * (x[i] * x[i])), fr)
+    elif p == 1.0 or p == 0.0:
+        for i in range(m):
+            _put(d, i, g[i] * pt, fr)
+    else:
+        e = _like(x, p - 1.0)
+        for i in range(m):
+            _put(d, i, g[i] * (pt * _tpow(x[i], e)), fr)
+
+
 @njit(**_JIT)
 def _unary_vjp(k, T, r, f0, f1, adj, ao, fr, lo, hi):
-    """The VJP of unary row r over elements lo..hi into the adjoint at ao."""
-    n = T[r, N]
-    go = T[r, AOFF]
-    m = hi - lo
-    d = adj[ao + lo:ao + hi]     # slices: the loops then index from 0 and vectorise
-    g = adj[go + lo:go + hi]
-    if k == K_AFFINE or k == K_DIVS or k == K_SIGN:
-        c = f0 if k == K_AFFINE else 1.0 / f0 if k == K_DIVS else 0.0
-        for i in range(m):
-            _put(d, i, g[i] * c, fr)
-        return
-    if k == K_EXP or k == K_TANH or k == K_SIGMOID or k == K_SQRT or k == K_RELU \
-            or k == K_RPOWS or k == K_RDIVS or k == K_TAN or k == K_EXPM1 or k == K_RECIP:
-        o = _load(T, r, SO, n, adj)[lo:hi]
-        if k == K_EXP:
-            for i in range(m):
-                _put(d, i, g[i] * o[i], fr)
-        elif k == K_TANH:
-            for i in range(m):
-                _put(d, i, g[i] * (1.0 - o[i] * o[i]), fr)
-        elif k == K_SIGMOID:
-            for i in range(m):
-                _put(d, i, g[i] * o[i] * (1.0 - o[i]), fr)
-        elif k == K_SQRT:
-            for i in range(m):
-                _put(d, i, g[i] / (2.0 * o[i]), fr)
-        elif k == K_RELU:      # a select, as PyTorch: 0 where the result is <= 0
-            z = np.zeros(1, adj.dtype)[0]   # a zero of adj's own type: the select then
-            for i in range(m):                   # needs no conversion and vectorises
-                v = g[i]
-                _put(d, i, z if o[i] <= 0 else v, fr)
-        elif k == K_TAN:
-            for i in range(m):
-                _put(d, i, g[i] * (1.0 + o[i] * o[i]), fr)
-        elif k == K_EXPM1:
-            for i in range(m):
-                _put(d, i, g[i] * (o[i] + 1.0), fr)
-        elif k == K_RECIP:
-            for i in range(m):
-                _put(d, i, -g[i] * o[i] * o[i], fr)
-        elif k == K_RPOWS:
-            c = np.log(f0)
-            for i in range(m):
-                _put(d, i, g[i] * o[i] * c, fr)
-        else:  # K_RDIVS: d(c/x) = -(c/x)/x
-            x = _load(T, r, SA, n, adj)[lo:hi]
-            for i in range(m):
-                _put(d, i, -(g[i] * o[i] / x[i]), fr)
-        return
-    x = _load(T, r, SA, n, adj)[lo:hi]
-    if k == K_LOG:
-        for i in range(m):
-            _put(d, i, g[i] / x[i], fr)
+    """The VJP of unary row r over elements lo..hi into the adjoint at ao (op k's
+    function)."""
+    if k == K_AFFINE:
+        _uv_affine(T, r, f0, f1, adj, ao, fr, lo, hi)
+    elif k == K_DIVS:
+        _uv_divs(T, r, f0, f1, adj, ao, fr, lo, hi)
+    elif k == K_SIGN:
+        _uv_sign(T, r, f0, f1, adj, ao, fr, lo, hi)
+    elif k == K_POWS:
+        _uv_pows(T, r, f0, f1, adj, ao, fr, lo, hi)
+    elif k == K_RPOWS:
+        _uv_rpows(T, r, f0, f1, adj, ao, fr, lo, hi)
+    elif k == K_RDIVS:
+        _uv_rdivs(T, r, f0, f1, adj, ao, fr, lo, hi)
+    elif k == K_EXP:
+        _uv_exp(T, r, f0, f1, adj, ao, fr, lo, hi)
+    elif k == K_LOG:
+        _uv_log(T, r, f0, f1, adj, ao, fr, lo, hi)
+    elif k == K_SQRT:
+        _uv_sqrt(T, r, f0, f1, adj, ao, fr, lo, hi)
+    elif k == K_TANH:
+        _uv_tanh(T, r, f0, f1, adj, ao, fr, lo, hi)
+    elif k == K_SIGMOID:
+        _uv_sigmoid(T, r, f0, f1, adj, ao, fr, lo, hi)
+    elif k == K_RELU:
+        _uv_relu(T, r, f0, f1, adj, ao, fr, lo, hi)
     elif k == K_ABS:
-        for i in range(m):
-            _put(d, i, g[i] * ((x[i] > 0) - (x[i] < 0)), fr)
-    elif k == K_SIN or k == K_COS:
-        big = False
-        for i in range(m):
-            big |= not (abs(x[i]) <= TRIG_MAX)
-        if big:
-            for i in range(m):
-                _put(d, i, g[i] * _dtrig(k, x[i]), fr)
-        elif k == K_SIN:
-            for i in range(m):
-                _put(d, i, g[i] * vcos(x[i]), fr)
-        else:
-            for i in range(m):
-                _put(d, i, -g[i] * vsin(x[i]), fr)
+        _uv_abs(T, r, f0, f1, adj, ao, fr, lo, hi)
+    elif k == K_SIN:
+        _uv_sin(T, r, f0, f1, adj, ao, fr, lo, hi)
+    elif k == K_COS:
+        _uv_cos(T, r, f0, f1, adj, ao, fr, lo, hi)
+    elif k == K_TAN:
+        _uv_tan(T, r, f0, f1, adj, ao, fr, lo, hi)
     elif k == K_LOG1P:
-        for i in range(m):
-            _put(d, i, g[i] / (1.0 + x[i]), fr)
+        _uv_log1p(T, r, f0, f1, adj, ao, fr, lo, hi)
+    elif k == K_EXPM1:
+        _uv_expm1(T, r, f0, f1, adj, ao, fr, lo, hi)
+    elif k == K_RECIP:
+        _uv_recip(T, r, f0, f1, adj, ao, fr, lo, hi)
     elif k == K_CLAMP:
-        cmin = f0 if T[r, P0] & 1 else -np.inf
-        cmax = f1 if T[r, P0] & 2 else np.inf
-        z = np.zeros(1, adj.dtype)[0]
-        for i in range(m):
-            v = g[i]
-            _put(d, i, v if (x[i] >= cmin) & (x[i] <= cmax) else z, fr)
-    else:  # K_POWS: g * (p * x ** (p - 1)) in x's dtype, as PyTorch
-        p = f0
-        pt = _like(x, p)
-        if p == 2.0:
-            for i in range(m):
-                _put(d, i, g[i] * (pt * x[i]), fr)
-        elif p == 3.0:
-            for i in range(m):
-                _put(d, i, g[i] * (pt * (x[i] * x[i])), fr)
-        elif p == 1.0 or p == 0.0:
-            for i in range(m):
-                _put(d, i, g[i] * pt, fr)
-        else:
-            e = _like(x, p - 1.0)
-            for i in range(m):
-                _put(d, i, g[i] * (pt * _tpow(x[i], e)), fr)
+        _uv_clamp(T, r, f0, f1, adj, ao, fr, lo, hi)
+    else:
+        raise ValueError("tapegrad: no unary VJP for opcode", k)
 
 
 @njit(**_JIT)
@@ -1643,88 +1885,202 @@ def _linear_vjp(T, L, r, adj, seen):
                 _put(adj, bo, s, fb)
 
 
+# Forward kernels of elementwise ops of one tensor, one function per op:
+# (x, out, f0, f1, p0) with scalars f0, f1 rounded to x's dtype. Eager ops call the
+# op's own function (so each compiles on its first use), the program replay the
+# dispatcher unary_fwd.
+
 @njit(**_JIT)
-def unary_fwd(k, x, out, f0, f1, p0):
-    """Elementwise op k of one tensor with scalars f0, f1 (rounded to x's dtype)."""
+def _uf_affine(x, out, f0, f1, p0):
     n = out.size
-    if k == K_AFFINE:
-        if f0 == 1.0:
-            for i in range(n):
-                out[i] = x[i] + f1
-        elif f1 == 0.0:
-            for i in range(n):
-                out[i] = x[i] * f0
-        elif f0 == -1.0:
-            for i in range(n):
-                out[i] = f1 - x[i]
-        else:
-            for i in range(n):
-                out[i] = x[i] * f0 + f1
-    elif k == K_DIVS:
+    if f0 == 1.0:
         for i in range(n):
-            out[i] = x[i] / f0
-    elif k == K_RDIVS:
+            out[i] = x[i] + f1
+    elif f1 == 0.0:
         for i in range(n):
-            out[i] = f0 / x[i]
-    elif k == K_POWS:
-        if f0 == 2.0:
-            for i in range(n):
-                out[i] = x[i] * x[i]
-        elif f0 == 1.0:
-            for i in range(n):
-                out[i] = x[i]
-        elif f0 == 0.5:
-            for i in range(n):
-                out[i] = np.sqrt(x[i])
-        else:
-            for i in range(n):
-                out[i] = _tpow(x[i], f0)
-    elif k == K_RPOWS:
+            out[i] = x[i] * f0
+    elif f0 == -1.0:
         for i in range(n):
-            out[i] = f0 ** x[i]
-    elif k == K_EXP:
-        exp_array(x, out)
-    elif k == K_LOG:
-        log_array(x, out)
-    elif k == K_TANH:
-        tanh_array(x, out)
-    elif k == K_SIGMOID:
-        sigmoid_array(x, out)
-    elif k == K_SIN:
-        sin_array(x, out)
-    elif k == K_COS:
-        cos_array(x, out)
-    elif k == K_TAN:
-        tan_array(x, out)
-    elif k == K_LOG1P:
-        log1p_array(x, out)
-    elif k == K_EXPM1:
-        expm1_array(x, out)
-    elif k == K_SQRT:
+            out[i] = f1 - x[i]
+    else:
+        for i in range(n):
+            out[i] = x[i] * f0 + f1
+
+
+@njit(**_JIT)
+def _uf_divs(x, out, f0, f1, p0):
+    for i in range(out.size):
+        out[i] = x[i] / f0
+
+
+@njit(**_JIT)
+def _uf_rdivs(x, out, f0, f1, p0):
+    for i in range(out.size):
+        out[i] = f0 / x[i]
+
+
+@njit(**_JIT)
+def _uf_pows(x, out, f0, f1, p0):
+    n = out.size
+    if f0 == 2.0:
+        for i in range(n):
+            out[i] = x[i] * x[i]
+    elif f0 == 1.0:
+        for i in range(n):
+            out[i] = x[i]
+    elif f0 == 0.5:
         for i in range(n):
             out[i] = np.sqrt(x[i])
+    else:
+        for i in range(n):
+            out[i] = _tpow(x[i], f0)
+
+
+@njit(**_JIT)
+def _uf_rpows(x, out, f0, f1, p0):
+    for i in range(out.size):
+        out[i] = f0 ** x[i]
+
+
+@njit(**_JIT)
+def _uf_exp(x, out, f0, f1, p0):
+    exp_array(x, out)
+
+
+@njit(**_JIT)
+def _uf_log(x, out, f0, f1, p0):
+    log_array(x, out)
+
+
+@njit(**_JIT)
+def _uf_tanh(x, out, f0, f1, p0):
+    tanh_array(x, out)
+
+
+@njit(**_JIT)
+def _uf_sigmoid(x, out, f0, f1, p0):
+    sigmoid_array(x, out)
+
+
+@njit(**_JIT)
+def _uf_sin(x, out, f0, f1, p0):
+    sin_array(x, out)
+
+
+@njit(**_JIT)
+def _uf_cos(x, out, f0, f1, p0):
+    cos_array(x, out)
+
+
+@njit(**_JIT)
+def _uf_tan(x, out, f0, f1, p0):
+    tan_array(x, out)
+
+
+@njit(**_JIT)
+def _uf_log1p(x, out, f0, f1, p0):
+    log1p_array(x, out)
+
+
+@njit(**_JIT)
+def _uf_expm1(x, out, f0, f1, p0):
+    expm1_array(x, out)
+
+
+@njit(**_JIT)
+def _uf_sqrt(x, out, f0, f1, p0):
+    for i in range(out.size):
+        out[i] = np.sqrt(x[i])
+
+
+@njit(**_JIT)
+def _uf_relu(x, out, f0, f1, p0):
+    for i in range(out.size):
+        v = x[i]
+        out[i] = 0.0 if v < 0 else v
+
+
+@njit(**_JIT)
+def _uf_abs(x, out, f0, f1, p0):
+    for i in range(out.size):
+        out[i] = abs(x[i])
+
+
+@njit(**_JIT)
+def _uf_recip(x, out, f0, f1, p0):
+    for i in range(out.size):
+        out[i] = 1.0 / x[i]
+
+
+@njit(**_JIT)
+def _uf_sign(x, out, f0, f1, p0):
+    for i in range(out.size):
+        v = x[i]
+        out[i] = (v > 0) - (v < 0)      # nan -> 0, as PyTorch
+
+
+@njit(**_JIT)
+def _uf_clamp(x, out, f0, f1, p0):
+    """Bounds f0 (p0 bit 1) and f1 (bit 2); nan stays nan."""
+    for i in range(out.size):
+        v = x[i]
+        if p0 & 1 and not v != v and not v > f0:
+            v = f0
+        if p0 & 2 and not v != v and not v < f1:
+            v = f1
+        out[i] = v
+
+
+UNARY_FWD = {K_AFFINE: _uf_affine, K_DIVS: _uf_divs, K_RDIVS: _uf_rdivs, K_POWS: _uf_pows,
+             K_RPOWS: _uf_rpows, K_EXP: _uf_exp, K_LOG: _uf_log, K_TANH: _uf_tanh,
+             K_SIGMOID: _uf_sigmoid, K_SIN: _uf_sin, K_COS: _uf_cos, K_TAN: _uf_tan,
+             K_LOG1P: _uf_log1p, K_EXPM1: _uf_expm1, K_SQRT: _uf_sqrt, K_RELU: _uf_relu,
+             K_ABS: _uf_abs, K_RECIP: _uf_recip, K_SIGN: _uf_sign, K_CLAMP: _uf_clamp}
+
+
+@njit(**_JIT)
+def unary_fwd(k, x, out, f0, f1, p0):
+    """Elementwise op k of one tensor (op k's function)."""
+    if k == K_AFFINE:
+        _uf_affine(x, out, f0, f1, p0)
+    elif k == K_DIVS:
+        _uf_divs(x, out, f0, f1, p0)
+    elif k == K_RDIVS:
+        _uf_rdivs(x, out, f0, f1, p0)
+    elif k == K_POWS:
+        _uf_pows(x, out, f0, f1, p0)
+    elif k == K_RPOWS:
+        _uf_rpows(x, out, f0, f1, p0)
+    elif k == K_EXP:
+        _uf_exp(x, out, f0, f1, p0)
+    elif k == K_LOG:
+        _uf_log(x, out, f0, f1, p0)
+    elif k == K_TANH:
+        _uf_tanh(x, out, f0, f1, p0)
+    elif k == K_SIGMOID:
+        _uf_sigmoid(x, out, f0, f1, p0)
+    elif k == K_SIN:
+        _uf_sin(x, out, f0, f1, p0)
+    elif k == K_COS:
+        _uf_cos(x, out, f0, f1, p0)
+    elif k == K_TAN:
+        _uf_tan(x, out, f0, f1, p0)
+    elif k == K_LOG1P:
+        _uf_log1p(x, out, f0, f1, p0)
+    elif k == K_EXPM1:
+        _uf_expm1(x, out, f0, f1, p0)
+    elif k == K_SQRT:
+        _uf_sqrt(x, out, f0, f1, p0)
     elif k == K_RELU:
-        for i in range(n):
-            v = x[i]
-            out[i] = 0.0 if v < 0 else v
+        _uf_relu(x, out, f0, f1, p0)
     elif k == K_ABS:
-        for i in range(n):
-            out[i] = abs(x[i])
+        _uf_abs(x, out, f0, f1, p0)
     elif k == K_RECIP:
-        for i in range(n):
-            out[i] = 1.0 / x[i]
+        _uf_recip(x, out, f0, f1, p0)
     elif k == K_SIGN:
-        for i in range(n):
-            v = x[i]
-            out[i] = (v > 0) - (v < 0)      # nan -> 0, as PyTorch
+        _uf_sign(x, out, f0, f1, p0)
     elif k == K_CLAMP:
-        for i in range(n):
-            v = x[i]
-            if p0 & 1 and not v != v and not v > f0:
-                v = f0
-            if p0 & 2 and not v != v and not v < f1:
-                v = f1
-            out[i] = v
+        _uf_clamp(x, out, f0, f1, p0)
     else:
         raise ValueError("tapegrad: no forward kernel for opcode", k)
 
@@ -2491,3 +2847,217 @@ def _scalar_vjp(k, T, r, f0, f1, adj, seen):
             v = g * (_like(adj, f0) * _tpow(x, _like(adj, f0 - 1.0)))
     ao, fr = _dst(adj, T, seen, a)
     _put(adj, ao, v, fr)
+
+
+# ======================================================================================
+# Kernels compiled one by one, on first use
+#
+# The reverse pass of eager backward() dispatches each row to its op's VJP kernel: a
+# C function compiled (and cached) for that op and dtype the first time a backward
+# meets it, called through a table of addresses. Compiling the monolithic interpreter
+# took tens of seconds; one kernel takes a fraction of a second, and a program only
+# pays for the ops it uses.
+
+NEED = 8          # status: the row's kernel is not compiled yet (Python compiles it)
+ARGV = 16         # int64 slots of a kernel's argument block:
+_A_T, _A_F, _A_L, _A_ADJ, _A_SEEN, _A_ROWS, _A_NADJ, _A_NL, _A_NSEEN, _A_R = range(10)
+
+_KSIG = types.void(types.int64)
+KTAB = np.zeros((2, NKERNELS), np.int64)    # kernel addresses by dtype (0, F64), opcode
+_COMPILED = {}                              # (opcode, dtype flag) -> the cfunc
+
+
+@intrinsic
+def _call(typingctx, fn, argv):
+    """Calls the C function at address ``fn`` with the address ``argv``."""
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)])
+        builder.call(builder.inttoptr(args[0], fnty.as_pointer()), [args[1]])
+        return context.get_dummy_value()
+
+    return types.void(types.int64, types.int64), codegen
+
+
+@njit(**_INL)
+def _open(argp, like):
+    """A kernel's view of the tape, its row and the arena (``like``'s dtype)."""
+    a = carray(_ptr(argp, np.empty(0, np.int64)), ARGV)
+    rows = a[_A_ROWS]
+    T = carray(_ptr(a[_A_T], np.empty(0, np.int64)), (rows, NCOL))
+    F = carray(_ptr(a[_A_F], np.empty(0, np.float64)), (rows, 2))
+    L = carray(_ptr(a[_A_L], np.empty(0, np.int64)), a[_A_NL])
+    adj = carray(_ptr(a[_A_ADJ], like), a[_A_NADJ])
+    seen = carray(_ptr(a[_A_SEEN], np.empty(0, np.uint8)), a[_A_NSEEN])
+    return T, F, L, adj, seen, a[_A_R]
+
+
+_UNARY_VJPS = {K_AFFINE: _uv_affine, K_DIVS: _uv_divs, K_SIGN: _uv_sign, K_POWS: _uv_pows,
+               K_RPOWS: _uv_rpows, K_RDIVS: _uv_rdivs, K_EXP: _uv_exp, K_LOG: _uv_log,
+               K_SQRT: _uv_sqrt, K_TANH: _uv_tanh, K_SIGMOID: _uv_sigmoid, K_RELU: _uv_relu,
+               K_ABS: _uv_abs, K_SIN: _uv_sin, K_COS: _uv_cos, K_TAN: _uv_tan,
+               K_LOG1P: _uv_log1p, K_EXPM1: _uv_expm1, K_RECIP: _uv_recip, K_CLAMP: _uv_clamp}
+_BINARY_VJPS = {K_ADD: _bv_add, K_SUB: _bv_sub, K_MUL: _bv_mul, K_DIV: _bv_div,
+                K_POW: _bv_pow, K_MAXIMUM: _bv_maximum, K_MINIMUM: _bv_minimum,
+                K_WHERE: _bv_where}
+
+
+def _op_vjp(k, T, r, f0, f1, adj, ao, fr, lo, hi):
+    """Op k's unary VJP function, chosen while compiling (k a constant)."""
+    raise NotImplementedError
+
+
+def _op_bvjp(k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
+    """Op k's binary VJP function, chosen while compiling (k a constant)."""
+    raise NotImplementedError
+
+
+@overload(_op_vjp, jit_options=_JIT)
+def _ol_op_vjp(k, T, r, f0, f1, adj, ao, fr, lo, hi):
+    if isinstance(k, types.IntegerLiteral):
+        fn = _UNARY_VJPS[k.literal_value]
+        return lambda k, T, r, f0, f1, adj, ao, fr, lo, hi: fn(T, r, f0, f1, adj, ao, fr,
+                                                                lo, hi)
+    return None
+
+
+@overload(_op_bvjp, jit_options=_JIT)
+def _ol_op_bvjp(k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
+    if isinstance(k, types.IntegerLiteral):
+        fn = _BINARY_VJPS[k.literal_value]
+        return lambda k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi: fn(
+            T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+    return None
+
+
+def _vjp_kernel(k, f64):
+    """The C function of opcode k's VJP for one dtype; it closes over constants only
+    (k and the dtype), so that Numba's cache finds it again in a new process."""
+    dt = np.float64 if f64 else np.float32
+    if k in _UNARY_VJPS:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            ao, fr = _dst(adj, T, seen, T[r, A])
+            _op_vjp(k, T, r, F[r, 0], F[r, 1], adj, ao, fr, 0, T[r, N])
+    elif k in _BINARY_VJPS:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            noidx = np.empty(0, np.int64)
+            ma, ia = _mode(T, r, T[r, A], noidx)
+            mb, ib = _mode(T, r, T[r, B], noidx)
+            ao, fa, bo, fb = _binary_dst(T, r, adj, seen, ma, mb)
+            _op_bvjp(k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, 0, T[r, N])
+    elif k == K_SUM:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            _sum(T, r, F[r, 0], adj, seen)
+    elif k == K_COPY:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            go = T[r, AOFF]
+            ao, fr = _dst(adj, T, seen, T[r, A])
+            for i in range(T[r, N]):
+                _put(adj, ao + i, adj[go + i], fr)
+    elif k == K_STRIDED:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            _strided(T, r, adj, seen)
+    elif k == K_MATMUL:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            _matmul_vjp(T, r, adj, seen)
+    elif k == K_LINEAR:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            _linear_vjp(T, L, r, adj, seen)
+    elif k == K_AMAX:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            _amax(T, r, adj, seen)
+    elif k == K_PROD:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            _prod(T, r, adj, seen)
+    elif k in (K_GATHER, K_SCATTER, K_SETIDX):
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            _indexed(k, T, r, adj, seen, np.empty(0, np.int64))
+    elif k in (K_SOFTMAX, K_LOGSOFTMAX):
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            _softmax(k, T, r, adj, seen)
+    elif k == K_CAT:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            _cat(T, L, r, adj, seen)
+    else:
+        raise ValueError(f"tapegrad: no VJP kernel for opcode {k}")
+    return cfunc(_KSIG, cache=_CACHE, error_model="numpy")(kern)
+
+
+def prepare(k, f64):
+    """Compiles (or loads from the cache) opcode k's VJP kernel for one dtype."""
+    key = (int(k), 1 if f64 else 0)
+    if key not in _COMPILED:
+        fn = _COMPILED[key] = _vjp_kernel(*key)
+        KTAB[key[1], key[0]] = fn.address
+
+
+@njit(**_JIT)
+def reverse_rows(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, kt, argv):
+    """Replays rows start..0 in reverse through the VJP kernels ``kt`` (addresses by
+    opcode, for ``adj``'s dtype), accumulating adjoints into ``adj``.
+
+    Only rows already reached (``seen``) are visited. Returns (status, row) as
+    ``reverse`` does, or NEED at a row whose kernel is not compiled yet: Python
+    compiles it and calls again from that row with ``resume``.
+    """
+    T, F, L, adj, seen = _raw(T), _raw(F), _raw(L), _raw(adj), _raw(seen)
+    argv[_A_T] = T.ctypes.data
+    argv[_A_F] = F.ctypes.data
+    argv[_A_L] = L.ctypes.data
+    argv[_A_ADJ] = adj.ctypes.data
+    argv[_A_SEEN] = seen.ctypes.data
+    argv[_A_ROWS] = T.shape[0]
+    argv[_A_NADJ] = adj.size
+    argv[_A_NL] = L.size
+    argv[_A_NSEEN] = seen.size
+    av = argv.ctypes.data
+    r = start + 1
+    while r > 0:
+        r -= 1
+        if seen[r] == 0:
+            continue
+        fl = T[r, FL]
+        if (fl & F64) != dtflag:
+            return SWITCH, r
+        if fl & PAUSE and not (resume and r == start):
+            return PAUSED, r
+        k = T[r, OP]
+        if k == K_PYOUT:
+            _touch(adj, T, seen, T[r, P0 + 2])   # so that the Function's row runs
+            continue
+        if k == K_LEAF or k == K_EXT:
+            continue
+        if fl & FREED:
+            return ERR_FREED, r
+        if fl & DIRTY:
+            return ERR_DIRTY, r
+        if k == K_CAST:
+            return CAST, r
+        if k == K_PYFN:
+            return PYFN, r
+        fn = kt[k]
+        if fn == 0:
+            return NEED, r
+        argv[_A_R] = r
+        _call(fn, av)
+        if freeing and fl & SAVES:
+            T[r, FL] = fl | FREED
+        if anomaly:
+            if _has_nan(adj, T, T[r, A]) or _has_nan(adj, T, T[r, B]):
+                return ERR_NAN, r
+            if k == K_CAT:
+                for q in range(T[r, P0 + 1]):
+                    if _has_nan(adj, T, L[T[r, P0] + q]):
+                        return ERR_NAN, r
+    return DONE, -1

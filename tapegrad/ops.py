@@ -569,8 +569,8 @@ def _elementwise(kernel, d, f0=0.0, f1=0.0, p0=0):
     compiled replay runs), with scalars rounded to its dtype as NumPy would."""
     out = np.empty(d.shape, d.dtype)
     t = d.dtype.type
-    K.unary_fwd(kernel, np.ascontiguousarray(d).reshape(-1), out.reshape(-1),
-                float(t(f0)), float(t(f1)), p0)
+    K.UNARY_FWD[kernel](np.ascontiguousarray(d).reshape(-1), out.reshape(-1),
+                        float(t(f0)), float(t(f1)), p0)
     return out
 
 

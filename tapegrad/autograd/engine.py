@@ -241,6 +241,7 @@ def _replay(tape, seeds, retain, sink, pending):
     tr = _tape.TRACE[0]
     if tr is not None:
         tr.backward(tape, seeds)
+    argv = np.zeros(K.ARGV, np.int64)
     try:
         for r, g in seeds.items():
             _region(tape, r, arenas)[:] = g._data.reshape(-1)
@@ -248,10 +249,15 @@ def _replay(tape, seeds, retain, sink, pending):
         tape.mark_modified()
         resume = False
         while start >= 0:
-            status, r = K.reverse(tape.T, tape.F, tape.L, arenas[dtflag], seen, start,
-                                  resume, not retain, dtflag, _tape.ANOMALY[0], _NORUNS)
+            status, r = K.reverse_rows(tape.T, tape.F, tape.L, arenas[dtflag], seen, start,
+                                       resume, not retain, dtflag, _tape.ANOMALY[0],
+                                       K.KTAB[1 if dtflag else 0], argv)
             if status == K.DONE:
                 break
+            if status == K.NEED:
+                K.prepare(tape.T[r, K.OP], dtflag)
+                start, resume = r, True
+                continue
             start, resume = r, False
             if status == K.PAUSED:
                 hooks = tape.hooks.get(r)
@@ -308,7 +314,6 @@ def _replay(tape, seeds, retain, sink, pending):
 
 
 _NO_VJP = (K.K_LEAF, K.K_EXT, K.K_PYOUT)
-_NORUNS = np.zeros(0, np.int64)
 
 
 def _adjoint(tape, r, arenas, t, tr):
