@@ -198,3 +198,120 @@ def test_editing_a_kernel_invalidates_the_numba_cache(tmp_path):
     again = _run(root, cache)
     assert again["hits"] > 0 and again["misses"] == 0, again
     assert again["grad64"] == edited["grad64"]
+
+
+# -- where the cache goes, damaged entries, processes starting together --------------------
+EVENTS = r"""
+import json, warnings
+from numba.core import event
+compiles = []
+event.register("numba:compile", event.Listener.__subclasshook__ and type(
+    "L", (event.Listener,), {"on_start": lambda s, ev: compiles.append(1),
+                             "on_end": lambda s, ev: None})())
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import tapegrad as tg
+    from tapegrad import _kernels as K
+    x = tg.tensor([0.5, -0.3, 1.2], dtype=tg.float64, requires_grad=True)
+    (tg.tanh(x) * x).sum().backward()
+print(json.dumps({"grad": x.grad.tolist(), "compiles": len(compiles), "dir": K._Locator._dir,
+                  "warnings": [str(w.message) for w in caught]}))
+"""
+
+
+def _copy(tmp_path):
+    root = tmp_path / "src"
+    shutil.copytree(PKG, root / "tapegrad",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.nbi", "*.nbc"))
+    return root
+
+
+def _env(root, **extra):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TAPEGRAD_CACHE", "NUMBA_DISABLE_JIT", "NUMBA_CACHE_DIR")}
+    env["PYTHONPATH"] = str(root)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def _start(root, env):
+    return subprocess.Popen([sys.executable, "-c", EVENTS], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc):
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-4000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _expected_grad():
+    import numpy as np
+    x = np.array([0.5, -0.3, 1.2])
+    return np.tanh(x) + x * (1 - np.tanh(x) ** 2)
+
+
+@pytest.mark.slow
+def test_no_writable_cache_location_compiles_in_memory_with_one_warning(tmp_path):
+    """A read-only install, no writable home: the kernels still compile (kept for the
+    process, in a temporary directory) and one warning says how to keep them."""
+    import numpy as np
+
+    root = _copy(tmp_path)
+    (root / "tapegrad" / "__pycache__").write_text("not a directory")
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    res = _finish(_start(root, _env(root, HOME=blocked / "home",
+                                    XDG_CACHE_HOME=blocked / "cache")))
+    np.testing.assert_allclose(res["grad"], _expected_grad(), rtol=1e-12)
+    assert [w for w in res["warnings"] if "NUMBA_CACHE_DIR" in w], res["warnings"]
+    assert "tapegrad-kernels-" in res["dir"]
+
+
+@pytest.mark.slow
+def test_user_cache_directory_when_the_package_is_read_only(tmp_path):
+    root = _copy(tmp_path)
+    (root / "tapegrad" / "__pycache__").write_text("not a directory")
+    res = _finish(_start(root, _env(root, XDG_CACHE_HOME=tmp_path / "xdg")))
+    assert res["dir"].startswith(str(tmp_path / "xdg" / "tapegrad"))
+    assert not res["warnings"]
+    again = _finish(_start(root, _env(root, XDG_CACHE_HOME=tmp_path / "xdg")))
+    assert again["compiles"] < res["compiles"]
+
+
+@pytest.mark.slow
+def test_damaged_cache_entries_are_compiled_again_and_replaced(tmp_path):
+    import numpy as np
+
+    root = _copy(tmp_path)
+    cache = tmp_path / "nbc"
+    env = _env(root, NUMBA_CACHE_DIR=cache)
+    cold = _finish(_start(root, env))
+    files = sorted(cache.rglob("*.nb[ic]"))
+    assert files
+    for i, f in enumerate(files):       # truncated, emptied, or junk
+        data = f.read_bytes()
+        f.write_bytes(data[:len(data) // 2] if i % 3 == 0 else b"" if i % 3 == 1
+                      else b"\x80junk" * 7)
+    damaged = _finish(_start(root, env))
+    np.testing.assert_allclose(damaged["grad"], _expected_grad(), rtol=1e-12)
+    assert [w for w in damaged["warnings"] if "damaged kernel cache entry" in w]
+    assert damaged["compiles"] > 0
+    healed = _finish(_start(root, env))
+    assert not healed["warnings"] and healed["compiles"] < cold["compiles"]
+    assert healed["grad"] == cold["grad"]
+
+
+@pytest.mark.slow
+def test_processes_starting_together_compile_each_kernel_once(tmp_path):
+    """Two processes on one cold cache: a kernel one of them compiles, the other waits
+    for and loads, so together they compile what one process alone compiles."""
+    root = _copy(tmp_path)
+    alone = _finish(_start(root, _env(root, NUMBA_CACHE_DIR=tmp_path / "alone")))
+    env = _env(root, NUMBA_CACHE_DIR=tmp_path / "shared")
+    procs = [_start(root, env), _start(root, env)]
+    both = [_finish(p) for p in procs]
+    assert both[0]["grad"] == both[1]["grad"] == alone["grad"]
+    # the compile events of functions loaded from the cache are not counted; a few
+    # helpers that Numba does not cache (overload implementations) compile in both
+    assert both[0]["compiles"] + both[1]["compiles"] < 1.5 * alone["compiles"], (both, alone)
