@@ -1008,17 +1008,6 @@ def _into(adj, T, seen, r, mode):
     return _touch(adj, T, seen, r), False
 
 
-@njit(**_JIT)
-def _binary(k, T, r, adj, seen, noidx):
-    """Vector-Jacobian product of a broadcasting binary op."""
-    a = T[r, A]
-    b = T[r, B]
-    ma, ia = _mode(T, r, a, noidx)
-    mb, ib = _mode(T, r, b, noidx)
-    ao, fa, bo, fb = _binary_dst(T, r, adj, seen, ma, mb)
-    _binary_vjp(k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, 0, T[r, N])
-
-
 @njit(**_JIT, inline="always")
 def _binary_dst(T, r, adj, seen, ma, mb):
     """Where a binary row's input adjoints go (-1: no grad needed) and whether fresh."""
@@ -1198,36 +1187,6 @@ def _bv_where(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
         for i in range(lo, hi):
             v = adj[go + i]
             _put(adj, bo + _j(mb, i, ib), z if c[i] else v, fb)
-
-
-@njit(**_JIT)
-def _binary_vjp(k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
-    """The VJP of binary row r over output elements lo..hi (op k's function)."""
-    if k == K_ADD:
-        _bv_add(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
-    elif k == K_SUB:
-        _bv_sub(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
-    elif k == K_MUL:
-        _bv_mul(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
-    elif k == K_DIV:
-        _bv_div(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
-    elif k == K_POW:
-        _bv_pow(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
-    elif k == K_MAXIMUM:
-        _bv_maximum(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
-    elif k == K_MINIMUM:
-        _bv_minimum(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
-    elif k == K_WHERE:
-        _bv_where(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
-    else:
-        raise ValueError("tapegrad: no binary VJP for opcode", k)
-
-
-@njit(**_JIT)
-def _unary(k, T, r, f0, f1, adj, seen):
-    """Vector-Jacobian product of an elementwise op of one tensor (f0: its scalar)."""
-    ao, fr = _dst(adj, T, seen, T[r, A])
-    _unary_vjp(k, T, r, f0, f1, adj, ao, fr, 0, T[r, N])
 
 
 # Unary ops: (T, r, f0, f1, adj, ao, fr, lo, hi) add g's contribution over elements
@@ -1449,54 +1408,6 @@ def _uv_pows(T, r, f0, f1, adj, ao, fr, lo, hi):
 
 
 @njit(**_JIT)
-def _unary_vjp(k, T, r, f0, f1, adj, ao, fr, lo, hi):
-    """The VJP of unary row r over elements lo..hi into the adjoint at ao (op k's
-    function)."""
-    if k == K_AFFINE:
-        _uv_affine(T, r, f0, f1, adj, ao, fr, lo, hi)
-    elif k == K_DIVS:
-        _uv_divs(T, r, f0, f1, adj, ao, fr, lo, hi)
-    elif k == K_SIGN:
-        _uv_sign(T, r, f0, f1, adj, ao, fr, lo, hi)
-    elif k == K_POWS:
-        _uv_pows(T, r, f0, f1, adj, ao, fr, lo, hi)
-    elif k == K_RPOWS:
-        _uv_rpows(T, r, f0, f1, adj, ao, fr, lo, hi)
-    elif k == K_RDIVS:
-        _uv_rdivs(T, r, f0, f1, adj, ao, fr, lo, hi)
-    elif k == K_EXP:
-        _uv_exp(T, r, f0, f1, adj, ao, fr, lo, hi)
-    elif k == K_LOG:
-        _uv_log(T, r, f0, f1, adj, ao, fr, lo, hi)
-    elif k == K_SQRT:
-        _uv_sqrt(T, r, f0, f1, adj, ao, fr, lo, hi)
-    elif k == K_TANH:
-        _uv_tanh(T, r, f0, f1, adj, ao, fr, lo, hi)
-    elif k == K_SIGMOID:
-        _uv_sigmoid(T, r, f0, f1, adj, ao, fr, lo, hi)
-    elif k == K_RELU:
-        _uv_relu(T, r, f0, f1, adj, ao, fr, lo, hi)
-    elif k == K_ABS:
-        _uv_abs(T, r, f0, f1, adj, ao, fr, lo, hi)
-    elif k == K_SIN:
-        _uv_sin(T, r, f0, f1, adj, ao, fr, lo, hi)
-    elif k == K_COS:
-        _uv_cos(T, r, f0, f1, adj, ao, fr, lo, hi)
-    elif k == K_TAN:
-        _uv_tan(T, r, f0, f1, adj, ao, fr, lo, hi)
-    elif k == K_LOG1P:
-        _uv_log1p(T, r, f0, f1, adj, ao, fr, lo, hi)
-    elif k == K_EXPM1:
-        _uv_expm1(T, r, f0, f1, adj, ao, fr, lo, hi)
-    elif k == K_RECIP:
-        _uv_recip(T, r, f0, f1, adj, ao, fr, lo, hi)
-    elif k == K_CLAMP:
-        _uv_clamp(T, r, f0, f1, adj, ao, fr, lo, hi)
-    else:
-        raise ValueError("tapegrad: no unary VJP for opcode", k)
-
-
-@njit(**_JIT)
 def _sum(T, r, f0, adj, seen):
     """Backward of a sum over the dims in bitmask P0: broadcast g back, times f0."""
     a = T[r, A]
@@ -1710,47 +1621,6 @@ def _cat(T, L, r, adj, seen):
         off += dj
 
 
-@njit(**_JIT)
-def _fused_vjp(T, F, adj, seen, top, runs, noidx):
-    """Rows top..top-runs[top]+1, elementwise over the same n elements, replayed block
-    by block so that each block's adjoints stay in cache from one row to the next.
-    Each row's targets are settled first, in row order, so the results are those of
-    the row-by-row replay. A row whose adjoint only rows of the run produce and read
-    (runs[r] = -1 - offset) keeps it in a block-sized scratch at that arena offset."""
-    length = runs[top]
-    dst = np.zeros((length, 4), np.int64)
-    for q in range(length):
-        r = top - q
-        k = T[r, OP]
-        if seen[r] == 0 or k == K_LEAF:
-            dst[q, 0] = -2
-        elif k <= K_WHERE:
-            ao, fa, bo, fb = _binary_dst(T, r, adj, seen, _ew(T, r, T[r, A]),
-                                         _ew(T, r, T[r, B]))
-            dst[q, 0], dst[q, 1], dst[q, 2], dst[q, 3] = ao, fa, bo, fb
-        else:
-            ao, fr = _dst(adj, T, seen, T[r, A])
-            dst[q, 0], dst[q, 1] = ao, fr
-    n = T[top, N]
-    for lo in range(0, n, FUSE_BLOCK):
-        hi = min(lo + FUSE_BLOCK, n)
-        for q in range(1, length):
-            if runs[top - q] < 0:
-                T[top - q, AOFF] = -1 - runs[top - q] - lo
-        for q in range(length):
-            if dst[q, 0] == -2:
-                continue
-            r = top - q
-            k = T[r, OP]
-            ao = T[T[r, A], AOFF] if dst[q, 0] >= 0 else -1
-            if k <= K_WHERE:
-                bo = T[T[r, B], AOFF] if dst[q, 2] >= 0 else -1
-                _binary_vjp(k, T, r, adj, ao, dst[q, 1] != 0, bo, dst[q, 3] != 0,
-                            _ew(T, r, T[r, A]), noidx, _ew(T, r, T[r, B]), noidx, lo, hi)
-            else:
-                _unary_vjp(k, T, r, F[r, 0], F[r, 1], adj, ao, dst[q, 1] != 0, lo, hi)
-
-
 @njit(**_JIT, inline="always")
 def _ew(T, o, a):
     """Elementwise mode of input a of row o: 0 (same elements) or 1 (a scalar)."""
@@ -1796,92 +1666,6 @@ def needed_rows(T, L, alive, n):
         if T[r, B] >= 0:
             need[T[r, B]] = 1
     return need
-
-
-@njit(**_JIT)
-def reverse(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, runs):
-    """Replays rows start..0 in reverse, accumulating adjoints into ``adj``.
-
-    ``adj`` is the arena of one dtype (``dtflag``: F64 or 0); Numba compiles one
-    specialization per dtype, only when a program of that dtype first runs. Only rows
-    already reached (``seen``) are visited. Returns (status, row): DONE; PAUSED at a
-    row with hooks (call again with resume=True from that row); SWITCH, CAST or PYFN
-    at a row that needs Python; ERR_NAN (anomaly mode) after a row that produced a
-    NaN; or an error at a freed or modified row. ``runs`` (empty in eager mode) marks
-    runs of elementwise rows to replay block by block (``fused_vjp``).
-    """
-    T, F, L, adj, seen, runs = _raw(T), _raw(F), _raw(L), _raw(adj), _raw(seen), _raw(runs)
-    noidx = np.empty(0, np.int64)
-    r = start + 1
-    while r > 0:
-        r -= 1
-        if seen[r] == 0:
-            continue
-        if runs.size and runs[r] > 1:
-            _fused_vjp(T, F, adj, seen, r, runs, noidx)
-            r -= runs[r] - 1
-            continue
-        fl = T[r, FL]
-        if (fl & F64) != dtflag:
-            return SWITCH, r
-        if fl & PAUSE and not (resume and r == start):
-            return PAUSED, r
-        k = T[r, OP]
-        if k == K_PYOUT:
-            _touch(adj, T, seen, T[r, P0 + 2])   # so that the Function's row runs
-            continue
-        if k == K_LEAF or k == K_EXT:
-            continue
-        if fl & FREED:
-            return ERR_FREED, r
-        if fl & DIRTY:
-            return ERR_DIRTY, r
-        if T[r, N] == 1 and (k <= K_MINIMUM or (k >= K_AFFINE and k <= K_CLAMP)
-                             or k == K_SIGN):
-            _scalar_vjp(k, T, r, F[r, 0], F[r, 1], adj, seen)
-        elif k <= K_WHERE:
-            _binary(k, T, r, adj, seen, noidx)
-        elif k <= K_CLAMP or k == K_SIGN:
-            _unary(k, T, r, F[r, 0], F[r, 1], adj, seen)
-        elif k == K_SUM:
-            _sum(T, r, F[r, 0], adj, seen)
-        elif k == K_COPY:
-            go = T[r, AOFF]
-            ao, fr = _dst(adj, T, seen, T[r, A])
-            for i in range(T[r, N]):
-                _put(adj, ao + i, adj[go + i], fr)
-        elif k == K_STRIDED:
-            _strided(T, r, adj, seen)
-        elif k == K_MATMUL:
-            _matmul_vjp(T, r, adj, seen)
-        elif k == K_LINEAR:
-            _linear_vjp(T, L, r, adj, seen)
-        elif k == K_AMAX:
-            _amax(T, r, adj, seen)
-        elif k == K_PROD:
-            _prod(T, r, adj, seen)
-        elif k == K_GATHER or k == K_SCATTER or k == K_SETIDX:
-            _indexed(k, T, r, adj, seen, noidx)
-        elif k == K_SOFTMAX or k == K_LOGSOFTMAX:
-            _softmax(k, T, r, adj, seen)
-        elif k == K_CAT:
-            _cat(T, L, r, adj, seen)
-        elif k == K_CAST:
-            return CAST, r
-        elif k == K_PYFN:
-            return PYFN, r
-        else:
-            raise ValueError("tapegrad: unknown kernel opcode", k)
-        if freeing and fl & SAVES:
-            T[r, FL] = fl | FREED
-        if anomaly:
-            if _has_nan(adj, T, T[r, A]) or _has_nan(adj, T, T[r, B]):
-                return ERR_NAN, r
-            if k == K_CAT:
-                for q in range(T[r, P0 + 1]):
-                    if _has_nan(adj, T, L[T[r, P0] + q]):
-                        return ERR_NAN, r
-    return DONE, -1
 
 
 # ======================================================================================
@@ -2195,53 +1979,6 @@ UNARY_FWD = {K_AFFINE: _uf_affine, K_DIVS: _uf_divs, K_RDIVS: _uf_rdivs, K_POWS:
 
 
 @njit(**_JIT)
-def unary_fwd(k, x, out, f0, f1, p0):
-    """Elementwise op k of one tensor (op k's function)."""
-    if k == K_AFFINE:
-        _uf_affine(x, out, f0, f1, p0)
-    elif k == K_DIVS:
-        _uf_divs(x, out, f0, f1, p0)
-    elif k == K_RDIVS:
-        _uf_rdivs(x, out, f0, f1, p0)
-    elif k == K_POWS:
-        _uf_pows(x, out, f0, f1, p0)
-    elif k == K_RPOWS:
-        _uf_rpows(x, out, f0, f1, p0)
-    elif k == K_EXP:
-        _uf_exp(x, out, f0, f1, p0)
-    elif k == K_LOG:
-        _uf_log(x, out, f0, f1, p0)
-    elif k == K_TANH:
-        _uf_tanh(x, out, f0, f1, p0)
-    elif k == K_SIGMOID:
-        _uf_sigmoid(x, out, f0, f1, p0)
-    elif k == K_SIN:
-        _uf_sin(x, out, f0, f1, p0)
-    elif k == K_COS:
-        _uf_cos(x, out, f0, f1, p0)
-    elif k == K_TAN:
-        _uf_tan(x, out, f0, f1, p0)
-    elif k == K_LOG1P:
-        _uf_log1p(x, out, f0, f1, p0)
-    elif k == K_EXPM1:
-        _uf_expm1(x, out, f0, f1, p0)
-    elif k == K_SQRT:
-        _uf_sqrt(x, out, f0, f1, p0)
-    elif k == K_RELU:
-        _uf_relu(x, out, f0, f1, p0)
-    elif k == K_ABS:
-        _uf_abs(x, out, f0, f1, p0)
-    elif k == K_RECIP:
-        _uf_recip(x, out, f0, f1, p0)
-    elif k == K_SIGN:
-        _uf_sign(x, out, f0, f1, p0)
-    elif k == K_CLAMP:
-        _uf_clamp(x, out, f0, f1, p0)
-    else:
-        raise ValueError("tapegrad: no forward kernel for opcode", k)
-
-
-@njit(**_JIT)
 def _binop(k, x, y):
     if k == K_ADD:
         return x + y
@@ -2497,72 +2234,14 @@ def _val(VD, v, like):
 
 
 @njit(**_JIT)
-def _exec(INS, FI, LI, VD, i, w, noidx):
-    """Runs instruction i whose output has the dtype of witness ``w``."""
+def _exec(INS, FI, LI, VD, i, w, noidx, kf, argv):
+    """Runs instruction i whose output has the dtype of witness ``w``: bookkeeping here,
+    ops through their forward kernels ``kf``."""
     k = INS[i, I_OP]
     o = INS[i, I_O]
     a = INS[i, I_A]
-    b = INS[i, I_B]
     out = _val(VD, o, w)
-    if k <= K_MINIMUM and k >= K_ADD:
-        binary_fwd(k, VD, o, a, b, out, _val(VD, a, w), _val(VD, b, w), noidx)
-    elif (k >= K_AFFINE and k <= K_CLAMP) or k == K_SIGN:
-        unary_fwd(k, _val(VD, a, w), out, FI[i, 0], FI[i, 1], INS[i, I_P])
-    elif k == K_SUM:
-        sum_fwd(VD, a, INS[i, I_P], INS[i, I_P + 1], _val(VD, a, w), out)
-    elif k == K_AMAX:
-        amax_fwd(VD, a, INS[i, I_P], INS[i, I_P + 1], _val(VD, a, w), out)
-    elif k == K_MATMUL:
-        batch, m, kk, n = _mm_shape(VD, o, a, b, INS[i, I_P])
-        matmul_fwd(_val(VD, a, w), _val(VD, b, w), out, batch, m, kk, n)
-    elif k == K_LINEAR:
-        start = INS[i, I_P]
-        x = LI[start]
-        wt = LI[start + 1]
-        n = VD[wt, S0]
-        kk = VD[wt, S0 + 1]
-        has_bias = INS[i, I_P + 1] > 2
-        bias = _val(VD, LI[start + 2], w) if has_bias else _val(VD, wt, w)
-        linear_fwd(_val(VD, x, w), _val(VD, wt, w), bias, out, VD[o, N] // n if n else 0,
-                   kk, n, has_bias)
-    elif k == K_WHERE:
-        cond = _val(VD, INS[i, I_P], np.empty(0, np.uint8))
-        ma, ia = _mode(VD, o, a, noidx)
-        mb, ib = _mode(VD, o, b, noidx)
-        x = _val(VD, a, w)
-        y = _val(VD, b, w)
-        for j in range(out.size):
-            out[j] = x[_j(ma, j, ia)] if cond[j] else y[_j(mb, j, ib)]
-    elif k == K_WHERE:
-        cond = _val(VD, INS[i, I_P], np.empty(0, np.uint8))
-        ma, ia = _mode(VD, o, a, noidx)
-        mb, ib = _mode(VD, o, b, noidx)
-        x = _val(VD, a, w)
-        y = _val(VD, b, w)
-        for j in range(out.size):
-            out[j] = x[_j(ma, j, ia)] if cond[j] else y[_j(mb, j, ib)]
-    elif k == K_GATHER:
-        idx = _val(VD, INS[i, I_P], noidx)
-        x = _val(VD, a, w)
-        for j in range(out.size):
-            out[j] = x[idx[j]]
-    elif k == K_SOFTMAX or k == K_LOGSOFTMAX:
-        softmax_fwd(_val(VD, a, w), out, INS[i, I_P], INS[i, I_P + 1], k == K_LOGSOFTMAX)
-    elif k == K_PROD:
-        prod_fwd(VD, a, INS[i, I_P], _val(VD, a, w), out)
-    elif k == K_CAT:
-        start = INS[i, I_P]
-        inner = INS[i, I_P + 2]
-        outer = INS[i, I_P + 3]
-        blk = outer * inner
-        dtot = VD[o, N] // blk if blk else 0
-        off = 0
-        for q in range(INS[i, I_P + 1]):
-            x = LI[start + q]
-            dj = VD[x, N] // blk if blk else 0
-            cat_fwd(out, _val(VD, x, w), off, dj, dtot, outer, inner)
-            off += dj
-    elif k == K_COPY:       # reshape-like: the same elements in the same order
+    if k == K_COPY:       # reshape-like: the same elements in the same order
         x = _val(VD, a, w)
         for j in range(out.size):
             out[j] = x[j]
@@ -2590,7 +2269,18 @@ def _exec(INS, FI, LI, VD, i, w, noidx):
         for j in range(out.size):
             out[j] = c
     else:
-        raise ValueError("tapegrad: unknown program opcode", k)
+        _kernel_call(kf, k, argv, i, -1, 0)
+
+
+@njit(**_JIT, inline="always")
+def _kernel_call(kf, k, argv, i, lo, hi):
+    fn = kf[k]
+    if fn == 0:
+        raise ValueError("tapegrad: no kernel compiled for program opcode", k)
+    argv[_P_I] = i
+    argv[_P_LO] = lo
+    argv[_P_HI] = hi
+    _call(fn, argv.ctypes.data)
 
 
 @njit(**_JIT)
@@ -2617,14 +2307,16 @@ def _cast_adjoint(TT, seen, r, src, dst):
 
 
 @njit(**_JIT)
-def _backward(TT, TF, TL, adj32, adj64, seen, start, runs):
+def _backward(TT, TF, TL, adj32, adj64, seen, start, runs, KT, argv):
     """The reverse replay across both arenas: dtype switches, casts between them."""
     dt = TT[start, FL] & F64
     while start >= 0:
         if dt:
-            status, r = reverse(TT, TF, TL, adj64, seen, start, False, False, F64, False, runs)
+            status, r = reverse_rows(TT, TF, TL, adj64, seen, start, False, False, F64,
+                                     False, KT[1], argv, runs)
         else:
-            status, r = reverse(TT, TF, TL, adj32, seen, start, False, False, 0, False, runs)
+            status, r = reverse_rows(TT, TF, TL, adj32, seen, start, False, False, 0,
+                                     False, KT[0], argv, runs)
         if status == DONE:
             return 0
         if status == SWITCH:
@@ -2642,31 +2334,27 @@ def _backward(TT, TF, TL, adj32, adj64, seen, start, runs):
 
 
 @njit(**_JIT)
-def _exec_block(INS, FI, VD, i, w, lo, hi):
+def _exec_block(INS, FI, VD, i, w, lo, hi, kf, argv):
     """Elements lo..hi of elementwise instruction i (see _fusable)."""
     k = INS[i, I_OP]
-    o = INS[i, I_O]
-    a = INS[i, I_A]
-    out = _val(VD, o, w)[lo:hi]
+    if k != X_FILL and k != X_AXPY and k != X_COPY:
+        _kernel_call(kf, k, argv, i, lo, hi)
+        return
+    out = _val(VD, INS[i, I_O], w)[lo:hi]
     if k == X_FILL:
         c = FI[i, 0]
         for j in range(out.size):
             out[j] = c
         return
-    x = _val(VD, a, w)
+    x = _val(VD, INS[i, I_A], w)
     xs = x if x.size == 1 else x[lo:hi]
     if k == X_AXPY:
         c = FI[i, 0]
         for j in range(out.size):
             out[j] += c * xs[j]
-    elif k == X_COPY:
+    else:
         for j in range(out.size):
             out[j] = xs[0 if xs.size == 1 else j]
-    elif k >= K_AFFINE:
-        unary_fwd(k, xs, out, FI[i, 0], FI[i, 1], INS[i, I_P])
-    else:
-        y = _val(VD, INS[i, I_B], w)
-        _binary_block(k, out, xs, y if y.size == 1 else y[lo:hi])
 
 
 @njit(**_JIT)
@@ -2703,12 +2391,12 @@ def _binary_block(k, out, x, y):
 
 
 @njit(**_JIT)
-def _fused(INS, FI, VD, start, count, w):
+def _fused(INS, FI, VD, start, count, w, kf, argv):
     n = VD[INS[start, I_O], N]
     for lo in range(0, n, FUSE_BLOCK):
         hi = min(lo + FUSE_BLOCK, n)
         for i in range(start, start + count):
-            _exec_block(INS, FI, VD, i, w, lo, hi)
+            _exec_block(INS, FI, VD, i, w, lo, hi, kf, argv)
 
 
 @njit(**_JIT, inline="always")
@@ -2717,13 +2405,15 @@ def _raw(a):
 
 
 @njit(**_JIT)
-def run_program(PG, PL, PF, adj32, adj64, seen, ARGS):
+def run_program(PG, PL, PF, adj32, adj64, seen, ARGS, KF, KT, ARGV):
     """Replays a compiled program; returns (0, -1), or (MISMATCH, instruction) when a
     value read while recording differs now, or (status, row) of a failed backward.
 
     PG stacks the tape copy TT, the values VD and the instructions INS; PL the tape's
     input lists TL, the value lists LI and the fused runs of TT; PF the tape's F and
     the instructions' FI (sizes in ARGS' header), so that a call passes few arrays.
+    KF and KT are the forward and VJP kernel tables (KFWD, KTAB), with every kernel the
+    program reaches compiled (prepare_program); ARGV two argument blocks for them.
     """
     # Views without a reference count: calls between kernels then pass arrays for free
     # (each counted array costs atomic increments and decrements per call).
@@ -2742,6 +2432,16 @@ def run_program(PG, PL, PF, adj32, adj64, seen, ARGS):
     w64 = np.empty(0, np.float64)
     wb = np.empty(0, np.uint8)
     noidx = np.empty(0, np.int64)
+    KF, KT, ARGV = _raw(KF), _raw(KT), _raw(ARGV)
+    argf = ARGV[0]
+    argb = ARGV[1]
+    argf[_P_INS] = INS.ctypes.data
+    argf[_P_FI] = FI.ctypes.data
+    argf[_P_LI] = LI.ctypes.data
+    argf[_P_VD] = VD.ctypes.data
+    argf[_P_NI] = ni
+    argf[_P_NV] = nv
+    argf[_P_NLI] = LI.size
     i = 0
     while i < ni:
         k = INS[i, I_OP]
@@ -2757,7 +2457,7 @@ def run_program(PG, PL, PF, adj32, adj64, seen, ARGS):
                     _seed(adj64, TT, seen, r, _val(VD, v, w64))
                 else:
                     _seed(adj32, TT, seen, r, _val(VD, v, w32))
-            status = _backward(TT, TF, TL, adj32, adj64, seen, INS[i, I_P], runs)
+            status = _backward(TT, TF, TL, adj32, adj64, seen, INS[i, I_P], runs, KT, argb)
             if status != 0:
                 return status, i
             i += 1
@@ -2765,17 +2465,17 @@ def run_program(PG, PL, PF, adj32, adj64, seen, ARGS):
         if k == X_FUSED:
             count = INS[i, I_P]
             if VD[INS[i + 1, I_O], FL] & F64:
-                _fused(INS, FI, VD, i + 1, count, w64)
+                _fused(INS, FI, VD, i + 1, count, w64, KF[1], argf)
             else:
-                _fused(INS, FI, VD, i + 1, count, w32)
+                _fused(INS, FI, VD, i + 1, count, w32, KF[0], argf)
             i += count + 1
             continue
         f64 = VD[o, FL] & F64
         if INS[i, I_P + 9]:
             if f64:
-                _scalar_fwd(INS, FI, VD, i, w64)
+                _scalar_fwd(INS, FI, VD, i, w64, KF[1], argf)
             else:
-                _scalar_fwd(INS, FI, VD, i, w32)
+                _scalar_fwd(INS, FI, VD, i, w32, KF[0], argf)
         elif k == X_ADJ:
             r = INS[i, I_P]
             off = TT[r, AOFF]
@@ -2833,9 +2533,9 @@ def run_program(PG, PL, PF, adj32, adj64, seen, ARGS):
             else:
                 _cast(_val(VD, o, w32), _val(VD, a, w64))
         elif f64:
-            _exec(INS, FI, LI, VD, i, w64, noidx)
+            _exec(INS, FI, LI, VD, i, w64, noidx, KF[1], argf)
         else:
-            _exec(INS, FI, LI, VD, i, w32, noidx)
+            _exec(INS, FI, LI, VD, i, w32, noidx, KF[0], argf)
         i += 1
     return 0, -1
 
@@ -2867,23 +2567,6 @@ def _scalar_unary(k, x, f0, f1, p0):
         return _tpow(x, f0)
     if k == K_RPOWS:
         return f0 ** x
-    if k == K_EXP:
-        return vexp(x)
-    if k == K_LOG:
-        return vlog(x)
-    if k == K_TANH:
-        return vtanh(x)
-    if k == K_SIGMOID:
-        return vsigmoid(x)
-    if k == K_LOG1P:
-        return vlog1p(x)
-    if k == K_EXPM1:
-        return vexpm1(x)
-    if k == K_SIN or k == K_COS or k == K_TAN:
-        v = np.float64(x)
-        if abs(v) > TRIG_MAX:
-            return math.sin(v) if k == K_SIN else math.cos(v) if k == K_COS else math.tan(v)
-        return vsin(x) if k == K_SIN else vcos(x) if k == K_COS else vtan(x)
     if k == K_SQRT:
         return np.sqrt(x)
     if k == K_RELU:
@@ -2894,18 +2577,24 @@ def _scalar_unary(k, x, f0, f1, p0):
         return 1.0 / x
     if k == K_SIGN:
         return (x > 0) - (x < 0)
-    v = x        # K_CLAMP
-    if p0 & 1 and not v != v and not v > f0:
-        v = f0
-    if p0 & 2 and not v != v and not v < f1:
-        v = f1
-    return v
+    if k == K_CLAMP:
+        v = x
+        if p0 & 1 and not v != v and not v > f0:
+            v = f0
+        if p0 & 2 and not v != v and not v < f1:
+            v = f1
+        return v
+    raise ValueError("tapegrad: no one-element forward for opcode", k)
 
 
 @njit(**_JIT)
-def _scalar_fwd(INS, FI, VD, i, w):
-    """Instruction i on one-element values (flagged at build time)."""
+def _scalar_fwd(INS, FI, VD, i, w, kf, argv):
+    """Instruction i on one-element values (flagged at build time); transcendental
+    ops, heavier to compile, go through their kernels."""
     k = INS[i, I_OP]
+    if k >= K_EXP and k <= K_SIGMOID or k >= K_SIN and k <= K_EXPM1:
+        _kernel_call(kf, k, argv, i, -1, 0)
+        return
     out = _val(VD, INS[i, I_O], w)
     x = _val(VD, INS[i, I_A], w)
     if k <= K_MINIMUM:
@@ -2914,7 +2603,7 @@ def _scalar_fwd(INS, FI, VD, i, w):
         out[0] = _scalar_unary(k, x[0], FI[i, 0], FI[i, 1], INS[i, I_P])
 
 
-@njit(**_JIT, inline="always")
+@njit(**_JIT)
 def _scalar_vjp(k, T, r, f0, f1, adj, seen):
     """The VJP of a one-element elementwise row (see _binary_vjp, _unary_vjp)."""
     g = adj[T[r, AOFF]]
@@ -2985,8 +2674,6 @@ def _scalar_vjp(k, T, r, f0, f1, adj, seen):
             v = g / x
         elif k == K_ABS:
             v = g * ((x > 0) - (x < 0))
-        elif k == K_SIN or k == K_COS:
-            v = g * _dtrig(k, x)
         elif k == K_LOG1P:
             v = g / (1.0 + x)
         elif k == K_CLAMP:
@@ -3016,7 +2703,8 @@ def _scalar_vjp(k, T, r, f0, f1, adj, seen):
 
 NEED = 8          # status: the row's kernel is not compiled yet (Python compiles it)
 ARGV = 16         # int64 slots of a kernel's argument block:
-_A_T, _A_F, _A_L, _A_ADJ, _A_SEEN, _A_ROWS, _A_NADJ, _A_NL, _A_NSEEN, _A_R = range(10)
+(_A_T, _A_F, _A_L, _A_ADJ, _A_SEEN, _A_ROWS, _A_NADJ, _A_NL, _A_NSEEN, _A_R, _A_LO, _A_HI,
+ _A_AO, _A_FA, _A_BO, _A_FB) = range(16)      # LO < 0: the whole row
 
 _KSIG = types.void(types.int64)
 KTAB = np.zeros((2, NKERNELS), np.int64)    # kernel addresses by dtype (0, F64), opcode
@@ -3045,6 +2733,14 @@ def _open(argp, like):
     adj = carray(_ptr(a[_A_ADJ], like), a[_A_NADJ])
     seen = carray(_ptr(a[_A_SEEN], np.empty(0, np.uint8)), a[_A_NSEEN])
     return T, F, L, adj, seen, a[_A_R]
+
+
+@njit(**_INL)
+def _block(argp):
+    """A block of a fused run: elements lo..hi (lo < 0: the whole row) and where the
+    inputs' adjoints go (ao, bo; -1: not needed) with whether first (fa, fb)."""
+    a = carray(_ptr(argp, np.empty(0, np.int64)), ARGV)
+    return a[_A_LO], a[_A_HI], a[_A_AO], a[_A_FA] != 0, a[_A_BO], a[_A_FB] != 0
 
 
 _UNARY_VJPS = {K_AFFINE: _uv_affine, K_DIVS: _uv_divs, K_SIGN: _uv_sign, K_POWS: _uv_pows,
@@ -3092,16 +2788,24 @@ def _vjp_kernel(k, f64):
     if k in _UNARY_VJPS:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
-            ao, fr = _dst(adj, T, seen, T[r, A])
-            _op_vjp(k, T, r, F[r, 0], F[r, 1], adj, ao, fr, 0, T[r, N])
+            lo, hi, ao, fr, _, _ = _block(argp)
+            if lo < 0:
+                ao, fr = _dst(adj, T, seen, T[r, A])
+                lo, hi = 0, T[r, N]
+            _op_vjp(k, T, r, F[r, 0], F[r, 1], adj, ao, fr, lo, hi)
     elif k in _BINARY_VJPS:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            lo, hi, ao, fa, bo, fb = _block(argp)
             noidx = np.empty(0, np.int64)
-            ma, ia = _mode(T, r, T[r, A], noidx)
-            mb, ib = _mode(T, r, T[r, B], noidx)
-            ao, fa, bo, fb = _binary_dst(T, r, adj, seen, ma, mb)
-            _op_bvjp(k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, 0, T[r, N])
+            if lo < 0:
+                ma, ia = _mode(T, r, T[r, A], noidx)
+                mb, ib = _mode(T, r, T[r, B], noidx)
+                ao, fa, bo, fb = _binary_dst(T, r, adj, seen, ma, mb)
+                _op_bvjp(k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, 0, T[r, N])
+            else:
+                _op_bvjp(k, T, r, adj, ao, fa, bo, fb, _ew(T, r, T[r, A]), noidx,
+                         _ew(T, r, T[r, B]), noidx, lo, hi)
     elif k == K_SUM:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
@@ -3147,11 +2851,7 @@ def _vjp_kernel(k, f64):
             _cat(T, L, r, adj, seen)
     else:
         raise ValueError(f"tapegrad: no VJP kernel for opcode {k}")
-    fn = CFunc(kern, normalize_signature(_KSIG), locals={}, options={"error_model": "numpy"})
-    if _CACHE:
-        fn._cache = _SafeCache(kern)
-    fn.compile()
-    return fn
+    return _cfunc(kern)
 
 
 def prepare(k, f64):
@@ -3163,15 +2863,19 @@ def prepare(k, f64):
 
 
 @njit(**_JIT)
-def reverse_rows(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, kt, argv):
+def reverse_rows(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, kt, argv, runs):
     """Replays rows start..0 in reverse through the VJP kernels ``kt`` (addresses by
     opcode, for ``adj``'s dtype), accumulating adjoints into ``adj``.
 
-    Only rows already reached (``seen``) are visited. Returns (status, row) as
-    ``reverse`` does, or NEED at a row whose kernel is not compiled yet: Python
-    compiles it and calls again from that row with ``resume``.
+    Only rows already reached (``seen``) are visited; one-element elementwise rows take
+    an inline path. Returns (status, row): DONE; PAUSED at a row with hooks (call again
+    with resume=True from that row); SWITCH, CAST or PYFN at a row that needs Python;
+    NEED at a row whose kernel is not compiled yet (compile it, call again from that
+    row with resume=True); ERR_NAN (anomaly mode) after a row that produced a NaN; or
+    an error at a freed or modified row. ``runs`` (empty in eager mode) marks runs of
+    elementwise rows to replay block by block (_fused_rows).
     """
-    T, F, L, adj, seen = _raw(T), _raw(F), _raw(L), _raw(adj), _raw(seen)
+    T, F, L, adj, seen, runs = _raw(T), _raw(F), _raw(L), _raw(adj), _raw(seen), _raw(runs)
     argv[_A_T] = T.ctypes.data
     argv[_A_F] = F.ctypes.data
     argv[_A_L] = L.ctypes.data
@@ -3181,11 +2885,17 @@ def reverse_rows(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, kt
     argv[_A_NADJ] = adj.size
     argv[_A_NL] = L.size
     argv[_A_NSEEN] = seen.size
+    argv[_A_LO] = -1
     av = argv.ctypes.data
     r = start + 1
     while r > 0:
         r -= 1
         if seen[r] == 0:
+            continue
+        if runs.size and runs[r] > 1:
+            if not _fused_rows(T, adj, seen, r, runs, kt, argv):
+                return NEED, r
+            r -= runs[r] - 1
             continue
         fl = T[r, FL]
         if (fl & F64) != dtflag:
@@ -3206,11 +2916,15 @@ def reverse_rows(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, kt
             return CAST, r
         if k == K_PYFN:
             return PYFN, r
-        fn = kt[k]
-        if fn == 0:
-            return NEED, r
-        argv[_A_R] = r
-        _call(fn, av)
+        if T[r, N] == 1 and (k <= K_MINIMUM or (k >= K_AFFINE and k <= K_CLAMP)
+                             or k == K_SIGN) and k != K_SIN and k != K_COS:
+            _scalar_vjp(k, T, r, F[r, 0], F[r, 1], adj, seen)
+        else:
+            fn = kt[k]
+            if fn == 0:
+                return NEED, r
+            argv[_A_R] = r
+            _call(fn, av)
         if freeing and fl & SAVES:
             T[r, FL] = fl | FREED
         if anomaly:
@@ -3221,6 +2935,261 @@ def reverse_rows(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, kt
                     if _has_nan(adj, T, L[T[r, P0] + q]):
                         return ERR_NAN, r
     return DONE, -1
+
+
+@njit(**_JIT)
+def _fused_rows(T, adj, seen, top, runs, kt, argv):
+    """Rows top..top-runs[top]+1, elementwise over the same n elements, replayed block
+    by block so that each block's adjoints stay in cache from one row to the next.
+    Each row's targets are settled first, in row order, so the results are those of
+    the row-by-row replay. A row whose adjoint only rows of the run produce and read
+    (runs[r] = -1 - offset) keeps it in a block-sized scratch at that arena offset.
+    False when a row's kernel is not compiled yet (nothing done then)."""
+    length = runs[top]
+    for q in range(length):
+        k = T[top - q, OP]
+        if k != K_LEAF and kt[k] == 0:
+            return False
+    dst = np.zeros((length, 4), np.int64)
+    for q in range(length):
+        r = top - q
+        k = T[r, OP]
+        if seen[r] == 0 or k == K_LEAF:
+            dst[q, 0] = -2
+        elif k <= K_WHERE:
+            ao, fa, bo, fb = _binary_dst(T, r, adj, seen, _ew(T, r, T[r, A]),
+                                         _ew(T, r, T[r, B]))
+            dst[q, 0], dst[q, 1], dst[q, 2], dst[q, 3] = ao, fa, bo, fb
+        else:
+            ao, fr = _dst(adj, T, seen, T[r, A])
+            dst[q, 0], dst[q, 1] = ao, fr
+    av = argv.ctypes.data
+    n = T[top, N]
+    for lo in range(0, n, FUSE_BLOCK):
+        hi = min(lo + FUSE_BLOCK, n)
+        for q in range(1, length):
+            if runs[top - q] < 0:
+                T[top - q, AOFF] = -1 - runs[top - q] - lo
+        for q in range(length):
+            if dst[q, 0] == -2:
+                continue
+            r = top - q
+            k = T[r, OP]
+            argv[_A_R] = r
+            argv[_A_LO] = lo
+            argv[_A_HI] = hi
+            argv[_A_AO] = T[T[r, A], AOFF] if dst[q, 0] >= 0 else -1
+            argv[_A_FA] = dst[q, 1]
+            argv[_A_BO] = T[T[r, B], AOFF] if k <= K_WHERE and dst[q, 2] >= 0 else -1
+            argv[_A_FB] = dst[q, 3]
+            _call(kt[k], av)
+    argv[_A_LO] = -1
+    return True
+
+
+
+# -- the program replay's instructions ---------------------------------------------------
+# An op instruction of a compiled program runs through its op's forward kernel, compiled
+# on first use like the VJP kernels: (argv) with the program's arrays and the
+# instruction, and a block lo..hi of a fused run (lo < 0: all of it).
+
+(_P_INS, _P_FI, _P_LI, _P_VD, _P_NI, _P_NV, _P_NLI, _P_I, _P_LO, _P_HI) = range(10)
+NOPS = 128                                  # opcodes a program may hold (K_* and X_*)
+KFWD = np.zeros((2, NOPS), np.int64)        # forward kernel addresses by dtype, opcode
+_FWD_COMPILED = {}
+
+
+@njit(**_INL)
+def _open_program(argp):
+    a = carray(_ptr(argp, np.empty(0, np.int64)), ARGV)
+    INS = carray(_ptr(a[_P_INS], np.empty(0, np.int64)), (a[_P_NI], NCOL))
+    FI = carray(_ptr(a[_P_FI], np.empty(0, np.float64)), (a[_P_NI], 2))
+    LI = carray(_ptr(a[_P_LI], np.empty(0, np.int64)), a[_P_NLI])
+    VD = carray(_ptr(a[_P_VD], np.empty(0, np.int64)), (a[_P_NV], NCOL))
+    return INS, FI, LI, VD, a[_P_I], a[_P_LO], a[_P_HI]
+
+
+def _op_fwd(k, x, out, f0, f1, p0):
+    """Op k's unary forward function, chosen while compiling (k a constant)."""
+    raise NotImplementedError
+
+
+@overload(_op_fwd, jit_options={"error_model": "numpy"})
+def _ol_op_fwd(k, x, out, f0, f1, p0):
+    if isinstance(k, types.IntegerLiteral):
+        fn = UNARY_FWD[k.literal_value]
+        return lambda k, x, out, f0, f1, p0: fn(x, out, f0, f1, p0)
+    return None
+
+
+_BINARY_OPS = range(K_ADD, K_MINIMUM + 1)
+
+
+def _fwd_kernel(k, f64):
+    """The C function running instructions of opcode k for one dtype (one for all the
+    broadcasting binary ops); it closes over constants only."""
+    dt = np.float64 if f64 else np.float32
+    if k in UNARY_FWD:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = np.empty(0, dt)
+            x = _val(VD, INS[i, I_A], w)
+            out = _val(VD, INS[i, I_O], w)
+            if lo >= 0:
+                x = x[lo:hi]
+                out = out[lo:hi]
+            _op_fwd(k, x, out, FI[i, 0], FI[i, 1], INS[i, I_P])
+    elif k in _BINARY_OPS:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = np.empty(0, dt)
+            o, a, b = INS[i, I_O], INS[i, I_A], INS[i, I_B]
+            x = _val(VD, a, w)
+            y = _val(VD, b, w)
+            out = _val(VD, o, w)
+            if lo < 0:
+                binary_fwd(INS[i, I_OP], VD, o, a, b, out, x, y, np.empty(0, np.int64))
+            else:
+                _binary_block(INS[i, I_OP], out[lo:hi], x if x.size == 1 else x[lo:hi],
+                              y if y.size == 1 else y[lo:hi])
+    elif k == K_WHERE:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = np.empty(0, dt)
+            noidx = np.empty(0, np.int64)
+            o, a, b = INS[i, I_O], INS[i, I_A], INS[i, I_B]
+            cond = _val(VD, INS[i, I_P], np.empty(0, np.uint8))
+            ma, ia = _mode(VD, o, a, noidx)
+            mb, ib = _mode(VD, o, b, noidx)
+            x = _val(VD, a, w)
+            y = _val(VD, b, w)
+            out = _val(VD, o, w)
+            for j in range(out.size):
+                out[j] = x[_j(ma, j, ia)] if cond[j] else y[_j(mb, j, ib)]
+    elif k == K_SUM:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = np.empty(0, dt)
+            a = INS[i, I_A]
+            sum_fwd(VD, a, INS[i, I_P], INS[i, I_P + 1], _val(VD, a, w), _val(VD, INS[i, I_O], w))
+    elif k == K_AMAX:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = np.empty(0, dt)
+            a = INS[i, I_A]
+            amax_fwd(VD, a, INS[i, I_P], INS[i, I_P + 1], _val(VD, a, w),
+                     _val(VD, INS[i, I_O], w))
+    elif k == K_MATMUL:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = np.empty(0, dt)
+            o, a, b = INS[i, I_O], INS[i, I_A], INS[i, I_B]
+            batch, m, kk, n = _mm_shape(VD, o, a, b, INS[i, I_P])
+            matmul_fwd(_val(VD, a, w), _val(VD, b, w), _val(VD, o, w), batch, m, kk, n)
+    elif k == K_LINEAR:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = np.empty(0, dt)
+            start = INS[i, I_P]
+            x = LI[start]
+            wt = LI[start + 1]
+            n = VD[wt, S0]
+            kk = VD[wt, S0 + 1]
+            has_bias = INS[i, I_P + 1] > 2
+            bias = _val(VD, LI[start + 2], w) if has_bias else _val(VD, wt, w)
+            o = INS[i, I_O]
+            linear_fwd(_val(VD, x, w), _val(VD, wt, w), bias, _val(VD, o, w),
+                       VD[o, N] // n if n else 0, kk, n, has_bias)
+    elif k == K_GATHER:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = np.empty(0, dt)
+            idx = _val(VD, INS[i, I_P], np.empty(0, np.int64))
+            x = _val(VD, INS[i, I_A], w)
+            out = _val(VD, INS[i, I_O], w)
+            for j in range(out.size):
+                out[j] = x[idx[j]]
+    elif k in (K_SOFTMAX, K_LOGSOFTMAX):
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = np.empty(0, dt)
+            softmax_fwd(_val(VD, INS[i, I_A], w), _val(VD, INS[i, I_O], w), INS[i, I_P],
+                        INS[i, I_P + 1], k == K_LOGSOFTMAX)
+    elif k == K_PROD:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = np.empty(0, dt)
+            a = INS[i, I_A]
+            prod_fwd(VD, a, INS[i, I_P], _val(VD, a, w), _val(VD, INS[i, I_O], w))
+    elif k == K_CAT:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = np.empty(0, dt)
+            o = INS[i, I_O]
+            out = _val(VD, o, w)
+            start = INS[i, I_P]
+            inner = INS[i, I_P + 2]
+            outer = INS[i, I_P + 3]
+            blk = outer * inner
+            dtot = VD[o, N] // blk if blk else 0
+            off = 0
+            for q in range(INS[i, I_P + 1]):
+                x = LI[start + q]
+                dj = VD[x, N] // blk if blk else 0
+                cat_fwd(out, _val(VD, x, w), off, dj, dtot, outer, inner)
+                off += dj
+    else:
+        raise ValueError(f"tapegrad: no forward kernel for program opcode {k}")
+    return _cfunc(kern)
+
+
+def _cfunc(kern):
+    fn = CFunc(kern, normalize_signature(_KSIG), locals={}, options={"error_model": "numpy"})
+    if _CACHE:
+        fn._cache = _SafeCache(kern)
+    fn.compile()
+    return fn
+
+
+def prepare_forward(k, f64):
+    """Compiles (or loads) the forward kernel of program opcode k for one dtype."""
+    k, d = int(k), 1 if f64 else 0
+    if (k, d) in _FWD_COMPILED:
+        return
+    base = K_ADD if k in _BINARY_OPS else k
+    fn = _FWD_COMPILED.get((base, d))
+    if fn is None:
+        fn = _fwd_kernel(base, d)
+    for op in (_BINARY_OPS if base == K_ADD else (k,)):
+        _FWD_COMPILED[(op, d)] = fn
+        KFWD[d, op] = fn.address
+
+
+# Program instructions that the interpreter runs itself (no kernel).
+INLINE_OPS = (K_COPY, K_CAST, X_ARG, X_GATHER, X_AXPY, X_FILL, X_COPY, X_BACKWARD, X_ADJ,
+              X_CHECK, X_FUSED, X_CMP, X_COND, X_ARGEXT)
+# One-element elementwise ops whose formula the interpreters inline (the rest, heavier
+# to compile, go through their kernels).
+SCALAR_INLINE = tuple(range(K_ADD, K_MINIMUM + 1)) + (
+    K_AFFINE, K_DIVS, K_POWS, K_RPOWS, K_RDIVS, K_EXP, K_LOG, K_SQRT, K_TANH, K_SIGMOID,
+    K_RELU, K_ABS, K_RECIP, K_CLAMP, K_SIGN)
+
+
+def prepare_program(TT, VD, INS):
+    """Compiles every kernel a program's replay can reach: its instructions' forward
+    kernels and its tape's VJP kernels."""
+    for i in range(len(INS)):
+        k = int(INS[i, I_OP])
+        if k not in INLINE_OPS:
+            prepare_forward(k, VD[INS[i, I_O], FL] & F64)
+    for r in range(len(TT)):
+        k = int(TT[r, OP])
+        if k in _UNARY_VJPS or k in _BINARY_VJPS or k in _FAMILY_VJPS:
+            prepare(k, TT[r, FL] & F64)
+
+
+_FAMILY_VJPS = (K_SUM, K_COPY, K_STRIDED, K_MATMUL, K_LINEAR, K_AMAX, K_PROD, K_GATHER,
+                K_SCATTER, K_SETIDX, K_SOFTMAX, K_LOGSOFTMAX, K_CAT)
 
 
 _safe_caches(globals())

@@ -632,6 +632,8 @@ class Recording:
             if i[0] == K.X_BACKWARD:
                 keep += tr.li[i[4][1]:i[4][1] + 2 * i[4][2]:2]
         runs, extra = _runs(TT, TL, keep, (adj32, adj64))
+        K.prepare_program(TT, VD, INS)
+        self.ARGV = np.zeros((2, K.ARGV), np.int64)
         self.PG = np.concatenate([TT, VD, INS])
         self.PL = np.concatenate([TL, LI, runs])
         self.PF = np.concatenate([TF, FI])
@@ -730,7 +732,7 @@ class Recording:
         # interrupt, so a step is done or not done (the .grad attributes set after it
         # already hold these tensors, unless a guard would record again anyway)
         status, i = _run()(self.PG, self.PL, self.PF, self.adj32, self.adj64, self.seen,
-                           ARGS)
+                           ARGS, K.KFWD, K.KTAB, self.ARGV)
         if status:
             if saved is not None:
                 for a, s in zip(self.backup, saved):

@@ -251,7 +251,7 @@ def _replay(tape, seeds, retain, sink, pending):
         while start >= 0:
             status, r = K.reverse_rows(tape.T, tape.F, tape.L, arenas[dtflag], seen, start,
                                        resume, not retain, dtflag, _tape.ANOMALY[0],
-                                       K.KTAB[1 if dtflag else 0], argv)
+                                       K.KTAB[1 if dtflag else 0], argv, _NORUNS)
             if status == K.DONE:
                 break
             if status == K.NEED:
@@ -314,6 +314,7 @@ def _replay(tape, seeds, retain, sink, pending):
 
 
 _NO_VJP = (K.K_LEAF, K.K_EXT, K.K_PYOUT)
+_NORUNS = np.zeros(0, np.int64)
 
 
 def _adjoint(tape, r, arenas, t, tr):
