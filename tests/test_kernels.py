@@ -1,0 +1,56 @@
+"""Kernels compiled one by one, on first use: a backward compiles the VJP kernels of
+the ops it meets and no others, unknown opcodes are errors, and the warm-up compiles
+every kernel."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tapegrad as tg
+from tapegrad import _kernels as K
+
+SCRIPT = r"""
+import json
+import tapegrad as tg
+from tapegrad import _kernels as K
+x = tg.tensor([0.5, -0.3, 1.2], requires_grad=True)
+(tg.tanh(x) * 2.0).sum().backward()
+print(json.dumps({"vjp": sorted(k for k, _ in K._COMPILED), "fwd": len(K._FWD_COMPILED),
+                  "grad": x.grad.tolist()}))
+"""
+
+
+def test_a_backward_compiles_only_the_kernels_of_its_ops(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("TAPEGRAD_CACHE",
+                                                            "NUMBA_DISABLE_JIT")}
+    env["NUMBA_CACHE_DIR"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert res["vjp"] == sorted([K.K_SUM, K.K_AFFINE, K.K_TANH])
+    assert res["fwd"] == 0          # no program recorded: no program kernels
+    want = 2.0 * (1 - np.tanh(np.array([0.5, -0.3, 1.2], np.float32)) ** 2)
+    np.testing.assert_allclose(res["grad"], want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("prepare", [K.prepare, K.prepare_forward])
+def test_an_unknown_opcode_is_an_error(prepare):
+    with pytest.raises(ValueError, match="opcode 99"):
+        prepare(99, 0)
+
+
+def test_every_op_kernel_has_a_table_entry_after_warmup():
+    from tapegrad.warmup import warmup
+
+    assert warmup(dtypes=("float64",), progress=False) > 0
+    vjp_ops = sorted(K._UNARY_VJPS) + sorted(K._BINARY_VJPS) + list(K._FAMILY_VJPS)
+    for f64 in (0, 1):
+        missing = [k for k in vjp_ops if K.KTAB[f64, k] == 0]
+        assert not missing, f"VJP kernels missing for dtype flag {f64}: {missing}"
+    x = tg.tensor([1.0, 2.0], dtype=tg.float64, requires_grad=True)
+    (x.sin() * x).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), np.sin([1.0, 2.0]) + [1.0, 2.0] * np.cos([1.0, 2.0]))
