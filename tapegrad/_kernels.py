@@ -1,8 +1,9 @@
-"""Every Numba kernel of tapegrad and the reverse-replay interpreter.
+"""Every Numba kernel of tapegrad and the interpreters that call them.
 
-Everything jitted lives in this one file on purpose: Numba's cache is keyed by the
-source of the file a function is defined in, so kernels, opcode constants and the
-interpreter that inlines them must share a file or a stale cache can survive an edit.
+Each op's kernels are compiled the first time an op of that kind and dtype runs (a
+C function per op, called through a table of addresses), so a program only pays for
+the ops it uses. The cache of compiled code is stamped with a hash of every kernel
+source (``KERNEL_SOURCES``), so that no edit can load stale machine code.
 
 The tape is an int64 row table ``T`` (one row per tensor value: leaf, constant or op
 result) plus a float64 table ``F`` of scalar parameters. Values are ordinary NumPy
@@ -2587,7 +2588,7 @@ def _scalar_unary(k, x, f0, f1, p0):
     raise ValueError("tapegrad: no one-element forward for opcode", k)
 
 
-@njit(**_JIT)
+@njit(**_JIT, inline="always")
 def _scalar_fwd(INS, FI, VD, i, w, kf, argv):
     """Instruction i on one-element values (flagged at build time); transcendental
     ops, heavier to compile, go through their kernels."""
@@ -2603,7 +2604,7 @@ def _scalar_fwd(INS, FI, VD, i, w, kf, argv):
         out[0] = _scalar_unary(k, x[0], FI[i, 0], FI[i, 1], INS[i, I_P])
 
 
-@njit(**_JIT)
+@njit(**_JIT, inline="always")
 def _scalar_vjp(k, T, r, f0, f1, adj, seen):
     """The VJP of a one-element elementwise row (see _binary_vjp, _unary_vjp)."""
     g = adj[T[r, AOFF]]
@@ -2722,16 +2723,34 @@ def _call(typingctx, fn, argv):
     return types.void(types.int64, types.int64), codegen
 
 
+@intrinsic
+def _ptr_t(typingctx, addr, dtype):
+    """An integer address as a pointer to ``dtype`` (a NumPy scalar type)."""
+    ptrty = types.CPointer(dtype.instance_type)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(ptrty))
+
+    return ptrty(types.int64, dtype), codegen
+
+
 @njit(**_INL)
-def _open(argp, like):
-    """A kernel's view of the tape, its row and the arena (``like``'s dtype)."""
-    a = carray(_ptr(argp, np.empty(0, np.int64)), ARGV)
+def _nil(dtype):
+    """An empty array of ``dtype`` that allocates nothing (a dtype witness)."""
+    return carray(_ptr_t(0, dtype), 0)
+
+
+@njit(**_INL)
+def _open(argp, dtype):
+    """A kernel's view of the tape, its row and the arena (of ``dtype``), built without
+    allocating (kernels run once per row)."""
+    a = carray(_ptr_t(argp, np.int64), ARGV)
     rows = a[_A_ROWS]
-    T = carray(_ptr(a[_A_T], np.empty(0, np.int64)), (rows, NCOL))
-    F = carray(_ptr(a[_A_F], np.empty(0, np.float64)), (rows, 2))
-    L = carray(_ptr(a[_A_L], np.empty(0, np.int64)), a[_A_NL])
-    adj = carray(_ptr(a[_A_ADJ], like), a[_A_NADJ])
-    seen = carray(_ptr(a[_A_SEEN], np.empty(0, np.uint8)), a[_A_NSEEN])
+    T = carray(_ptr_t(a[_A_T], np.int64), (rows, NCOL))
+    F = carray(_ptr_t(a[_A_F], np.float64), (rows, 2))
+    L = carray(_ptr_t(a[_A_L], np.int64), a[_A_NL])
+    adj = carray(_ptr_t(a[_A_ADJ], dtype), a[_A_NADJ])
+    seen = carray(_ptr_t(a[_A_SEEN], np.uint8), a[_A_NSEEN])
     return T, F, L, adj, seen, a[_A_R]
 
 
@@ -2739,7 +2758,7 @@ def _open(argp, like):
 def _block(argp):
     """A block of a fused run: elements lo..hi (lo < 0: the whole row) and where the
     inputs' adjoints go (ao, bo; -1: not needed) with whether first (fa, fb)."""
-    a = carray(_ptr(argp, np.empty(0, np.int64)), ARGV)
+    a = carray(_ptr_t(argp, np.int64), ARGV)
     return a[_A_LO], a[_A_HI], a[_A_AO], a[_A_FA] != 0, a[_A_BO], a[_A_FB] != 0
 
 
@@ -2787,7 +2806,7 @@ def _vjp_kernel(k, f64):
     dt = np.float64 if f64 else np.float32
     if k in _UNARY_VJPS:
         def kern(argp):
-            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            T, F, L, adj, seen, r = _open(argp, dt)
             lo, hi, ao, fr, _, _ = _block(argp)
             if lo < 0:
                 ao, fr = _dst(adj, T, seen, T[r, A])
@@ -2795,9 +2814,9 @@ def _vjp_kernel(k, f64):
             _op_vjp(k, T, r, F[r, 0], F[r, 1], adj, ao, fr, lo, hi)
     elif k in _BINARY_VJPS:
         def kern(argp):
-            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            T, F, L, adj, seen, r = _open(argp, dt)
             lo, hi, ao, fa, bo, fb = _block(argp)
-            noidx = np.empty(0, np.int64)
+            noidx = _nil(np.int64)
             if lo < 0:
                 ma, ia = _mode(T, r, T[r, A], noidx)
                 mb, ib = _mode(T, r, T[r, B], noidx)
@@ -2808,46 +2827,46 @@ def _vjp_kernel(k, f64):
                          _ew(T, r, T[r, B]), noidx, lo, hi)
     elif k == K_SUM:
         def kern(argp):
-            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            T, F, L, adj, seen, r = _open(argp, dt)
             _sum(T, r, F[r, 0], adj, seen)
     elif k == K_COPY:
         def kern(argp):
-            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            T, F, L, adj, seen, r = _open(argp, dt)
             go = T[r, AOFF]
             ao, fr = _dst(adj, T, seen, T[r, A])
             for i in range(T[r, N]):
                 _put(adj, ao + i, adj[go + i], fr)
     elif k == K_STRIDED:
         def kern(argp):
-            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            T, F, L, adj, seen, r = _open(argp, dt)
             _strided(T, r, adj, seen)
     elif k == K_MATMUL:
         def kern(argp):
-            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            T, F, L, adj, seen, r = _open(argp, dt)
             _matmul_vjp(T, r, adj, seen)
     elif k == K_LINEAR:
         def kern(argp):
-            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            T, F, L, adj, seen, r = _open(argp, dt)
             _linear_vjp(T, L, r, adj, seen)
     elif k == K_AMAX:
         def kern(argp):
-            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            T, F, L, adj, seen, r = _open(argp, dt)
             _amax(T, r, adj, seen)
     elif k == K_PROD:
         def kern(argp):
-            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            T, F, L, adj, seen, r = _open(argp, dt)
             _prod(T, r, adj, seen)
     elif k in (K_GATHER, K_SCATTER, K_SETIDX):
         def kern(argp):
-            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
-            _indexed(k, T, r, adj, seen, np.empty(0, np.int64))
+            T, F, L, adj, seen, r = _open(argp, dt)
+            _indexed(k, T, r, adj, seen, _nil(np.int64))
     elif k in (K_SOFTMAX, K_LOGSOFTMAX):
         def kern(argp):
-            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            T, F, L, adj, seen, r = _open(argp, dt)
             _softmax(k, T, r, adj, seen)
     elif k == K_CAT:
         def kern(argp):
-            T, F, L, adj, seen, r = _open(argp, np.empty(0, dt))
+            T, F, L, adj, seen, r = _open(argp, dt)
             _cat(T, L, r, adj, seen)
     else:
         raise ValueError(f"tapegrad: no VJP kernel for opcode {k}")
@@ -3001,11 +3020,11 @@ _FWD_COMPILED = {}
 
 @njit(**_INL)
 def _open_program(argp):
-    a = carray(_ptr(argp, np.empty(0, np.int64)), ARGV)
-    INS = carray(_ptr(a[_P_INS], np.empty(0, np.int64)), (a[_P_NI], NCOL))
-    FI = carray(_ptr(a[_P_FI], np.empty(0, np.float64)), (a[_P_NI], 2))
-    LI = carray(_ptr(a[_P_LI], np.empty(0, np.int64)), a[_P_NLI])
-    VD = carray(_ptr(a[_P_VD], np.empty(0, np.int64)), (a[_P_NV], NCOL))
+    a = carray(_ptr_t(argp, np.int64), ARGV)
+    INS = carray(_ptr_t(a[_P_INS], np.int64), (a[_P_NI], NCOL))
+    FI = carray(_ptr_t(a[_P_FI], np.float64), (a[_P_NI], 2))
+    LI = carray(_ptr_t(a[_P_LI], np.int64), a[_P_NLI])
+    VD = carray(_ptr_t(a[_P_VD], np.int64), (a[_P_NV], NCOL))
     return INS, FI, LI, VD, a[_P_I], a[_P_LO], a[_P_HI]
 
 
@@ -3032,7 +3051,7 @@ def _fwd_kernel(k, f64):
     if k in UNARY_FWD:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
-            w = np.empty(0, dt)
+            w = _nil(dt)
             x = _val(VD, INS[i, I_A], w)
             out = _val(VD, INS[i, I_O], w)
             if lo >= 0:
@@ -3042,23 +3061,23 @@ def _fwd_kernel(k, f64):
     elif k in _BINARY_OPS:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
-            w = np.empty(0, dt)
+            w = _nil(dt)
             o, a, b = INS[i, I_O], INS[i, I_A], INS[i, I_B]
             x = _val(VD, a, w)
             y = _val(VD, b, w)
             out = _val(VD, o, w)
             if lo < 0:
-                binary_fwd(INS[i, I_OP], VD, o, a, b, out, x, y, np.empty(0, np.int64))
+                binary_fwd(INS[i, I_OP], VD, o, a, b, out, x, y, _nil(np.int64))
             else:
                 _binary_block(INS[i, I_OP], out[lo:hi], x if x.size == 1 else x[lo:hi],
                               y if y.size == 1 else y[lo:hi])
     elif k == K_WHERE:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
-            w = np.empty(0, dt)
-            noidx = np.empty(0, np.int64)
+            w = _nil(dt)
+            noidx = _nil(np.int64)
             o, a, b = INS[i, I_O], INS[i, I_A], INS[i, I_B]
-            cond = _val(VD, INS[i, I_P], np.empty(0, np.uint8))
+            cond = _val(VD, INS[i, I_P], _nil(np.uint8))
             ma, ia = _mode(VD, o, a, noidx)
             mb, ib = _mode(VD, o, b, noidx)
             x = _val(VD, a, w)
@@ -3069,27 +3088,27 @@ def _fwd_kernel(k, f64):
     elif k == K_SUM:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
-            w = np.empty(0, dt)
+            w = _nil(dt)
             a = INS[i, I_A]
             sum_fwd(VD, a, INS[i, I_P], INS[i, I_P + 1], _val(VD, a, w), _val(VD, INS[i, I_O], w))
     elif k == K_AMAX:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
-            w = np.empty(0, dt)
+            w = _nil(dt)
             a = INS[i, I_A]
             amax_fwd(VD, a, INS[i, I_P], INS[i, I_P + 1], _val(VD, a, w),
                      _val(VD, INS[i, I_O], w))
     elif k == K_MATMUL:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
-            w = np.empty(0, dt)
+            w = _nil(dt)
             o, a, b = INS[i, I_O], INS[i, I_A], INS[i, I_B]
             batch, m, kk, n = _mm_shape(VD, o, a, b, INS[i, I_P])
             matmul_fwd(_val(VD, a, w), _val(VD, b, w), _val(VD, o, w), batch, m, kk, n)
     elif k == K_LINEAR:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
-            w = np.empty(0, dt)
+            w = _nil(dt)
             start = INS[i, I_P]
             x = LI[start]
             wt = LI[start + 1]
@@ -3103,8 +3122,8 @@ def _fwd_kernel(k, f64):
     elif k == K_GATHER:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
-            w = np.empty(0, dt)
-            idx = _val(VD, INS[i, I_P], np.empty(0, np.int64))
+            w = _nil(dt)
+            idx = _val(VD, INS[i, I_P], _nil(np.int64))
             x = _val(VD, INS[i, I_A], w)
             out = _val(VD, INS[i, I_O], w)
             for j in range(out.size):
@@ -3112,19 +3131,19 @@ def _fwd_kernel(k, f64):
     elif k in (K_SOFTMAX, K_LOGSOFTMAX):
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
-            w = np.empty(0, dt)
+            w = _nil(dt)
             softmax_fwd(_val(VD, INS[i, I_A], w), _val(VD, INS[i, I_O], w), INS[i, I_P],
                         INS[i, I_P + 1], k == K_LOGSOFTMAX)
     elif k == K_PROD:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
-            w = np.empty(0, dt)
+            w = _nil(dt)
             a = INS[i, I_A]
             prod_fwd(VD, a, INS[i, I_P], _val(VD, a, w), _val(VD, INS[i, I_O], w))
     elif k == K_CAT:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
-            w = np.empty(0, dt)
+            w = _nil(dt)
             o = INS[i, I_O]
             out = _val(VD, o, w)
             start = INS[i, I_P]

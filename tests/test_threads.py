@@ -6,8 +6,11 @@ import threading
 import numpy as np
 
 import tapegrad as tg
-import tapegrad.nn as nn
-import tapegrad.optim as optim
+
+try:
+    from .test_stress import batches, make_model
+except ImportError:
+    from test_stress import batches, make_model
 
 
 def run_threads(*targets):
@@ -122,32 +125,8 @@ def test_compiled_function_called_inside_a_recording_becomes_part_of_it():
     assert inner.records == 0
 
 
-def make_model(seed):
-    rng = np.random.default_rng(seed)
-    model = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 2))
-    with tg.no_grad():
-        for p in model.parameters():
-            p.copy_(tg.tensor(rng.uniform(-0.3, 0.3, p.shape).astype(np.float32)))
-    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = ((model(x) - y) ** 2).mean()
-        loss.backward()
-        opt.step()
-        return loss
-
-    return model, step
-
-
-def batches(seed, n):
-    rng = np.random.default_rng(seed)
-    return [(tg.tensor(rng.standard_normal((8, 6)).astype(np.float32)),
-             tg.tensor(rng.standard_normal((8, 2)).astype(np.float32))) for _ in range(n)]
-
-
 def train(seed, data, compiled):
-    model, step = make_model(seed)
+    model, _, step = make_model(seed)
     fn = tg.compile(step) if compiled else step
     losses = [fn(x, y).item() for x, y in data]
     return fn, losses, [p.detach().numpy().copy() for p in model.parameters()]
