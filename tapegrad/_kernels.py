@@ -2703,9 +2703,10 @@ def _scalar_vjp(k, T, r, f0, f1, adj, seen):
 # pays for the ops it uses.
 
 NEED = 8          # status: the row's kernel is not compiled yet (Python compiles it)
-ARGV = 16         # int64 slots of a kernel's argument block:
+ARGV = 24         # int64 slots of a kernel's argument block:
 (_A_T, _A_F, _A_L, _A_ADJ, _A_SEEN, _A_ROWS, _A_NADJ, _A_NL, _A_NSEEN, _A_R, _A_LO, _A_HI,
- _A_AO, _A_FA, _A_BO, _A_FB) = range(16)      # LO < 0: the whole row
+ _A_AO, _A_FA, _A_BO, _A_FB, _A_RUNS, _A_NRUNS, _A_KT, _A_OUT) = range(20)  # LO < 0: whole row
+FUSED = K_LEAF    # the VJP table's slot of the fused-run driver (a leaf has no VJP)
 
 _KSIG = types.void(types.int64)
 KTAB = np.zeros((2, NKERNELS), np.int64)    # kernel addresses by dtype (0, F64), opcode
@@ -2868,6 +2869,13 @@ def _vjp_kernel(k, f64):
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
             _cat(T, L, r, adj, seen)
+    elif k == FUSED:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            a = carray(_ptr_t(argp, np.int64), ARGV)
+            runs = carray(_ptr_t(a[_A_RUNS], np.int64), a[_A_NRUNS])
+            kt = carray(_ptr_t(a[_A_KT], np.int64), NKERNELS)
+            a[_A_OUT] = _fused_rows(T, adj, seen, r, runs, kt, a)
     else:
         raise ValueError(f"tapegrad: no VJP kernel for opcode {k}")
     return _cfunc(kern)
@@ -2905,6 +2913,9 @@ def reverse_rows(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, kt
     argv[_A_NL] = L.size
     argv[_A_NSEEN] = seen.size
     argv[_A_LO] = -1
+    argv[_A_RUNS] = runs.ctypes.data
+    argv[_A_NRUNS] = runs.size
+    argv[_A_KT] = kt.ctypes.data
     av = argv.ctypes.data
     r = start + 1
     while r > 0:
@@ -2912,7 +2923,11 @@ def reverse_rows(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, kt
         if seen[r] == 0:
             continue
         if runs.size and runs[r] > 1:
-            if not _fused_rows(T, adj, seen, r, runs, kt, argv):
+            argv[_A_R] = r
+            argv[_A_OUT] = 0
+            if kt[FUSED] != 0:
+                _call(kt[FUSED], av)
+            if argv[_A_OUT] == 0:
                 return NEED, r
             r -= runs[r] - 1
             continue
@@ -3194,7 +3209,7 @@ SCALAR_INLINE = tuple(range(K_ADD, K_MINIMUM + 1)) + (
     K_RELU, K_ABS, K_RECIP, K_CLAMP, K_SIGN)
 
 
-def prepare_program(TT, VD, INS):
+def prepare_program(TT, VD, INS, runs):
     """Compiles every kernel a program's replay can reach: its instructions' forward
     kernels and its tape's VJP kernels."""
     for i in range(len(INS)):
@@ -3205,6 +3220,9 @@ def prepare_program(TT, VD, INS):
         k = int(TT[r, OP])
         if k in _UNARY_VJPS or k in _BINARY_VJPS or k in _FAMILY_VJPS:
             prepare(k, TT[r, FL] & F64)
+    if runs.any():
+        prepare(FUSED, 0)
+        prepare(FUSED, 1)
 
 
 _FAMILY_VJPS = (K_SUM, K_COPY, K_STRIDED, K_MATMUL, K_LINEAR, K_AMAX, K_PROD, K_GATHER,

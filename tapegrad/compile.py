@@ -632,7 +632,7 @@ class Recording:
             if i[0] == K.X_BACKWARD:
                 keep += tr.li[i[4][1]:i[4][1] + 2 * i[4][2]:2]
         runs, extra = _runs(TT, TL, keep, (adj32, adj64))
-        K.prepare_program(TT, VD, INS)
+        K.prepare_program(TT, VD, INS, runs)
         self.ARGV = np.zeros((2, K.ARGV), np.int64)
         self.PG = np.concatenate([TT, VD, INS])
         self.PL = np.concatenate([TL, LI, runs])
