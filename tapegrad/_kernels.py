@@ -2605,6 +2605,37 @@ def _scalar_fwd(INS, FI, VD, i, w, kf, argv):
 
 
 @njit(**_JIT, inline="always")
+def _arith_vjp1(k, T, r, f0, adj, seen):
+    """The VJP of a one-element + - * / (K_ADD..K_DIV) or affine / divide-by-constant
+    row, inlined in the reverse pass (scalar programs are made of these)."""
+    g = adj[T[r, AOFF]]
+    a = T[r, A]
+    if k >= K_AFFINE:
+        ao, fa = _dst(adj, T, seen, a)
+        _put(adj, ao, g * f0 if k == K_AFFINE else g * (1.0 / f0), fa)
+        return
+    b = T[r, B]
+    if k == K_ADD or k == K_SUB:
+        ga = g
+        gb = g if k == K_ADD else -1.0 * g
+    else:
+        va = _load(T, r, SA, 1, adj)[0] if _wants(T, b) else g
+        vb = _load(T, r, SB, 1, adj)[0] if _wants(T, a) or k == K_DIV else g
+        if k == K_MUL:
+            ga = g * vb
+            gb = g * va
+        else:
+            ga = g / vb
+            gb = -(g * (va / vb / vb))
+    if _wants(T, a):
+        ao, fa = _dst(adj, T, seen, a)
+        _put(adj, ao, ga, fa)
+    if _wants(T, b):
+        bo, fb = _dst(adj, T, seen, b)
+        _put(adj, bo, gb, fb)
+
+
+@njit(**_JIT)
 def _scalar_vjp(k, T, r, f0, f1, adj, seen):
     """The VJP of a one-element elementwise row (see _binary_vjp, _unary_vjp)."""
     g = adj[T[r, AOFF]]
@@ -2950,8 +2981,11 @@ def reverse_rows(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, kt
             return CAST, r
         if k == K_PYFN:
             return PYFN, r
-        if T[r, N] == 1 and (k <= K_MINIMUM or (k >= K_AFFINE and k <= K_CLAMP)
-                             or k == K_SIGN) and k != K_SIN and k != K_COS:
+        if T[r, N] == 1 and k <= K_DIVS and k != K_POW and k >= K_ADD and (
+                k <= K_DIV or k >= K_AFFINE):
+            _arith_vjp1(k, T, r, F[r, 0], adj, seen)
+        elif T[r, N] == 1 and (k <= K_MINIMUM or (k >= K_AFFINE and k <= K_CLAMP)
+                               or k == K_SIGN) and k != K_SIN and k != K_COS:
             _scalar_vjp(k, T, r, F[r, 0], F[r, 1], adj, seen)
         else:
             fn = kt[k]
