@@ -140,13 +140,15 @@ def big_numpy(x):
 def capture_reverse(out):
     """Backwards ``out`` (retain_graph=True) while recording the interpreter calls.
 
-    Returns (reverse, calls): the jitted ``tapegrad._kernels.reverse`` and, per call,
-    (args with every array copied as it was on entry, result). The copies make a
+    Returns (reverse, calls): the jitted ``tapegrad._kernels.reverse_rows`` and, per
+    call, (args with every array copied as it was on entry, result). The copies make a
     private replay possible: the tape's arrays are read-only to the interpreter except
-    for the arena and the ``seen`` flags, which each replay gets afresh.
+    for the arena and the ``seen`` flags, which each replay gets afresh. A first
+    backward compiles the kernels of the graph's ops, so that one call does it all.
     """
     from tapegrad import _kernels as K
-    orig = K.reverse
+    out.backward(retain_graph=True)
+    orig = K.reverse_rows
     calls = []
 
     def recorder(*args):
@@ -155,11 +157,11 @@ def capture_reverse(out):
         calls.append((snap, res))
         return res
 
-    K.reverse = recorder
+    K.reverse_rows = recorder
     try:
         out.backward(retain_graph=True)
     finally:
-        K.reverse = orig
+        K.reverse_rows = orig
     return orig, calls
 
 
