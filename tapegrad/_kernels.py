@@ -824,39 +824,40 @@ def _tpow(x, e):
     return x ** e
 
 
-# -- array kernels (1-D arrays; out may be float32 or float64) -----------------------
+# -- array kernels (1-D arrays; out may be float32 or float64); the scalars f0, f1, p0
+# are unused, so that these are the ops' forward functions (UNARY_FWD) as they are
 @njit(**_ARR)
-def exp_array(x, out):
+def exp_array(x, out, f0=0.0, f1=0.0, p0=0):
     for i in range(x.size):
         out[i] = vexp(x[i])
 
 
 @njit(**_ARR)
-def expm1_array(x, out):
+def expm1_array(x, out, f0=0.0, f1=0.0, p0=0):
     for i in range(x.size):
         out[i] = vexpm1(x[i])
 
 
 @njit(**_ARR)
-def log_array(x, out):
+def log_array(x, out, f0=0.0, f1=0.0, p0=0):
     for i in range(x.size):
         out[i] = vlog(x[i])
 
 
 @njit(**_ARR)
-def log1p_array(x, out):
+def log1p_array(x, out, f0=0.0, f1=0.0, p0=0):
     for i in range(x.size):
         out[i] = vlog1p(x[i])
 
 
 @njit(**_ARR)
-def tanh_array(x, out):
+def tanh_array(x, out, f0=0.0, f1=0.0, p0=0):
     for i in range(x.size):
         out[i] = vtanh(x[i])
 
 
 @njit(**_ARR)
-def sigmoid_array(x, out):
+def sigmoid_array(x, out, f0=0.0, f1=0.0, p0=0):
     for i in range(x.size):
         out[i] = vsigmoid(x[i])
 
@@ -871,7 +872,7 @@ def _trig_libm(x, out, which):
 
 
 @njit(**_ARR)
-def sin_array(x, out):
+def sin_array(x, out, f0=0.0, f1=0.0, p0=0):
     big = False
     for i in range(x.size):
         out[i] = vsin(x[i])
@@ -881,7 +882,7 @@ def sin_array(x, out):
 
 
 @njit(**_ARR)
-def cos_array(x, out):
+def cos_array(x, out, f0=0.0, f1=0.0, p0=0):
     big = False
     for i in range(x.size):
         out[i] = vcos(x[i])
@@ -891,7 +892,7 @@ def cos_array(x, out):
 
 
 @njit(**_ARR)
-def tan_array(x, out):
+def tan_array(x, out, f0=0.0, f1=0.0, p0=0):
     big = False
     for i in range(x.size):
         out[i] = vtan(x[i])
@@ -1884,51 +1885,6 @@ def _uf_rpows(x, out, f0, f1, p0):
 
 
 @njit(**_JIT)
-def _uf_exp(x, out, f0, f1, p0):
-    exp_array(x, out)
-
-
-@njit(**_JIT)
-def _uf_log(x, out, f0, f1, p0):
-    log_array(x, out)
-
-
-@njit(**_JIT)
-def _uf_tanh(x, out, f0, f1, p0):
-    tanh_array(x, out)
-
-
-@njit(**_JIT)
-def _uf_sigmoid(x, out, f0, f1, p0):
-    sigmoid_array(x, out)
-
-
-@njit(**_JIT)
-def _uf_sin(x, out, f0, f1, p0):
-    sin_array(x, out)
-
-
-@njit(**_JIT)
-def _uf_cos(x, out, f0, f1, p0):
-    cos_array(x, out)
-
-
-@njit(**_JIT)
-def _uf_tan(x, out, f0, f1, p0):
-    tan_array(x, out)
-
-
-@njit(**_JIT)
-def _uf_log1p(x, out, f0, f1, p0):
-    log1p_array(x, out)
-
-
-@njit(**_JIT)
-def _uf_expm1(x, out, f0, f1, p0):
-    expm1_array(x, out)
-
-
-@njit(**_JIT)
 def _uf_sqrt(x, out, f0, f1, p0):
     for i in range(out.size):
         out[i] = np.sqrt(x[i])
@@ -1973,9 +1929,9 @@ def _uf_clamp(x, out, f0, f1, p0):
 
 
 UNARY_FWD = {K_AFFINE: _uf_affine, K_DIVS: _uf_divs, K_RDIVS: _uf_rdivs, K_POWS: _uf_pows,
-             K_RPOWS: _uf_rpows, K_EXP: _uf_exp, K_LOG: _uf_log, K_TANH: _uf_tanh,
-             K_SIGMOID: _uf_sigmoid, K_SIN: _uf_sin, K_COS: _uf_cos, K_TAN: _uf_tan,
-             K_LOG1P: _uf_log1p, K_EXPM1: _uf_expm1, K_SQRT: _uf_sqrt, K_RELU: _uf_relu,
+             K_RPOWS: _uf_rpows, K_EXP: exp_array, K_LOG: log_array, K_TANH: tanh_array,
+             K_SIGMOID: sigmoid_array, K_SIN: sin_array, K_COS: cos_array, K_TAN: tan_array,
+             K_LOG1P: log1p_array, K_EXPM1: expm1_array, K_SQRT: _uf_sqrt, K_RELU: _uf_relu,
              K_ABS: _uf_abs, K_RECIP: _uf_recip, K_SIGN: _uf_sign, K_CLAMP: _uf_clamp}
 
 
