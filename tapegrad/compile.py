@@ -75,12 +75,6 @@ _ROUTER = _Router()
 _TRACE = _tape.TRACE
 
 
-def recording():
-    """The Tracer recording in this thread, or None."""
-    return _ROUTER.by_thread.get(threading.get_ident()) if _tape.TRACE[0] is not None \
-        else None
-
-
 # Recordings kept per argument signature (newest first); value-dependent functions
 # keep one per branch taken.
 MAX_RECORDINGS = 8

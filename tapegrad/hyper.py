@@ -131,10 +131,12 @@ def live_group(group):
     for k, v in group.items():
         if k == "params" or k == "param_names":
             continue
-        if v.__class__ in _NUMBERS:
-            live[k] = Hyper(v, lambda k=k: group[k])
-        elif v.__class__ is tuple and v and all(x.__class__ in _NUMBERS for x in v):
+        if not is_live_value(v):
+            continue
+        if v.__class__ is tuple:
             live[k] = tuple(Hyper(x, lambda k=k, i=i: group[k][i]) for i, x in enumerate(v))
+        else:
+            live[k] = Hyper(v, lambda k=k: group[k])
     return live
 
 

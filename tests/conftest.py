@@ -1,21 +1,37 @@
 """Shared helpers for the tapegrad test suite.
 
 - ``torch`` fixture: the installed PyTorch, or the test is skipped.
+- ``python_sigint_handler`` fixture: Python's own SIGINT handler for the test.
 - ``numeric_grads``: central finite differences of ``sum(f(*xs) * upstream)`` in float64.
 - ``assert_close``: allclose with a readable failure message.
 - ``tape_rows``: number of rows of the tape new ops go to (None when there is none).
 """
+import signal
+
 import numpy as np
 import pytest
 
 import tapegrad as tg
 import tapegrad.tape as _tape
+from tapegrad import _interrupt
 
 
 def pytest_configure(config):
     # pyproject registers the markers; again here so the suite also runs standalone.
     config.addinivalue_line("markers", "slow: long-running")
     config.addinivalue_line("markers", "stress: threads and interrupts at random moments")
+
+
+@pytest.fixture
+def python_sigint_handler():
+    """Ctrl-C as an interactive program sees it: Python's handler for SIGINT (a job
+    started in the background, as CI may start this suite, ignores SIGINT)."""
+    old = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    _interrupt._INSTALLED[0] = False          # so that tapegrad installs its own
+    yield
+    signal.signal(signal.SIGINT, old)
+    _interrupt._INSTALLED[0] = False
 
 
 @pytest.fixture

@@ -1,29 +1,16 @@
 """Nothing lost: an interrupt inside a destructor is delivered, and a damaged or missing
 checkpoint file gives one documented error without loading anything."""
 import os
-import signal
 import time
 
 import numpy as np
 import pytest
 
 import tapegrad as tg
-from tapegrad import _interrupt
 from tapegrad.tape import Tape
 
 
-@pytest.fixture(autouse=True)
-def python_sigint_handler():
-    """Ctrl-C as an interactive program sees it: Python's handler for SIGINT (a job
-    started in the background, as CI may start this suite, ignores SIGINT)."""
-    old = signal.getsignal(signal.SIGINT)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    _interrupt._INSTALLED[0] = False          # so that tapegrad installs its own
-    yield
-    signal.signal(signal.SIGINT, old)
-    _interrupt._INSTALLED[0] = False
-
-
+@pytest.mark.usefixtures("python_sigint_handler")
 def test_interrupt_inside_a_destructor_is_delivered(monkeypatch):
     """Python only prints what ``__del__`` raises; the tensor's destructor finishes its
     work and delivers the interrupt again, in the program's own flow."""

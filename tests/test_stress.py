@@ -23,21 +23,9 @@ import pytest
 import tapegrad as tg
 import tapegrad.nn as nn
 import tapegrad.optim as optim
-from tapegrad import _interrupt
 
-pytestmark = pytest.mark.stress
+pytestmark = [pytest.mark.stress, pytest.mark.usefixtures("python_sigint_handler")]
 
-
-@pytest.fixture(autouse=True)
-def python_sigint_handler():
-    """Ctrl-C as an interactive program sees it: Python's handler for SIGINT (a job
-    started in the background, as CI may start this suite, ignores SIGINT)."""
-    old = signal.getsignal(signal.SIGINT)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    _interrupt._INSTALLED[0] = False          # so that tapegrad installs its own
-    yield
-    signal.signal(signal.SIGINT, old)
-    _interrupt._INSTALLED[0] = False
 
 STEPS = 500
 THREADS = 4
