@@ -1683,6 +1683,74 @@ FUSE_BLOCK = 4096     # elements per block of a fused run of elementwise ops
 FUSE_MIN = 16384      # runs over fewer elements are replayed op by op    # below this many multiply-adds a loop beats the BLAS call
 
 
+_BLAS = {}     # "sgemm"/"dgemm" -> address, once registered as an LLVM symbol
+
+
+def ensure_blas():
+    """Registers SciPy's BLAS gemm under the symbols the kernels call. Done before the
+    first matrix product rather than at import (scipy.linalg takes 0.1 s to import);
+    compiled code, cached or new, links to the symbols when it is loaded."""
+    if _BLAS:
+        return
+    import ctypes
+
+    import scipy.linalg.cython_blas as blas
+    from llvmlite import binding
+
+    name = ctypes.pythonapi.PyCapsule_GetName
+    name.restype, name.argtypes = ctypes.c_char_p, [ctypes.py_object]
+    get = ctypes.pythonapi.PyCapsule_GetPointer
+    get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+    for fn in ("sgemm", "dgemm"):
+        cap = blas.__pyx_capi__[fn]
+        _BLAS[fn] = get(cap, name(cap))
+        binding.add_symbol("tapegrad_" + fn, _BLAS[fn])
+
+
+@intrinsic
+def _xgemm(typingctx, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc):
+    """BLAS gemm (column-major): c = op(a) @ op(b) + beta * c, by direct call."""
+    dt = c.dtype
+    sig = types.void(types.boolean, types.boolean, types.int64, types.int64, types.int64,
+                     a, types.int64, b, types.int64, types.float64, c, types.int64)
+
+    def codegen(context, builder, signature, args):
+        fl = context.get_value_type(dt)
+        i8, i32 = ir.IntType(8), ir.IntType(32)
+        p8, p32, pf = i8.as_pointer(), i32.as_pointer(), fl.as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(),
+                               [p8, p8, p32, p32, p32, pf, pf, p32, pf, p32, pf, pf, p32])
+        fn = cgutils.get_or_insert_function(
+            builder.module, fnty, "tapegrad_dgemm" if dt == types.float64 else "tapegrad_sgemm")
+
+        def ref(ty, v):
+            p = cgutils.alloca_once(builder, ty)
+            builder.store(v, p)
+            return p
+
+        def trans(flag):
+            return ref(i8, builder.select(flag, i8(ord("T")), i8(ord("N"))))
+
+        def dim(v):
+            return ref(i32, builder.trunc(v, i32))
+
+        def scal(v):
+            return ref(fl, v if fl == ir.DoubleType() else builder.fptrunc(v, fl))
+
+        def data(ty, v):
+            return builder.bitcast(context.make_array(ty)(context, builder, v).data, pf)
+
+        ta_, tb_, m_, n_, k_, a_, lda_, b_, ldb_, beta_, c_, ldc_ = args
+        ty = signature.args
+        builder.call(fn, [trans(ta_), trans(tb_), dim(m_), dim(n_), dim(k_),
+                          scal(ir.Constant(ir.DoubleType(), 1.0)), data(ty[5], a_), dim(lda_),
+                          data(ty[7], b_), dim(ldb_), scal(beta_), data(ty[10], c_),
+                          dim(ldc_)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(**_JIT)
 def gemm(a, b, out, m, kk, n, ta, tb, acc):
     """out (m x n, flat) = or += op(a) @ op(b), op(a) m x kk (a stored kk x m when ta)."""
@@ -1698,29 +1766,11 @@ def gemm(a, b, out, m, kk, n, ta, tb, acc):
                     out[i * n + j] += s
                 else:
                     out[i * n + j] = s
-        return
-    A = a[:m * kk].reshape((kk, m)) if ta else a[:m * kk].reshape((m, kk))
-    B = b[:kk * n].reshape((n, kk)) if tb else b[:kk * n].reshape((kk, n))
-    if acc:
-        tmp = np.empty((m, n), out.dtype)
-        _dot(A, B, ta, tb, tmp)
-        t = tmp.reshape(-1)
-        for i in range(m * n):
-            out[i] += t[i]
     else:
-        _dot(A, B, ta, tb, out[:m * n].reshape((m, n)))
-
-
-@njit(**_JIT)
-def _dot(A, B, ta, tb, O):
-    if ta and tb:
-        np.dot(A.T, B.T, O)
-    elif ta:
-        np.dot(A.T, B, O)
-    elif tb:
-        np.dot(A, B.T, O)
-    else:
-        np.dot(A, B, O)
+        # Row-major out is column-major out^T = op(b)^T @ op(a)^T: the stored arrays
+        # as they are, with the flags swapped.
+        _xgemm(tb, ta, n, m, kk, b, kk if tb else n, a, m if ta else kk,
+               1.0 if acc else 0.0, out, n)
 
 
 @njit(**_JIT)
@@ -2179,7 +2229,8 @@ X_ARGEXT = 75    # O (int64) = flat positions of the max (P2 = 1) or min of A al
 #                  of size P0 with P1 elements after it (first one; NaN counts as max)
 X_FUSED = 72     # the next P0 instructions are elementwise over the same elements: run
 #                  them block by block
-# P9 of an elementwise instruction on one-element values: 1 (it takes _scalar_fwd)
+X_SCALAR = 76    # (a forward kernel, no instruction) instructions P_LO..P_HI, flagged
+#                  by P9 = the number of one-element instructions from this one on
 H_ARGS = 5       # ARGS: nt, nv, ni, len(TL), len(LI), then the caller's array addresses
 
 MISMATCH = 1     # run_program: a value read while recording came out differently
@@ -2188,45 +2239,6 @@ MISMATCH = 1     # run_program: a value read while recording came out differentl
 @njit(**_JIT, inline="always")
 def _val(VD, v, like):
     return carray(_ptr(VD[v, SO], like), VD[v, N])
-
-
-@njit(**_JIT)
-def _exec(INS, FI, LI, VD, i, w, noidx, kf, argv):
-    """Runs instruction i whose output has the dtype of witness ``w``: bookkeeping here,
-    ops through their forward kernels ``kf``."""
-    k = INS[i, I_OP]
-    o = INS[i, I_O]
-    a = INS[i, I_A]
-    out = _val(VD, o, w)
-    if k == K_COPY:       # reshape-like: the same elements in the same order
-        x = _val(VD, a, w)
-        for j in range(out.size):
-            out[j] = x[j]
-    elif k == X_COPY:
-        ma, ia = _mode(VD, o, a, noidx)
-        x = _val(VD, a, w)
-        for j in range(out.size):
-            out[j] = x[_j(ma, j, ia)]
-    elif k == X_GATHER:
-        st = np.zeros(MAXD, np.int64)
-        ext = INS[i, I_P + 1] + 1
-        for d in range(VD[o, ND]):
-            st[d] = INS[i, I_P + 2 + d]
-            if st[d] > 0:
-                ext += (VD[o, S0 + d] - 1) * st[d]
-        src = carray(_ptr(INS[i, I_P], w), ext)
-        gather_strided(VD, o, src, INS[i, I_P + 1], st, out)
-    elif k == X_AXPY:
-        x = _val(VD, a, w)
-        c = FI[i, 0]
-        for j in range(out.size):
-            out[j] += c * x[j]
-    elif k == X_FILL:
-        c = FI[i, 0]
-        for j in range(out.size):
-            out[j] = c
-    else:
-        _kernel_call(kf, k, argv, i, -1, 0)
 
 
 @njit(**_JIT, inline="always")
@@ -2267,13 +2279,14 @@ def _cast_adjoint(TT, seen, r, src, dst):
 def _backward(TT, TF, TL, adj32, adj64, seen, start, runs, KT, argv):
     """The reverse replay across both arenas: dtype switches, casts between them."""
     dt = TT[start, FL] & F64
-    while start >= 0:
+    no = start < 0      # not a constant: reverse_rows keeps the types of an eager call,
+    while start >= 0:   # whose compiled code it then shares
         if dt:
-            status, r = reverse_rows(TT, TF, TL, adj64, seen, start, False, False, F64,
-                                     False, KT[1], argv, runs)
+            status, r = reverse_rows(TT, TF, TL, adj64, seen, start, no, no, dt, no, KT[1],
+                                     argv, runs)
         else:
-            status, r = reverse_rows(TT, TF, TL, adj32, seen, start, False, False, 0,
-                                     False, KT[0], argv, runs)
+            status, r = reverse_rows(TT, TF, TL, adj32, seen, start, no, no, dt, no, KT[0],
+                                     argv, runs)
         if status == DONE:
             return 0
         if status == SWITCH:
@@ -2288,30 +2301,6 @@ def _backward(TT, TF, TL, adj32, adj64, seen, start, runs, KT, argv):
         else:
             return status
     return 0
-
-
-@njit(**_JIT)
-def _exec_block(INS, FI, VD, i, w, lo, hi, kf, argv):
-    """Elements lo..hi of elementwise instruction i (see _fusable)."""
-    k = INS[i, I_OP]
-    if k != X_FILL and k != X_AXPY and k != X_COPY:
-        _kernel_call(kf, k, argv, i, lo, hi)
-        return
-    out = _val(VD, INS[i, I_O], w)[lo:hi]
-    if k == X_FILL:
-        c = FI[i, 0]
-        for j in range(out.size):
-            out[j] = c
-        return
-    x = _val(VD, INS[i, I_A], w)
-    xs = x if x.size == 1 else x[lo:hi]
-    if k == X_AXPY:
-        c = FI[i, 0]
-        for j in range(out.size):
-            out[j] += c * xs[j]
-    else:
-        for j in range(out.size):
-            out[j] = xs[0 if xs.size == 1 else j]
 
 
 @njit(**_JIT)
@@ -2348,12 +2337,14 @@ def _binary_block(k, out, x, y):
 
 
 @njit(**_JIT)
-def _fused(INS, FI, VD, start, count, w, kf, argv):
+def _fused(INS, VD, start, count, kf, argv):
+    """A fused run (X_FUSED): its instructions block by block, so that each block stays
+    in cache from one instruction to the next."""
     n = VD[INS[start, I_O], N]
     for lo in range(0, n, FUSE_BLOCK):
         hi = min(lo + FUSE_BLOCK, n)
         for i in range(start, start + count):
-            _exec_block(INS, FI, VD, i, w, lo, hi, kf, argv)
+            _kernel_call(kf, INS[i, I_OP], argv, i, lo, hi)
 
 
 @njit(**_JIT, inline="always")
@@ -2403,7 +2394,13 @@ def run_program(PG, PL, PF, adj32, adj64, seen, ARGS, KF, KT, ARGV):
     while i < ni:
         k = INS[i, I_OP]
         o = INS[i, I_O]
-        if k == X_BACKWARD:
+        kf = KF[1 if VD[o if k != X_CMP and k != X_ARGEXT else INS[i, I_A], FL] & F64 else 0]
+        if INS[i, I_P + 9]:          # a run of one-element instructions
+            count = INS[i, I_P + 9]
+            argf[_P_KF] = kf.ctypes.data
+            _kernel_call(kf, X_SCALAR, argf, i, i, i + count)
+            i += count
+        elif k == X_BACKWARD:
             for r in range(nt):
                 seen[r] = 0
             p = INS[i, I_P + 1]
@@ -2418,62 +2415,11 @@ def run_program(PG, PL, PF, adj32, adj64, seen, ARGS, KF, KT, ARGV):
             if status != 0:
                 return status, i
             i += 1
-            continue
-        if k == X_FUSED:
+        elif k == X_FUSED:
             count = INS[i, I_P]
-            if VD[INS[i + 1, I_O], FL] & F64:
-                _fused(INS, FI, VD, i + 1, count, w64, KF[1], argf)
-            else:
-                _fused(INS, FI, VD, i + 1, count, w32, KF[0], argf)
+            _fused(INS, VD, i + 1, count, KF[1 if VD[INS[i + 1, I_O], FL] & F64 else 0],
+                   argf)
             i += count + 1
-            continue
-        f64 = VD[o, FL] & F64
-        if INS[i, I_P + 9]:
-            if f64:
-                _scalar_fwd(INS, FI, VD, i, w64, KF[1], argf)
-            else:
-                _scalar_fwd(INS, FI, VD, i, w32, KF[0], argf)
-        elif k == X_ADJ:
-            r = INS[i, I_P]
-            off = TT[r, AOFF]
-            if f64:
-                out = _val(VD, o, w64)
-                for j in range(out.size):
-                    out[j] = adj64[off + j] if seen[r] else 0.0
-            else:
-                out32 = _val(VD, o, w32)
-                for j in range(out32.size):
-                    out32[j] = adj32[off + j] if seen[r] else 0.0
-        elif k == X_ARG:
-            nb = VD[o, N] * (8 if f64 else 4)
-            d = carray(_ptr(VD[o, SO], wb), nb)
-            src = carray(_ptr(ARGS[H_ARGS + INS[i, I_P]], wb), nb)
-            for j in range(nb):
-                d[j] = src[j]
-        elif k == X_CMP:
-            a = INS[i, I_A]
-            b = INS[i, I_B]
-            out8 = _val(VD, o, wb)
-            if VD[a, FL] & F64:
-                compare_fwd(INS[i, I_P], VD, o, a, b, out8, _val(VD, a, w64),
-                            _val(VD, max(b, 0), w64), FI[i, 0], noidx)
-            else:
-                compare_fwd(INS[i, I_P], VD, o, a, b, out8, _val(VD, a, w32),
-                            _val(VD, max(b, 0), w32), FI[i, 0], noidx)
-        elif k == X_ARGEXT:
-            a = INS[i, I_A]
-            pos = _val(VD, o, noidx)
-            if VD[a, FL] & F64:
-                argext_fwd(_val(VD, a, w64), pos, INS[i, I_P], INS[i, I_P + 1], INS[i, I_P + 2])
-            else:
-                argext_fwd(_val(VD, a, w32), pos, INS[i, I_P], INS[i, I_P + 1], INS[i, I_P + 2])
-        elif k == X_COND:
-            a = INS[i, I_A]
-            out8 = _val(VD, o, wb)
-            src8 = _val(VD, a, wb)
-            ma, ia = _mode(VD, o, a, noidx)
-            for j in range(out8.size):
-                out8[j] = src8[_j(ma, j, ia)]
         elif k == X_CHECK:
             a = INS[i, I_A]
             b = INS[i, I_B]
@@ -2483,17 +2429,41 @@ def run_program(PG, PL, PF, adj32, adj64, seen, ARGS, KF, KT, ARGV):
             for j in range(nb):
                 if x[j] != y[j]:
                     return MISMATCH, i
-        elif k == K_CAST:
-            a = INS[i, I_A]
-            if f64:
-                _cast(_val(VD, o, w64), _val(VD, a, w32))
-            else:
-                _cast(_val(VD, o, w32), _val(VD, a, w64))
-        elif f64:
-            _exec(INS, FI, LI, VD, i, w64, noidx, KF[1], argf)
+            i += 1
         else:
-            _exec(INS, FI, LI, VD, i, w32, noidx, KF[0], argf)
-        i += 1
+            if k == X_ADJ:
+                r = INS[i, I_P]
+                off = TT[r, AOFF]
+                if VD[o, FL] & F64:
+                    out = _val(VD, o, w64)
+                    for j in range(out.size):
+                        out[j] = adj64[off + j] if seen[r] else 0.0
+                else:
+                    out32 = _val(VD, o, w32)
+                    for j in range(out32.size):
+                        out32[j] = adj32[off + j] if seen[r] else 0.0
+            elif k == X_ARG:
+                nb = VD[o, N] * (8 if VD[o, FL] & F64 else 4)
+                d = carray(_ptr(VD[o, SO], wb), nb)
+                src = carray(_ptr(ARGS[H_ARGS + INS[i, I_P]], wb), nb)
+                for j in range(nb):
+                    d[j] = src[j]
+            elif k == X_COND:
+                a = INS[i, I_A]
+                out8 = _val(VD, o, wb)
+                src8 = _val(VD, a, wb)
+                ma, ia = _mode(VD, o, a, noidx)
+                for j in range(out8.size):
+                    out8[j] = src8[_j(ma, j, ia)]
+            elif k == K_CAST:
+                a = INS[i, I_A]
+                if VD[o, FL] & F64:
+                    _cast(_val(VD, o, w64), _val(VD, a, w32))
+                else:
+                    _cast(_val(VD, o, w32), _val(VD, a, w64))
+            else:
+                _kernel_call(kf, k, argf, i, -1, 0)
+            i += 1
     return 0, -1
 
 
@@ -2591,95 +2561,6 @@ def _arith_vjp1(k, T, r, f0, adj, seen):
         _put(adj, bo, gb, fb)
 
 
-@njit(**_JIT)
-def _scalar_vjp(k, T, r, f0, f1, adj, seen):
-    """The VJP of a one-element elementwise row (see _binary_vjp, _unary_vjp)."""
-    g = adj[T[r, AOFF]]
-    a = T[r, A]
-    if k <= K_MINIMUM:
-        b = T[r, B]
-        wa = _wants(T, a)
-        wb = _wants(T, b)
-        if k == K_ADD or k == K_SUB:
-            ga = g
-            gb = g if k == K_ADD else -1.0 * g
-        else:
-            both = k >= K_POW
-            va = _load(T, r, SA, 1, adj)[0] if wb or both else g
-            vb = _load(T, r, SB, 1, adj)[0] if wa or both or k == K_DIV else g
-            if k == K_MUL:
-                ga = g * vb
-                gb = g * va
-            elif k == K_DIV:
-                ga = g / vb
-                gb = -(g * (va / vb / vb))
-            elif k == K_POW:
-                da = 0.0 if vb == 0.0 else vb * va ** (vb - np.ones(1, adj.dtype)[0])
-                db = 0.0 if (va == 0.0 and vb >= 0.0) else va ** vb * np.log(va)
-                ga = g * da
-                gb = g * db
-            else:
-                sg = 1.0 if k == K_MAXIMUM else -1.0
-                z = np.zeros(1, adj.dtype)[0]
-                h = g * 0.5
-                ga = z if sg * va < sg * vb else h if va == vb else g
-                gb = z if sg * vb < sg * va else h if va == vb else g
-        if wa:
-            ao, fa = _dst(adj, T, seen, a)
-            _put(adj, ao, ga, fa)
-        if wb:
-            bo, fb = _dst(adj, T, seen, b)
-            _put(adj, bo, gb, fb)
-        return
-    if k == K_AFFINE or k == K_DIVS or k == K_SIGN:
-        v = g * (f0 if k == K_AFFINE else 1.0 / f0 if k == K_DIVS else 0.0)
-    elif k == K_EXP or k == K_TANH or k == K_SIGMOID or k == K_SQRT or k == K_RELU \
-            or k == K_RPOWS or k == K_RDIVS or k == K_TAN or k == K_EXPM1 or k == K_RECIP:
-        o = _load(T, r, SO, 1, adj)[0]
-        if k == K_EXP:
-            v = g * o
-        elif k == K_TANH:
-            v = g * (1.0 - o * o)
-        elif k == K_SIGMOID:
-            v = g * o * (1.0 - o)
-        elif k == K_SQRT:
-            v = g / (2.0 * o)
-        elif k == K_RELU:
-            v = np.zeros(1, adj.dtype)[0] if o <= 0 else g
-        elif k == K_TAN:
-            v = g * (1.0 + o * o)
-        elif k == K_EXPM1:
-            v = g * (o + 1.0)
-        elif k == K_RECIP:
-            v = -g * o * o
-        elif k == K_RPOWS:
-            v = g * o * np.log(f0)
-        else:
-            v = -(g * o / _load(T, r, SA, 1, adj)[0])
-    else:
-        x = _load(T, r, SA, 1, adj)[0]
-        if k == K_LOG:
-            v = g / x
-        elif k == K_ABS:
-            v = g * ((x > 0) - (x < 0))
-        elif k == K_LOG1P:
-            v = g / (1.0 + x)
-        elif k == K_CLAMP:
-            cmin = f0 if T[r, P0] & 1 else -np.inf
-            cmax = f1 if T[r, P0] & 2 else np.inf
-            v = g if (x >= cmin) & (x <= cmax) else np.zeros(1, adj.dtype)[0]
-        elif f0 == 2.0:
-            v = g * (_like(adj, f0) * x)
-        elif f0 == 3.0:
-            v = g * (_like(adj, f0) * (x * x))
-        elif f0 == 1.0 or f0 == 0.0:
-            v = g * _like(adj, f0)
-        else:
-            v = g * (_like(adj, f0) * _tpow(x, _like(adj, f0 - 1.0)))
-    ao, fr = _dst(adj, T, seen, a)
-    _put(adj, ao, v, fr)
-
-
 # ======================================================================================
 # Kernels compiled one by one, on first use
 #
@@ -2728,7 +2609,7 @@ def _nil(dtype):
     return carray(_ptr_t(0, dtype), 0)
 
 
-@njit(**_INL)
+@njit(**_JIT)
 def _open(argp, dtype):
     """A kernel's view of the tape, its row and the arena (of ``dtype``), built without
     allocating (kernels run once per row)."""
@@ -2742,7 +2623,7 @@ def _open(argp, dtype):
     return T, F, L, adj, seen, a[_A_R]
 
 
-@njit(**_INL)
+@njit(**_JIT)
 def _block(argp):
     """A block of a fused run: elements lo..hi (lo < 0: the whole row) and where the
     inputs' adjoints go (ao, bo; -1: not needed) with whether first (fa, fb)."""
@@ -2804,15 +2685,15 @@ def _vjp_kernel(k, f64):
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
             lo, hi, ao, fa, bo, fb = _block(argp)
-            noidx = _nil(np.int64)
-            if lo < 0:
-                ma, ia = _mode(T, r, T[r, A], noidx)
-                mb, ib = _mode(T, r, T[r, B], noidx)
+            ia = ib = _nil(np.int64)
+            if lo < 0:       # one call site: each call site is a compilation of its own
+                ma, ia = _mode(T, r, T[r, A], ia)
+                mb, ib = _mode(T, r, T[r, B], ib)
                 ao, fa, bo, fb = _binary_dst(T, r, adj, seen, ma, mb)
-                _op_bvjp(k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, 0, T[r, N])
+                lo, hi = 0, T[r, N]
             else:
-                _op_bvjp(k, T, r, adj, ao, fa, bo, fb, _ew(T, r, T[r, A]), noidx,
-                         _ew(T, r, T[r, B]), noidx, lo, hi)
+                ma, mb = _ew(T, r, T[r, A]), _ew(T, r, T[r, B])
+            _op_bvjp(k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
     elif k == K_SUM:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
@@ -2872,6 +2753,8 @@ def prepare(k, f64):
     """Compiles (or loads from the cache) opcode k's VJP kernel for one dtype."""
     key = (int(k), 1 if f64 else 0)
     if key not in _COMPILED:
+        if key[0] in (K_MATMUL, K_LINEAR):
+            ensure_blas()
         fn = _COMPILED[key] = _vjp_kernel(*key)
         KTAB[key[1], key[0]] = fn.address
 
@@ -2940,9 +2823,6 @@ def reverse_rows(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, kt
         if T[r, N] == 1 and k <= K_DIVS and k != K_POW and k >= K_ADD and (
                 k <= K_DIV or k >= K_AFFINE):
             _arith_vjp1(k, T, r, F[r, 0], adj, seen)
-        elif T[r, N] == 1 and (k <= K_MINIMUM or (k >= K_AFFINE and k <= K_CLAMP)
-                               or k == K_SIGN) and k != K_SIN and k != K_COS:
-            _scalar_vjp(k, T, r, F[r, 0], F[r, 1], adj, seen)
         else:
             fn = kt[k]
             if fn == 0:
@@ -3017,7 +2897,7 @@ def _fused_rows(T, adj, seen, top, runs, kt, argv):
 # on first use like the VJP kernels: (argv) with the program's arrays and the
 # instruction, and a block lo..hi of a fused run (lo < 0: all of it).
 
-(_P_INS, _P_FI, _P_LI, _P_VD, _P_NI, _P_NV, _P_NLI, _P_I, _P_LO, _P_HI) = range(10)
+(_P_INS, _P_FI, _P_LI, _P_VD, _P_NI, _P_NV, _P_NLI, _P_I, _P_LO, _P_HI, _P_KF) = range(11)
 NOPS = 128                                  # opcodes a program may hold (K_* and X_*)
 KFWD = np.zeros((2, NOPS), np.int64)        # forward kernel addresses by dtype, opcode
 _FWD_COMPILED = {}
@@ -3162,6 +3042,83 @@ def _fwd_kernel(k, f64):
                 dj = VD[x, N] // blk if blk else 0
                 cat_fwd(out, _val(VD, x, w), off, dj, dtot, outer, inner)
                 off += dj
+    elif k == K_COPY:         # reshape-like: the same elements in the same order
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            x = _val(VD, INS[i, I_A], w)
+            out = _val(VD, INS[i, I_O], w)
+            for j in range(out.size):
+                out[j] = x[j]
+    elif k == X_COPY:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            o, a = INS[i, I_O], INS[i, I_A]
+            x = _val(VD, a, w)
+            out = _val(VD, o, w)
+            if lo < 0:
+                ma, ia = _mode(VD, o, a, _nil(np.int64))
+                for j in range(out.size):
+                    out[j] = x[_j(ma, j, ia)]
+            else:        # slices, not range(lo, hi): no negative-index checks per element
+                out = out[lo:hi]
+                if x.size == 1:
+                    for j in range(out.size):
+                        out[j] = x[0]
+                else:
+                    x = x[lo:hi]
+                    for j in range(out.size):
+                        out[j] = x[j]
+    elif k == X_GATHER:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            o = INS[i, I_O]
+            st = np.zeros(MAXD, np.int64)
+            ext = INS[i, I_P + 1] + 1
+            for d in range(VD[o, ND]):
+                st[d] = INS[i, I_P + 2 + d]
+                if st[d] > 0:
+                    ext += (VD[o, S0 + d] - 1) * st[d]
+            src = carray(_ptr_t(INS[i, I_P], dt), ext)
+            gather_strided(VD, o, src, INS[i, I_P + 1], st, _val(VD, o, w))
+    elif k == X_AXPY or k == X_FILL:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            out = _val(VD, INS[i, I_O], w)
+            x = _val(VD, INS[i, I_A if k == X_AXPY else I_O], w)
+            if lo >= 0:
+                out = out[lo:hi]
+                x = x[lo:hi]
+            c = FI[i, 0]
+            if k == X_FILL:
+                for j in range(out.size):
+                    out[j] = c
+            else:
+                for j in range(out.size):
+                    out[j] += c * x[j]
+    elif k == X_CMP:          # for A's dtype
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            o, a, b = INS[i, I_O], INS[i, I_A], INS[i, I_B]
+            compare_fwd(INS[i, I_P], VD, o, a, b, _val(VD, o, _nil(np.uint8)), _val(VD, a, w),
+                        _val(VD, max(b, 0), w), FI[i, 0], _nil(np.int64))
+    elif k == X_ARGEXT:       # for A's dtype
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            argext_fwd(_val(VD, INS[i, I_A], _nil(dt)), _val(VD, INS[i, I_O], _nil(np.int64)),
+                       INS[i, I_P], INS[i, I_P + 1], INS[i, I_P + 2])
+    elif k == X_SCALAR:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            a = carray(_ptr_t(argp, np.int64), ARGV)
+            kf = carray(_ptr_t(a[_P_KF], np.int64), NOPS)
+            for q in range(lo, hi):
+                _scalar_fwd(INS, FI, VD, q, w, kf, a)
     else:
         raise ValueError(f"tapegrad: no forward kernel for program opcode {k}")
     return _cfunc(kern)
@@ -3183,6 +3140,8 @@ def prepare_forward(k, f64):
     base = K_ADD if k in _BINARY_OPS else k
     fn = _FWD_COMPILED.get((base, d))
     if fn is None:
+        if k in (K_MATMUL, K_LINEAR):
+            ensure_blas()
         fn = _fwd_kernel(base, d)
     for op in (_BINARY_OPS if base == K_ADD else (k,)):
         _FWD_COMPILED[(op, d)] = fn
@@ -3190,13 +3149,7 @@ def prepare_forward(k, f64):
 
 
 # Program instructions that the interpreter runs itself (no kernel).
-INLINE_OPS = (K_COPY, K_CAST, X_ARG, X_GATHER, X_AXPY, X_FILL, X_COPY, X_BACKWARD, X_ADJ,
-              X_CHECK, X_FUSED, X_CMP, X_COND, X_ARGEXT)
-# One-element elementwise ops whose formula the interpreters inline (the rest, heavier
-# to compile, go through their kernels).
-SCALAR_INLINE = tuple(range(K_ADD, K_MINIMUM + 1)) + (
-    K_AFFINE, K_DIVS, K_POWS, K_RPOWS, K_RDIVS, K_EXP, K_LOG, K_SQRT, K_TANH, K_SIGMOID,
-    K_RELU, K_ABS, K_RECIP, K_CLAMP, K_SIGN)
+INLINE_OPS = (K_CAST, X_ARG, X_BACKWARD, X_ADJ, X_CHECK, X_FUSED, X_COND)
 
 
 def prepare_program(TT, VD, INS, runs):
@@ -3204,8 +3157,11 @@ def prepare_program(TT, VD, INS, runs):
     kernels and its tape's VJP kernels."""
     for i in range(len(INS)):
         k = int(INS[i, I_OP])
+        f64 = VD[INS[i, I_A if k in (X_CMP, X_ARGEXT) else I_O], FL] & F64
         if k not in INLINE_OPS:
-            prepare_forward(k, VD[INS[i, I_O], FL] & F64)
+            prepare_forward(k, f64)
+        if INS[i, I_P + 9]:
+            prepare_forward(X_SCALAR, f64)
     for r in range(len(TT)):
         k = int(TT[r, OP])
         if k in _UNARY_VJPS or k in _BINARY_VJPS or k in _FAMILY_VJPS:

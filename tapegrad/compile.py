@@ -612,6 +612,10 @@ class Recording:
             if (op in _UNARY or op in _BINARY) and VD[o, K.N] == 1 and VD[a, K.N] == 1 \
                     and (b < 0 or VD[b, K.N] == 1):
                 INS[i, K.I_P + 9] = 1
+        for i in range(ni - 2, -1, -1):     # P9: the length of the run from here on
+            if INS[i, K.I_P + 9] and INS[i + 1, K.I_P + 9] and \
+                    VD[INS[i, K.I_O], K.FL] & K.F64 == VD[INS[i + 1, K.I_O], K.FL] & K.F64:
+                INS[i, K.I_P + 9] += INS[i + 1, K.I_P + 9]
         if tr.tapes:
             tape, TT, TF, TL = tr.tapes[0]
             adj32, adj64 = tape.adj32, tape.adj64

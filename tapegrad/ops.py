@@ -1697,6 +1697,7 @@ def matmul(input, other):
         m, kk, n = K.matmul_dims(mode, sa[0], sa[1] if na > 1 else 0, sb[0],
                                  sb[1] if nb > 1 else 0)
         out = np.empty(sa[:-1] + sb[1:], da.dtype)
+        K.ensure_blas()
         K.matmul_fwd(_flat(da), _flat(db), out.reshape(-1), 1, m, kk, n)
     else:
         out = np.asarray(np.matmul(da, db))
@@ -1730,6 +1731,7 @@ def _batched(a, b, op=BMM):
     if a._data.dtype in _FLOATS:
         m, kk, n = sa[-2], sa[-1], sb[-1]
         out = np.empty(batch + (m, n), a._data.dtype)
+        K.ensure_blas()
         K.matmul_fwd(_flat(a._data), _flat(b._data), out.reshape(-1),
                      out.size // (m * n) if m * n else 0, m, kk, n)
     else:
@@ -1794,6 +1796,7 @@ def linear(input, weight, bias=None):
     if d.dtype in _FLOATS:
         out = np.empty(d.shape[:-1] + w.shape[:1], d.dtype)
         n = w.shape[0]
+        K.ensure_blas()
         K.linear_fwd(_flat(d), _flat(w), _flat(bias._data if bias is not None else w),
                      out.reshape(-1), out.size // n if n else 0, w.shape[1], n,
                      bias is not None)
