@@ -269,7 +269,7 @@ ERR_DIRTY = 3
 SWITCH = 4      # the next row to replay holds the other dtype
 CAST = 5        # a dtype conversion: Python moves the adjoint between arenas
 PYFN = 6        # a user Function: Python runs its backward
-ERR_NAN = 7     # anomaly mode: the row produced a NaN gradient
+STEP = 7        # anomaly mode: a row was replayed (Python looks for NaN gradients)
 
 
 @intrinsic
@@ -344,6 +344,18 @@ def _ptr(typingctx, addr, like):
 #   ``TAPEGRAD_CACHE=0`` (or compile a fresh loop) to look for ``ymm`` code.
 
 # -- intrinsics -----------------------------------------------------------------------
+@intrinsic
+def _var(typingctx, x):
+    """``x`` typed as a variable: a constant argument (True, 0) makes Numba compile the
+    callee once more, for that constant."""
+    ty = types.unliteral(x)
+
+    def codegen(context, builder, sig, args):
+        return context.cast(builder, args[0], sig.args[0], ty)
+
+    return ty(x), codegen
+
+
 @intrinsic
 def _as_int(typingctx, x):
     """The bit pattern of a float64 as an int64 (a bit cast, no conversion)."""
@@ -993,7 +1005,7 @@ def _mode(T, o, a, noidx):
         if T[a, S0 + k] != 1:
             st[nd - na + k] = s
         s *= T[a, S0 + k]
-    return 2, _odometer(T, o, st, 0, T[o, N])
+    return 2, _odometer(T, o, st, _var(0), T[o, N])
 
 
 @njit(**_JIT, inline="always")
@@ -1466,7 +1478,7 @@ def _reduced_index(T, a, mask):
         if ((mask >> k) & 1) == 0:
             st[k] = s
             s *= T[a, S0 + k]
-    return _odometer(T, a, st, 0, T[a, N])
+    return _odometer(T, a, st, _var(0), T[a, N])
 
 
 @njit(**_JIT)
@@ -1630,17 +1642,6 @@ def _ew(T, o, a):
 
 
 @njit(**_JIT)
-def _has_nan(adj, T, r):
-    if r < 0 or (T[r, FL] & REQ) == 0:
-        return False
-    off = T[r, AOFF]
-    for i in range(T[r, N]):
-        if adj[off + i] != adj[off + i]:
-            return True
-    return False
-
-
-@njit(**_JIT)
 def axpy(y, alpha, x):
     """y += alpha * x in one pass (in-place updates such as an optimizer's step)."""
     for i in range(y.size):
@@ -1789,7 +1790,8 @@ def matmul_dims(mode, sa0, sa1, sb0, sb1):
 def matmul_fwd(x, y, out, batch, m, kk, n):
     """out = x @ y over ``batch`` stacked products."""
     for q in range(batch):
-        gemm(x[q * m * kk:], y[q * kk * n:], out[q * m * n:], m, kk, n, False, False, False)
+        gemm(x[q * m * kk:], y[q * kk * n:], out[q * m * n:], m, kk, n, _var(False), _var(False),
+             _var(False))
 
 
 @njit(**_JIT)
@@ -1819,19 +1821,19 @@ def _matmul_vjp(T, r, adj, seen):
         ao, fr = _dst(adj, T, seen, a)
         for q in range(batch):
             gemm(g[q * m * n:], vb[q * kk * n:], adj[ao + q * m * kk:], m, n, kk,
-                 False, True, not fr)
+                 _var(False), _var(True), not fr)
     if _wants(T, b):
         va = _load(T, r, SA, T[a, N], adj)
         bo, fb = _dst(adj, T, seen, b)
         for q in range(batch):
             gemm(va[q * m * kk:], g[q * m * n:], adj[bo + q * kk * n:], kk, m, n,
-                 True, False, not fb)
+                 _var(True), _var(False), not fb)
 
 
 @njit(**_JIT)
 def linear_fwd(x, w, bias, out, m, kk, n, has_bias):
     """out (m x n) = x (m x kk) @ w.T (w: n x kk) + bias (n values or one)."""
-    gemm(x, w, out, m, kk, n, False, True, False)
+    gemm(x, w, out, m, kk, n, _var(False), _var(True), _var(False))
     if has_bias:
         nb = bias.size
         for i in range(m):
@@ -1853,11 +1855,11 @@ def _linear_vjp(T, L, r, adj, seen):
     if _wants(T, x):
         vw = _load(T, r, SB, T[w, N], adj)
         xo, fx = _dst(adj, T, seen, x)
-        gemm(g, vw, adj[xo:], m, n, kk, False, False, not fx)
+        gemm(g, vw, adj[xo:], m, n, kk, _var(False), _var(False), not fx)
     if _wants(T, w):
         vx = _load(T, r, SA, T[x, N], adj)
         wo, fw = _dst(adj, T, seen, w)
-        gemm(g, vx, adj[wo:], n, m, kk, True, False, not fw)
+        gemm(g, vx, adj[wo:], n, m, kk, _var(True), _var(False), not fw)
     if T[r, P1] > 2:
         bb = L[start + 2]
         if _wants(T, bb):
@@ -2768,7 +2770,7 @@ def reverse_rows(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, kt
     an inline path. Returns (status, row): DONE; PAUSED at a row with hooks (call again
     with resume=True from that row); SWITCH, CAST or PYFN at a row that needs Python;
     NEED at a row whose kernel is not compiled yet (compile it, call again from that
-    row with resume=True); ERR_NAN (anomaly mode) after a row that produced a NaN; or
+    row with resume=True); STEP after each row in anomaly mode; or
     an error at a freed or modified row. ``runs`` (empty in eager mode) marks runs of
     elementwise rows to replay block by block (_fused_rows).
     """
@@ -2832,12 +2834,7 @@ def reverse_rows(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, kt
         if freeing and fl & SAVES:
             T[r, FL] = fl | FREED
         if anomaly:
-            if _has_nan(adj, T, T[r, A]) or _has_nan(adj, T, T[r, B]):
-                return ERR_NAN, r
-            if k == K_CAT:
-                for q in range(T[r, P0 + 1]):
-                    if _has_nan(adj, T, L[T[r, P0] + q]):
-                        return ERR_NAN, r
+            return STEP, r
     return DONE, -1
 
 

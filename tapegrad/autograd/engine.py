@@ -258,6 +258,11 @@ def _replay(tape, seeds, retain, sink, pending):
                 K.prepare(tape.T[r, K.OP], dtflag)
                 start, resume = r, True
                 continue
+            if status == K.STEP:
+                if _nan_input(tape, r, arenas, seen):
+                    raise anomaly_error(tape, r, arenas)
+                start, resume = r - 1, False
+                continue
             start, resume = r, False
             if status == K.PAUSED:
                 hooks = tape.hooks.get(r)
@@ -286,8 +291,6 @@ def _replay(tape, seeds, retain, sink, pending):
                 from .function import replay_function
                 replay_function(tape, r, seen, arenas, retain)
                 start = r - 1
-            elif status == K.ERR_NAN:
-                raise anomaly_error(tape, r, arenas)
             else:
                 raise _error(tape, status, r)
         for r, t in sink.capture_rows(tape):
@@ -353,6 +356,16 @@ def _node_hooks(tape, r, seen, arenas, retain):
         deposit(tape, src, arenas, seen, gi._data.reshape(-1))
     if not retain and T[r, K.FL] & K.SAVES:
         T[r, K.FL] |= K.FREED
+
+
+def _nan_input(tape, r, arenas, seen):
+    """Whether row r's backward gave one of its inputs a NaN gradient (anomaly mode)."""
+    T = tape.T
+    rows = [int(T[r, K.A]), int(T[r, K.B])]
+    if T[r, K.OP] == K.K_CAT:
+        rows += tape.L[T[r, K.P0]:T[r, K.P0] + T[r, K.P0 + 1]].tolist()
+    return any(q >= 0 and T[q, K.FL] & K.REQ and seen[q]
+               and np.isnan(_region(tape, q, arenas)).any() for q in rows)
 
 
 def anomaly_error(tape, r, arenas):
