@@ -1,0 +1,114 @@
+"""Execution paths as a test axis: every op-table case of ``test_op_grads.CASES`` gives
+the same values and gradients whichever way it runs.
+
+- compiled: a ``tg.compile``d step (forward, backward) replayed on the case's inputs,
+  bit for bit equal to eager (index assignments and user Functions, which a replay
+  cannot run, run eagerly with a CompileWarning: equal too);
+- one: elementwise cases on one-element inputs (the one-element paths of the reverse
+  pass and of the program replay), equal to the element of the eager array result;
+- block: elementwise cases on inputs above ``FUSE_MIN`` elements, in a compiled replay
+  whose elementwise rows run block by block (fused runs), bit for bit equal to eager.
+"""
+import zlib
+
+import numpy as np
+import pytest
+
+import tapegrad as tg
+from tapegrad import _kernels as K
+
+try:
+    from .test_op_grads import CASES
+except ImportError:
+    from test_op_grads import CASES
+
+ELEMENTWISE_KERNELS = set(range(K.K_ADD, K.K_CLAMP + 1)) | {K.K_SIGN} - {K.K_WHERE}
+EAGER_ONLY = {K.K_SCATTER, K.K_SETIDX, K.K_PYFN, K.K_PYOUT}
+
+
+def _upstream(case, arrays):
+    with tg.no_grad():
+        probe = case.fn(tg, *[tg.tensor(a) for a in arrays])
+    rng = np.random.default_rng(zlib.crc32(case.id.encode()) + 7)
+    return rng.standard_normal(probe.shape).astype(probe.numpy().dtype)
+
+
+def _step(case, scale):
+    def step(up, *xs):
+        out = case.fn(tg, *xs)
+        if scale:               # a second elementwise row: the pair is a fused run
+            out = out * scale
+        out.backward(up)
+        return (out.detach(),) + tuple(x.grad for x in xs if x.requires_grad)
+    return step
+
+
+def _eager(case, arrays, up, scale=0.0):
+    xs = [tg.tensor(a.copy(), requires_grad=r) for a, r in zip(arrays, case.req)]
+    return [t.numpy().copy() for t in _step(case, scale)(tg.tensor(up), *xs)]
+
+
+def _compiled(case, arrays, up, scale=0.0):
+    fn = tg.compile(_step(case, scale))
+    for _ in range(3):          # record, record again (confirms), replay
+        xs = [tg.tensor(a.copy(), requires_grad=r) for a, r in zip(arrays, case.req)]
+        if case.op.kernel in EAGER_ONLY:
+            with pytest.warns(tg.CompileWarning):
+                got = fn(tg.tensor(up), *xs)
+        else:
+            got = fn(tg.tensor(up), *xs)
+    if case.op.kernel in EAGER_ONLY:
+        assert fn.replays == 0 and fn.fallbacks >= 1, (fn.records, fn.replays, fn.fallbacks)
+    else:
+        assert fn.replays >= 1 and fn.fallbacks == 0, (fn.records, fn.replays, fn.fallbacks)
+    return [t.numpy().copy() for t in got]
+
+
+def _same(got, want, what):
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.dtype == w.dtype and g.shape == w.shape, f"{what} output {i}"
+        assert np.array_equal(g, w, equal_nan=True), \
+            f"{what} output {i}: max difference {np.nanmax(np.abs(g - w))}"
+
+
+def _elementwise(case):
+    if case.op.kernel not in ELEMENTWISE_KERNELS:
+        return False
+    shapes = {a.shape for a in case.inputs()}
+    return len(shapes) == 1 and all(a.dtype.kind == "f" for a in case.inputs())
+
+
+ELEMENTWISE = [c for c in CASES if _elementwise(c)]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_compiled_replay_equals_eager(case):
+    arrays = case.inputs()
+    up = _upstream(case, arrays)
+    _same(_compiled(case, arrays, up), _eager(case, arrays, up), case.id)
+
+
+@pytest.mark.parametrize("case", ELEMENTWISE, ids=[c.id for c in ELEMENTWISE])
+def test_one_element_paths_equal_the_array_path(case):
+    arrays = case.inputs()
+    up = _upstream(case, arrays)
+    full = _eager(case, arrays, up)
+    for j in range(min(3, arrays[0].size)):
+        ones = [a.reshape(-1)[j:j + 1] for a in arrays]
+        u = up.reshape(-1)[j:j + 1]
+        want = [f.reshape(-1)[j:j + 1] for f in full]
+        _same(_eager(case, ones, u), want, f"{case.id} eager element {j}")
+        _same(_compiled(case, ones, u), want, f"{case.id} compiled element {j}")
+
+
+@pytest.mark.parametrize("case", ELEMENTWISE, ids=[c.id for c in ELEMENTWISE])
+def test_fused_blocks_equal_eager(case):
+    n = K.FUSE_MIN + 2 * K.FUSE_BLOCK + 123        # several blocks, a partial last one
+    arrays = [np.resize(a.reshape(-1), n) for a in case.inputs()]
+    up = np.resize(_upstream(case, case.inputs()).reshape(-1), n)
+    want = _eager(case, arrays, up, scale=0.5)
+    _same(_compiled(case, arrays, up, scale=0.5), want, f"{case.id} fused")
+    small = _eager(case, case.inputs(), _upstream(case, case.inputs()), scale=0.5)
+    m = small[0].size
+    _same([w[:m] for w in want], [s.reshape(-1) for s in small], f"{case.id} first elements")
