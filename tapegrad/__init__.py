@@ -9,11 +9,12 @@ from .dtypes import (bool, double, dtype, float, float32, float64, get_default_d
                      int64, long, set_default_dtype)
 from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .ops import (abs, add, amax, amin, argmax, argmin, bmm, broadcast_to, cat, chunk,
-                  clamp, clip, clone, cos, div, dot, exp, expand, expm1, flatten, log,
-                  log1p, log_softmax, logsumexp, matmul, max, maximum, mean, min, minimum,
-                  mm, mul, narrow, neg, norm, outer, permute, pow, prod, reciprocal, relu,
-                  reshape, rsub, sigmoid, sign, sin, softmax, split, sqrt, square, squeeze,
-                  stack, std, sub, sum, t, tan, tanh, transpose, unsqueeze, var, view, where)
+                  clamp, clip, clone, cos, div, dot, erf, exp, expand, expm1, flatten,
+                  log, log1p, log_softmax, logsumexp, matmul, max, maximum, mean, min,
+                  minimum, mm, mul, narrow, neg, norm, outer, permute, pow, prod, reciprocal,
+                  relu, reshape, rsub, sigmoid, sign, sin, softmax, split, sqrt, square,
+                  squeeze, stack, std, sub, sum, t, tan, tanh, transpose, unsqueeze, var, view,
+                  where)
 from .tensor import Size, Tensor
 
 __version__ = "0.1.0"

@@ -211,55 +211,47 @@ SAVES = 32    # the op saved tensors (so a second backward needs retain_graph)
 F64 = 64      # the value is float64 (else float32): which arena holds its adjoint
 U8 = 128      # a program value of one byte per element (a bool)
 
-# Kernel opcodes. Ranges matter: broadcasting binary ops are K_ADD..K_WHERE,
-# elementwise ops of one tensor K_AFFINE..K_CLAMP (and K_SIGN).
-K_LEAF = 0
-K_EXT = 1         # a non-leaf of an older tape: its adjoint is handed on
-K_ADD = 2
-K_SUB = 3
-K_MUL = 4
-K_DIV = 5
-K_POW = 6
-K_MAXIMUM = 7     # ties split the gradient in half, as PyTorch does
-K_MINIMUM = 8
-K_WHERE = 9       # SO: the condition, uint8, broadcast to the output's shape
-K_AFFINE = 10     # x * F0 + F1
-K_DIVS = 11       # x / F0
-K_POWS = 12       # x ** F0
-K_RPOWS = 13      # F0 ** x
-K_RDIVS = 14      # F0 / x
-K_EXP = 15
-K_LOG = 16
-K_SQRT = 17
-K_TANH = 18
-K_SIGMOID = 19
-K_RELU = 20
-K_ABS = 21
-K_SIN = 22
-K_COS = 23
-K_TAN = 24
-K_LOG1P = 25
-K_EXPM1 = 26
-K_RECIP = 27
-K_CLAMP = 28      # gradient passes where F0 <= x <= F1 (P0 bit 1: F0 set, bit 2: F1 set)
-K_SIGN = 44       # zero gradient
-K_LINEAR = 45     # x @ W.T + b, inputs L[P0:P0+P1]
-K_SUM = 29        # sum over the dims in bitmask P0, times F0
-K_COPY = 30       # reshape, view, clone: same elements in the same order
-K_STRIDED = 31    # transpose, expand, basic indexing: out[i] = x[P0 + sum(i_k * P[1+k])]
-K_MATMUL = 32     # (..., m, k) @ (..., k, n), mode P0 (see matmul_dims; 4: batched)
-K_CAST = 33       # dtype conversion between float32 and float64
-K_AMAX = 34       # max/min over the dims in bitmask P0; ties share the gradient evenly
-K_GATHER = 35     # out[i] = x[idx[i]], idx (int64) at SB
-K_SCATTER = 36    # out = zeros; out[idx[j]] += x[j], idx at SB
-K_SETIDX = 37     # out = x; out[idx[j]] = v[j] (B = v), idx at SO
-K_SOFTMAX = 38    # along a dim of size P0 with P1 elements after it
-K_LOGSOFTMAX = 39
-K_CAT = 40        # inputs: L[P0:P0+P1]; P2 elements after the dim, P3 before it
-K_PYFN = 41       # a user Function: Python runs its backward (inputs: L[P0:P0+P1])
-K_PYOUT = 42      # a further output of the Function at row P2
-K_PROD = 43       # product over the dims in bitmask P0 (zeros handled exactly)
-NKERNELS = 46
+# Kernel opcodes, numbered by their place in this table. Each family is contiguous, so
+# that kernels tell an op's family by a range (BINARY_FIRST..BINARY_LAST,
+# UNARY_FIRST..UNARY_LAST): add an op inside its family.
+(K_LEAF,
+ K_EXT,          # a non-leaf of an older tape: its adjoint is handed on
+ # broadcasting binary ops
+ K_ADD, K_SUB, K_MUL, K_DIV, K_POW,
+ K_MAXIMUM,      # ties split the gradient in half, as PyTorch does
+ K_MINIMUM,
+ K_WHERE,        # SO: the condition, uint8, broadcast to the output's shape
+ # elementwise ops of one tensor (UNARY_OPS)
+ K_AFFINE,       # x * F0 + F1
+ K_DIVS,         # x / F0
+ K_POWS,         # x ** F0
+ K_RPOWS,        # F0 ** x
+ K_RDIVS,        # F0 / x
+ K_EXP, K_LOG, K_SQRT, K_TANH, K_SIGMOID, K_RELU, K_ABS, K_SIN, K_COS, K_TAN, K_LOG1P,
+ K_EXPM1, K_RECIP,
+ K_CLAMP,        # gradient passes where F0 <= x <= F1 (P0 bit 1: F0 set, bit 2: F1 set)
+ K_SIGN,         # zero gradient
+ K_ERF,
+ # the rest
+ K_LINEAR,       # x @ W.T + b, inputs L[P0:P0+P1]
+ K_SUM,          # sum over the dims in bitmask P0, times F0
+ K_COPY,         # reshape, view, clone: same elements in the same order
+ K_STRIDED,      # transpose, expand, basic indexing: out[i] = x[P0 + sum(i_k * P[1+k])]
+ K_MATMUL,       # (..., m, k) @ (..., k, n), mode P0 (see matmul_dims; 4: batched)
+ K_CAST,         # dtype conversion between float32 and float64
+ K_AMAX,         # max/min over the dims in bitmask P0; ties share the gradient evenly
+ K_GATHER,       # out[i] = x[idx[i]], idx (int64) at SB
+ K_SCATTER,      # out = zeros; out[idx[j]] += x[j], idx at SB
+ K_SETIDX,       # out = x; out[idx[j]] = v[j] (B = v), idx at SO
+ K_SOFTMAX,      # along a dim of size P0 with P1 elements after it
+ K_LOGSOFTMAX,
+ K_CAT,          # inputs: L[P0:P0+P1]; P2 elements after the dim, P3 before it
+ K_PYFN,         # a user Function: Python runs its backward (inputs: L[P0:P0+P1])
+ K_PYOUT,        # a further output of the Function at row P2
+ K_PROD,         # product over the dims in bitmask P0 (zeros handled exactly)
+ NKERNELS) = range(48)
+BINARY_FIRST, BINARY_LAST = K_ADD, K_MINIMUM
+UNARY_FIRST, UNARY_LAST = K_AFFINE, K_ERF
 
 # Replay results.
 DONE = 0
@@ -482,6 +474,7 @@ _P3 = -1.4973849048591698e-33
 #: Largest |x| for which vsin/vcos/vtan are accurate; beyond, they return NaN (the
 #: array kernels fall back to libm for those elements).
 TRIG_MAX = 2.0 ** 47
+_TWO_OVER_SQRT_PI = 1.1283791670955126
 
 
 # -- exp family -----------------------------------------------------------------------
@@ -1387,6 +1380,14 @@ def _uv_log1p(T, r, f0, f1, adj, ao, fr, lo, hi):
 
 
 @njit(**_JIT)
+def _uv_erf(T, r, f0, f1, adj, ao, fr, lo, hi):
+    d, g, m = _ug(T, r, adj, ao, lo, hi)
+    x = _inp(T, r, adj, lo, hi)
+    for i in range(m):
+        _put(d, i, g[i] * (_TWO_OVER_SQRT_PI * vexp(-(x[i] * x[i]))), fr)
+
+
+@njit(**_JIT)
 def _uv_clamp(T, r, f0, f1, adj, ao, fr, lo, hi):
     d, g, m = _ug(T, r, adj, ao, lo, hi)
     x = _inp(T, r, adj, lo, hi)
@@ -1884,107 +1885,129 @@ def _linear_vjp(T, L, r, adj, seen):
 # op's own function (so each compiles on its first use), the program replay the
 # dispatcher unary_fwd.
 
-@njit(**_JIT)
-def _uf_affine(x, out, f0, f1, p0):
-    n = out.size
+@njit(**_INL)
+def _sf_affine(x, f0, f1, p0):
     if f0 == 1.0:
-        for i in range(n):
-            out[i] = x[i] + f1
-    elif f1 == 0.0:
-        for i in range(n):
-            out[i] = x[i] * f0
-    elif f0 == -1.0:
-        for i in range(n):
-            out[i] = f1 - x[i]
-    else:
-        for i in range(n):
-            out[i] = x[i] * f0 + f1
+        return x + f1
+    if f1 == 0.0:
+        return x * f0
+    if f0 == -1.0:
+        return f1 - x
+    return x * f0 + f1
 
 
-@njit(**_JIT)
-def _uf_divs(x, out, f0, f1, p0):
-    for i in range(out.size):
-        out[i] = x[i] / f0
+@njit(**_INL)
+def _sf_divs(x, f0, f1, p0):
+    return x / f0
 
 
-@njit(**_JIT)
-def _uf_rdivs(x, out, f0, f1, p0):
-    for i in range(out.size):
-        out[i] = f0 / x[i]
+@njit(**_INL)
+def _sf_rdivs(x, f0, f1, p0):
+    return f0 / x
 
 
-@njit(**_JIT)
-def _uf_pows(x, out, f0, f1, p0):
-    n = out.size
+@njit(**_INL)
+def _sf_pows(x, f0, f1, p0):
     if f0 == 2.0:
-        for i in range(n):
-            out[i] = x[i] * x[i]
-    elif f0 == 1.0:
-        for i in range(n):
-            out[i] = x[i]
-    elif f0 == 0.5:
-        for i in range(n):
-            out[i] = np.sqrt(x[i])
-    else:
-        for i in range(n):
-            out[i] = _tpow(x[i], f0)
+        return x * x
+    if f0 == 1.0:
+        return x
+    if f0 == 0.5:
+        return np.sqrt(x)
+    return _tpow(x, f0)
 
 
-@njit(**_JIT)
-def _uf_rpows(x, out, f0, f1, p0):
-    for i in range(out.size):
-        out[i] = f0 ** x[i]
+@njit(**_INL)
+def _sf_rpows(x, f0, f1, p0):
+    return f0 ** x
 
 
-@njit(**_JIT)
-def _uf_sqrt(x, out, f0, f1, p0):
-    for i in range(out.size):
-        out[i] = np.sqrt(x[i])
+@njit(**_INL)
+def _sf_sqrt(x, f0, f1, p0):
+    return np.sqrt(x)
 
 
-@njit(**_JIT)
-def _uf_relu(x, out, f0, f1, p0):
-    for i in range(out.size):
-        v = x[i]
-        out[i] = 0.0 if v < 0 else v
+@njit(**_INL)
+def _sf_relu(x, f0, f1, p0):
+    return 0.0 if x < 0 else x
 
 
-@njit(**_JIT)
-def _uf_abs(x, out, f0, f1, p0):
-    for i in range(out.size):
-        out[i] = abs(x[i])
+@njit(**_INL)
+def _sf_abs(x, f0, f1, p0):
+    return abs(x)
 
 
-@njit(**_JIT)
-def _uf_recip(x, out, f0, f1, p0):
-    for i in range(out.size):
-        out[i] = 1.0 / x[i]
+@njit(**_INL)
+def _sf_recip(x, f0, f1, p0):
+    return 1.0 / x
 
 
-@njit(**_JIT)
-def _uf_sign(x, out, f0, f1, p0):
-    for i in range(out.size):
-        v = x[i]
-        out[i] = (v > 0) - (v < 0)      # nan -> 0, as PyTorch
+@njit(**_INL)
+def _sf_sign(x, f0, f1, p0):
+    return (x > 0) - (x < 0)      # nan -> 0, as PyTorch
 
 
-@njit(**_JIT)
-def _uf_clamp(x, out, f0, f1, p0):
+@njit(**_INL)
+def _sf_clamp(x, f0, f1, p0):
     """Bounds f0 (p0 bit 1) and f1 (bit 2); nan stays nan."""
-    for i in range(out.size):
-        v = x[i]
-        if p0 & 1 and not v != v and not v > f0:
-            v = f0
-        if p0 & 2 and not v != v and not v < f1:
-            v = f1
-        out[i] = v
+    if p0 & 1 and not x != x and not x > f0:
+        x = f0
+    if p0 & 2 and not x != x and not x < f1:
+        x = f1
+    return x
 
 
-UNARY_FWD = {K_AFFINE: _uf_affine, K_DIVS: _uf_divs, K_RDIVS: _uf_rdivs, K_POWS: _uf_pows,
-             K_RPOWS: _uf_rpows, K_EXP: exp_array, K_LOG: log_array, K_TANH: tanh_array,
-             K_SIGMOID: sigmoid_array, K_SIN: sin_array, K_COS: cos_array, K_TAN: tan_array,
-             K_LOG1P: log1p_array, K_EXPM1: expm1_array, K_SQRT: _uf_sqrt, K_RELU: _uf_relu,
-             K_ABS: _uf_abs, K_RECIP: _uf_recip, K_SIGN: _uf_sign, K_CLAMP: _uf_clamp}
+@njit(**_INL)
+def _sf_erf(x, f0, f1, p0):
+    return math.erf(x)
+
+
+def _op_scalar(k, x, f0, f1, p0):
+    """Op k's one-element formula, chosen while compiling (k a constant)."""
+    raise NotImplementedError
+
+
+@overload(_op_scalar, jit_options={"error_model": "numpy"})
+def _ol_op_scalar(k, x, f0, f1, p0):
+    if isinstance(k, types.IntegerLiteral):
+        fn = UNARY_OPS[k.literal_value][0]
+        return lambda k, x, f0, f1, p0: fn(x, f0, f1, p0)
+    return None
+
+
+def _array_kernel(k):
+    """The forward array kernel of an op given by its one-element formula; it closes over
+    the opcode only, so that Numba's cache finds it again in a new process."""
+    @njit(**_ARR)
+    def kern(x, out, f0=0.0, f1=0.0, p0=0):
+        for i in range(out.size):
+            out[i] = _op_scalar(k, x[i], f0, f1, p0)
+    return kern
+
+
+# The elementwise ops of one tensor: opcode -> (forward, VJP kernel, whether one-element
+# rows of a program inline the forward). The forward is a one-element formula (f(x, f0,
+# f1, p0), inlined in the array kernel made from it) or an array kernel (x, out, f0, f1,
+# p0) of its own (vectorised math, with a second pass for some inputs).
+UNARY_OPS = {
+    K_AFFINE: (_sf_affine, _uv_affine, True), K_DIVS: (_sf_divs, _uv_divs, True),
+    K_POWS: (_sf_pows, _uv_pows, True), K_RPOWS: (_sf_rpows, _uv_rpows, True),
+    K_RDIVS: (_sf_rdivs, _uv_rdivs, True), K_EXP: (exp_array, _uv_exp, False),
+    K_LOG: (log_array, _uv_log, False), K_SQRT: (_sf_sqrt, _uv_sqrt, True),
+    K_TANH: (tanh_array, _uv_tanh, False), K_SIGMOID: (sigmoid_array, _uv_sigmoid, False),
+    K_RELU: (_sf_relu, _uv_relu, True), K_ABS: (_sf_abs, _uv_abs, True),
+    K_SIN: (sin_array, _uv_sin, False), K_COS: (cos_array, _uv_cos, False),
+    K_TAN: (tan_array, _uv_tan, False), K_LOG1P: (log1p_array, _uv_log1p, False),
+    K_EXPM1: (expm1_array, _uv_expm1, False), K_RECIP: (_sf_recip, _uv_recip, True),
+    K_CLAMP: (_sf_clamp, _uv_clamp, True), K_SIGN: (_sf_sign, _uv_sign, True),
+    K_ERF: (_sf_erf, _uv_erf, False),
+}
+assert sorted(UNARY_OPS) == list(range(UNARY_FIRST, UNARY_LAST + 1))
+UNARY_FWD = {k: _array_kernel(k) if f.py_func.__code__.co_argcount == 4 else f
+             for k, (f, _, _) in UNARY_OPS.items()}
+_UNARY_VJPS = {k: v for k, (_, v, _) in UNARY_OPS.items()}
+# bit k set: a one-element row of op k runs its kernel (heavier to compile) in a program
+_SCALAR_BY_KERNEL = sum(1 << k for k, (_, _, inline) in UNARY_OPS.items() if not inline)
 
 
 @njit(**_JIT)
@@ -2471,49 +2494,25 @@ def run_program(PG, PL, PF, adj32, adj64, seen, ARGS, KF, KT, ARGV):
 
 # -- single values --------------------------------------------------------------------
 # Programs over scalars (an ODE's steps, say) spend their time in per-op overhead, so
-# one-element ops take these paths: the same formulas as unary_fwd / _binop forward
-# and as _binary_vjp / _unary_vjp backward (eager backward runs them too).
+# runs of one-element instructions take one kernel call (X_SCALAR) that inlines the
+# ops' one-element formulas (UNARY_OPS, _binop), and the reverse pass inlines the VJPs
+# of one-element + - * / and affine rows.
 
-@njit(**_JIT, inline="always")
 def _scalar_unary(k, x, f0, f1, p0):
-    if k == K_AFFINE:
-        if f0 == 1.0:
-            return x + f1
-        if f1 == 0.0:
-            return x * f0
-        if f0 == -1.0:
-            return f1 - x
-        return x * f0 + f1
-    if k == K_DIVS:
-        return x / f0
-    if k == K_RDIVS:
-        return f0 / x
-    if k == K_POWS:
-        if f0 == 2.0:
-            return x * x
-        if f0 == 1.0:
-            return x
-        return _tpow(x, f0)
-    if k == K_RPOWS:
-        return f0 ** x
-    if k == K_SQRT:
-        return np.sqrt(x)
-    if k == K_RELU:
-        return 0.0 if x < 0 else x
-    if k == K_ABS:
-        return abs(x)
-    if k == K_RECIP:
-        return 1.0 / x
-    if k == K_SIGN:
-        return (x > 0) - (x < 0)
-    if k == K_CLAMP:
-        v = x
-        if p0 & 1 and not v != v and not v > f0:
-            v = f0
-        if p0 & 2 and not v != v and not v < f1:
-            v = f1
-        return v
-    raise ValueError("tapegrad: no one-element forward for opcode", k)
+    """The one-element formula of op k (a variable), for the ops that programs inline."""
+    raise NotImplementedError
+
+
+@overload(_scalar_unary, jit_options={"error_model": "numpy"}, inline="always")
+def _ol_scalar_unary(k, x, f0, f1, p0):
+    # if k == K_AFFINE: return _sf_affine(...) ... for each inlined op of UNARY_OPS
+    codes = [c for c, (_, _, inline) in UNARY_OPS.items() if inline]
+    src = "def impl(k, x, f0, f1, p0):\n" + "".join(
+        f"    if k == {c}:\n        return f{c}(x, f0, f1, p0)\n" for c in codes) + \
+        "    raise ValueError('tapegrad: no one-element forward for opcode', k)\n"
+    scope = {f"f{c}": UNARY_OPS[c][0] for c in codes}
+    exec(src, scope)
+    return scope["impl"]
 
 
 @njit(**_JIT, inline="always")
@@ -2521,12 +2520,12 @@ def _scalar_fwd(INS, FI, VD, i, w, kf, argv):
     """Instruction i on one-element values (flagged at build time); transcendental
     ops, heavier to compile, go through their kernels."""
     k = INS[i, I_OP]
-    if k >= K_EXP and k <= K_SIGMOID or k >= K_SIN and k <= K_EXPM1:
+    if (_SCALAR_BY_KERNEL >> k) & 1:
         _kernel_call(kf, k, argv, i, -1, 0)
         return
     out = _val(VD, INS[i, I_O], w)
     x = _val(VD, INS[i, I_A], w)
-    if k <= K_MINIMUM:
+    if k <= BINARY_LAST:
         out[0] = _binop(k, x[0], _val(VD, INS[i, I_B], w)[0])
     else:
         out[0] = _scalar_unary(k, x[0], FI[i, 0], FI[i, 1], INS[i, I_P])
@@ -2633,11 +2632,6 @@ def _block(argp):
     return a[_A_LO], a[_A_HI], a[_A_AO], a[_A_FA] != 0, a[_A_BO], a[_A_FB] != 0
 
 
-_UNARY_VJPS = {K_AFFINE: _uv_affine, K_DIVS: _uv_divs, K_SIGN: _uv_sign, K_POWS: _uv_pows,
-               K_RPOWS: _uv_rpows, K_RDIVS: _uv_rdivs, K_EXP: _uv_exp, K_LOG: _uv_log,
-               K_SQRT: _uv_sqrt, K_TANH: _uv_tanh, K_SIGMOID: _uv_sigmoid, K_RELU: _uv_relu,
-               K_ABS: _uv_abs, K_SIN: _uv_sin, K_COS: _uv_cos, K_TAN: _uv_tan,
-               K_LOG1P: _uv_log1p, K_EXPM1: _uv_expm1, K_RECIP: _uv_recip, K_CLAMP: _uv_clamp}
 _BINARY_VJPS = {K_ADD: _bv_add, K_SUB: _bv_sub, K_MUL: _bv_mul, K_DIV: _bv_div,
                 K_POW: _bv_pow, K_MAXIMUM: _bv_maximum, K_MINIMUM: _bv_minimum,
                 K_WHERE: _bv_where}
@@ -2923,7 +2917,7 @@ def _ol_op_fwd(k, x, out, f0, f1, p0):
     return None
 
 
-_BINARY_OPS = range(K_ADD, K_MINIMUM + 1)
+_BINARY_OPS = range(BINARY_FIRST, BINARY_LAST + 1)
 
 
 def _fwd_kernel(k, f64):
@@ -3173,3 +3167,4 @@ _FAMILY_VJPS = (K_SUM, K_COPY, K_STRIDED, K_MATMUL, K_LINEAR, K_AMAX, K_PROD, K_
 
 
 _safe_caches(globals())
+_safe_caches(UNARY_FWD)

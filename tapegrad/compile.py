@@ -86,8 +86,8 @@ _I64 = np.dtype(np.int64)
 _CMP = {np.equal: 0, np.not_equal: 1, np.less: 2, np.less_equal: 3, np.greater: 4,
         np.greater_equal: 5}
 _FLOATS = (np.dtype(np.float32), _F64)
-_UNARY = set(range(K.K_AFFINE, K.K_CLAMP + 1)) | {K.K_SIGN}
-_BINARY = set(range(K.K_ADD, K.K_MINIMUM + 1))
+_UNARY = set(K.UNARY_OPS)
+_BINARY = set(range(K.BINARY_FIRST, K.BINARY_LAST + 1))
 
 
 def _root(arr):

@@ -8,6 +8,7 @@ arguments, computes the forward with NumPy and, when grad is needed, records one
 saying which values its backward reads.
 """
 import builtins
+import math
 import warnings
 
 import numpy as np
@@ -142,10 +143,13 @@ def _row_of(tape, t):
     return r
 
 
+SAVE_A, SAVE_B, SAVE_OUT = 1, 2, 4      # record(save=): the values a backward reads
+
+
 def record(op, out, a, b=None, save=0, f0=0.0, f1=0.0, params=None):
     """Appends op's row for result ``out`` of inputs a (and b); returns the result.
 
-    ``save`` is a bitmask of values the backward reads: 1 = a, 2 = b, 4 = the result.
+    ``save`` is a bitmask of the values the backward reads: SAVE_A, SAVE_B, SAVE_OUT.
     """
     if out.__class__ is not np.ndarray:
         out = np.asarray(out)        # NumPy returns scalars for 0-d results
@@ -174,11 +178,11 @@ def record(op, out, a, b=None, save=0, f0=0.0, f1=0.0, params=None):
     t._own = True
     tape.live.add(r)
     if save:
-        if save & 1:
+        if save & SAVE_A:
             tape.save(r, K.SA, a, a._data, -1 if a._leaf else ra)
-        if save & 2:
+        if save & SAVE_B:
             tape.save(r, K.SB, b, b._data, -1 if b._leaf else rb)
-        if save & 4:
+        if save & SAVE_OUT:
             tape.save(r, K.SO, t, out, r)
     return t
 
@@ -500,7 +504,7 @@ def rdiv(input, other):
         input = _wrap(input._data.astype(_np_float()))
     out = np.asarray(np.true_divide(other, input._data)).astype(input._data.dtype, copy=False)
     if _grad_needed(input):
-        return record(RDIVS, out, input, save=5, f0=num(other))
+        return record(RDIVS, out, input, save=SAVE_A | SAVE_OUT, f0=num(other))
     return plain(RDIVS, out, [input], num(other))
 
 
@@ -520,7 +524,7 @@ def pow(input, exponent):
     else:
         out = _scalar_out(input, exponent, np.power)
     if _grad_needed(input):
-        return record(POWS, out, input, save=1, f0=num(exponent))
+        return record(POWS, out, input, save=SAVE_A, f0=num(exponent))
     return plain(POWS, out, [input], num(exponent))
 
 
@@ -534,7 +538,7 @@ def rpow(input, base):
     else:
         out = np.asarray(np.power(base, data)).astype(data.dtype, copy=False)
     if _grad_needed(input):
-        return record(RPOWS, out, input, save=4, f0=num(base))
+        return record(RPOWS, out, input, save=SAVE_OUT, f0=num(base))
     return plain(RPOWS, out, [input], num(base))
 
 
@@ -574,6 +578,9 @@ def _elementwise(kernel, d, f0=0.0, f1=0.0, p0=0):
     return out
 
 
+UNARY_FUNCTIONS = {}     # name -> function of one tensor; Tensor has each as a method
+
+
 def _unary_op(op, npfn, save, vec=None):
     """An elementwise op. With ``vec`` (a kernel of _kernels, vectorised) it runs on
     tapegrad's own kernel, the one a compiled replay runs; else on NumPy's loop, which
@@ -598,6 +605,7 @@ def _unary_op(op, npfn, save, vec=None):
         return plain(op, out, [input])
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = f"Elementwise {name}, differentiable ({op.name})."
+    UNARY_FUNCTIONS[name] = fn
     return fn
 
 
@@ -614,13 +622,13 @@ def _relu(d):
     return np.maximum(d, 0, dtype=d.dtype)
 
 
-exp = _unary_op(EXP, np.exp, 4, K.exp_array)
-log = _unary_op(LOG, np.log, 1, K.log_array)
-sqrt = _unary_op(SQRT, np.sqrt, 4)
-tanh = _unary_op(TANH, np.tanh, 4, K.tanh_array)
-sigmoid = _unary_op(SIGMOID, None, 4, K.sigmoid_array)
-relu = _unary_op(RELU, _relu, 4)
-abs = _unary_op(ABS, np.abs, 1)
+exp = _unary_op(EXP, np.exp, SAVE_OUT, K.exp_array)
+log = _unary_op(LOG, np.log, SAVE_A, K.log_array)
+sqrt = _unary_op(SQRT, np.sqrt, SAVE_OUT)
+tanh = _unary_op(TANH, np.tanh, SAVE_OUT, K.tanh_array)
+sigmoid = _unary_op(SIGMOID, None, SAVE_OUT, K.sigmoid_array)
+relu = _unary_op(RELU, _relu, SAVE_OUT)
+abs = _unary_op(ABS, np.abs, SAVE_A)
 
 SIN = Op("SinBackward0", K.K_SIN, lambda c, g: (g * cos(c.a),))
 COS = Op("CosBackward0", K.K_COS, lambda c, g: (-g * sin(c.a),))
@@ -629,12 +637,15 @@ LOG1P = Op("Log1PBackward0", K.K_LOG1P, lambda c, g: (g / (1.0 + c.a),))
 EXPM1 = Op("Expm1Backward0", K.K_EXPM1, lambda c, g: (g * (c.out + 1.0),))
 RECIP = Op("ReciprocalBackward0", K.K_RECIP, lambda c, g: (-g * c.out * c.out,))
 
-sin = _unary_op(SIN, np.sin, 1, K.sin_array)
-cos = _unary_op(COS, np.cos, 1, K.cos_array)
-tan = _unary_op(TAN, np.tan, 4, K.tan_array)
-log1p = _unary_op(LOG1P, np.log1p, 1, K.log1p_array)
-expm1 = _unary_op(EXPM1, np.expm1, 4, K.expm1_array)
-reciprocal = _unary_op(RECIP, np.reciprocal, 4)
+sin = _unary_op(SIN, np.sin, SAVE_A, K.sin_array)
+cos = _unary_op(COS, np.cos, SAVE_A, K.cos_array)
+tan = _unary_op(TAN, np.tan, SAVE_OUT, K.tan_array)
+log1p = _unary_op(LOG1P, np.log1p, SAVE_A, K.log1p_array)
+expm1 = _unary_op(EXPM1, np.expm1, SAVE_OUT, K.expm1_array)
+reciprocal = _unary_op(RECIP, np.reciprocal, SAVE_OUT)
+ERF = Op("ErfBackward0", K.K_ERF,
+         lambda c, g: (g * (2.0 / math.sqrt(math.pi) * exp(-(c.a * c.a))),))
+erf = _unary_op(ERF, None, SAVE_A, K.UNARY_FWD[K.K_ERF])
 
 
 def square(input):
@@ -679,7 +690,7 @@ def clamp(input, min=None, max=None):
     has = (1 if min is not None else 0) | (2 if max is not None else 0)
     lo, hi = 0.0 if min is None else num(min), 0.0 if max is None else num(max)
     if _grad_needed(input):
-        return record(CLAMP, out, input, save=1, f0=lo, f1=hi, params=(has,))
+        return record(CLAMP, out, input, save=SAVE_A, f0=lo, f1=hi, params=(has,))
     return plain(CLAMP, out, [input], lo, hi, (has,))
 
 
@@ -936,7 +947,7 @@ def _extreme(op, npfn, input, dim, keepdim, opname):
     out = np.asarray(npfn(d, axis=dims, keepdims=keepdim))
     params = (mask, 1 if npfn is np.min else 0, 1 if op is MAX_ALL or op is MIN_ALL else 0)
     if _grad_needed(input):
-        return record(op, out, input, save=5, params=params)
+        return record(op, out, input, save=SAVE_A | SAVE_OUT, params=params)
     return plain(op, out, [input], params=params)
 
 
@@ -1086,7 +1097,7 @@ def prod(input, dim=None, keepdim=False, *, dtype=None):
     op = PROD if dim is None else PROD_DIM
     params = (mask, 1 if dim is None else 0)
     if _grad_needed(input):
-        return record(op, out, input, save=5, params=params)
+        return record(op, out, input, save=SAVE_A | SAVE_OUT, params=params)
     return plain(op, out, [input], params=params)
 
 
@@ -1188,7 +1199,7 @@ def _softmax_op(op, input, dim, log_):
     out = np.empty(d.shape, d.dtype)
     K.softmax_fwd(_flat(d), out.reshape(-1), size, inner, log_)
     if _grad_needed(input):
-        return record(op, out, input, save=4, params=(size, inner, k))
+        return record(op, out, input, save=SAVE_OUT, params=(size, inner, k))
     return plain(op, out, [input], params=(size, inner, k))
 
 
@@ -1702,7 +1713,7 @@ def matmul(input, other):
     else:
         out = np.asarray(np.matmul(da, db))
     if _grad_needed(input, other):
-        save = (2 if input._req else 0) | (1 if other._req else 0)
+        save = (SAVE_B if input._req else 0) | (SAVE_A if other._req else 0)
         return record(op, out, input, other, save, params=(mode,))
     return plain(op, out, [input, other], params=(mode,))
 
@@ -1737,7 +1748,7 @@ def _batched(a, b, op=BMM):
     else:
         out = np.matmul(a._data, b._data)
     if _grad_needed(a, b):
-        save = (2 if a._req else 0) | (1 if b._req else 0)
+        save = (SAVE_B if a._req else 0) | (SAVE_A if b._req else 0)
         res = record(op, out, a, b, save, params=(4,))
     else:
         res = plain(op, out, [a, b], params=(4,))

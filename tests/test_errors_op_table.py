@@ -104,7 +104,7 @@ case("rdiv_none", [O.RDIVS], lambda L, e: None / e["h"], TypeError, r"div|/")
 for _name, _op in (("exp", O.EXP), ("log", O.LOG), ("sqrt", O.SQRT), ("tanh", O.TANH),
                    ("sigmoid", O.SIGMOID), ("relu", O.RELU), ("abs", O.ABS), ("sin", O.SIN),
                    ("cos", O.COS), ("tan", O.TAN), ("log1p", O.LOG1P), ("expm1", O.EXPM1),
-                   ("reciprocal", O.RECIP)):
+                   ("erf", O.ERF), ("reciprocal", O.RECIP)):
     case(f"{_name}_list", [_op], lambda L, e, n=_name: getattr(L, n)([1.0, 2.0]), TypeError,
          _name)
 case("exp_two_args", [O.EXP], lambda L, e: L.exp(e["a"], e["a"]), TypeError, r"exp")

@@ -22,7 +22,7 @@ try:
 except ImportError:
     from test_op_grads import CASES
 
-ELEMENTWISE_KERNELS = set(range(K.K_ADD, K.K_CLAMP + 1)) | {K.K_SIGN} - {K.K_WHERE}
+ELEMENTWISE_KERNELS = set(range(K.BINARY_FIRST, K.BINARY_LAST + 1)) | set(K.UNARY_OPS)
 EAGER_ONLY = {K.K_SCATTER, K.K_SETIDX, K.K_PYFN, K.K_PYOUT}
 
 
