@@ -1,7 +1,7 @@
 """The op table and the ops.
 
 Each op is one ``Op`` entry: its PyTorch backward name, the kernel opcode whose
-vector-Jacobian product the replay interpreter runs (``_kernels.py``), and the same
+vector-Jacobian product the replay interpreter runs (``_kernels``), and the same
 VJP written with tensor ops, which ``create_graph=True`` records so that gradients can
 be differentiated again. Below each entry is the public function: it validates its
 arguments, computes the forward with NumPy and, when grad is needed, records one row

@@ -2,9 +2,11 @@
 
 Numba's on-disk cache is keyed by the source file a jitted function is defined in, so a
 kernel that inlines code from another file could keep running an old version after that
-file is edited. tapegrad therefore keeps every jitted function in ``_kernels.py``; the
-first tests check that, the subprocess test checks that editing a kernel formula does
-invalidate the cache (cold run, warm run with cache hits, edited run).
+file is edited. tapegrad therefore keeps every jitted function in the ``_kernels``
+package and stamps every cache entry with a hash of all its files; the first tests check
+that, the subprocess test checks that editing a kernel formula in one file invalidates
+the cached kernel of another file that inlines it (cold run, warm run with cache hits,
+edited run).
 """
 import ast
 import importlib
@@ -21,7 +23,8 @@ import pytest
 import tapegrad
 
 PKG = Path(tapegrad.__file__).resolve().parent
-KERNELS = PKG / "_kernels.py"
+KERNELS = PKG / "_kernels"
+KERNEL_FILES = sorted(KERNELS.glob("*.py"))
 
 # Names of numba's jit decorators. "vectorize"/"stencil" are left out of the attribute
 # check because np.vectorize and parameters named so are common and harmless.
@@ -56,9 +59,12 @@ def numba_uses(path):
     return found
 
 
-def test_kernels_module_is_where_numba_is_used():
-    assert KERNELS.exists()
-    assert numba_uses(KERNELS), "_kernels.py should hold the jitted code"
+def test_kernels_package_is_where_numba_is_used():
+    from tapegrad import _kernels as K
+
+    assert len(KERNEL_FILES) > 2
+    assert [Path(p) for p in K.KERNEL_SOURCES] == KERNEL_FILES, "the cache stamp's files"
+    assert all(numba_uses(p) for p in KERNEL_FILES if p.name != "__init__.py")
 
 
 def test_scanner_detects_jit_usage(tmp_path):
@@ -79,12 +85,12 @@ def test_scanner_detects_jit_usage(tmp_path):
 def test_no_numba_outside_kernels_module():
     offenders = {}
     for path in package_sources():
-        if path == KERNELS:
+        if path.parent == KERNELS:
             continue
         uses = numba_uses(path)
         if uses:
             offenders[str(path.relative_to(PKG))] = uses
-    assert not offenders, f"numba used outside _kernels.py: {offenders}"
+    assert not offenders, f"numba used outside tapegrad/_kernels: {offenders}"
 
 
 def _loaded_modules():
@@ -111,8 +117,8 @@ def test_every_jitted_object_is_defined_in_kernels_module():
             else:
                 continue
             seen += 1
-            assert Path(src).resolve() == KERNELS, \
-                f"{mod.__name__}.{name} is jitted in {src}, not in _kernels.py"
+            assert Path(src).resolve().parent == KERNELS, \
+                f"{mod.__name__}.{name} is jitted in {src}, not in tapegrad/_kernels"
     assert seen > 0
 
 
@@ -122,8 +128,14 @@ def test_every_kernel_is_cached():
 
     if os.environ.get("TAPEGRAD_CACHE", "1") == "0":
         pytest.skip("caching disabled by TAPEGRAD_CACHE=0")
-    uncached = [name for name, obj in vars(K).items()
-                if isinstance(obj, Dispatcher) and type(obj._cache).__name__ == "NullCache"]
+    found = {f"{m}.{name}": obj for m in ("layout", "vmath", "linalg", "elementwise",
+                                          "reduce", "reverse", "program")
+             for name, obj in vars(importlib.import_module(f"tapegrad._kernels.{m}")).items()}
+    found.update({f"UNARY_FWD[{k}]": f for k, f in K.UNARY_FWD.items()})
+    kernels = {n: o for n, o in found.items() if isinstance(o, Dispatcher)}
+    assert len(kernels) > 100
+    uncached = [n for n, o in kernels.items() if type(o._cache).__name__ == "NullCache"]
+    assert all(type(o._cache).__name__ in ("_SafeCache", "NullCache") for o in kernels.values())
     assert not uncached, f"kernels without cache=True: {uncached}"
 
 
@@ -142,6 +154,7 @@ print(json.dumps({"file": K.__file__, "grad64": x.grad.tolist(), "hits": hits,
 """
 
 TANH_VJP = "1.0 - o[i] * o[i]"
+K_REVERSE = "def _vjp_kernel("     # where the cached VJP kernels are compiled
 TANH_VJP_EDITED = "2.0 - o[i] * o[i]"
 
 
@@ -171,7 +184,8 @@ def test_editing_a_kernel_invalidates_the_numba_cache(tmp_path):
     cache = tmp_path / "numba_cache"
     shutil.copytree(PKG, root / "tapegrad",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.nbi", "*.nbc"))
-    kernels = root / "tapegrad" / "_kernels.py"
+    kernels = root / "tapegrad" / "_kernels" / "elementwise.py"   # tanh's VJP, inlined
+    assert K_REVERSE in (root / "tapegrad" / "_kernels" / "reverse.py").read_text()
     src = kernels.read_text()
     assert src.count(TANH_VJP) == 1, "the tanh VJP formula this test edits has moved"
 
@@ -258,7 +272,7 @@ def test_no_writable_cache_location_compiles_in_memory_with_one_warning(tmp_path
     import numpy as np
 
     root = _copy(tmp_path)
-    (root / "tapegrad" / "__pycache__").write_text("not a directory")
+    (root / "tapegrad" / "_kernels" / "__pycache__").write_text("not a directory")
     blocked = tmp_path / "a_file"
     blocked.write_text("")
     res = _finish(_start(root, _env(root, HOME=blocked / "home",
@@ -271,7 +285,7 @@ def test_no_writable_cache_location_compiles_in_memory_with_one_warning(tmp_path
 @pytest.mark.slow
 def test_user_cache_directory_when_the_package_is_read_only(tmp_path):
     root = _copy(tmp_path)
-    (root / "tapegrad" / "__pycache__").write_text("not a directory")
+    (root / "tapegrad" / "_kernels" / "__pycache__").write_text("not a directory")
     res = _finish(_start(root, _env(root, XDG_CACHE_HOME=tmp_path / "xdg")))
     assert res["dir"].startswith(str(tmp_path / "xdg" / "tapegrad"))
     assert not res["warnings"]

@@ -1,0 +1,281 @@
+"""The layout shared by every kernel: tape row columns and flags, opcodes, replay
+statuses, and the small helpers that read rows, saved values and adjoints.
+"""
+
+import numpy as np
+from llvmlite import ir
+from numba import carray, njit, types
+from numba.extending import intrinsic
+
+from .cache import _INL, _JIT, _safe_caches
+
+
+# Row-table columns, ordered so that recording writes one contiguous slice.
+OP = 0      # kernel opcode (K_* below)
+NM = 1      # op-table entry (name, tensor-level vjp); not read here
+A = 2       # input rows, -1 when absent
+B = 3
+FL = 4      # flags
+N = 5       # number of elements
+AOFF = 6    # adjoint offset in the arena, -1 when no grad is needed
+SA = 7      # address of the saved value of input A (0: not saved)
+SB = 8      # address of the saved value of input B
+SO = 9      # address of the saved output value
+ND = 10     # number of dims
+S0 = 11     # shape, MAXD columns
+MAXD = 8
+P0 = S0 + MAXD      # integer parameters of the op
+P1 = P0 + 1
+NP = 10
+NCOL = P0 + NP
+
+# Row flags.
+REQ = 1       # requires grad
+LEAFF = 2     # a leaf (user-created tensor or constant)
+PAUSE = 4     # hooks or retain_grad: the replay stops here for Python
+FREED = 8     # saved values released by a backward without retain_graph
+DIRTY = 16    # a saved value was modified in place after being saved
+SAVES = 32    # the op saved tensors (so a second backward needs retain_graph)
+F64 = 64      # the value is float64 (else float32): which arena holds its adjoint
+U8 = 128      # a program value of one byte per element (a bool)
+
+# Kernel opcodes, numbered by their place in this table. Each family is contiguous, so
+# that kernels tell an op's family by a range (BINARY_FIRST..BINARY_LAST,
+# UNARY_FIRST..UNARY_LAST): add an op inside its family.
+(K_LEAF,
+ K_EXT,          # a non-leaf of an older tape: its adjoint is handed on
+ # broadcasting binary ops
+ K_ADD, K_SUB, K_MUL, K_DIV, K_POW,
+ K_MAXIMUM,      # ties split the gradient in half, as PyTorch does
+ K_MINIMUM,
+ K_WHERE,        # SO: the condition, uint8, broadcast to the output's shape
+ # elementwise ops of one tensor (UNARY_OPS)
+ K_AFFINE,       # x * F0 + F1
+ K_DIVS,         # x / F0
+ K_POWS,         # x ** F0
+ K_RPOWS,        # F0 ** x
+ K_RDIVS,        # F0 / x
+ K_EXP, K_LOG, K_SQRT, K_TANH, K_SIGMOID, K_RELU, K_ABS, K_SIN, K_COS, K_TAN, K_LOG1P,
+ K_EXPM1, K_RECIP,
+ K_CLAMP,        # gradient passes where F0 <= x <= F1 (P0 bit 1: F0 set, bit 2: F1 set)
+ K_SIGN,         # zero gradient
+ K_ERF,
+ # the rest
+ K_LINEAR,       # x @ W.T + b, inputs L[P0:P0+P1]
+ K_SUM,          # sum over the dims in bitmask P0, times F0
+ K_COPY,         # reshape, view, clone: same elements in the same order
+ K_STRIDED,      # transpose, expand, basic indexing: out[i] = x[P0 + sum(i_k * P[1+k])]
+ K_MATMUL,       # (..., m, k) @ (..., k, n), mode P0 (see matmul_dims; 4: batched)
+ K_CAST,         # dtype conversion between float32 and float64
+ K_AMAX,         # max/min over the dims in bitmask P0; ties share the gradient evenly
+ K_GATHER,       # out[i] = x[idx[i]], idx (int64) at SB
+ K_SCATTER,      # out = zeros; out[idx[j]] += x[j], idx at SB
+ K_SETIDX,       # out = x; out[idx[j]] = v[j] (B = v), idx at SO
+ K_SOFTMAX,      # along a dim of size P0 with P1 elements after it
+ K_LOGSOFTMAX,
+ K_CAT,          # inputs: L[P0:P0+P1]; P2 elements after the dim, P3 before it
+ K_PYFN,         # a user Function: Python runs its backward (inputs: L[P0:P0+P1])
+ K_PYOUT,        # a further output of the Function at row P2
+ K_PROD,         # product over the dims in bitmask P0 (zeros handled exactly)
+ NKERNELS) = range(48)
+BINARY_FIRST, BINARY_LAST = K_ADD, K_MINIMUM
+UNARY_FIRST, UNARY_LAST = K_AFFINE, K_ERF
+
+# Replay results.
+DONE = 0
+PAUSED = 1
+ERR_FREED = 2
+ERR_DIRTY = 3
+SWITCH = 4      # the next row to replay holds the other dtype
+CAST = 5        # a dtype conversion: Python moves the adjoint between arenas
+PYFN = 6        # a user Function: Python runs its backward
+STEP = 7        # anomaly mode: a row was replayed (Python looks for NaN gradients)
+
+
+@intrinsic
+def _ptr(typingctx, addr, like):
+    """Turns an integer address into a pointer of ``like``'s dtype."""
+    ptrty = types.CPointer(like.dtype)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(ptrty))
+
+    return ptrty(types.int64, like), codegen
+
+
+@intrinsic
+def _var(typingctx, x):
+    """``x`` typed as a variable: a constant argument (True, 0) makes Numba compile the
+    callee once more, for that constant."""
+    ty = types.unliteral(x)
+
+    def codegen(context, builder, sig, args):
+        return context.cast(builder, args[0], sig.args[0], ty)
+
+    return ty(x), codegen
+
+
+@njit(**_JIT)
+def addr(a):
+    """Address of an array's first element."""
+    return a.ctypes.data
+
+
+@njit(**_JIT, inline="always")
+def _load(T, r, col, n, like):
+    return carray(_ptr(T[r, col], like), n)
+
+
+@njit(**_JIT, inline="always")
+def _touch(adj, T, seen, r):
+    """Offset of row r's adjoint in the arena, zero-filled on its first contribution."""
+    off = T[r, AOFF]
+    if seen[r] == 0:
+        seen[r] = 1
+        for i in range(T[r, N]):
+            adj[off + i] = 0
+    return off
+
+
+@njit(**_JIT, inline="always")
+def _dst(adj, T, seen, r):
+    """Offset of row r's adjoint for a one-to-one contribution, and whether it is the
+    first one (which then overwrites: no zero-fill pass)."""
+    if seen[r] == 0:
+        seen[r] = 1
+        return T[r, AOFF], True
+    return T[r, AOFF], False
+
+
+@njit(**_JIT, inline="always")
+def _put(adj, i, v, fresh):
+    adj[i] = v if fresh else adj[i] + v      # a select: loops around it vectorise
+
+
+@njit(**_JIT, inline="always")
+def _j(mode, i, idx):
+    if mode == 0:
+        return i
+    if mode == 1:
+        return 0
+    return idx[i]
+
+
+@njit(**_JIT)
+def _odometer(T, o, st, off, n):
+    """Flat offsets off + sum(i_k * st[k]) over the index space of row o's shape."""
+    nd = T[o, ND]
+    out = np.empty(n, np.int64)
+    if nd == 0:
+        if n > 0:
+            out[0] = off
+        return out
+    idx = np.zeros(MAXD, np.int64)
+    cur = off
+    last = nd - 1
+    for i in range(n):
+        out[i] = cur
+        k = last
+        while k >= 0:
+            idx[k] += 1
+            cur += st[k]
+            if idx[k] < T[o, S0 + k]:
+                break
+            cur -= st[k] * idx[k]
+            idx[k] = 0
+            k -= 1
+    return out
+
+
+@njit(**_JIT)
+def _mode(T, o, a, noidx):
+    """How row a's elements line up with row o's: same (0), scalar (1) or mapped (2),
+    with the map from o's flat index to a's for mode 2."""
+    if T[a, N] == 1:
+        return (0 if T[o, N] == 1 else 1), noidx
+    nd, na = T[o, ND], T[a, ND]
+    if na == nd:
+        same = True
+        for k in range(nd):
+            if T[a, S0 + k] != T[o, S0 + k]:
+                same = False
+        if same:
+            return 0, noidx
+    st = np.zeros(MAXD, np.int64)
+    s = 1
+    for k in range(na - 1, -1, -1):
+        if T[a, S0 + k] != 1:
+            st[nd - na + k] = s
+        s *= T[a, S0 + k]
+    return 2, _odometer(T, o, st, _var(0), T[o, N])
+
+
+@njit(**_JIT, inline="always")
+def _wants(T, r):
+    return r >= 0 and (T[r, FL] & REQ) != 0
+
+
+@njit(**_JIT, inline="always")
+def _into(adj, T, seen, r, mode):
+    """Like _dst for a contribution that lines up with r's elements one-to-one (mode 0);
+    a broadcast one (several elements into one) accumulates into zeros."""
+    if mode == 0:
+        return _dst(adj, T, seen, r)
+    return _touch(adj, T, seen, r), False
+
+
+@njit(**_JIT, inline="always")
+def _binary_dst(T, r, adj, seen, ma, mb):
+    """Where a binary row's input adjoints go (-1: no grad needed) and whether fresh."""
+    ao, fa, bo, fb = -1, False, -1, False
+    if _wants(T, T[r, A]):
+        ao, fa = _into(adj, T, seen, T[r, A], ma)
+    if _wants(T, T[r, B]):
+        bo, fb = _into(adj, T, seen, T[r, B], mb)
+    return ao, fa, bo, fb
+
+
+@njit(**_JIT, inline="always")
+def _ew(T, o, a):
+    """Elementwise mode of input a of row o: 0 (same elements) or 1 (a scalar)."""
+    return 1 if T[a, N] == 1 and T[o, N] != 1 else 0
+
+
+FUSE_BLOCK = 4096     # elements per block of a fused run of elementwise ops
+FUSE_MIN = 16384      # runs over fewer elements are replayed op by op
+
+
+@njit(**_JIT, inline="always")
+def _raw(a):
+    return carray(_ptr(a.ctypes.data, a), a.shape)
+
+
+@intrinsic
+def _call(typingctx, fn, argv):
+    """Calls the C function at address ``fn`` with the address ``argv``."""
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(64)])
+        builder.call(builder.inttoptr(args[0], fnty.as_pointer()), [args[1]])
+        return context.get_dummy_value()
+
+    return types.void(types.int64, types.int64), codegen
+
+
+@intrinsic
+def _ptr_t(typingctx, addr, dtype):
+    """An integer address as a pointer to ``dtype`` (a NumPy scalar type)."""
+    ptrty = types.CPointer(dtype.instance_type)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(ptrty))
+
+    return ptrty(types.int64, dtype), codegen
+
+
+@njit(**_INL)
+def _nil(dtype):
+    """An empty array of ``dtype`` that allocates nothing (a dtype witness)."""
+    return carray(_ptr_t(0, dtype), 0)
+
+
+_safe_caches(globals())

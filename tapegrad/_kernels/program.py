@@ -1,0 +1,537 @@
+"""Compiled programs: a recorded function replayed in one call, its instructions'
+forward kernels compiled on first use.
+"""
+
+import numpy as np
+from numba import carray, njit, types
+from numba.extending import overload
+
+from .cache import _INL, _JIT, _safe_caches
+from .layout import (A, AOFF, BINARY_FIRST, BINARY_LAST, CAST, DONE, F64, FL, FUSE_BLOCK,
+                     K_ADD, K_AMAX, K_CAST, K_CAT, K_COPY, K_GATHER, K_LINEAR,
+                     K_LOGSOFTMAX, K_MATMUL, K_PROD, K_SOFTMAX, K_SUM, K_WHERE, MAXD, N,
+                     NCOL, ND, OP, S0, SO, SWITCH, U8, _call, _dst, _j, _mode, _nil, _ptr,
+                     _ptr_t, _put, _raw)
+from .linalg import _mm_shape, ensure_blas, linear_fwd, matmul_fwd
+from .elementwise import (UNARY_FWD, _BINARY_VJPS, _SCALAR_BY_KERNEL, _UNARY_VJPS,
+                          _binary_block, _binop, _scalar_unary, binary_fwd, compare_fwd)
+from .reduce import (amax_fwd, argext_fwd, cat_fwd, gather_strided, prod_fwd, softmax_fwd,
+                     sum_fwd)
+from .reverse import ARGV, FUSED, _FAMILY_VJPS, _cfunc, prepare, reverse_rows
+
+
+# ======================================================================================
+# Compiled programs: a recorded function replayed in one call
+#
+# A program is a list of instructions over values. ``VD`` describes each value in the
+# row layout of the tape (N, ND, shape S0.., F64 in FL) with its fixed address in SO;
+# ``INS`` rows hold an opcode, the output value O, inputs A and B, and parameters;
+# ``FI`` two float parameters each; ``LI`` value lists (inputs of linear, seeds).
+# Kernel opcodes replay the forward of a tape row; the X_ opcodes below move data.
+# The backward of a recorded tape is the reverse interpreter (reverse.py), on a copy of that
+# tape ``TT`` whose saved-value addresses point at the program's values.
+I_OP = 0
+I_O = 1
+I_A = 2
+I_B = 3
+I_P = 4          # ten integer parameters
+ICOL = I_P + 10
+
+X_ARG = 64       # O = the caller's array P0 (its address in ARGS)
+X_GATHER = 65    # O = strided read at address P0, offset P1, element strides P2..
+X_AXPY = 66      # O += F0 * A
+X_FILL = 67      # O = F0
+X_COPY = 68      # O = A broadcast to O's shape (same dtype)
+X_BACKWARD = 69  # reverse replay from tape row P0, seeds LI[P1:P1+2*P2] (row, value)
+X_ADJ = 70       # O = adjoint of tape row P0 after the last backward (zeros if unreached)
+X_CHECK = 71     # stop with MISMATCH unless A holds the same bits as B
+X_CMP = 73       # O (bool) = A compared with B (or F0 when B < 0); P0: 0 ==, 1 !=, 2 <,
+#                  3 <=, 4 >, 5 >=
+X_COND = 74      # O (bool) = A (bool) broadcast to O's shape
+X_ARGEXT = 75    # O (int64) = flat positions of the max (P2 = 1) or min of A along a dim
+#                  of size P0 with P1 elements after it (first one; NaN counts as max)
+X_FUSED = 72     # the next P0 instructions are elementwise over the same elements: run
+#                  them block by block
+X_SCALAR = 76    # (a forward kernel, no instruction) instructions P_LO..P_HI, flagged
+#                  by P9 = the number of one-element instructions from this one on
+H_ARGS = 5       # ARGS: nt, nv, ni, len(TL), len(LI), then the caller's array addresses
+
+MISMATCH = 1     # run_program: a value read while recording came out differently
+
+
+@njit(**_JIT, inline="always")
+def _val(VD, v, like):
+    return carray(_ptr(VD[v, SO], like), VD[v, N])
+
+
+@njit(**_JIT, inline="always")
+def _kernel_call(kf, k, argv, i, lo, hi):
+    fn = kf[k]
+    if fn == 0:
+        raise ValueError("tapegrad: no kernel compiled for program opcode", k)
+    argv[_P_I] = i
+    argv[_P_LO] = lo
+    argv[_P_HI] = hi
+    _call(fn, argv.ctypes.data)
+
+
+@njit(**_JIT)
+def _cast(out, x):
+    for j in range(out.size):
+        out[j] = x[j]
+
+
+@njit(**_JIT)
+def _seed(adj, TT, seen, r, g):
+    off = TT[r, AOFF]
+    for j in range(TT[r, N]):
+        adj[off + j] = g[j]
+    seen[r] = 1
+
+
+@njit(**_JIT)
+def _cast_adjoint(TT, seen, r, src, dst):
+    """A dtype conversion's backward: its adjoint, converted, into its input's."""
+    so, fr = _dst(dst, TT, seen, TT[r, A])
+    go = TT[r, AOFF]
+    for j in range(TT[r, N]):
+        _put(dst, so + j, src[go + j], fr)
+
+
+@njit(**_JIT)
+def _backward(TT, TF, TL, adj32, adj64, seen, start, runs, KT, argv):
+    """The reverse replay across both arenas: dtype switches, casts between them."""
+    dt = TT[start, FL] & F64
+    no = start < 0      # not a constant: reverse_rows keeps the types of an eager call,
+    while start >= 0:   # whose compiled code it then shares
+        if dt:
+            status, r = reverse_rows(TT, TF, TL, adj64, seen, start, no, no, dt, no, KT[1],
+                                     argv, runs)
+        else:
+            status, r = reverse_rows(TT, TF, TL, adj32, seen, start, no, no, dt, no, KT[0],
+                                     argv, runs)
+        if status == DONE:
+            return 0
+        if status == SWITCH:
+            dt ^= F64
+            start = r
+        elif status == CAST:
+            if dt:
+                _cast_adjoint(TT, seen, r, adj64, adj32)
+            else:
+                _cast_adjoint(TT, seen, r, adj32, adj64)
+            start = r - 1
+        else:
+            return status
+    return 0
+
+
+@njit(**_JIT)
+def _fused(INS, VD, start, count, kf, argv):
+    """A fused run (X_FUSED): its instructions block by block, so that each block stays
+    in cache from one instruction to the next."""
+    n = VD[INS[start, I_O], N]
+    for lo in range(0, n, FUSE_BLOCK):
+        hi = min(lo + FUSE_BLOCK, n)
+        for i in range(start, start + count):
+            _kernel_call(kf, INS[i, I_OP], argv, i, lo, hi)
+
+
+@njit(**_JIT)
+def run_program(PG, PL, PF, adj32, adj64, seen, ARGS, KF, KT, ARGV):
+    """Replays a compiled program; returns (0, -1), or (MISMATCH, instruction) when a
+    value read while recording differs now, or (status, row) of a failed backward.
+
+    PG stacks the tape copy TT, the values VD and the instructions INS; PL the tape's
+    input lists TL, the value lists LI and the fused runs of TT; PF the tape's F and
+    the instructions' FI (sizes in ARGS' header), so that a call passes few arrays.
+    KF and KT are the forward and VJP kernel tables (KFWD, KTAB), with every kernel the
+    program reaches compiled (prepare_program); ARGV two argument blocks for them.
+    """
+    # Views without a reference count: calls between kernels then pass arrays for free
+    # (each counted array costs atomic increments and decrements per call).
+    PG, PL, PF, ARGS = _raw(PG), _raw(PL), _raw(PF), _raw(ARGS)
+    adj32, adj64, seen = _raw(adj32), _raw(adj64), _raw(seen)
+    nt, nv, ni, ntl, nli = ARGS[0], ARGS[1], ARGS[2], ARGS[3], ARGS[4]
+    TT = PG[:nt]
+    VD = PG[nt:nt + nv]
+    INS = PG[nt + nv:nt + nv + ni]
+    TL = PL[:ntl]
+    LI = PL[ntl:ntl + nli]
+    runs = PL[ntl + nli:ntl + nli + nt]
+    TF = PF[:nt]
+    FI = PF[nt:nt + ni]
+    w32 = np.empty(0, np.float32)
+    w64 = np.empty(0, np.float64)
+    wb = np.empty(0, np.uint8)
+    noidx = np.empty(0, np.int64)
+    KF, KT, ARGV = _raw(KF), _raw(KT), _raw(ARGV)
+    argf = ARGV[0]
+    argb = ARGV[1]
+    argf[_P_INS] = INS.ctypes.data
+    argf[_P_FI] = FI.ctypes.data
+    argf[_P_LI] = LI.ctypes.data
+    argf[_P_VD] = VD.ctypes.data
+    argf[_P_NI] = ni
+    argf[_P_NV] = nv
+    argf[_P_NLI] = LI.size
+    i = 0
+    while i < ni:
+        k = INS[i, I_OP]
+        o = INS[i, I_O]
+        kf = KF[1 if VD[o if k != X_CMP and k != X_ARGEXT else INS[i, I_A], FL] & F64 else 0]
+        if INS[i, I_P + 9]:          # a run of one-element instructions
+            count = INS[i, I_P + 9]
+            argf[_P_KF] = kf.ctypes.data
+            _kernel_call(kf, X_SCALAR, argf, i, i, i + count)
+            i += count
+        elif k == X_BACKWARD:
+            for r in range(nt):
+                seen[r] = 0
+            p = INS[i, I_P + 1]
+            for q in range(INS[i, I_P + 2]):
+                r = LI[p + 2 * q]
+                v = LI[p + 2 * q + 1]
+                if TT[r, FL] & F64:
+                    _seed(adj64, TT, seen, r, _val(VD, v, w64))
+                else:
+                    _seed(adj32, TT, seen, r, _val(VD, v, w32))
+            status = _backward(TT, TF, TL, adj32, adj64, seen, INS[i, I_P], runs, KT, argb)
+            if status != 0:
+                return status, i
+            i += 1
+        elif k == X_FUSED:
+            count = INS[i, I_P]
+            _fused(INS, VD, i + 1, count, KF[1 if VD[INS[i + 1, I_O], FL] & F64 else 0],
+                   argf)
+            i += count + 1
+        elif k == X_CHECK:
+            a = INS[i, I_A]
+            b = INS[i, I_B]
+            nb = VD[a, N] * (1 if VD[a, FL] & U8 else 8 if VD[a, FL] & F64 else 4)
+            x = carray(_ptr(VD[a, SO], wb), nb)
+            y = carray(_ptr(VD[b, SO], wb), nb)
+            for j in range(nb):
+                if x[j] != y[j]:
+                    return MISMATCH, i
+            i += 1
+        else:
+            if k == X_ADJ:
+                r = INS[i, I_P]
+                off = TT[r, AOFF]
+                if VD[o, FL] & F64:
+                    out = _val(VD, o, w64)
+                    for j in range(out.size):
+                        out[j] = adj64[off + j] if seen[r] else 0.0
+                else:
+                    out32 = _val(VD, o, w32)
+                    for j in range(out32.size):
+                        out32[j] = adj32[off + j] if seen[r] else 0.0
+            elif k == X_ARG:
+                nb = VD[o, N] * (8 if VD[o, FL] & F64 else 4)
+                d = carray(_ptr(VD[o, SO], wb), nb)
+                src = carray(_ptr(ARGS[H_ARGS + INS[i, I_P]], wb), nb)
+                for j in range(nb):
+                    d[j] = src[j]
+            elif k == X_COND:
+                a = INS[i, I_A]
+                out8 = _val(VD, o, wb)
+                src8 = _val(VD, a, wb)
+                ma, ia = _mode(VD, o, a, noidx)
+                for j in range(out8.size):
+                    out8[j] = src8[_j(ma, j, ia)]
+            elif k == K_CAST:
+                a = INS[i, I_A]
+                if VD[o, FL] & F64:
+                    _cast(_val(VD, o, w64), _val(VD, a, w32))
+                else:
+                    _cast(_val(VD, o, w32), _val(VD, a, w64))
+            else:
+                _kernel_call(kf, k, argf, i, -1, 0)
+            i += 1
+    return 0, -1
+
+
+@njit(**_JIT, inline="always")
+def _scalar_fwd(INS, FI, VD, i, w, kf, argv):
+    """Instruction i on one-element values (flagged at build time); transcendental
+    ops, heavier to compile, go through their kernels."""
+    k = INS[i, I_OP]
+    if (_SCALAR_BY_KERNEL >> k) & 1:
+        _kernel_call(kf, k, argv, i, -1, 0)
+        return
+    out = _val(VD, INS[i, I_O], w)
+    x = _val(VD, INS[i, I_A], w)
+    if k <= BINARY_LAST:
+        out[0] = _binop(k, x[0], _val(VD, INS[i, I_B], w)[0])
+    else:
+        out[0] = _scalar_unary(k, x[0], FI[i, 0], FI[i, 1], INS[i, I_P])
+
+
+(_P_INS, _P_FI, _P_LI, _P_VD, _P_NI, _P_NV, _P_NLI, _P_I, _P_LO, _P_HI, _P_KF) = range(11)
+NOPS = 128                                  # opcodes a program may hold (K_* and X_*)
+KFWD = np.zeros((2, NOPS), np.int64)        # forward kernel addresses by dtype, opcode
+_FWD_COMPILED = {}
+
+
+@njit(**_INL)
+def _open_program(argp):
+    a = carray(_ptr_t(argp, np.int64), ARGV)
+    INS = carray(_ptr_t(a[_P_INS], np.int64), (a[_P_NI], NCOL))
+    FI = carray(_ptr_t(a[_P_FI], np.float64), (a[_P_NI], 2))
+    LI = carray(_ptr_t(a[_P_LI], np.int64), a[_P_NLI])
+    VD = carray(_ptr_t(a[_P_VD], np.int64), (a[_P_NV], NCOL))
+    return INS, FI, LI, VD, a[_P_I], a[_P_LO], a[_P_HI]
+
+
+def _op_fwd(k, x, out, f0, f1, p0):
+    """Op k's unary forward function, chosen while compiling (k a constant)."""
+    raise NotImplementedError
+
+
+@overload(_op_fwd, jit_options={"error_model": "numpy"})
+def _ol_op_fwd(k, x, out, f0, f1, p0):
+    if isinstance(k, types.IntegerLiteral):
+        fn = UNARY_FWD[k.literal_value]
+        return lambda k, x, out, f0, f1, p0: fn(x, out, f0, f1, p0)
+    return None
+
+
+_BINARY_OPS = range(BINARY_FIRST, BINARY_LAST + 1)
+
+
+def _fwd_kernel(k, f64):
+    """The C function running instructions of opcode k for one dtype (one for all the
+    broadcasting binary ops); it closes over constants only."""
+    dt = np.float64 if f64 else np.float32
+    if k in UNARY_FWD:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            x = _val(VD, INS[i, I_A], w)
+            out = _val(VD, INS[i, I_O], w)
+            if lo >= 0:
+                x = x[lo:hi]
+                out = out[lo:hi]
+            _op_fwd(k, x, out, FI[i, 0], FI[i, 1], INS[i, I_P])
+    elif k in _BINARY_OPS:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            o, a, b = INS[i, I_O], INS[i, I_A], INS[i, I_B]
+            x = _val(VD, a, w)
+            y = _val(VD, b, w)
+            out = _val(VD, o, w)
+            if lo < 0:
+                binary_fwd(INS[i, I_OP], VD, o, a, b, out, x, y, _nil(np.int64))
+            else:
+                _binary_block(INS[i, I_OP], out[lo:hi], x if x.size == 1 else x[lo:hi],
+                              y if y.size == 1 else y[lo:hi])
+    elif k == K_WHERE:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            noidx = _nil(np.int64)
+            o, a, b = INS[i, I_O], INS[i, I_A], INS[i, I_B]
+            cond = _val(VD, INS[i, I_P], _nil(np.uint8))
+            ma, ia = _mode(VD, o, a, noidx)
+            mb, ib = _mode(VD, o, b, noidx)
+            x = _val(VD, a, w)
+            y = _val(VD, b, w)
+            out = _val(VD, o, w)
+            for j in range(out.size):
+                out[j] = x[_j(ma, j, ia)] if cond[j] else y[_j(mb, j, ib)]
+    elif k == K_SUM:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            a = INS[i, I_A]
+            sum_fwd(VD, a, INS[i, I_P], INS[i, I_P + 1], _val(VD, a, w), _val(VD, INS[i, I_O], w))
+    elif k == K_AMAX:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            a = INS[i, I_A]
+            amax_fwd(VD, a, INS[i, I_P], INS[i, I_P + 1], _val(VD, a, w),
+                     _val(VD, INS[i, I_O], w))
+    elif k == K_MATMUL:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            o, a, b = INS[i, I_O], INS[i, I_A], INS[i, I_B]
+            batch, m, kk, n = _mm_shape(VD, o, a, b, INS[i, I_P])
+            matmul_fwd(_val(VD, a, w), _val(VD, b, w), _val(VD, o, w), batch, m, kk, n)
+    elif k == K_LINEAR:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            start = INS[i, I_P]
+            x = LI[start]
+            wt = LI[start + 1]
+            n = VD[wt, S0]
+            kk = VD[wt, S0 + 1]
+            has_bias = INS[i, I_P + 1] > 2
+            bias = _val(VD, LI[start + 2], w) if has_bias else _val(VD, wt, w)
+            o = INS[i, I_O]
+            linear_fwd(_val(VD, x, w), _val(VD, wt, w), bias, _val(VD, o, w),
+                       VD[o, N] // n if n else 0, kk, n, has_bias)
+    elif k == K_GATHER:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            idx = _val(VD, INS[i, I_P], _nil(np.int64))
+            x = _val(VD, INS[i, I_A], w)
+            out = _val(VD, INS[i, I_O], w)
+            for j in range(out.size):
+                out[j] = x[idx[j]]
+    elif k in (K_SOFTMAX, K_LOGSOFTMAX):
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            softmax_fwd(_val(VD, INS[i, I_A], w), _val(VD, INS[i, I_O], w), INS[i, I_P],
+                        INS[i, I_P + 1], k == K_LOGSOFTMAX)
+    elif k == K_PROD:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            a = INS[i, I_A]
+            prod_fwd(VD, a, INS[i, I_P], _val(VD, a, w), _val(VD, INS[i, I_O], w))
+    elif k == K_CAT:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            o = INS[i, I_O]
+            out = _val(VD, o, w)
+            start = INS[i, I_P]
+            inner = INS[i, I_P + 2]
+            outer = INS[i, I_P + 3]
+            blk = outer * inner
+            dtot = VD[o, N] // blk if blk else 0
+            off = 0
+            for q in range(INS[i, I_P + 1]):
+                x = LI[start + q]
+                dj = VD[x, N] // blk if blk else 0
+                cat_fwd(out, _val(VD, x, w), off, dj, dtot, outer, inner)
+                off += dj
+    elif k == K_COPY:         # reshape-like: the same elements in the same order
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            x = _val(VD, INS[i, I_A], w)
+            out = _val(VD, INS[i, I_O], w)
+            for j in range(out.size):
+                out[j] = x[j]
+    elif k == X_COPY:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            o, a = INS[i, I_O], INS[i, I_A]
+            x = _val(VD, a, w)
+            out = _val(VD, o, w)
+            if lo < 0:
+                ma, ia = _mode(VD, o, a, _nil(np.int64))
+                for j in range(out.size):
+                    out[j] = x[_j(ma, j, ia)]
+            else:        # slices, not range(lo, hi): no negative-index checks per element
+                out = out[lo:hi]
+                if x.size == 1:
+                    for j in range(out.size):
+                        out[j] = x[0]
+                else:
+                    x = x[lo:hi]
+                    for j in range(out.size):
+                        out[j] = x[j]
+    elif k == X_GATHER:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            o = INS[i, I_O]
+            st = np.zeros(MAXD, np.int64)
+            ext = INS[i, I_P + 1] + 1
+            for d in range(VD[o, ND]):
+                st[d] = INS[i, I_P + 2 + d]
+                if st[d] > 0:
+                    ext += (VD[o, S0 + d] - 1) * st[d]
+            src = carray(_ptr_t(INS[i, I_P], dt), ext)
+            gather_strided(VD, o, src, INS[i, I_P + 1], st, _val(VD, o, w))
+    elif k == X_AXPY or k == X_FILL:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            out = _val(VD, INS[i, I_O], w)
+            x = _val(VD, INS[i, I_A if k == X_AXPY else I_O], w)
+            if lo >= 0:
+                out = out[lo:hi]
+                x = x[lo:hi]
+            c = FI[i, 0]
+            if k == X_FILL:
+                for j in range(out.size):
+                    out[j] = c
+            else:
+                for j in range(out.size):
+                    out[j] += c * x[j]
+    elif k == X_CMP:          # for A's dtype
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            o, a, b = INS[i, I_O], INS[i, I_A], INS[i, I_B]
+            compare_fwd(INS[i, I_P], VD, o, a, b, _val(VD, o, _nil(np.uint8)), _val(VD, a, w),
+                        _val(VD, max(b, 0), w), FI[i, 0], _nil(np.int64))
+    elif k == X_ARGEXT:       # for A's dtype
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            argext_fwd(_val(VD, INS[i, I_A], _nil(dt)), _val(VD, INS[i, I_O], _nil(np.int64)),
+                       INS[i, I_P], INS[i, I_P + 1], INS[i, I_P + 2])
+    elif k == X_SCALAR:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            a = carray(_ptr_t(argp, np.int64), ARGV)
+            kf = carray(_ptr_t(a[_P_KF], np.int64), NOPS)
+            for q in range(lo, hi):
+                _scalar_fwd(INS, FI, VD, q, w, kf, a)
+    else:
+        raise ValueError(f"tapegrad: no forward kernel for program opcode {k}")
+    return _cfunc(kern)
+
+
+def prepare_forward(k, f64):
+    """Compiles (or loads) the forward kernel of program opcode k for one dtype."""
+    k, d = int(k), 1 if f64 else 0
+    if (k, d) in _FWD_COMPILED:
+        return
+    base = K_ADD if k in _BINARY_OPS else k
+    fn = _FWD_COMPILED.get((base, d))
+    if fn is None:
+        if k in (K_MATMUL, K_LINEAR):
+            ensure_blas()
+        fn = _fwd_kernel(base, d)
+    for op in (_BINARY_OPS if base == K_ADD else (k,)):
+        _FWD_COMPILED[(op, d)] = fn
+        KFWD[d, op] = fn.address
+
+
+# Program instructions that the interpreter runs itself (no kernel).
+INLINE_OPS = (K_CAST, X_ARG, X_BACKWARD, X_ADJ, X_CHECK, X_FUSED, X_COND)
+
+
+def prepare_program(TT, VD, INS, runs):
+    """Compiles every kernel a program's replay can reach: its instructions' forward
+    kernels and its tape's VJP kernels."""
+    for i in range(len(INS)):
+        k = int(INS[i, I_OP])
+        f64 = VD[INS[i, I_A if k in (X_CMP, X_ARGEXT) else I_O], FL] & F64
+        if k not in INLINE_OPS:
+            prepare_forward(k, f64)
+        if INS[i, I_P + 9]:
+            prepare_forward(X_SCALAR, f64)
+    for r in range(len(TT)):
+        k = int(TT[r, OP])
+        if k in _UNARY_VJPS or k in _BINARY_VJPS or k in _FAMILY_VJPS:
+            prepare(k, TT[r, FL] & F64)
+    if runs.any():
+        prepare(FUSED, 0)
+        prepare(FUSED, 1)
+
+
+_safe_caches(globals())

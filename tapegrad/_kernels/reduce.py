@@ -1,0 +1,412 @@
+"""Reductions, views, indexing and concatenation: VJPs and forward kernels.
+"""
+
+import numpy as np
+from numba import carray, njit
+
+from .cache import _JIT, _safe_caches
+from .layout import (A, AOFF, B, K_CAT, K_GATHER, K_LINEAR, K_PYFN, K_PYOUT, K_SCATTER,
+                     K_SOFTMAX, MAXD, N, ND, OP, P0, P1, S0, SA, SB, SO, _dst, _load,
+                     _odometer, _ptr, _put, _touch, _var, _wants)
+from .vmath import vexp, vlog
+
+
+@njit(**_JIT)
+def _sum(T, r, f0, adj, seen):
+    """Backward of a sum over the dims in bitmask P0: broadcast g back, times f0."""
+    a = T[r, A]
+    n = T[a, N]
+    go = T[r, AOFF]
+    ao, fr = _dst(adj, T, seen, a)
+    if T[r, N] == 1:
+        v = adj[go] * f0
+        for i in range(n):
+            _put(adj, ao + i, v, fr)
+        return
+    mask = T[r, P0]
+    st = np.zeros(MAXD, np.int64)
+    s = 1
+    for k in range(T[a, ND] - 1, -1, -1):
+        if ((mask >> k) & 1) == 0:
+            st[k] = s
+            s *= T[a, S0 + k]
+    idx = _odometer(T, a, st, go, n)
+    for i in range(n):
+        _put(adj, ao + i, adj[idx[i]] * f0, fr)
+
+
+@njit(**_JIT)
+def _strided(T, r, adj, seen):
+    """Backward of a strided view: scatter-add g to the elements it was read from."""
+    ao = _touch(adj, T, seen, T[r, A])
+    go = T[r, AOFF]
+    n = T[r, N]
+    st = np.zeros(MAXD, np.int64)
+    run = True      # the view reads consecutive elements (a slice along the first dims)
+    s = 1
+    for k in range(T[r, ND] - 1, -1, -1):
+        st[k] = T[r, P0 + 1 + k]
+        if T[r, S0 + k] > 1 and st[k] != s:
+            run = False
+        s *= T[r, S0 + k]
+    if run:
+        base = ao + T[r, P0]
+        for i in range(n):
+            adj[base + i] += adj[go + i]
+        return
+    idx = _odometer(T, r, st, ao + T[r, P0], n)
+    for i in range(n):
+        adj[idx[i]] += adj[go + i]
+
+
+@njit(**_JIT)
+def _reduced_index(T, a, mask):
+    """For each element of row a, its index in a reduction over the dims in ``mask``."""
+    st = np.zeros(MAXD, np.int64)
+    s = 1
+    for k in range(T[a, ND] - 1, -1, -1):
+        if ((mask >> k) & 1) == 0:
+            st[k] = s
+            s *= T[a, S0 + k]
+    return _odometer(T, a, st, _var(0), T[a, N])
+
+
+@njit(**_JIT)
+def _amax(T, r, adj, seen):
+    """Backward of max/min over dims, as PyTorch: amax/amin share g evenly by tied
+    elements, (g / count) * hit, so a NaN result gives NaN; max()/min() of everything
+    (P2 = 1) put g / count where hit only, and a NaN result goes to the NaN inputs."""
+    a = T[r, A]
+    n = T[a, N]
+    go = T[r, AOFF]
+    x = _load(T, r, SA, n, adj)
+    o = _load(T, r, SO, T[r, N], adj)
+    idx = _reduced_index(T, a, T[r, P0])
+    everything = T[r, P0 + 2] == 1
+    hit = np.zeros(n, np.bool_)
+    cnt = np.zeros(T[r, N], np.int64)
+    for i in range(n):
+        j = idx[i]
+        h = x[i] == o[j] or (everything and x[i] != x[i] and o[j] != o[j])
+        hit[i] = h
+        cnt[j] += h
+    ao, fr = _dst(adj, T, seen, a)
+    for i in range(n):
+        j = idx[i]
+        v = adj[go + j] / cnt[j]
+        if everything:
+            _put(adj, ao + i, v if hit[i] else 0.0, fr)
+        else:
+            _put(adj, ao + i, v * hit[i], fr)
+
+
+@njit(**_JIT)
+def _prod(T, r, adj, seen):
+    """Backward of a product over dims, as PyTorch: g * (result / x) when no element
+    is zero; else g times the exclusive products before and after each element (so
+    zeros get their exact gradient); a product of everything (P1 = 1) with several
+    zeros gives 0, one of a 0-d tensor passes g."""
+    a = T[r, A]
+    n = T[a, N]
+    m = T[r, N]
+    go = T[r, AOFF]
+    x = _load(T, r, SA, n, adj)
+    ao, fr = _dst(adj, T, seen, a)
+    if T[a, ND] == 0:
+        _put(adj, ao, adj[go], fr)
+        return
+    idx = _reduced_index(T, a, T[r, P0])
+    zeros = 0
+    for i in range(n):
+        zeros += x[i] == 0
+    acc = np.ones(m)
+    if zeros == 0:
+        for i in range(n):
+            acc[idx[i]] *= x[i]
+        res = acc.astype(adj.dtype)           # the forward's result (prod_fwd's order)
+        for i in range(n):
+            j = idx[i]
+            _put(adj, ao + i, adj[go + j] * (res[j] / x[i]), fr)
+        return
+    if zeros > 1 and T[r, P1] == 1:
+        for i in range(n):
+            _put(adj, ao + i, 0.0, fr)
+        return
+    left = np.empty(n)
+    for i in range(n):
+        j = idx[i]
+        left[i] = acc[j]
+        acc[j] *= x[i]
+    acc[:] = 1.0
+    for i in range(n - 1, -1, -1):
+        j = idx[i]
+        _put(adj, ao + i, adj[go + j] * (left[i] * acc[j]), fr)
+        acc[j] *= x[i]
+
+
+@njit(**_JIT)
+def _indexed(k, T, r, adj, seen, witness):
+    """Backward of gather, scatter-add and indexed assignment."""
+    a = T[r, A]
+    go = T[r, AOFF]
+    if k == K_GATHER:
+        idx = carray(_ptr(T[r, SB], witness), T[r, N])
+        ao = _touch(adj, T, seen, a)
+        for i in range(T[r, N]):
+            adj[ao + idx[i]] += adj[go + i]
+    elif k == K_SCATTER:
+        idx = carray(_ptr(T[r, SB], witness), T[a, N])
+        ao, fr = _dst(adj, T, seen, a)
+        for j in range(T[a, N]):
+            _put(adj, ao + j, adj[go + idx[j]], fr)
+    else:
+        b = T[r, B]
+        nv = T[b, N] if b >= 0 else 0
+        idx = carray(_ptr(T[r, SO], witness), nv)
+        if _wants(T, a):
+            keep = np.ones(T[r, N], np.uint8)
+            for j in range(nv):
+                keep[idx[j]] = 0
+            ao, fr = _dst(adj, T, seen, a)
+            for i in range(T[r, N]):
+                _put(adj, ao + i, adj[go + i] if keep[i] else 0.0, fr)
+        if _wants(T, b):
+            bo, fb = _dst(adj, T, seen, b)
+            for j in range(nv):
+                _put(adj, bo + j, adj[go + idx[j]], fb)
+
+
+@njit(**_JIT)
+def _softmax(k, T, r, adj, seen):
+    """Backward of softmax / log_softmax along a dim of size P0 (P1 elements after it)."""
+    n = T[r, N]
+    d = T[r, P0]
+    inner = T[r, P1]
+    outer = n // (d * inner) if d * inner else 0
+    go = T[r, AOFF]
+    y = _load(T, r, SO, n, adj)
+    ao, fr = _dst(adj, T, seen, T[r, A])
+    for o in range(outer):
+        for i in range(inner):
+            base = o * d * inner + i
+            s = 0.0
+            for j in range(d):
+                e = base + j * inner
+                s += adj[go + e] * y[e] if k == K_SOFTMAX else adj[go + e]
+            for j in range(d):
+                e = base + j * inner
+                if k == K_SOFTMAX:
+                    v = y[e] * (adj[go + e] - s)
+                else:
+                    v = adj[go + e] - vexp(y[e]) * s
+                _put(adj, ao + e, v, fr)
+
+
+@njit(**_JIT)
+def _cat(T, L, r, adj, seen):
+    """Backward of cat: each input takes its slice of the gradient."""
+    inner = T[r, P0 + 2]
+    outer = T[r, P0 + 3]
+    blk = outer * inner
+    dtot = T[r, N] // blk if blk else 0
+    go = T[r, AOFF]
+    off = 0
+    for q in range(T[r, P0 + 1]):
+        a = L[T[r, P0] + q]
+        dj = T[a, N] // blk if blk else 0
+        if _wants(T, a):
+            ao, fr = _dst(adj, T, seen, a)
+            for o in range(outer):
+                for d in range(dj):
+                    src = go + (o * dtot + off + d) * inner
+                    dst = ao + (o * dj + d) * inner
+                    for i in range(inner):
+                        _put(adj, dst + i, adj[src + i], fr)
+        off += dj
+
+
+@njit(**_JIT)
+def axpy(y, alpha, x):
+    """y += alpha * x in one pass (in-place updates such as an optimizer's step)."""
+    for i in range(y.size):
+        y[i] += alpha * x[i]
+
+
+@njit(**_JIT)
+def needed_rows(T, L, alive, n):
+    """Rows a live result can still backpropagate through: the live rows and all their
+    ancestors."""
+    need = np.zeros(n, np.uint8)
+    for r in range(n):
+        need[r] = alive[r]
+    for r in range(n - 1, -1, -1):
+        if need[r] == 0:
+            continue
+        k = T[r, OP]
+        if k == K_CAT or k == K_PYFN or k == K_LINEAR:
+            for q in range(T[r, P0 + 1]):
+                need[L[T[r, P0] + q]] = 1
+        elif k == K_PYOUT:
+            need[T[r, P0 + 2]] = 1
+        if T[r, A] >= 0:
+            need[T[r, A]] = 1
+        if T[r, B] >= 0:
+            need[T[r, B]] = 1
+    return need
+
+
+@njit(**_JIT)
+def _block_sum(x, lo, hi):
+    """Sum of x[lo:hi] in float64, eight lanes then pairwise (vectorisable, accurate)."""
+    acc = np.zeros(8)
+    i = lo
+    while i + 8 <= hi:
+        for j in range(8):
+            acc[j] += x[i + j]
+        i += 8
+    s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    while i < hi:
+        s += x[i]
+        i += 1
+    return s
+
+
+@njit(**_JIT)
+def _long_sum(x, lo, hi):
+    """Sum of a long run: blocks of 4096 added with compensation."""
+    if hi - lo <= 4096:
+        return _block_sum(x, lo, hi)
+    s = 0.0
+    c = 0.0
+    for start in range(lo, hi, 4096):
+        v = _block_sum(x, start, min(start + 4096, hi))
+        t = s + v
+        if abs(s) >= abs(v):
+            c += (s - t) + v
+        else:
+            c += (v - t) + s
+        s = t
+    return s + c
+
+
+@njit(**_JIT)
+def sum_fwd(VD, a, mask, count, x, out):
+    """Sum (mean when count > 0: divided by count) over the dims in bitmask ``mask`` of
+    row a of VD (its shape)."""
+    n = x.size
+    m = out.size
+    nd = VD[a, ND]
+    # trailing reduced dims read contiguous runs
+    inner = 1
+    lead = nd
+    while lead > 0 and (mask >> (lead - 1)) & 1:
+        lead -= 1
+        inner *= VD[a, S0 + lead]
+    rest = 0
+    for q in range(lead):
+        rest |= (mask >> q) & 1
+    if rest == 0:
+        for j in range(m):
+            s = _long_sum(x, j * inner, (j + 1) * inner)
+            out[j] = s / count if count > 0 else s
+        return
+    acc = np.zeros(m)
+    idx = _reduced_index(VD, a, mask)
+    for i in range(n):
+        acc[idx[i]] += x[i]
+    for j in range(m):
+        out[j] = acc[j] / count if count > 0 else acc[j]
+
+
+@njit(**_JIT)
+def amax_fwd(VD, a, mask, is_min, x, out):
+    """max (min) over the dims in bitmask ``mask``; NaN propagates."""
+    m = out.size
+    idx = _reduced_index(VD, a, mask)
+    first = np.ones(m, np.uint8)
+    for i in range(x.size):
+        j = idx[i]
+        v = x[i]
+        if first[j]:
+            out[j] = v
+            first[j] = 0
+        elif v != v or (v < out[j] if is_min else v > out[j]):
+            if out[j] == out[j]:
+                out[j] = v
+
+
+@njit(**_JIT)
+def softmax_fwd(x, out, d, inner, log):
+    """softmax (log_softmax) along a dim of size d with ``inner`` elements after it,
+    shifted by the max; sums in float64. As PyTorch, a slice whose max is not finite
+    (inf, -inf everywhere, nan) gives nan."""
+    n = x.size
+    outer = n // (d * inner) if d * inner else 0
+    for o in range(outer):
+        for i in range(inner):
+            base = o * d * inner + i
+            m = x[base]
+            for j in range(1, d):
+                v = x[base + j * inner]
+                if v > m or v != v:
+                    if m == m:
+                        m = v
+            s = 0.0
+            for j in range(d):
+                z = x[base + j * inner] - m
+                s += vexp(z)
+            ls = vlog(s)
+            for j in range(d):
+                e = base + j * inner
+                z = x[e] - m
+                out[e] = z - ls if log else vexp(z) / s
+
+
+@njit(**_JIT)
+def prod_fwd(VD, a, mask, x, out):
+    """Product over the dims in bitmask ``mask`` of row a of VD, in float64."""
+    m = out.size
+    acc = np.ones(m)
+    idx = _reduced_index(VD, a, mask)
+    for i in range(x.size):
+        acc[idx[i]] *= x[i]
+    for j in range(m):
+        out[j] = acc[j]
+
+
+@njit(**_JIT)
+def cat_fwd(out, x, off, dj, dtot, outer, inner):
+    """Input x (dj slices along the dim) into out at slice ``off`` of dtot."""
+    for o in range(outer):
+        for d in range(dj):
+            src = (o * dj + d) * inner
+            dst = (o * dtot + off + d) * inner
+            for i in range(inner):
+                out[dst + i] = x[src + i]
+
+
+@njit(**_JIT)
+def argext_fwd(x, pos, d, inner, largest):
+    outer = x.size // (d * inner) if d * inner else 0
+    for o in range(outer):
+        for i in range(inner):
+            base = o * d * inner + i
+            best = x[base]
+            bj = 0
+            for j in range(1, d):
+                v = x[base + j * inner]
+                if best == best and (v != v or (v > best if largest else v < best)):
+                    best = v
+                    bj = j
+            pos[o * inner + i] = base + bj * inner
+
+
+@njit(**_JIT)
+def gather_strided(VD, o, src, off, st, out):
+    """out[i] = src[off + sum(i_k * st[k])] over row o's index space (a strided view)."""
+    idx = _odometer(VD, o, st, off, out.size)
+    for i in range(out.size):
+        out[i] = src[idx[i]]
+
+
+_safe_caches(globals())

@@ -1,0 +1,314 @@
+"""The reverse pass: per-op VJP kernels compiled on first use and called through a
+table of addresses, and the interpreter that replays a tape's rows in reverse.
+"""
+
+import numpy as np
+from numba import carray, njit, types
+from numba.core.ccallback import CFunc
+from numba.core.sigutils import normalize_signature
+from numba.extending import overload
+
+from .cache import _CACHE, _JIT, _SafeCache, _safe_caches
+from .layout import (A, AOFF, B, CAST, DIRTY, DONE, ERR_DIRTY, ERR_FREED, F64, FL, FREED,
+                     FUSE_BLOCK, K_ADD, K_AFFINE, K_AMAX, K_CAST, K_CAT, K_COPY, K_DIV,
+                     K_DIVS, K_EXT, K_GATHER, K_LEAF, K_LINEAR, K_LOGSOFTMAX, K_MATMUL,
+                     K_POW, K_PROD, K_PYFN, K_PYOUT, K_SCATTER, K_SETIDX, K_SOFTMAX,
+                     K_STRIDED, K_SUM, K_WHERE, N, NCOL, NKERNELS, OP, P0, PAUSE, PAUSED,
+                     PYFN, SAVES, STEP, SWITCH, _binary_dst, _call, _dst, _ew, _mode, _nil,
+                     _ptr_t, _put, _raw, _touch)
+from .linalg import _linear_vjp, _matmul_vjp, ensure_blas
+from .elementwise import _BINARY_VJPS, _UNARY_VJPS, _arith_vjp1
+from .reduce import _amax, _cat, _indexed, _prod, _softmax, _strided, _sum
+
+
+NEED = 8          # status: the row's kernel is not compiled yet (Python compiles it)
+ARGV = 24         # int64 slots of a kernel's argument block:
+(_A_T, _A_F, _A_L, _A_ADJ, _A_SEEN, _A_ROWS, _A_NADJ, _A_NL, _A_NSEEN, _A_R, _A_LO, _A_HI,
+ _A_AO, _A_FA, _A_BO, _A_FB, _A_RUNS, _A_NRUNS, _A_KT, _A_OUT) = range(20)  # LO < 0: whole row
+FUSED = K_LEAF    # the VJP table's slot of the fused-run driver (a leaf has no VJP)
+
+_KSIG = types.void(types.int64)
+KTAB = np.zeros((2, NKERNELS), np.int64)    # kernel addresses by dtype (0, F64), opcode
+_COMPILED = {}                              # (opcode, dtype flag) -> the cfunc
+
+
+@njit(**_JIT)
+def _open(argp, dtype):
+    """A kernel's view of the tape, its row and the arena (of ``dtype``), built without
+    allocating (kernels run once per row)."""
+    a = carray(_ptr_t(argp, np.int64), ARGV)
+    rows = a[_A_ROWS]
+    T = carray(_ptr_t(a[_A_T], np.int64), (rows, NCOL))
+    F = carray(_ptr_t(a[_A_F], np.float64), (rows, 2))
+    L = carray(_ptr_t(a[_A_L], np.int64), a[_A_NL])
+    adj = carray(_ptr_t(a[_A_ADJ], dtype), a[_A_NADJ])
+    seen = carray(_ptr_t(a[_A_SEEN], np.uint8), a[_A_NSEEN])
+    return T, F, L, adj, seen, a[_A_R]
+
+
+@njit(**_JIT)
+def _block(argp):
+    """A block of a fused run: elements lo..hi (lo < 0: the whole row) and where the
+    inputs' adjoints go (ao, bo; -1: not needed) with whether first (fa, fb)."""
+    a = carray(_ptr_t(argp, np.int64), ARGV)
+    return a[_A_LO], a[_A_HI], a[_A_AO], a[_A_FA] != 0, a[_A_BO], a[_A_FB] != 0
+
+
+def _op_vjp(k, T, r, f0, f1, adj, ao, fr, lo, hi):
+    """Op k's unary VJP function, chosen while compiling (k a constant)."""
+    raise NotImplementedError
+
+
+def _op_bvjp(k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
+    """Op k's binary VJP function, chosen while compiling (k a constant)."""
+    raise NotImplementedError
+
+
+@overload(_op_vjp, jit_options={"error_model": "numpy"})
+def _ol_op_vjp(k, T, r, f0, f1, adj, ao, fr, lo, hi):
+    if isinstance(k, types.IntegerLiteral):
+        fn = _UNARY_VJPS[k.literal_value]
+        return lambda k, T, r, f0, f1, adj, ao, fr, lo, hi: fn(T, r, f0, f1, adj, ao, fr,
+                                                                lo, hi)
+    return None
+
+
+@overload(_op_bvjp, jit_options={"error_model": "numpy"})
+def _ol_op_bvjp(k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
+    if isinstance(k, types.IntegerLiteral):
+        fn = _BINARY_VJPS[k.literal_value]
+        return lambda k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi: fn(
+            T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+    return None
+
+
+def _vjp_kernel(k, f64):
+    """The C function of opcode k's VJP for one dtype; it closes over constants only
+    (k and the dtype), so that Numba's cache finds it again in a new process."""
+    dt = np.float64 if f64 else np.float32
+    if k in _UNARY_VJPS:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            lo, hi, ao, fr, _, _ = _block(argp)
+            if lo < 0:
+                ao, fr = _dst(adj, T, seen, T[r, A])
+                lo, hi = 0, T[r, N]
+            _op_vjp(k, T, r, F[r, 0], F[r, 1], adj, ao, fr, lo, hi)
+    elif k in _BINARY_VJPS:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            lo, hi, ao, fa, bo, fb = _block(argp)
+            ia = ib = _nil(np.int64)
+            if lo < 0:       # one call site: each call site is a compilation of its own
+                ma, ia = _mode(T, r, T[r, A], ia)
+                mb, ib = _mode(T, r, T[r, B], ib)
+                ao, fa, bo, fb = _binary_dst(T, r, adj, seen, ma, mb)
+                lo, hi = 0, T[r, N]
+            else:
+                ma, mb = _ew(T, r, T[r, A]), _ew(T, r, T[r, B])
+            _op_bvjp(k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+    elif k == K_SUM:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            _sum(T, r, F[r, 0], adj, seen)
+    elif k == K_COPY:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            go = T[r, AOFF]
+            ao, fr = _dst(adj, T, seen, T[r, A])
+            for i in range(T[r, N]):
+                _put(adj, ao + i, adj[go + i], fr)
+    elif k == K_STRIDED:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            _strided(T, r, adj, seen)
+    elif k == K_MATMUL:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            _matmul_vjp(T, r, adj, seen)
+    elif k == K_LINEAR:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            _linear_vjp(T, L, r, adj, seen)
+    elif k == K_AMAX:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            _amax(T, r, adj, seen)
+    elif k == K_PROD:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            _prod(T, r, adj, seen)
+    elif k in (K_GATHER, K_SCATTER, K_SETIDX):
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            _indexed(k, T, r, adj, seen, _nil(np.int64))
+    elif k in (K_SOFTMAX, K_LOGSOFTMAX):
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            _softmax(k, T, r, adj, seen)
+    elif k == K_CAT:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            _cat(T, L, r, adj, seen)
+    elif k == FUSED:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            a = carray(_ptr_t(argp, np.int64), ARGV)
+            runs = carray(_ptr_t(a[_A_RUNS], np.int64), a[_A_NRUNS])
+            kt = carray(_ptr_t(a[_A_KT], np.int64), NKERNELS)
+            a[_A_OUT] = _fused_rows(T, adj, seen, r, runs, kt, a)
+    else:
+        raise ValueError(f"tapegrad: no VJP kernel for opcode {k}")
+    return _cfunc(kern)
+
+
+def prepare(k, f64):
+    """Compiles (or loads from the cache) opcode k's VJP kernel for one dtype."""
+    key = (int(k), 1 if f64 else 0)
+    if key not in _COMPILED:
+        if key[0] in (K_MATMUL, K_LINEAR):
+            ensure_blas()
+        fn = _COMPILED[key] = _vjp_kernel(*key)
+        KTAB[key[1], key[0]] = fn.address
+
+
+@njit(**_JIT)
+def reverse_rows(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, kt, argv, runs):
+    """Replays rows start..0 in reverse through the VJP kernels ``kt`` (addresses by
+    opcode, for ``adj``'s dtype), accumulating adjoints into ``adj``.
+
+    Only rows already reached (``seen``) are visited; one-element elementwise rows take
+    an inline path. Returns (status, row): DONE; PAUSED at a row with hooks (call again
+    with resume=True from that row); SWITCH, CAST or PYFN at a row that needs Python;
+    NEED at a row whose kernel is not compiled yet (compile it, call again from that
+    row with resume=True); STEP after each row in anomaly mode; or
+    an error at a freed or modified row. ``runs`` (empty in eager mode) marks runs of
+    elementwise rows to replay block by block (_fused_rows).
+    """
+    T, F, L, adj, seen, runs = _raw(T), _raw(F), _raw(L), _raw(adj), _raw(seen), _raw(runs)
+    argv[_A_T] = T.ctypes.data
+    argv[_A_F] = F.ctypes.data
+    argv[_A_L] = L.ctypes.data
+    argv[_A_ADJ] = adj.ctypes.data
+    argv[_A_SEEN] = seen.ctypes.data
+    argv[_A_ROWS] = T.shape[0]
+    argv[_A_NADJ] = adj.size
+    argv[_A_NL] = L.size
+    argv[_A_NSEEN] = seen.size
+    argv[_A_LO] = -1
+    argv[_A_RUNS] = runs.ctypes.data
+    argv[_A_NRUNS] = runs.size
+    argv[_A_KT] = kt.ctypes.data
+    av = argv.ctypes.data
+    r = start + 1
+    while r > 0:
+        r -= 1
+        if seen[r] == 0:
+            continue
+        if runs.size and runs[r] > 1:
+            argv[_A_R] = r
+            argv[_A_OUT] = 0
+            if kt[FUSED] != 0:
+                _call(kt[FUSED], av)
+            if argv[_A_OUT] == 0:
+                return NEED, r
+            r -= runs[r] - 1
+            continue
+        fl = T[r, FL]
+        if (fl & F64) != dtflag:
+            return SWITCH, r
+        if fl & PAUSE and not (resume and r == start):
+            return PAUSED, r
+        k = T[r, OP]
+        if k == K_PYOUT:
+            _touch(adj, T, seen, T[r, P0 + 2])   # so that the Function's row runs
+            continue
+        if k == K_LEAF or k == K_EXT:
+            continue
+        if fl & FREED:
+            return ERR_FREED, r
+        if fl & DIRTY:
+            return ERR_DIRTY, r
+        if k == K_CAST:
+            return CAST, r
+        if k == K_PYFN:
+            return PYFN, r
+        if T[r, N] == 1 and k <= K_DIVS and k != K_POW and k >= K_ADD and (
+                k <= K_DIV or k >= K_AFFINE):
+            _arith_vjp1(k, T, r, F[r, 0], adj, seen)
+        else:
+            fn = kt[k]
+            if fn == 0:
+                return NEED, r
+            argv[_A_R] = r
+            _call(fn, av)
+        if freeing and fl & SAVES:
+            T[r, FL] = fl | FREED
+        if anomaly:
+            return STEP, r
+    return DONE, -1
+
+
+@njit(**_JIT)
+def _fused_rows(T, adj, seen, top, runs, kt, argv):
+    """Rows top..top-runs[top]+1, elementwise over the same n elements, replayed block
+    by block so that each block's adjoints stay in cache from one row to the next.
+    Each row's targets are settled first, in row order, so the results are those of
+    the row-by-row replay. A row whose adjoint only rows of the run produce and read
+    (runs[r] = -1 - offset) keeps it in a block-sized scratch at that arena offset.
+    False when a row's kernel is not compiled yet (nothing done then)."""
+    length = runs[top]
+    for q in range(length):
+        k = T[top - q, OP]
+        if k != K_LEAF and kt[k] == 0:
+            return False
+    dst = np.zeros((length, 4), np.int64)
+    for q in range(length):
+        r = top - q
+        k = T[r, OP]
+        if seen[r] == 0 or k == K_LEAF:
+            dst[q, 0] = -2
+        elif k <= K_WHERE:
+            ao, fa, bo, fb = _binary_dst(T, r, adj, seen, _ew(T, r, T[r, A]),
+                                         _ew(T, r, T[r, B]))
+            dst[q, 0], dst[q, 1], dst[q, 2], dst[q, 3] = ao, fa, bo, fb
+        else:
+            ao, fr = _dst(adj, T, seen, T[r, A])
+            dst[q, 0], dst[q, 1] = ao, fr
+    av = argv.ctypes.data
+    n = T[top, N]
+    for lo in range(0, n, FUSE_BLOCK):
+        hi = min(lo + FUSE_BLOCK, n)
+        for q in range(1, length):
+            if runs[top - q] < 0:
+                T[top - q, AOFF] = -1 - runs[top - q] - lo
+        for q in range(length):
+            if dst[q, 0] == -2:
+                continue
+            r = top - q
+            k = T[r, OP]
+            argv[_A_R] = r
+            argv[_A_LO] = lo
+            argv[_A_HI] = hi
+            argv[_A_AO] = T[T[r, A], AOFF] if dst[q, 0] >= 0 else -1
+            argv[_A_FA] = dst[q, 1]
+            argv[_A_BO] = T[T[r, B], AOFF] if k <= K_WHERE and dst[q, 2] >= 0 else -1
+            argv[_A_FB] = dst[q, 3]
+            _call(kt[k], av)
+    argv[_A_LO] = -1
+    return True
+
+
+def _cfunc(kern):
+    fn = CFunc(kern, normalize_signature(_KSIG), locals={}, options={"error_model": "numpy"})
+    if _CACHE:
+        fn._cache = _SafeCache(kern)
+    fn.compile()
+    return fn
+
+
+_FAMILY_VJPS = (K_SUM, K_COPY, K_STRIDED, K_MATMUL, K_LINEAR, K_AMAX, K_PROD, K_GATHER,
+                K_SCATTER, K_SETIDX, K_SOFTMAX, K_LOGSOFTMAX, K_CAT)
+
+
+_safe_caches(globals())
