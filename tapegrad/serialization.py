@@ -20,6 +20,7 @@ from collections import OrderedDict
 import numpy as np
 import tapegrad as tg
 
+from .nn.parameter import Parameter
 from .tensor import Tensor
 
 __all__ = ["save", "load"]
@@ -100,7 +101,6 @@ class _Writer:
                 "dtype": arr.dtype.name, "shape": list(arr.shape)}
         if is_tensor:
             self.by_id[id(obj)] = key
-            from .nn.parameter import Parameter
             node["requires_grad"] = bool(obj.requires_grad)
             node["parameter"] = isinstance(obj, Parameter)
         return node
@@ -188,7 +188,6 @@ class _Reader:
         if kind == "tensor":
             t = tg.from_numpy(np.asarray(self.cache[node["key"]], order="C"))
             if node.get("parameter"):
-                from .nn.parameter import Parameter
                 t = Parameter(t, requires_grad=node.get("requires_grad", True))
             elif node.get("requires_grad"):
                 t.requires_grad_(True)

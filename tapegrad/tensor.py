@@ -1,4 +1,5 @@
 """Tensor: a thin facade over a NumPy array plus its place on the tape."""
+import itertools
 import warnings
 import weakref
 
@@ -9,6 +10,32 @@ from . import _kernels as K
 from . import tape as _tape
 from .tape import TRACE as _TRACE
 from .dtypes import as_np_dtype, from_np_dtype, get_default_dtype
+
+
+_handle_ids = itertools.count()
+
+
+class RemovableHandle:
+    """Returned by ``register_hook``; ``remove()`` unregisters the hook."""
+    __slots__ = ("id", "_hooks", "_tape", "_row")
+
+    def __init__(self, hooks, tape=None, row=-1):
+        self.id = next(_handle_ids)
+        self._hooks = hooks
+        self._tape = tape
+        self._row = row
+
+    def remove(self):
+        self._hooks.pop(self.id, None)
+        tape, r = self._tape, self._row
+        if tape is not None and not tape.hooks.get(r) and not tape.node_hooks.get(r):
+            tape.T[r, K.FL] &= ~K.PAUSE
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
 
 
 class Tensor:
@@ -101,13 +128,6 @@ class Tensor:
     @property
     def is_leaf(self):
         return self._leaf
-
-    @property
-    def grad_fn(self):
-        if self._leaf:
-            return None
-        from .autograd.graph import node_of
-        return node_of(self._tape, self._row)
 
     @property
     def grad(self):
@@ -239,17 +259,7 @@ class Tensor:
     def bool(self):
         return self.to(np.bool_)
 
-    def to(self, dtype):
-        from . import ops
-        return ops.to_dtype(self, dtype)
-
     # -- autograd -----------------------------------------------------------
-    def backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
-        """Accumulates the gradient of this tensor into the leaves' ``.grad``."""
-        from .autograd.engine import backward
-        backward([self], None if gradient is None else [gradient], retain_graph,
-                 create_graph, inputs)
-
     def register_hook(self, hook):
         if not self._req:
             raise RuntimeError("cannot register a hook on a tensor that doesn't require "
@@ -257,7 +267,6 @@ class Tensor:
         if not callable(hook):
             raise TypeError(f"register_hook: hook must be callable, got "
                             f"{type(hook).__name__}")
-        from .autograd.graph import RemovableHandle
         if self._leaf:
             if self._hooks is None:
                 self._hooks = {}
@@ -447,6 +456,13 @@ def non_leaf_grad_warning():
         "on the non-leaf Tensor.", UserWarning, stacklevel=3)
 
 
+def bind(**methods):
+    """Binds methods that other modules implement (``backward`` in autograd.engine,
+    ``grad_fn`` in autograd.graph), so that this module imports none of them."""
+    for name, fn in methods.items():
+        setattr(Tensor, name, fn)
+
+
 def bind_methods(ops):
     """Operators and methods that forward to the ops; called once the ops module exists."""
     def swap(fn):
@@ -478,7 +494,7 @@ def bind_methods(ops):
         "broadcast_to": ops.broadcast_to, "__setitem__": ops.setitem, "where":
         lambda self, condition, other: ops.where(condition, self, other),
         "add_": ops.add_, "sub_": ops.sub_, "mul_": ops.mul_, "div_": ops.div_,
-        "zero_": ops.zero_, "fill_": ops.fill_, "copy_": ops.copy_,
+        "zero_": ops.zero_, "fill_": ops.fill_, "copy_": ops.copy_, "to": ops.to_dtype,
     }
     for name, fn in table.items():
         setattr(Tensor, name, fn)

@@ -1,4 +1,6 @@
 """tapegrad.autograd: backward(), grad(), and the legacy Variable."""
+from ..creation import tensor
+from ..tensor import Tensor
 from .anomaly_mode import detect_anomaly, is_anomaly_enabled, set_detect_anomaly
 from .engine import backward, grad
 from .function import Function, FunctionCtx
@@ -18,13 +20,11 @@ def __getattr__(name):
 
 def Variable(data, requires_grad=False):
     """Legacy constructor: returns a tensor, as PyTorch does today."""
-    from ..tensor import Tensor
     if isinstance(data, Tensor):
         t = data.detach()
         if requires_grad:
             t.requires_grad = True
         return t
-    from ..creation import tensor
     return tensor(data, requires_grad=requires_grad)
 
 

@@ -1,4 +1,6 @@
 """Anomaly detection: name the op (and where it was recorded) whose backward made a NaN."""
+import functools
+
 from ..tape import ANOMALY
 
 
@@ -29,8 +31,6 @@ class detect_anomaly(set_detect_anomaly):
         return self
 
     def __call__(self, fn):
-        import functools
-
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             with detect_anomaly():

@@ -10,9 +10,14 @@ import numpy as np
 from .. import _interrupt
 from .. import _kernels as K
 from .. import tape as _tape
+from ..grad_mode import no_grad
 from ..ops import ENTRIES, Ctx, input_rows
 from ..tape import STATE
-from ..tensor import Tensor, _wrap
+from ..tensor import Tensor, _wrap, bind
+
+# The backward of user autograd.Functions ("replay": a row of the reverse pass, "vjp":
+# the gradients as tensors); function.py, which defines Function, registers them.
+FUNCTION_BACKWARD = {}
 
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
@@ -288,8 +293,7 @@ def _replay(tape, seeds, retain, sink, pending):
                 deposit(tape, src, arenas, seen, _region(tape, r, arenas))
                 start = r - 1
             elif status == K.PYFN:
-                from .function import replay_function
-                replay_function(tape, r, seen, arenas, retain)
+                FUNCTION_BACKWARD["replay"](tape, r, seen, arenas, retain)
                 start = r - 1
             else:
                 raise _error(tape, status, r)
@@ -331,15 +335,13 @@ def _adjoint(tape, r, arenas, t, tr):
 def _node_hooks(tape, r, seen, arenas, retain):
     """Runs row r's backward in Python so that its grad_fn hooks see and may replace the
     gradients it passes to its inputs."""
-    from ..grad_mode import no_grad
     T = tape.T
     if T[r, K.FL] & K.FREED:
         raise RuntimeError(FREED_MSG)
     g = _wrap(_region(tape, r, arenas).reshape(_shape(tape, r)).copy())
     with no_grad():
         if T[r, K.OP] == K.K_PYFN:
-            from .function import python_vjp
-            grads = list(python_vjp(tape, r, g, {}))
+            grads = list(FUNCTION_BACKWARD["vjp"](tape, r, g, {}))
         elif T[r, K.OP] == K.K_CAST:
             grads = [g.to(np.float64 if not T[r, K.FL] & K.F64 else np.float32)]
         else:
@@ -451,8 +453,7 @@ def _replay_python(tape, seeds, retain, sink, pending):
                 raise _error(tape, K.ERR_DIRTY, r)
             ctx = Ctx(tape, r)
             if k == K.K_PYFN:
-                from .function import python_vjp
-                grads = python_vjp(tape, r, g, pyout)
+                grads = FUNCTION_BACKWARD["vjp"](tape, r, g, pyout)
             else:
                 grads = ENTRIES[T[r, K.NM]].vjp(ctx, g)
             if _tape.ANOMALY[0]:
@@ -533,3 +534,12 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=Fal
             g = g.detach()
         out.append(g)
     return tuple(out) if not single or len(out) != 1 else (out[0],)
+
+
+def _tensor_backward(self, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+    """Accumulates the gradient of this tensor into the leaves' ``.grad``."""
+    backward([self], None if gradient is None else [gradient], retain_graph, create_graph,
+             inputs)
+
+
+bind(backward=_tensor_backward)

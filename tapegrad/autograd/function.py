@@ -8,9 +8,10 @@ import numpy as np
 
 from .. import _kernels as K
 from ..grad_mode import no_grad, set_grad_enabled
-from ..ops import PYFN, PYOUT, _row_of
+from ..ops import PYFN, PYOUT, _row_of, input_rows, sum_to
 from ..tape import STATE, current
 from ..tensor import Tensor, _owned_node, _wrap
+from .engine import FREED_MSG, FUNCTION_BACKWARD, _region, _shape, deposit
 
 
 class FunctionCtx:
@@ -33,7 +34,6 @@ class FunctionCtx:
 
     @property
     def saved_tensors(self):
-        from .engine import FREED_MSG
         if self._freed:
             raise RuntimeError(FREED_MSG)
         for i, (t, v) in enumerate(zip(self._saved, self._versions)):
@@ -144,7 +144,6 @@ def _fit(cls, g, shape):
     """A returned gradient broadcast over the input is summed back to its shape."""
     if tuple(g.shape) == shape:
         return g
-    from ..ops import sum_to
     try:
         if np.broadcast_shapes(tuple(g.shape), shape) == tuple(g.shape):
             with no_grad():
@@ -162,7 +161,6 @@ def _outputs(tape, r):
 
 def replay_function(tape, r, seen, arenas, retain):
     """Numba path: the replay reached the Function's row r."""
-    from .engine import _region, _shape, deposit
     T = tape.T
     grads = []
     cls, ctx, nout, _ = tape.fns[r]
@@ -178,7 +176,6 @@ def replay_function(tape, r, seen, arenas, retain):
             grads.append(_wrap(np.zeros(shape, dt)))
         else:
             grads.append(None)
-    from ..ops import input_rows
     for src, g in zip(input_rows(tape, r), _call_backward(tape, r, grads, False)):
         if g is None or not T[src, K.FL] & K.REQ:
             continue
@@ -190,8 +187,6 @@ def replay_function(tape, r, seen, arenas, retain):
 
 def python_vjp(tape, r, g, pyout):
     """create_graph path: gradients for the Function at row r (recorded)."""
-    from ..ops import input_rows, sum_to
-    from .engine import _shape
     T = tape.T
     cls, ctx, nout, _ = tape.fns[r]
     grads = _python_grads(tape, r, g, pyout)
@@ -206,7 +201,6 @@ def python_vjp(tape, r, g, pyout):
 
 
 def _python_grads(tape, r, g, pyout):
-    from .engine import _shape
     T = tape.T
     cls, ctx, nout, _ = tape.fns[r]
     by_index = {j: row for j, row in _outputs(tape, r)}
@@ -220,3 +214,6 @@ def _python_grads(tape, r, g, pyout):
             gj = _wrap(np.zeros(shape, dt))
         grads.append(gj)
     return _call_backward(tape, r, grads, True)
+
+
+FUNCTION_BACKWARD.update(replay=replay_function, vjp=python_vjp)

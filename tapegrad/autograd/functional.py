@@ -19,6 +19,7 @@ Differences from PyTorch: tapegrad has no forward-mode AD, so ``strategy="forwar
 """
 import numpy as np
 
+from .. import ops
 from ..creation import from_numpy, zeros_like
 from ..grad_mode import enable_grad, is_grad_enabled, set_grad_enabled
 from ..tensor import Tensor
@@ -246,7 +247,6 @@ def _stack_rows(rows, shape, create_graph):
     if not create_graph or not any(r.requires_grad for r in rows):
         data = np.stack([r.detach().numpy() for r in rows])
         return from_numpy(data.reshape(shape))
-    from .. import ops
     stack = getattr(ops, "stack", None)
     if stack is not None:
         return stack(rows, 0).reshape(*shape)

@@ -1,9 +1,8 @@
-"""grad_fn views onto the tape, and hook handles."""
-import itertools
-
+"""grad_fn views onto the tape."""
 from .. import _kernels as K
-
-_handle_ids = itertools.count()
+from ..ops import SPLIT, input_rows
+from ..tensor import RemovableHandle, bind
+from .engine import node_name
 
 
 class Node:
@@ -15,12 +14,10 @@ class Node:
         self._row = row
 
     def name(self):
-        from .engine import node_name
         return node_name(self._tape, self._row)
 
     @property
     def next_functions(self):
-        from ..ops import input_rows
         tape, T = self._tape, self._tape.T
         out = []
         for src in input_rows(tape, self._row):
@@ -64,7 +61,6 @@ class Node:
 def _output_of(tape, src):
     """(node, output index): the pieces of a split are outputs of its first piece's node."""
     T = tape.T
-    from ..ops import SPLIT
     if T[src, K.NM] == SPLIT.index:
         k = int(T[src, K.P0 + K.NP - 1])
         return Node(tape, src - k), k
@@ -103,24 +99,8 @@ class AccumulateGrad:
         return f"<AccumulateGrad object at {id(self.variable):#x}>"
 
 
-class RemovableHandle:
-    """Returned by ``register_hook``; ``remove()`` unregisters the hook."""
-    __slots__ = ("id", "_hooks", "_tape", "_row")
+def _grad_fn(self):
+    return None if self._leaf else node_of(self._tape, self._row)
 
-    def __init__(self, hooks, tape=None, row=-1):
-        self.id = next(_handle_ids)
-        self._hooks = hooks
-        self._tape = tape
-        self._row = row
 
-    def remove(self):
-        self._hooks.pop(self.id, None)
-        tape, r = self._tape, self._row
-        if tape is not None and not tape.hooks.get(r) and not tape.node_hooks.get(r):
-            tape.T[r, K.FL] &= ~K.PAUSE
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.remove()
+bind(grad_fn=property(_grad_fn))

@@ -1,5 +1,6 @@
 """tapegrad.nn.utils: gradient clipping, as ``torch.nn.utils``."""
 import math
+import warnings
 
 import tapegrad as tg
 
@@ -67,7 +68,6 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
 def clip_grad_norm(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False,
                    foreach=None):
     """Deprecated alias of :func:`clip_grad_norm_`."""
-    import warnings
     warnings.warn("`tapegrad.nn.utils.clip_grad_norm` is now deprecated in favor of "
                   "`tapegrad.nn.utils.clip_grad_norm_`.", FutureWarning, stacklevel=2)
     return clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite, foreach)
