@@ -1,0 +1,515 @@
+"""Elementwise ops: tensor (op) tensor with broadcasting, and ops of one tensor
+(and a Python scalar).
+"""
+
+import math
+
+import numpy as np
+
+from .. import _kernels as K
+from ..hyper import num
+from ..tape import STATE, TRACE
+from ..tensor import Tensor, _wrap
+from .base import (Op, SAVE_A, SAVE_OUT, _FLOATS, _as_operand, _bcast_error, _check_arg,
+                   _check_broadcast, _check_tensor, _flat, _float_input, _grad_needed,
+                   _leaf_inplace_check, _np_float, _promote, _rebase, _shape_row,
+                   bump_version, plain, record)
+from . import reductions
+
+
+# ---------------------------------------------------------------------------
+# Binary arithmetic, tensor with tensor
+def _vjp_add(c, g):
+    return reductions.sum_to(g, c.shape(K.A)), reductions.sum_to(g, c.shape(K.B))
+
+
+def _vjp_sub(c, g):
+    return reductions.sum_to(g, c.shape(K.A)), reductions.sum_to(-g, c.shape(K.B))
+
+
+def _vjp_mul(c, g):
+    return (reductions.sum_to(g * c.b, c.shape(K.A)) if c.wants(K.A) else None,
+            reductions.sum_to(g * c.a, c.shape(K.B)) if c.wants(K.B) else None)
+
+
+def _vjp_div(c, g):
+    b = c.b
+    return (reductions.sum_to(g / b, c.shape(K.A)) if c.wants(K.A) else None,
+            reductions.sum_to(-g * (c.a / b / b), c.shape(K.B)) if c.wants(K.B) else None)
+
+
+def _vjp_pow(c, g):
+    """PyTorch's pow_backward_self / pow_backward_exponent (zero where they mask)."""
+    a, b = c.a, c.b
+    ga = reductions.sum_to(where(b == 0.0, 0.0, g * b * a ** (b - 1.0)), c.shape(K.A)) \
+        if c.wants(K.A) else None
+    zero = _wrap((a._data == 0.0) & (b._data >= 0.0))
+    gb = reductions.sum_to(g * where(zero, 0.0, a ** b * log(where(zero, 1.0, a))),
+                c.shape(K.B)) if c.wants(K.B) else None
+    return ga, gb
+
+
+ADD = Op("AddBackward0", K.K_ADD, _vjp_add)
+SUB = Op("SubBackward0", K.K_SUB, _vjp_sub)
+MUL = Op("MulBackward0", K.K_MUL, _vjp_mul)
+DIV = Op("DivBackward0", K.K_DIV, _vjp_div)
+POW = Op("PowBackward1", K.K_POW, _vjp_pow)
+
+# Values the backward of a tensor-tensor op reads: (when a needs grad, when b does).
+_BIN_SAVES = {K.K_ADD: (0, 0), K.K_SUB: (0, 0), K.K_MUL: (2, 1), K.K_DIV: (2, 3),
+              K.K_POW: (3, 3)}
+
+
+def _broadcast_kernel(kernel, da, db):
+    """A broadcasting binary op through the forward kernel a compiled replay runs."""
+    out = np.empty(np.broadcast_shapes(da.shape, db.shape), da.dtype)
+    rows = np.concatenate([_shape_row(out.shape), _shape_row(da.shape), _shape_row(db.shape)])
+    K.binary_fwd(kernel, rows, 0, 1, 2, out.reshape(-1), _flat(da), _flat(db), _NOIDX)
+    return out
+
+
+_NOIDX = np.zeros(0, np.int64)
+
+
+def _binary_tt(op, ufunc, opname, a, b):
+    a, b = _promote(a, b, opname)
+    da = a._data
+    db = b._data
+    try:
+        if op.kernel == K.K_POW and da.dtype in _FLOATS:
+            out = _broadcast_kernel(K.K_POW, da, db)   # NumPy's SIMD power may differ
+        else:
+            out = ufunc(da, db)
+    except ValueError:
+        raise _bcast_error(opname, a, b) from None
+    if not isinstance(out, np.ndarray):
+        out = np.asarray(out)
+    if _grad_needed(a, b):
+        sa, sb = _BIN_SAVES[op.kernel]
+        save = (sa if a._req else 0) | (sb if b._req else 0)
+        return record(op, out, a, b, save)
+    return plain(op, out, [a, b])
+
+
+# ---------------------------------------------------------------------------
+# Elementwise ops of one tensor (and a Python scalar)
+def _vjp_affine(c, g):
+    return (g * c.f0,)
+
+
+def _vjp_divs(c, g):
+    return (g / c.f0,)
+
+
+def _vjp_pows(c, g):
+    p = c.f0
+    if p == 0.0:
+        return (g * 0.0,)
+    if p == 2.0:
+        return (g * (c.a * 2.0),)
+    return (g * (c.a ** (p - 1.0) * p),)
+
+
+def _vjp_rpows(c, g):
+    return (g * c.out * float(np.log(c.f0)),)
+
+
+def _vjp_rdivs(c, g):
+    return (-g * c.out / c.a,)
+
+
+AFFINE_ADD = Op("AddBackward0", K.K_AFFINE, _vjp_affine)
+AFFINE_SUB = Op("SubBackward0", K.K_AFFINE, _vjp_affine)
+AFFINE_RSUB = Op("RsubBackward1", K.K_AFFINE, _vjp_affine)
+AFFINE_MUL = Op("MulBackward0", K.K_AFFINE, _vjp_affine)
+NEG = Op("NegBackward0", K.K_AFFINE, _vjp_affine)
+DIVS = Op("DivBackward0", K.K_DIVS, _vjp_divs)
+POWS = Op("PowBackward0", K.K_POWS, _vjp_pows)
+RPOWS = Op("PowBackward1", K.K_RPOWS, _vjp_rpows)
+RDIVS = Op("DivBackward1", K.K_RDIVS, _vjp_rdivs)
+
+
+def _affine(op, a, f0, f1, out):
+    if STATE.grad_enabled and a._req:
+        return record(op, out, a, f0=f0, f1=f1)
+    return plain(op, out, [a], f0, f1)
+
+
+def _scalar_out(t, c, fn):
+    data = t._data
+    if data.dtype not in _FLOATS and isinstance(c, (float, np.floating)):
+        data = data.astype(_np_float())
+    out = fn(data, c)
+    if out.__class__ is not np.ndarray:
+        out = np.asarray(out, dtype=data.dtype)
+    return out
+
+
+def add(input, other, *, alpha=1):
+    """input + alpha * other."""
+    if other.__class__ is float and input.__class__ is Tensor and alpha == 1 \
+            and input._data.dtype in _FLOATS:
+        if input._req and STATE.grad_enabled:
+            return record(AFFINE_ADD, input._data + other, input, None, 0, 1.0, other)
+        return plain(AFFINE_ADD, np.asarray(input._data + other), [input], 1.0, other)
+    if not isinstance(input, Tensor):
+        if isinstance(other, Tensor):
+            return add(other, input) if alpha == 1 else add(other * alpha, input)
+        raise TypeError(f"add(): argument 'input' must be Tensor, not {type(input).__name__}")
+    other = _as_operand(other, "add")
+    if alpha != 1:
+        _check_broadcast("add", input, other)
+        other = other * alpha
+    if isinstance(other, Tensor):
+        return _binary_tt(ADD, np.add, "add", input, other)
+    return _affine(AFFINE_ADD, input, 1.0, num(other), _scalar_out(input, other, np.add))
+
+
+def sub(input, other, *, alpha=1):
+    """input - alpha * other."""
+    if not isinstance(input, Tensor):
+        return rsub(other, input, alpha=alpha)
+    other = _as_operand(other, "sub")
+    if alpha != 1:
+        _check_broadcast("sub", input, other)
+        other = other * alpha
+    if isinstance(other, Tensor):
+        return _binary_tt(SUB, np.subtract, "sub", input, other)
+    return _affine(AFFINE_SUB, input, 1.0, -num(other),
+                   _scalar_out(input, other, np.subtract))
+
+
+def rsub(input, other, *, alpha=1):
+    """other - alpha * input (the reflected subtraction)."""
+    if isinstance(other, Tensor):
+        return sub(other, input * alpha if alpha != 1 else input)
+    _check_tensor(input, "rsub")
+    other = _as_operand(other, "sub")
+    if alpha != 1:
+        input = input * alpha
+    return _affine(AFFINE_RSUB, input, -1.0, num(other),
+                   _scalar_out(input, other, lambda x, c: np.subtract(c, x)))
+
+
+def mul(input, other):
+    if other.__class__ is float and input.__class__ is Tensor and input._data.dtype in _FLOATS:
+        if input._req and STATE.grad_enabled:
+            return record(AFFINE_MUL, input._data * other, input, None, 0, other)
+        return plain(AFFINE_MUL, np.asarray(input._data * other), [input], other)
+    if not isinstance(input, Tensor):
+        if isinstance(other, Tensor):
+            return mul(other, input)
+        raise TypeError(f"mul(): argument 'input' must be Tensor, not {type(input).__name__}")
+    other = _as_operand(other, "mul")
+    if isinstance(other, Tensor):
+        return _binary_tt(MUL, np.multiply, "mul", input, other)
+    return _affine(AFFINE_MUL, input, num(other), 0.0,
+                   _scalar_out(input, other, np.multiply))
+
+
+def div(input, other):
+    if not isinstance(input, Tensor):
+        return rdiv(other, input)
+    other = _as_operand(other, "div")
+    if isinstance(other, Tensor):
+        if input._data.dtype.kind != "f" and other._data.dtype.kind != "f":
+            input = _wrap(input._data.astype(_np_float()))
+        return _binary_tt(DIV, np.true_divide, "div", input, other)
+    out = _scalar_out(input if input._data.dtype.kind == "f"
+                      else _wrap(input._data.astype(_np_float())), other, np.true_divide)
+    if _grad_needed(input):
+        return record(DIVS, out, input, f0=num(other))
+    return plain(DIVS, out, [input], num(other))
+
+
+def rdiv(input, other):
+    """other / input for a Python scalar ``other``."""
+    if isinstance(other, Tensor):
+        return div(other, input)
+    _check_tensor(input, "div")
+    if input._data.dtype.kind != "f":
+        input = _wrap(input._data.astype(_np_float()))
+    out = np.asarray(np.true_divide(other, input._data)).astype(input._data.dtype, copy=False)
+    if _grad_needed(input):
+        return record(RDIVS, out, input, save=SAVE_A | SAVE_OUT, f0=num(other))
+    return plain(RDIVS, out, [input], num(other))
+
+
+def pow(input, exponent):
+    if not isinstance(input, Tensor):
+        if isinstance(exponent, Tensor):
+            return rpow(exponent, input)
+        raise TypeError(f"pow(): argument 'input' must be Tensor, not {type(input).__name__}")
+    exponent = _as_operand(exponent, "pow")
+    if isinstance(exponent, Tensor):
+        return _binary_tt(POW, np.power, "pow", input, exponent)
+    if input._data.dtype.kind != "f" and isinstance(exponent, (int, np.integer)) \
+            and exponent < 0:
+        raise RuntimeError("pow: Integers to negative integer powers are not allowed.")
+    if input._data.dtype in _FLOATS:
+        out = _elementwise(K.K_POWS, input._data, exponent)
+    else:
+        out = _scalar_out(input, exponent, np.power)
+    if _grad_needed(input):
+        return record(POWS, out, input, save=SAVE_A, f0=num(exponent))
+    return plain(POWS, out, [input], num(exponent))
+
+
+def rpow(input, base):
+    """base ** input for a Python scalar ``base``."""
+    _check_tensor(input, "pow")
+    data = input._data if input._data.dtype.kind == "f" else \
+        input._data.astype(_np_float()) if isinstance(base, float) else input._data
+    if data.dtype in _FLOATS and isinstance(base, (int, float, np.number)):
+        out = _elementwise(K.K_RPOWS, data, base)
+    else:
+        out = np.asarray(np.power(base, data)).astype(data.dtype, copy=False)
+    if _grad_needed(input):
+        return record(RPOWS, out, input, save=SAVE_OUT, f0=num(base))
+    return plain(RPOWS, out, [input], num(base))
+
+
+def neg(input):
+    _check_tensor(input, "neg")
+    if input._data.dtype.kind == "b":
+        raise RuntimeError("Negation, the `-` operator, on a bool tensor is not supported.")
+    return _affine(NEG, input, -1.0, 0.0, np.asarray(np.negative(input._data)))
+
+
+def _elementwise(kernel, d, f0=0.0, f1=0.0, p0=0):
+    """A float array through the forward kernel of an elementwise op (the one a
+    compiled replay runs), with scalars rounded to its dtype as NumPy would."""
+    out = np.empty(d.shape, d.dtype)
+    t = d.dtype.type
+    K.UNARY_FWD[kernel](np.ascontiguousarray(d).reshape(-1), out.reshape(-1),
+                        float(t(f0)), float(t(f1)), p0)
+    return out
+
+
+UNARY_FUNCTIONS = {}     # name -> function of one tensor; Tensor has each as a method
+
+
+def _unary_op(op, npfn, save, vec=None):
+    """An elementwise op. With ``vec`` (a kernel of _kernels, vectorised) it runs on
+    tapegrad's own kernel, the one a compiled replay runs; else on NumPy's loop, which
+    gives the same floats."""
+    name = op.name[:-len("Backward0")].lower()
+
+    def fn(input):
+        if input.__class__ is not Tensor:
+            _check_tensor(input, name)
+        d = input._data
+        if d.dtype.kind != "f":
+            d = d.astype(_np_float())
+        if vec is not None:
+            out = np.empty(d.shape, d.dtype)
+            vec(np.ascontiguousarray(d).reshape(-1), out.reshape(-1))
+        else:
+            out = npfn(d)
+            if out.__class__ is not np.ndarray:
+                out = np.asarray(out, dtype=d.dtype)
+        if input._req and STATE.grad_enabled:
+            return record(op, out, input, save=save)
+        return plain(op, out, [input])
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"Elementwise {name}, differentiable ({op.name})."
+    UNARY_FUNCTIONS[name] = fn
+    return fn
+
+
+EXP = Op("ExpBackward0", K.K_EXP, lambda c, g: (g * c.out,))
+LOG = Op("LogBackward0", K.K_LOG, lambda c, g: (g / c.a,))
+SQRT = Op("SqrtBackward0", K.K_SQRT, lambda c, g: (g / (2.0 * c.out),))
+TANH = Op("TanhBackward0", K.K_TANH, lambda c, g: (g * (1.0 - c.out * c.out),))
+SIGMOID = Op("SigmoidBackward0", K.K_SIGMOID, lambda c, g: (g * c.out * (1.0 - c.out),))
+RELU = Op("ReluBackward0", K.K_RELU, lambda c, g: (where(c.out <= 0, 0.0, g),))
+ABS = Op("AbsBackward0", K.K_ABS, lambda c, g: (g * sign(c.a),))
+
+
+def _relu(d):
+    return np.maximum(d, 0, dtype=d.dtype)
+
+
+exp = _unary_op(EXP, np.exp, SAVE_OUT, K.exp_array)
+log = _unary_op(LOG, np.log, SAVE_A, K.log_array)
+sqrt = _unary_op(SQRT, np.sqrt, SAVE_OUT)
+tanh = _unary_op(TANH, np.tanh, SAVE_OUT, K.tanh_array)
+sigmoid = _unary_op(SIGMOID, None, SAVE_OUT, K.sigmoid_array)
+relu = _unary_op(RELU, _relu, SAVE_OUT)
+abs = _unary_op(ABS, np.abs, SAVE_A)
+
+SIN = Op("SinBackward0", K.K_SIN, lambda c, g: (g * cos(c.a),))
+COS = Op("CosBackward0", K.K_COS, lambda c, g: (-g * sin(c.a),))
+TAN = Op("TanBackward0", K.K_TAN, lambda c, g: (g * (1.0 + c.out * c.out),))
+LOG1P = Op("Log1PBackward0", K.K_LOG1P, lambda c, g: (g / (1.0 + c.a),))
+EXPM1 = Op("Expm1Backward0", K.K_EXPM1, lambda c, g: (g * (c.out + 1.0),))
+RECIP = Op("ReciprocalBackward0", K.K_RECIP, lambda c, g: (-g * c.out * c.out,))
+
+sin = _unary_op(SIN, np.sin, SAVE_A, K.sin_array)
+cos = _unary_op(COS, np.cos, SAVE_A, K.cos_array)
+tan = _unary_op(TAN, np.tan, SAVE_OUT, K.tan_array)
+log1p = _unary_op(LOG1P, np.log1p, SAVE_A, K.log1p_array)
+expm1 = _unary_op(EXPM1, np.expm1, SAVE_OUT, K.expm1_array)
+reciprocal = _unary_op(RECIP, np.reciprocal, SAVE_OUT)
+ERF = Op("ErfBackward0", K.K_ERF,
+         lambda c, g: (g * (2.0 / math.sqrt(math.pi) * exp(-(c.a * c.a))),))
+erf = _unary_op(ERF, None, SAVE_A, K.UNARY_FWD[K.K_ERF])
+
+
+def square(input):
+    return pow(input, 2)
+
+
+def _vjp_clamp(c, g):
+    x = c.a._data
+    ok = np.ones(x.shape, bool)
+    if c.p(0) & 1:
+        ok &= x >= c.f0
+    if c.p(0) & 2:
+        ok &= x <= c.f1
+    return (g * _wrap(ok.astype(x.dtype)),)
+
+
+CLAMP = Op("ClampBackward1", K.K_CLAMP, _vjp_clamp)
+
+
+def clamp(input, min=None, max=None):
+    _check_tensor(input, "clamp")
+    if min is None and max is None:
+        raise RuntimeError("clamp: At least one of 'min' or 'max' must not be None")
+    for name, bound in (("min", min), ("max", max)):
+        if bound is not None and not isinstance(bound, (Tensor, int, float, np.number)):
+            raise TypeError(f"clamp(): argument '{name}' must be Number or Tensor, not "
+                            f"{type(bound).__name__}")
+        if isinstance(bound, Tensor):
+            _check_broadcast("clamp", input, bound, input._data.shape)
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        out = input
+        if min is not None:
+            out = maximum(out, min if isinstance(min, Tensor) else full_like_const(input, min))
+        if max is not None:
+            out = minimum(out, max if isinstance(max, Tensor) else full_like_const(input, max))
+        return out
+    d = _float_input(input, "clamp") if isinstance(min, float) or isinstance(max, float) \
+        else input._data
+    out = np.clip(d, min, max)
+    if out.__class__ is not np.ndarray:
+        out = np.asarray(out, dtype=d.dtype)
+    has = (1 if min is not None else 0) | (2 if max is not None else 0)
+    lo, hi = 0.0 if min is None else num(min), 0.0 if max is None else num(max)
+    if _grad_needed(input):
+        return record(CLAMP, out, input, save=SAVE_A, f0=lo, f1=hi, params=(has,))
+    return plain(CLAMP, out, [input], lo, hi, (has,))
+
+
+clip = clamp
+
+
+def full_like_const(t, value):
+    return _constant(np.full((), value, dtype=t._data.dtype))
+
+
+def _constant(arr):
+    """A tensor of a value fixed by the op's arguments (a constant of a recording)."""
+    if TRACE[0] is not None:
+        TRACE[0].constant(arr)
+    return _wrap(arr)
+
+
+def clamp_(t, min=None, max=None):
+    _check_tensor(t, "clamp_")
+    _leaf_inplace_check(t)
+    if _grad_needed(t):
+        return _rebase(t, clamp(t, min, max))
+    if TRACE[0] is not None:
+        TRACE[0].fail("clamp_")
+    np.clip(t._data, min, max, out=t._data)
+    bump_version(t)
+    return t
+
+
+def _vjp_minmax(sign_):
+    def vjp(c, g):
+        # PyTorch: g / 2 at ties, 0 where the other input wins, else g (NaN included)
+        a, b = c.a._data, c.b._data
+        half = g * 0.5
+        tie = _wrap(a == b)
+        ga = where(_wrap(sign_ * a < sign_ * b), 0.0, where(tie, half, g))
+        gb = where(_wrap(sign_ * b < sign_ * a), 0.0, where(tie, half, g))
+        return reductions.sum_to(ga, c.shape(K.A)), reductions.sum_to(gb, c.shape(K.B))
+    return vjp
+
+
+MAXIMUM = Op("MaximumBackward0", K.K_MAXIMUM, _vjp_minmax(1.0))
+MINIMUM = Op("MinimumBackward0", K.K_MINIMUM, _vjp_minmax(-1.0))
+_BIN_SAVES[K.K_MAXIMUM] = (3, 3)
+_BIN_SAVES[K.K_MINIMUM] = (3, 3)
+
+
+def maximum(input, other):
+    _check_tensor(input, "maximum")
+    _check_arg(other, "maximum", "other")
+    return _binary_tt(MAXIMUM, np.maximum, "maximum", input, other)
+
+
+def minimum(input, other):
+    _check_tensor(input, "minimum")
+    _check_arg(other, "minimum", "other")
+    return _binary_tt(MINIMUM, np.minimum, "minimum", input, other)
+
+
+SIGN = Op("SignBackward0", K.K_SIGN, lambda c, g: (g * 0.0,))
+
+
+def sign(input):
+    """Sign of each element; recorded with a zero gradient, as in PyTorch."""
+    _check_tensor(input, "sign")
+    d = input._data
+    out = np.asarray(np.sign(d))
+    if d.dtype.kind == "f":
+        out[np.isnan(d)] = 0     # PyTorch: sign(nan) = 0
+    if _grad_needed(input):
+        return record(SIGN, out, input)
+    return plain(SIGN, out, [input])
+
+
+def _vjp_where(c, g):
+    cond = c.tape.held(c.r)[K.SO].astype(bool)
+    zero = g * 0.0
+    return (reductions.sum_to(where(cond, g, zero), c.shape(K.A)),
+            reductions.sum_to(where(cond, zero, g), c.shape(K.B)))
+
+
+WHERE = Op("WhereBackward0", K.K_WHERE, _vjp_where)
+
+
+def where(condition, input, other):
+    """Elementwise choice: ``input`` where ``condition`` holds, else ``other``."""
+    cond = condition._data if isinstance(condition, Tensor) else np.asarray(condition)
+    if cond.dtype != np.bool_:
+        raise RuntimeError(f"where: expected condition to be a bool tensor, got {cond.dtype}")
+    if not isinstance(input, Tensor) and not isinstance(other, Tensor):
+        return _wrap(np.asarray(np.where(cond, input, other)))
+    ref = input if isinstance(input, Tensor) else other
+    dt = ref._data.dtype
+    if not isinstance(input, Tensor):
+        input = _constant(np.asarray(input, dtype=dt))
+    if not isinstance(other, Tensor):
+        other = _constant(np.asarray(other, dtype=dt))
+    input, other = _promote(input, other, "where")
+    try:
+        out = np.asarray(np.where(cond, input._data, other._data))
+    except ValueError:
+        raise RuntimeError(f"where: shapes {list(cond.shape)}, {list(input.shape)} and "
+                           f"{list(other.shape)} cannot be broadcast") from None
+    c = np.ascontiguousarray(np.broadcast_to(cond, out.shape), dtype=np.uint8)
+    if not _grad_needed(input, other):
+        t = plain(WHERE, out, [input, other])
+        if TRACE[0] is not None:
+            TRACE[0].where(out, c.view(np.bool_), condition, None, -1)
+        return t
+    t = record(WHERE, out, input, other)
+    if TRACE[0] is not None:
+        TRACE[0].where(out, c, condition, t._tape, t._row)
+    t._tape.keep(t._row, K.SO, c)
+    return t
