@@ -17,7 +17,9 @@ from .elementwise import (UNARY_FWD, _BINARY_VJPS, _SCALAR_BY_KERNEL, _UNARY_VJP
                           _binary_block, _binop, _scalar_unary, binary_fwd, compare_fwd)
 from .reduce import (amax_fwd, argext_fwd, cat_fwd, gather_strided, prod_fwd, softmax_fwd,
                      sum_fwd)
-from .reverse import ARGV, FUSED, _FAMILY_VJPS, _cfunc, prepare, reverse_rows
+from .reverse import (ARGV, FUSED, REVERSE, _A_ADJ, _A_F, _A_KT, _A_L, _A_NADJ, _A_NL,
+                      _A_NRUNS, _A_NSEEN, _A_OUT, _A_R, _A_ROW, _A_ROWS, _A_RUNS, _A_SEEN,
+                      _A_T, _FAMILY_VJPS, _cfunc, prepare)
 
 
 # ======================================================================================
@@ -102,14 +104,24 @@ def _cast_adjoint(TT, seen, r, src, dst):
 def _backward(TT, TF, TL, adj32, adj64, seen, start, runs, KT, argv):
     """The reverse replay across both arenas: dtype switches, casts between them."""
     dt = TT[start, FL] & F64
-    no = start < 0      # not a constant: reverse_rows keeps the types of an eager call,
-    while start >= 0:   # whose compiled code it then shares
-        if dt:
-            status, r = reverse_rows(TT, TF, TL, adj64, seen, start, no, no, dt, no, KT[1],
-                                     argv, runs)
-        else:
-            status, r = reverse_rows(TT, TF, TL, adj32, seen, start, no, no, dt, no, KT[0],
-                                     argv, runs)
+    argv[_A_T] = TT.ctypes.data
+    argv[_A_F] = TF.ctypes.data
+    argv[_A_L] = TL.ctypes.data
+    argv[_A_SEEN] = seen.ctypes.data
+    argv[_A_ROWS] = TT.shape[0]
+    argv[_A_NL] = TL.size
+    argv[_A_NSEEN] = seen.size
+    argv[_A_RUNS] = runs.ctypes.data
+    argv[_A_NRUNS] = runs.size
+    while start >= 0:
+        kt = KT[1 if dt else 0]
+        argv[_A_ADJ] = adj64.ctypes.data if dt else adj32.ctypes.data
+        argv[_A_NADJ] = adj64.size if dt else adj32.size
+        argv[_A_KT] = kt.ctypes.data
+        argv[_A_R] = start
+        argv[_A_ROW] = dt
+        _call(kt[REVERSE], argv.ctypes.data)
+        status, r = argv[_A_OUT], argv[_A_ROW]
         if status == DONE:
             return 0
         if status == SWITCH:
@@ -529,6 +541,8 @@ def prepare_program(TT, VD, INS, runs):
         k = int(TT[r, OP])
         if k in _UNARY_VJPS or k in _BINARY_VJPS or k in _FAMILY_VJPS:
             prepare(k, TT[r, FL] & F64)
+    for d in set((TT[:, FL] & F64).tolist()):
+        prepare(REVERSE, d)
     if runs.any():
         prepare(FUSED, 0)
         prepare(FUSED, 1)

@@ -24,11 +24,12 @@ from .reduce import _amax, _cat, _indexed, _prod, _softmax, _strided, _sum
 NEED = 8          # status: the row's kernel is not compiled yet (Python compiles it)
 ARGV = 24         # int64 slots of a kernel's argument block:
 (_A_T, _A_F, _A_L, _A_ADJ, _A_SEEN, _A_ROWS, _A_NADJ, _A_NL, _A_NSEEN, _A_R, _A_LO, _A_HI,
- _A_AO, _A_FA, _A_BO, _A_FB, _A_RUNS, _A_NRUNS, _A_KT, _A_OUT) = range(20)  # LO < 0: whole row
+ _A_AO, _A_FA, _A_BO, _A_FB, _A_RUNS, _A_NRUNS, _A_KT, _A_OUT, _A_ROW) = range(21)  # LO < 0: whole row
 FUSED = K_LEAF    # the VJP table's slot of the fused-run driver (a leaf has no VJP)
+REVERSE = NKERNELS  # ... and of reverse_rows on one arena, for programs
 
 _KSIG = types.void(types.int64)
-KTAB = np.zeros((2, NKERNELS), np.int64)    # kernel addresses by dtype (0, F64), opcode
+KTAB = np.zeros((2, NKERNELS + 1), np.int64)    # kernel addresses by dtype (0, F64), opcode
 _COMPILED = {}                              # (opcode, dtype flag) -> the cfunc
 
 
@@ -150,12 +151,21 @@ def _vjp_kernel(k, f64):
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
             _cat(T, L, r, adj, seen)
+    elif k == REVERSE:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            a = carray(_ptr_t(argp, np.int64), ARGV)
+            runs = carray(_ptr_t(a[_A_RUNS], np.int64), a[_A_NRUNS])
+            kt = carray(_ptr_t(a[_A_KT], np.int64), NKERNELS + 1)
+            no = r < -1
+            a[_A_OUT], a[_A_ROW] = reverse_rows(T, F, L, adj, seen, r, no, no, a[_A_ROW], no,
+                                                kt, a, runs)
     elif k == FUSED:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
             a = carray(_ptr_t(argp, np.int64), ARGV)
             runs = carray(_ptr_t(a[_A_RUNS], np.int64), a[_A_NRUNS])
-            kt = carray(_ptr_t(a[_A_KT], np.int64), NKERNELS)
+            kt = carray(_ptr_t(a[_A_KT], np.int64), NKERNELS + 1)
             a[_A_OUT] = _fused_rows(T, adj, seen, r, runs, kt, a)
     else:
         raise ValueError(f"tapegrad: no VJP kernel for opcode {k}")
