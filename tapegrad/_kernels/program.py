@@ -78,12 +78,6 @@ def _kernel_call(kf, k, argv, i, lo, hi):
 
 
 @njit(**_JIT)
-def _cast(out, x):
-    for j in range(out.size):
-        out[j] = x[j]
-
-
-@njit(**_JIT)
 def _seed(adj, TT, seen, r, g):
     off = TT[r, AOFF]
     for j in range(TT[r, N]):
@@ -252,12 +246,6 @@ def run_program(PG, PL, PF, adj32, adj64, seen, ARGS, KF, KT, ARGV):
                 ma, ia = _mode(VD, o, a, noidx)
                 for j in range(out8.size):
                     out8[j] = src8[_j(ma, j, ia)]
-            elif k == K_CAST:
-                a = INS[i, I_A]
-                if VD[o, FL] & F64:
-                    _cast(_val(VD, o, w64), _val(VD, a, w32))
-                else:
-                    _cast(_val(VD, o, w32), _val(VD, a, w64))
             else:
                 _kernel_call(kf, k, argf, i, -1, 0)
             i += 1
@@ -425,6 +413,13 @@ def _fwd_kernel(k, f64):
                 dj = VD[x, N] // blk if blk else 0
                 cat_fwd(out, _val(VD, x, w), off, dj, dtot, outer, inner)
                 off += dj
+    elif k == K_CAST:         # to this dtype from the other
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            out = _val(VD, INS[i, I_O], _nil(dt))
+            x = _val(VD, INS[i, I_A], _nil(np.float32 if f64 else np.float64))
+            for j in range(out.size):
+                out[j] = x[j]
     elif k == K_COPY:         # reshape-like: the same elements in the same order
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
@@ -524,7 +519,7 @@ def prepare_forward(k, f64):
 
 
 # Program instructions that the interpreter runs itself (no kernel).
-INLINE_OPS = (K_CAST, X_ARG, X_BACKWARD, X_ADJ, X_CHECK, X_FUSED, X_COND)
+INLINE_OPS = (X_ARG, X_BACKWARD, X_ADJ, X_CHECK, X_FUSED, X_COND)
 
 
 def prepare_program(TT, VD, INS, runs):
@@ -537,6 +532,7 @@ def prepare_program(TT, VD, INS, runs):
             prepare_forward(k, f64)
         if INS[i, I_P + 9]:
             prepare_forward(X_SCALAR, f64)
+
     for r in range(len(TT)):
         k = int(TT[r, OP])
         if k in _UNARY_VJPS or k in _BINARY_VJPS or k in _FAMILY_VJPS:

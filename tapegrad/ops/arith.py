@@ -303,7 +303,8 @@ def _unary_op(op, npfn, save, vec=None):
             d = d.astype(_np_float())
         if vec is not None:
             out = np.empty(d.shape, d.dtype)
-            vec(np.ascontiguousarray(d).reshape(-1), out.reshape(-1))
+            # all arguments given: the types a compiled replay calls it with, one compile
+            vec(np.ascontiguousarray(d).reshape(-1), out.reshape(-1), 0.0, 0.0, 0)
         else:
             out = npfn(d)
             if out.__class__ is not np.ndarray:
