@@ -47,10 +47,13 @@ def test_every_op_kernel_has_a_table_entry_after_warmup():
     from tapegrad.warmup import warmup
 
     assert warmup(dtypes=("float64",), progress=False) > 0
-    vjp_ops = sorted(K._UNARY_VJPS) + sorted(K._BINARY_VJPS) + list(K._FAMILY_VJPS)
+    vjp_ops = (sorted(K._UNARY_VJPS) + sorted(K._BINARY_VJPS) + list(K._FAMILY_VJPS)
+               + [K.K_CAST, K.REVERSE, K.FUSED])
     for f64 in (0, 1):
         missing = [k for k in vjp_ops if K.KTAB[f64, k] == 0]
         assert not missing, f"VJP kernels missing for dtype flag {f64}: {missing}"
+        missing = [k for k in K.FORWARD_OPS if K.KFWD[f64, k] == 0]
+        assert not missing, f"forward kernels missing for dtype flag {f64}: {missing}"
     x = tg.tensor([1.0, 2.0], dtype=tg.float64, requires_grad=True)
     (x.sin() * x).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), np.sin([1.0, 2.0]) + [1.0, 2.0] * np.cos([1.0, 2.0]))

@@ -17,9 +17,9 @@ from .elementwise import (UNARY_FWD, _BINARY_VJPS, _SCALAR_BY_KERNEL, _UNARY_VJP
                           _binary_block, _binop, _scalar_unary, binary_fwd, compare_fwd)
 from .reduce import (amax_fwd, argext_fwd, cat_fwd, gather_strided, prod_fwd, softmax_fwd,
                      sum_fwd)
-from .reverse import (ARGV, FUSED, REVERSE, _A_ADJ, _A_F, _A_KT, _A_L, _A_NADJ, _A_NL,
-                      _A_NRUNS, _A_NSEEN, _A_OUT, _A_R, _A_ROW, _A_ROWS, _A_RUNS, _A_SEEN,
-                      _A_T, _FAMILY_VJPS, _cfunc, prepare)
+from .reverse import (ARGV, FUSED, REVERSE, _A_ADJ, _A_ADJ2, _A_F, _A_KT, _A_L, _A_NADJ,
+                      _A_NADJ2, _A_NL, _A_NRUNS, _A_NSEEN, _A_OUT, _A_R, _A_ROW, _A_ROWS,
+                      _A_RUNS, _A_SEEN, _A_T, _FAMILY_VJPS, _cfunc, prepare)
 
 
 # ======================================================================================
@@ -78,23 +78,6 @@ def _kernel_call(kf, k, argv, i, lo, hi):
 
 
 @njit(**_JIT)
-def _seed(adj, TT, seen, r, g):
-    off = TT[r, AOFF]
-    for j in range(TT[r, N]):
-        adj[off + j] = g[j]
-    seen[r] = 1
-
-
-@njit(**_JIT)
-def _cast_adjoint(TT, seen, r, src, dst):
-    """A dtype conversion's backward: its adjoint, converted, into its input's."""
-    so, fr = _dst(dst, TT, seen, TT[r, A])
-    go = TT[r, AOFF]
-    for j in range(TT[r, N]):
-        _put(dst, so + j, src[go + j], fr)
-
-
-@njit(**_JIT)
 def _backward(TT, TF, TL, adj32, adj64, seen, start, runs, KT, argv):
     """The reverse replay across both arenas: dtype switches, casts between them."""
     dt = TT[start, FL] & F64
@@ -111,6 +94,8 @@ def _backward(TT, TF, TL, adj32, adj64, seen, start, runs, KT, argv):
         kt = KT[1 if dt else 0]
         argv[_A_ADJ] = adj64.ctypes.data if dt else adj32.ctypes.data
         argv[_A_NADJ] = adj64.size if dt else adj32.size
+        argv[_A_ADJ2] = adj32.ctypes.data if dt else adj64.ctypes.data
+        argv[_A_NADJ2] = adj32.size if dt else adj64.size
         argv[_A_KT] = kt.ctypes.data
         argv[_A_R] = start
         argv[_A_ROW] = dt
@@ -122,10 +107,8 @@ def _backward(TT, TF, TL, adj32, adj64, seen, start, runs, KT, argv):
             dt ^= F64
             start = r
         elif status == CAST:
-            if dt:
-                _cast_adjoint(TT, seen, r, adj64, adj32)
-            else:
-                _cast_adjoint(TT, seen, r, adj32, adj64)
+            argv[_A_R] = r
+            _call(kt[K_CAST], argv.ctypes.data)
             start = r - 1
         else:
             return status
@@ -196,12 +179,15 @@ def run_program(PG, PL, PF, adj32, adj64, seen, ARGS, KF, KT, ARGV):
                 seen[r] = 0
             p = INS[i, I_P + 1]
             for q in range(INS[i, I_P + 2]):
-                r = LI[p + 2 * q]
-                v = LI[p + 2 * q + 1]
-                if TT[r, FL] & F64:
-                    _seed(adj64, TT, seen, r, _val(VD, v, w64))
-                else:
-                    _seed(adj32, TT, seen, r, _val(VD, v, w32))
+                r = LI[p + 2 * q]          # the seed's bytes into r's adjoint
+                isz = 8 if TT[r, FL] & F64 else 4
+                base = adj64.ctypes.data if isz == 8 else adj32.ctypes.data
+                nb = TT[r, N] * isz
+                d = carray(_ptr(base + TT[r, AOFF] * isz, wb), nb)
+                src = carray(_ptr(VD[LI[p + 2 * q + 1], SO], wb), nb)
+                for j in range(nb):
+                    d[j] = src[j]
+                seen[r] = 1
             status = _backward(TT, TF, TL, adj32, adj64, seen, INS[i, I_P], runs, KT, argb)
             if status != 0:
                 return status, i
@@ -520,6 +506,10 @@ def prepare_forward(k, f64):
 
 # Program instructions that the interpreter runs itself (no kernel).
 INLINE_OPS = (X_ARG, X_BACKWARD, X_ADJ, X_CHECK, X_FUSED, X_COND)
+# Opcodes with a forward kernel (_fwd_kernel).
+FORWARD_OPS = (tuple(UNARY_FWD) + tuple(_BINARY_OPS) + (
+    K_WHERE, K_SUM, K_AMAX, K_MATMUL, K_LINEAR, K_GATHER, K_SOFTMAX, K_LOGSOFTMAX, K_PROD,
+    K_CAT, K_CAST, K_COPY, X_COPY, X_GATHER, X_AXPY, X_FILL, X_CMP, X_ARGEXT, X_SCALAR))
 
 
 def prepare_program(TT, VD, INS, runs):
@@ -539,6 +529,8 @@ def prepare_program(TT, VD, INS, runs):
             prepare(k, TT[r, FL] & F64)
     for d in set((TT[:, FL] & F64).tolist()):
         prepare(REVERSE, d)
+    for r in np.flatnonzero(TT[:, OP] == K_CAST):
+        prepare(K_CAST, TT[r, FL] & F64)
     if runs.any():
         prepare(FUSED, 0)
         prepare(FUSED, 1)

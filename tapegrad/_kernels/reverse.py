@@ -24,7 +24,8 @@ from .reduce import _amax, _cat, _indexed, _prod, _softmax, _strided, _sum
 NEED = 8          # status: the row's kernel is not compiled yet (Python compiles it)
 ARGV = 24         # int64 slots of a kernel's argument block:
 (_A_T, _A_F, _A_L, _A_ADJ, _A_SEEN, _A_ROWS, _A_NADJ, _A_NL, _A_NSEEN, _A_R, _A_LO, _A_HI,
- _A_AO, _A_FA, _A_BO, _A_FB, _A_RUNS, _A_NRUNS, _A_KT, _A_OUT, _A_ROW) = range(21)  # LO < 0: whole row
+ _A_AO, _A_FA, _A_BO, _A_FB, _A_RUNS, _A_NRUNS, _A_KT, _A_OUT, _A_ROW, _A_ADJ2,
+ _A_NADJ2) = range(23)  # LO < 0: whole row; ADJ2: the other dtype's arena
 FUSED = K_LEAF    # the VJP table's slot of the fused-run driver (a leaf has no VJP)
 REVERSE = NKERNELS  # ... and of reverse_rows on one arena, for programs
 
@@ -151,6 +152,15 @@ def _vjp_kernel(k, f64):
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
             _cat(T, L, r, adj, seen)
+    elif k == K_CAST:        # into the other dtype's arena (programs; eager does it in Python)
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            a = carray(_ptr_t(argp, np.int64), ARGV)
+            other = carray(_ptr_t(a[_A_ADJ2], np.float32 if f64 else np.float64), a[_A_NADJ2])
+            so, fr = _dst(other, T, seen, T[r, A])
+            go = T[r, AOFF]
+            for j in range(T[r, N]):
+                _put(other, so + j, adj[go + j], fr)
     elif k == REVERSE:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
