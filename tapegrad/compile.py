@@ -18,6 +18,7 @@ back to eager calls, with a warning.
 import functools
 import threading
 import warnings
+from operator import is_ as _is
 
 import numpy as np
 
@@ -528,6 +529,8 @@ class _Settings:
             if plist[i] is not g or g["params"] is not params or len(params) != npar \
                     or len(g) != glen:
                 return -1
+            if all(map(_is, map(g.get, keys), vals)):    # unchanged (the common case)
+                continue
             for j, k in enumerate(keys):
                 cur = g.get(k, _MISSING)
                 old = vals[j]
@@ -550,18 +553,17 @@ class _Settings:
 
 
 def _state_sig(opt):
-    return [(st, tuple(st.keys()), tuple(id(v) for v in st.values()))
-            for st in opt.state.values()]
+    # the values themselves, not their ids: an id can come back for another object
+    return [(st, frozenset(st), tuple(st.values())) for st in opt.state.values()]
 
 
 def _same_state(opt, sig):
     if len(opt.state) != len(sig):
         return False
-    for st, keys, ids in sig:
-        if tuple(st.keys()) != keys or tuple(id(v) for v in st.values()) != ids:
+    for st, keys, vals in sig:
+        if len(st) != len(vals) or not all(map(_is, st.values(), vals)) or st.keys() != keys:
             return False
-    return len(opt.state) == len(sig) and all(
-        st is cur for (st, _, _), cur in zip(sig, opt.state.values()))
+    return all(map(_is, (st for st, _, _ in sig), opt.state.values()))
 
 
 def _flatten(x, tr):
@@ -640,7 +642,11 @@ class Recording:
         self.adj64 = np.empty(max(adj64 + extra[1], 1))
         self.seen = np.zeros(max(len(TT), 1), np.uint8)
         self.ARGS = np.zeros(K.H_ARGS + len(self.args), np.int64)
-        self.ARGS[:K.H_ARGS] = len(TT), nv, ni, len(TL), len(LI)
+        self.ARGS[:K.H_ARGS] = (len(TT), nv, ni, len(TL), len(LI),
+                                self.adj32.ctypes.data, self.adj32.size,
+                                self.adj64.ctypes.data, self.adj64.size,
+                                self.seen.ctypes.data, self.seen.size,
+                                K.KFWD.ctypes.data, K.KTAB.ctypes.data, self.ARGV.ctypes.data)
         self.ext = list(tr.ext.values())
         used = {id(t) for t, _, _ in self.ext}
         self.grads = []
@@ -729,8 +735,7 @@ class Recording:
         # Ctrl-C: state changes only inside this one Numba call, which Python cannot
         # interrupt, so a step is done or not done (the .grad attributes set after it
         # already hold these tensors, unless a guard would record again anyway)
-        status, i = _run()(self.PG, self.PL, self.PF, self.adj32, self.adj64, self.seen,
-                           ARGS, K.KFWD, K.KTAB, self.ARGV)
+        status, i = _run()(self.PG, self.PL, self.PF, ARGS)
         if status:
             if saved is not None:
                 for a, s in zip(self.backup, saved):

@@ -8,7 +8,7 @@ from numba.extending import overload
 
 from .cache import _INL, _JIT, _safe_caches
 from .layout import (A, AOFF, BINARY_FIRST, BINARY_LAST, CAST, DONE, F64, FL, FUSE_BLOCK,
-                     K_ADD, K_AMAX, K_CAST, K_CAT, K_COPY, K_GATHER, K_LINEAR,
+                     NKERNELS, K_ADD, K_AMAX, K_CAST, K_CAT, K_COPY, K_GATHER, K_LINEAR,
                      K_LOGSOFTMAX, K_MATMUL, K_PROD, K_SOFTMAX, K_SUM, K_WHERE, MAXD, N,
                      NCOL, ND, OP, S0, SO, SWITCH, U8, _call, _dst, _j, _mode, _nil, _ptr,
                      _ptr_t, _put, _raw)
@@ -56,7 +56,11 @@ X_FUSED = 72     # the next P0 instructions are elementwise over the same elemen
 #                  them block by block
 X_SCALAR = 76    # (a forward kernel, no instruction) instructions P_LO..P_HI, flagged
 #                  by P9 = the number of one-element instructions from this one on
-H_ARGS = 5       # ARGS: nt, nv, ni, len(TL), len(LI), then the caller's array addresses
+# ARGS: nt, nv, ni, len(TL), len(LI), then (address, size) of the adjoint arenas adj32,
+# adj64 and of seen, the addresses of the kernel tables KFWD and KTAB and of the
+# program's kernel argument blocks ARGV (2 x ARGV), then the caller's array addresses
+(_H_ADJ32, _H_ADJ64, _H_SEEN, _H_KF, _H_KT, _H_ARGV) = (5, 7, 9, 11, 12, 13)
+H_ARGS = 14
 
 MISMATCH = 1     # run_program: a value read while recording came out differently
 
@@ -127,20 +131,20 @@ def _fused(INS, VD, start, count, kf, argv):
 
 
 @njit(**_JIT)
-def run_program(PG, PL, PF, adj32, adj64, seen, ARGS, KF, KT, ARGV):
+def run_program(PG, PL, PF, ARGS):
     """Replays a compiled program; returns (0, -1), or (MISMATCH, instruction) when a
     value read while recording differs now, or (status, row) of a failed backward.
 
     PG stacks the tape copy TT, the values VD and the instructions INS; PL the tape's
     input lists TL, the value lists LI and the fused runs of TT; PF the tape's F and
-    the instructions' FI (sizes in ARGS' header), so that a call passes few arrays.
+    the instructions' FI (sizes in ARGS' header); the other arrays it works on are
+    addresses in ARGS' header: a call passes four arrays (each costs its unboxing).
     KF and KT are the forward and VJP kernel tables (KFWD, KTAB), with every kernel the
     program reaches compiled (prepare_program); ARGV two argument blocks for them.
     """
     # Views without a reference count: calls between kernels then pass arrays for free
     # (each counted array costs atomic increments and decrements per call).
     PG, PL, PF, ARGS = _raw(PG), _raw(PL), _raw(PF), _raw(ARGS)
-    adj32, adj64, seen = _raw(adj32), _raw(adj64), _raw(seen)
     nt, nv, ni, ntl, nli = ARGS[0], ARGS[1], ARGS[2], ARGS[3], ARGS[4]
     TT = PG[:nt]
     VD = PG[nt:nt + nv]
@@ -154,9 +158,14 @@ def run_program(PG, PL, PF, adj32, adj64, seen, ARGS, KF, KT, ARGV):
     w64 = np.empty(0, np.float64)
     wb = np.empty(0, np.uint8)
     noidx = np.empty(0, np.int64)
-    KF, KT, ARGV = _raw(KF), _raw(KT), _raw(ARGV)
-    argf = ARGV[0]
-    argb = ARGV[1]
+    adj32 = carray(_ptr(ARGS[_H_ADJ32], w32), ARGS[_H_ADJ32 + 1])
+    adj64 = carray(_ptr(ARGS[_H_ADJ64], w64), ARGS[_H_ADJ64 + 1])
+    seen = carray(_ptr(ARGS[_H_SEEN], wb), ARGS[_H_SEEN + 1])
+    KF = carray(_ptr(ARGS[_H_KF], noidx), (2, NOPS))
+    KT = carray(_ptr(ARGS[_H_KT], noidx), (2, NKERNELS + 1))
+    blocks = carray(_ptr(ARGS[_H_ARGV], noidx), (2, ARGV))
+    argf = blocks[0]
+    argb = blocks[1]
     argf[_P_INS] = INS.ctypes.data
     argf[_P_FI] = FI.ctypes.data
     argf[_P_LI] = LI.ctypes.data
