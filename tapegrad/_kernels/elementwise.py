@@ -14,9 +14,9 @@ from .layout import (A, AOFF, B, K_ABS, K_ADD, K_AFFINE, K_CLAMP, K_COS, K_DIV, 
                      K_POW, K_POWS, K_RDIVS, K_RECIP, K_RELU, K_RPOWS, K_SIGMOID, K_SIGN,
                      K_SIN, K_SQRT, K_SUB, K_TAN, K_TANH, K_WHERE, N, P0, SA, SB, SO,
                      UNARY_FIRST, UNARY_LAST, _dst, _j, _load, _mode, _ptr, _put, _wants)
-from .vmath import (TRIG_MAX, _TWO_OVER_SQRT_PI, _dtrig, _like, _tpow, cos_array,
-                    exp_array, expm1_array, log1p_array, log_array, sigmoid_array,
-                    sin_array, tan_array, tanh_array, vcos, vexp, vsin)
+from .vmath import (TRIG_MAX, _dtrig, _like, _tpow, cos_array, exp_array, expm1_array,
+                    log1p_array, log_array, sigmoid_array, sin_array, tan_array, tanh_array,
+                    vcos, vexp, vsin)
 
 
 @njit(**_JIT)
@@ -363,6 +363,9 @@ def _uv_log1p(T, r, f0, f1, adj, ao, fr, lo, hi):
     x = _inp(T, r, adj, lo, hi)
     for i in range(m):
         _put(d, i, g[i] / (1.0 + x[i]), fr)
+
+
+_TWO_OVER_SQRT_PI = 1.1283791670955126
 
 
 @njit(**_JIT)

@@ -196,7 +196,6 @@ _P3 = -1.4973849048591698e-33
 #: Largest |x| for which vsin/vcos/vtan are accurate; beyond, they return NaN (the
 #: array kernels fall back to libm for those elements).
 TRIG_MAX = 2.0 ** 47
-_TWO_OVER_SQRT_PI = 1.1283791670955126
 
 
 # -- exp family -----------------------------------------------------------------------
