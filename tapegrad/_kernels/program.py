@@ -7,19 +7,18 @@ from numba import carray, njit, types
 from numba.extending import overload
 
 from .cache import _INL, _JIT, _safe_caches
-from .layout import (A, AOFF, BINARY_FIRST, BINARY_LAST, CAST, DONE, F64, FL, FUSE_BLOCK,
+from .layout import (AOFF, BINARY_FIRST, BINARY_LAST, CAST, DONE, F64, FL, FUSE_BLOCK,
                      NKERNELS, K_ADD, K_AMAX, K_CAST, K_CAT, K_COPY, K_GATHER, K_LINEAR,
                      K_LOGSOFTMAX, K_MATMUL, K_PROD, K_SOFTMAX, K_SUM, K_WHERE, MAXD, N,
-                     NCOL, ND, OP, S0, SO, SWITCH, U8, _call, _dst, _j, _mode, _nil, _ptr,
-                     _ptr_t, _put, _raw)
+                     NCOL, ND, OP, S0, SO, SWITCH, U8, _call, _j, _mode, _nil, _ptr,
+                     _ptr_t, _raw)
 from .linalg import _mm_shape, ensure_blas, linear_fwd, matmul_fwd
 from .elementwise import (UNARY_FWD, _BINARY_VJPS, _SCALAR_BY_KERNEL, _UNARY_VJPS,
                           _binary_block, _binop, _scalar_unary, binary_fwd, compare_fwd)
 from .reduce import (amax_fwd, argext_fwd, cat_fwd, gather_strided, prod_fwd, softmax_fwd,
                      sum_fwd)
-from .reverse import (ARGV, FUSED, REVERSE, _A_ADJ, _A_ADJ2, _A_F, _A_KT, _A_L, _A_NADJ,
-                      _A_NADJ2, _A_NL, _A_NRUNS, _A_NSEEN, _A_OUT, _A_R, _A_ROW, _A_ROWS,
-                      _A_RUNS, _A_SEEN, _A_T, _FAMILY_VJPS, _cfunc, prepare)
+from .reverse import (ARGV, FUSED, REVERSE, _A_ADJ, _A_ADJ2, _A_KT, _A_NADJ, _A_NADJ2,
+                      _A_OUT, _A_R, _A_ROW, _FAMILY_VJPS, _cfunc, prepare, tape_args)
 
 
 # ======================================================================================
@@ -85,15 +84,7 @@ def _kernel_call(kf, k, argv, i, lo, hi):
 def _backward(TT, TF, TL, adj32, adj64, seen, start, runs, KT, argv):
     """The reverse replay across both arenas: dtype switches, casts between them."""
     dt = TT[start, FL] & F64
-    argv[_A_T] = TT.ctypes.data
-    argv[_A_F] = TF.ctypes.data
-    argv[_A_L] = TL.ctypes.data
-    argv[_A_SEEN] = seen.ctypes.data
-    argv[_A_ROWS] = TT.shape[0]
-    argv[_A_NL] = TL.size
-    argv[_A_NSEEN] = seen.size
-    argv[_A_RUNS] = runs.ctypes.data
-    argv[_A_NRUNS] = runs.size
+    tape_args(argv, TT, TF, TL, seen, runs)
     while start >= 0:
         kt = KT[1 if dt else 0]
         argv[_A_ADJ] = adj64.ctypes.data if dt else adj32.ctypes.data

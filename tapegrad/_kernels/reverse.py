@@ -193,6 +193,20 @@ def prepare(k, f64):
 
 
 @njit(**_JIT)
+def tape_args(argv, T, F, L, seen, runs):
+    """The tape's arrays into a kernel argument block (the arena is set per dtype)."""
+    argv[_A_T] = T.ctypes.data
+    argv[_A_F] = F.ctypes.data
+    argv[_A_L] = L.ctypes.data
+    argv[_A_SEEN] = seen.ctypes.data
+    argv[_A_ROWS] = T.shape[0]
+    argv[_A_NL] = L.size
+    argv[_A_NSEEN] = seen.size
+    argv[_A_RUNS] = runs.ctypes.data
+    argv[_A_NRUNS] = runs.size
+
+
+@njit(**_JIT)
 def reverse_rows(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, kt, argv, runs):
     """Replays rows start..0 in reverse through the VJP kernels ``kt`` (addresses by
     opcode, for ``adj``'s dtype), accumulating adjoints into ``adj``.
@@ -206,18 +220,10 @@ def reverse_rows(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, kt
     elementwise rows to replay block by block (_fused_rows).
     """
     T, F, L, adj, seen, runs = _raw(T), _raw(F), _raw(L), _raw(adj), _raw(seen), _raw(runs)
-    argv[_A_T] = T.ctypes.data
-    argv[_A_F] = F.ctypes.data
-    argv[_A_L] = L.ctypes.data
+    tape_args(argv, T, F, L, seen, runs)
     argv[_A_ADJ] = adj.ctypes.data
-    argv[_A_SEEN] = seen.ctypes.data
-    argv[_A_ROWS] = T.shape[0]
     argv[_A_NADJ] = adj.size
-    argv[_A_NL] = L.size
-    argv[_A_NSEEN] = seen.size
     argv[_A_LO] = -1
-    argv[_A_RUNS] = runs.ctypes.data
-    argv[_A_NRUNS] = runs.size
     argv[_A_KT] = kt.ctypes.data
     av = argv.ctypes.data
     r = start + 1
