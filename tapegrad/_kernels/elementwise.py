@@ -550,7 +550,9 @@ def _binop(k, x, y):
         return x ** y
     if k == K_MAXIMUM:
         return x if x >= y or x != x else y
-    return x if x <= y or x != x else y
+    if k == K_MINIMUM:
+        return x if x <= y or x != x else y
+    raise ValueError("tapegrad: no binary forward for opcode", k)
 
 
 @njit(**_JIT)
