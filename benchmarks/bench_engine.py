@@ -277,7 +277,7 @@ class LinRegStep:
 
 # -- asv: (a) the interpreter alone, and the NumPy floors -------------------------------
 class ChainReplay:
-    """(a) The interpreter alone: ``tapegrad._kernels.reverse`` on the 302-row tape.
+    """(a) The interpreter alone: ``tapegrad._kernels.reverse_rows`` on the 302-row tape.
 
     Falls back to ``backward()`` time / tape rows when the call cannot be captured.
     """
