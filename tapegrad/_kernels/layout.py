@@ -94,8 +94,9 @@ STEP = 7        # anomaly mode: a row was replayed (Python looks for NaN gradien
 
 @intrinsic
 def _ptr(typingctx, addr, like):
-    """Turns an integer address into a pointer of ``like``'s dtype."""
-    ptrty = types.CPointer(like.dtype)
+    """Turns an integer address into a pointer to ``like``: a NumPy scalar type
+    (``np.int64``) or an array, whose dtype it takes."""
+    ptrty = types.CPointer(like.dtype if isinstance(like, types.Array) else like.instance_type)
 
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(ptrty))
@@ -261,21 +262,10 @@ def _call(typingctx, fn, argv):
     return types.void(types.int64, types.int64), codegen
 
 
-@intrinsic
-def _ptr_t(typingctx, addr, dtype):
-    """An integer address as a pointer to ``dtype`` (a NumPy scalar type)."""
-    ptrty = types.CPointer(dtype.instance_type)
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(ptrty))
-
-    return ptrty(types.int64, dtype), codegen
-
-
 @njit(**_INL)
 def _nil(dtype):
     """An empty array of ``dtype`` that allocates nothing (a dtype witness)."""
-    return carray(_ptr_t(0, dtype), 0)
+    return carray(_ptr(0, dtype), 0)
 
 
 _safe_caches(globals())

@@ -11,7 +11,7 @@ from .layout import (AOFF, BINARY_FIRST, BINARY_LAST, CAST, DONE, F64, FL, FUSE_
                      NKERNELS, K_ADD, K_AMAX, K_CAST, K_CAT, K_COPY, K_GATHER, K_LINEAR,
                      K_LOGSOFTMAX, K_MATMUL, K_PROD, K_SOFTMAX, K_SUM, K_WHERE, MAXD, N,
                      NCOL, ND, OP, S0, SO, SWITCH, U8, _call, _j, _mode, _nil, _ptr,
-                     _ptr_t, _raw)
+                     _raw)
 from .linalg import _mm_shape, ensure_blas, linear_fwd, matmul_fwd
 from .elementwise import (UNARY_FWD, _BINARY_VJPS, _SCALAR_BY_KERNEL, _UNARY_VJPS,
                           _binary_block, _binop, _scalar_unary, binary_fwd, compare_fwd)
@@ -262,11 +262,11 @@ _FWD_COMPILED = {}
 
 @njit(**_INL)
 def _open_program(argp):
-    a = carray(_ptr_t(argp, np.int64), ARGV)
-    INS = carray(_ptr_t(a[_P_INS], np.int64), (a[_P_NI], NCOL))
-    FI = carray(_ptr_t(a[_P_FI], np.float64), (a[_P_NI], 2))
-    LI = carray(_ptr_t(a[_P_LI], np.int64), a[_P_NLI])
-    VD = carray(_ptr_t(a[_P_VD], np.int64), (a[_P_NV], NCOL))
+    a = carray(_ptr(argp, np.int64), ARGV)
+    INS = carray(_ptr(a[_P_INS], np.int64), (a[_P_NI], NCOL))
+    FI = carray(_ptr(a[_P_FI], np.float64), (a[_P_NI], 2))
+    LI = carray(_ptr(a[_P_LI], np.int64), a[_P_NLI])
+    VD = carray(_ptr(a[_P_VD], np.int64), (a[_P_NV], NCOL))
     return INS, FI, LI, VD, a[_P_I], a[_P_LO], a[_P_HI]
 
 
@@ -406,34 +406,29 @@ def _fwd_kernel(k, f64):
             x = _val(VD, INS[i, I_A], _nil(np.float32 if f64 else np.float64))
             for j in range(out.size):
                 out[j] = x[j]
-    elif k == K_COPY:         # reshape-like: the same elements in the same order
-        def kern(argp):
-            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
-            w = _nil(dt)
-            x = _val(VD, INS[i, I_A], w)
-            out = _val(VD, INS[i, I_O], w)
-            for j in range(out.size):
-                out[j] = x[j]
-    elif k == X_COPY:
+    elif k == K_COPY or k == X_COPY:
+        # K_COPY: reshape-like, the same elements in the same order; X_COPY: A broadcast
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
             w = _nil(dt)
             o, a = INS[i, I_O], INS[i, I_A]
             x = _val(VD, a, w)
             out = _val(VD, o, w)
-            if lo < 0:
+            if k == X_COPY and lo < 0:
                 ma, ia = _mode(VD, o, a, _nil(np.int64))
                 for j in range(out.size):
                     out[j] = x[_j(ma, j, ia)]
-            else:        # slices, not range(lo, hi): no negative-index checks per element
+                return
+            if lo >= 0:  # slices, not range(lo, hi): no negative-index checks per element
                 out = out[lo:hi]
-                if x.size == 1:
-                    for j in range(out.size):
-                        out[j] = x[0]
-                else:
+            if x.size == 1:
+                for j in range(out.size):
+                    out[j] = x[0]
+            else:
+                if lo >= 0:
                     x = x[lo:hi]
-                    for j in range(out.size):
-                        out[j] = x[j]
+                for j in range(out.size):
+                    out[j] = x[j]
     elif k == X_GATHER:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
@@ -445,7 +440,7 @@ def _fwd_kernel(k, f64):
                 st[d] = INS[i, I_P + 2 + d]
                 if st[d] > 0:
                     ext += (VD[o, S0 + d] - 1) * st[d]
-            src = carray(_ptr_t(INS[i, I_P], dt), ext)
+            src = carray(_ptr(INS[i, I_P], dt), ext)
             gather_strided(VD, o, src, INS[i, I_P + 1], st, _val(VD, o, w))
     elif k == X_AXPY or k == X_FILL:
         def kern(argp):
@@ -479,8 +474,8 @@ def _fwd_kernel(k, f64):
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
             w = _nil(dt)
-            a = carray(_ptr_t(argp, np.int64), ARGV)
-            kf = carray(_ptr_t(a[_P_KF], np.int64), NOPS)
+            a = carray(_ptr(argp, np.int64), ARGV)
+            kf = carray(_ptr(a[_P_KF], np.int64), NOPS)
             for q in range(lo, hi):
                 _scalar_fwd(INS, FI, VD, q, w, kf, a)
     else:

@@ -15,7 +15,7 @@ from .layout import (A, AOFF, B, CAST, DIRTY, DONE, ERR_DIRTY, ERR_FREED, F64, F
                      K_POW, K_PROD, K_PYFN, K_PYOUT, K_SCATTER, K_SETIDX, K_SOFTMAX,
                      K_STRIDED, K_SUM, K_WHERE, N, NCOL, NKERNELS, OP, P0, PAUSE, PAUSED,
                      PYFN, SAVES, STEP, SWITCH, _binary_dst, _call, _dst, _ew, _mode, _nil,
-                     _ptr_t, _put, _raw, _touch)
+                     _ptr, _put, _raw, _touch)
 from .linalg import _linear_vjp, _matmul_vjp, ensure_blas
 from .elementwise import _BINARY_VJPS, _UNARY_VJPS, _arith_vjp1
 from .reduce import _amax, _cat, _indexed, _prod, _softmax, _strided, _sum
@@ -38,13 +38,13 @@ _COMPILED = {}                              # (opcode, dtype flag) -> the cfunc
 def _open(argp, dtype):
     """A kernel's view of the tape, its row and the arena (of ``dtype``), built without
     allocating (kernels run once per row)."""
-    a = carray(_ptr_t(argp, np.int64), ARGV)
+    a = carray(_ptr(argp, np.int64), ARGV)
     rows = a[_A_ROWS]
-    T = carray(_ptr_t(a[_A_T], np.int64), (rows, NCOL))
-    F = carray(_ptr_t(a[_A_F], np.float64), (rows, 2))
-    L = carray(_ptr_t(a[_A_L], np.int64), a[_A_NL])
-    adj = carray(_ptr_t(a[_A_ADJ], dtype), a[_A_NADJ])
-    seen = carray(_ptr_t(a[_A_SEEN], np.uint8), a[_A_NSEEN])
+    T = carray(_ptr(a[_A_T], np.int64), (rows, NCOL))
+    F = carray(_ptr(a[_A_F], np.float64), (rows, 2))
+    L = carray(_ptr(a[_A_L], np.int64), a[_A_NL])
+    adj = carray(_ptr(a[_A_ADJ], dtype), a[_A_NADJ])
+    seen = carray(_ptr(a[_A_SEEN], np.uint8), a[_A_NSEEN])
     return T, F, L, adj, seen, a[_A_R]
 
 
@@ -52,7 +52,7 @@ def _open(argp, dtype):
 def _block(argp):
     """A block of a fused run: elements lo..hi (lo < 0: the whole row) and where the
     inputs' adjoints go (ao, bo; -1: not needed) with whether first (fa, fb)."""
-    a = carray(_ptr_t(argp, np.int64), ARGV)
+    a = carray(_ptr(argp, np.int64), ARGV)
     return a[_A_LO], a[_A_HI], a[_A_AO], a[_A_FA] != 0, a[_A_BO], a[_A_FB] != 0
 
 
@@ -155,8 +155,8 @@ def _vjp_kernel(k, f64):
     elif k == K_CAST:        # into the other dtype's arena (programs; eager does it in Python)
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
-            a = carray(_ptr_t(argp, np.int64), ARGV)
-            other = carray(_ptr_t(a[_A_ADJ2], np.float32 if f64 else np.float64), a[_A_NADJ2])
+            a = carray(_ptr(argp, np.int64), ARGV)
+            other = carray(_ptr(a[_A_ADJ2], np.float32 if f64 else np.float64), a[_A_NADJ2])
             so, fr = _dst(other, T, seen, T[r, A])
             go = T[r, AOFF]
             for j in range(T[r, N]):
@@ -164,18 +164,18 @@ def _vjp_kernel(k, f64):
     elif k == REVERSE:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
-            a = carray(_ptr_t(argp, np.int64), ARGV)
-            runs = carray(_ptr_t(a[_A_RUNS], np.int64), a[_A_NRUNS])
-            kt = carray(_ptr_t(a[_A_KT], np.int64), NKERNELS + 1)
+            a = carray(_ptr(argp, np.int64), ARGV)
+            runs = carray(_ptr(a[_A_RUNS], np.int64), a[_A_NRUNS])
+            kt = carray(_ptr(a[_A_KT], np.int64), NKERNELS + 1)
             no = r < -1
             a[_A_OUT], a[_A_ROW] = reverse_rows(T, F, L, adj, seen, r, no, no, a[_A_ROW], no,
                                                 kt, a, runs)
     elif k == FUSED:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
-            a = carray(_ptr_t(argp, np.int64), ARGV)
-            runs = carray(_ptr_t(a[_A_RUNS], np.int64), a[_A_NRUNS])
-            kt = carray(_ptr_t(a[_A_KT], np.int64), NKERNELS + 1)
+            a = carray(_ptr(argp, np.int64), ARGV)
+            runs = carray(_ptr(a[_A_RUNS], np.int64), a[_A_NRUNS])
+            kt = carray(_ptr(a[_A_KT], np.int64), NKERNELS + 1)
             a[_A_OUT] = _fused_rows(T, adj, seen, r, runs, kt, a)
     else:
         raise ValueError(f"tapegrad: no VJP kernel for opcode {k}")
