@@ -72,3 +72,86 @@ def _same_state(opt, sig):
         if len(st) != len(vals) or not all(map(_is, st.values(), vals)) or st.keys() != keys:
             return False
     return all(map(_is, (st for st, _, _ in sig), opt.state.values()))
+
+
+class _Vary:
+    """Stands for a variable a recording reads as an input on every call."""
+
+
+VARY = _Vary()
+
+
+def _names(code):
+    names = set(code.co_names)
+    for c in code.co_consts:
+        if hasattr(c, "co_names"):
+            names |= _names(c)
+    return names
+
+
+class _Sources:
+    """The variables a compiled function reads from its closure and from its module's
+    globals. A recording holds while each is bound to the object it saw (plain numbers:
+    an equal value); a variable seen bound to one tensor and then another ``varies``: it
+    becomes an input of the recordings, read on every call like an argument."""
+
+    def __init__(self, fn):
+        code = getattr(fn, "__code__", None)
+        self.cells = list(getattr(fn, "__closure__", None) or ())
+        self.names = list(code.co_freevars) if self.cells else []
+        self.glob = getattr(fn, "__globals__", None)
+        self.gnames = []
+        if code is not None and self.glob is not None:
+            self.gnames = sorted(n for n in _names(code) if n in self.glob)
+        self.names += self.gnames
+        self.where = (f"{code.co_filename}:{code.co_firstlineno}" if code is not None
+                      else "")
+        self.varying = []
+
+    def values(self):
+        vals = []
+        for c in self.cells:
+            try:
+                vals.append(c.cell_contents)
+            except ValueError:
+                vals.append(_MISSING)
+        g = self.glob
+        for n in self.gnames:
+            vals.append(g.get(n, _MISSING))
+        return vals
+
+    def bound(self, cur):
+        """What a recording made now holds to."""
+        vals = list(cur)
+        for i in self.varying:
+            vals[i] = VARY
+        return vals
+
+    def inputs(self, cur):
+        return tuple(cur[i] for i in self.varying)
+
+    def changed(self, bound, cur):
+        """The index of the first variable no longer bound as in ``bound``, or -1."""
+        if all(map(_is, bound, cur)):
+            return -1
+        for i, (a, b) in enumerate(zip(bound, cur)):
+            if a is b or a is VARY:
+                continue
+            if a.__class__ is b.__class__ and a.__class__ in _PLAIN and a == b:
+                continue
+            return i
+        return -1
+
+    def describe(self, i, old, new):
+        kind = "closure variable" if i < len(self.cells) else "global"
+        return (f"the {kind} '{self.names[i]}' of the function defined at {self.where} "
+                f"changed ({_short(old)} -> {_short(new)})")
+
+
+def _short(x):
+    if x is _MISSING:
+        return "unbound"
+    if x.__class__ in _PLAIN:
+        return repr(x)
+    shape = getattr(x, "shape", None)
+    return f"a {type(x).__name__}" + (f" of shape {tuple(shape)}" if shape is not None else "")

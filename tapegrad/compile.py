@@ -16,15 +16,18 @@ A mismatch records again. What the tracer cannot express makes the recording fal
 back to eager calls, with a warning.
 """
 import functools
+import os
+import sys
 import threading
 import warnings
+import weakref
 
 import numpy as np
 
 from . import _kernels as K
 from . import tape as _tape
 from ._fusion import _BINARY, _UNARY, _fuse, _runs
-from ._guards import _Settings, _same_state, _state_sig
+from ._guards import _Settings, _Sources, _same_state, _short, _state_sig
 from .hyper import Hyper, live_group, num, rounded
 from .tensor import Tensor, _wrap
 
@@ -90,6 +93,17 @@ _CMP = {np.equal: 0, np.not_equal: 1, np.less: 2, np.less_equal: 3, np.greater: 
 _FLOATS = (np.dtype(np.float32), _F64)
 
 
+_PKG = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _site():
+    """file:line of the innermost caller outside tapegrad."""
+    f = sys._getframe(1)
+    while f is not None and f.f_code.co_filename.startswith(_PKG):
+        f = f.f_back
+    return "" if f is None else f"{f.f_code.co_filename}:{f.f_lineno}"
+
+
 def _root(arr):
     while arr.base is not None and isinstance(arr.base, np.ndarray):
         arr = arr.base
@@ -124,11 +138,13 @@ class Tracer:
         self.grad_first = {}     # id(tensor) -> (tensor, grad at first touch, read?)
         self.grad_final = {}     # id(tensor) -> tensor whose .grad was assigned
         self.optims = {}         # id(optimizer) -> (optimizer, state signature)
+        self.modules = {}        # id(module) -> (module, its training flag at the start)
         self.settings = {}       # id(optimizer) -> _Settings (its param_groups)
         self.hguards = []        # comparisons Python made with optimizer settings
         self.tapes = []          # (tape, T copy, row -> value id, first row)
         self.rowvid = {}         # (tape id, row) -> value id
-        self.checks = []         # (value id, snapshot value id)
+        self.checks = []         # instructions checking a value read
+        self.sites = []          # file:line of each value read
         self.stale = {}          # value id of a strided copy -> source value id
         self.restores = []       # constants updated in place: reset first on replay
         self.kept = None         # id of the private array the next kept row may hold
@@ -151,7 +167,8 @@ class Tracer:
     # -- values ---------------------------------------------------------------
     def fail(self, why):
         if self.failed is None:
-            self.failed = why
+            site = _site()
+            self.failed = f"{why} (at {site})" if site else why
 
     def _new(self, arr, kind):
         v = len(self.arrays)
@@ -175,8 +192,8 @@ class Tracer:
         rv = self.ids.get(id(root))
         if rv is None:
             if id(root) in self.created:
-                raise _Unsupported("a tensor computed by an operation that cannot be "
-                                   "replayed")
+                raise _Unsupported(f"it reads a tensor made at {self.created[id(root)][1]} by "
+                                   "an operation that cannot be replayed")
             if root is not arr:
                 rv = self._new(root, "ext")
             else:
@@ -192,6 +209,8 @@ class Tracer:
         return v
 
     def _gather(self, v, view):
+        if view.dtype == _BOOL:
+            raise _Unsupported("a strided view of a bool tensor")
         item = view.itemsize
         st = [s // item for s in view.strides]
         self.ins.append((K.X_GATHER, v, -1, -1, (_tape.addr(view), 0) + tuple(st), 0.0, 0.0))
@@ -207,13 +226,16 @@ class Tracer:
         if id(arr) not in self.ids:
             root = _root(arr)
             if id(root) not in self.ids:
-                self.created[id(root)] = root
+                self.created[id(root)] = (root, _site())
 
     # -- instructions -----------------------------------------------------------
     def _emit(self, op, out, ins, params, f0, f1):
         """Appends an instruction writing ``out`` (an array), reading tensors ``ins``."""
         vs = [self.vid(t) for t in ins]
         dt = out.dtype
+        k = op.kernel
+        if vs and self.arrays[vs[0]].dtype not in _FLOATS:
+            return self._emit_int(op, out, vs[0], params)
         if dt not in _FLOATS:
             raise _Unsupported(f"{op.name} with a {dt} result")
         o = self.ids.get(id(out))
@@ -226,7 +248,6 @@ class Tracer:
                 o = self._private(out)
         else:
             self._written(o)
-        k = op.kernel
         if k in _UNARY:
             f0, f1 = rounded(f0, dt), rounded(f1, dt)
         a = vs[0] if vs else -1
@@ -244,6 +265,34 @@ class Tracer:
         self.ins.append((k, o, a, b, tuple(params), f0, f1))
         return o
 
+    def _emit_int(self, op, out, a, params):
+        """An op over an int64 or bool tensor: a conversion to float, or a full sum."""
+        src = self.arrays[a].dtype
+        if op.kernel == K.K_CAST and out.dtype in _FLOATS:
+            k = K.X_TOF
+        elif op.kernel == K.K_SUM and out.dtype == _I64 and out.size == 1 \
+                and params[1] == 0 and params[0] == (1 << self.arrays[a].ndim) - 1:
+            k = K.X_ISUM
+        else:
+            raise _Unsupported(f"{op.name} of a {src} tensor with a {out.dtype} result")
+        o = self.ids.get(id(out))
+        if o is not None or not out.flags.c_contiguous:
+            raise _Unsupported(f"{op.name} of a {src} tensor")
+        o = self._new(out, "int")
+        self.ins.append((k, o, a, -1, (), 0.0, 0.0))
+        return o
+
+    @_watch
+    def argidx(self, out, x, size, inner, largest):
+        """``out`` (int64) = indices of the max (min) of x along a dim (argmax, argmin)."""
+        if x._data.dtype not in _FLOATS:
+            raise _Unsupported(f"argmax/argmin of a {x._data.dtype} tensor")
+        if not out.flags.c_contiguous:
+            raise _Unsupported("argmax/argmin")
+        o = self._new(out, "int")
+        self.ins.append((K.X_ARGEXT, o, self.vid(x), -1, (size, inner, int(largest), 1),
+                         0.0, 0.0))
+
     def _written(self, v):
         for s, src in list(self.stale.items()):
             if src == v:
@@ -254,15 +303,18 @@ class Tracer:
         """An op produced ``out`` from tensors ``ins`` (a row of ``tape`` if recorded)."""
         if tape is not None and (f0.__class__ is Hyper or f1.__class__ is Hyper):
             raise _Unsupported(f"an optimizer setting in {op.name}, which records gradients")
-        for t in ins:
-            self.vid(t)
+        try:
+            for t in ins:
+                self.vid(t)
+        except _Unsupported as exc:
+            raise _Unsupported(f"{op.name}: {exc}") from None
         if op.kernel in (K.K_STRIDED, K.K_COPY) and id(_root(out)) in self.ids:
             o = self.vid(_wrap_quiet(out))      # a view of a traced buffer
         elif op.kernel == K.K_STRIDED:
             # a view of storage the program holds elsewhere: read it from the
             # input's buffer with the row's own offset and strides
             src = self.arrays[self.vid(ins[0])]
-            if src.dtype != out.dtype or len(params) != out.ndim + 1:
+            if src.dtype != out.dtype or len(params) != out.ndim + 1 or src.dtype == _BOOL:
                 raise _Unsupported(f"{op.name}")
             o = self._private(out, np.empty(out.shape, out.dtype))
             self.ins.append((K.X_GATHER, o, -1, -1, (_tape.addr(src),) + tuple(params),
@@ -275,7 +327,8 @@ class Tracer:
     @_watch
     def alias(self, t):
         """A tensor sharing t's storage is being made (``.data``, ``detach``)."""
-        if t._data.dtype in _FLOATS:
+        dt = t._data.dtype
+        if dt in _FLOATS or dt == _I64 or dt == _BOOL:
             self.vid(t)
 
     @_watch
@@ -316,19 +369,24 @@ class Tracer:
     @_watch
     def compare(self, ufunc, out, a, other):
         """``out`` (bool) = ufunc(a, other), other a tensor or a number."""
-        if a._data.dtype not in _FLOATS:
-            raise _Unsupported(f"a comparison of {a._data.dtype} tensors")
+        dt = a._data.dtype
+        if dt not in _FLOATS and dt != _I64:
+            raise _Unsupported(f"a comparison of {dt} tensors")
         va = self.vid(a)
         if isinstance(other, Tensor):
-            if other._data.dtype != a._data.dtype:
+            if other._data.dtype != dt:
                 raise _Unsupported("a comparison of tensors of two dtypes")
             vb, c = self.vid(other), 0.0
         elif isinstance(other, (bool, int, float, np.number)):
-            vb, c = -1, rounded(other, a._data.dtype)
+            if dt == _I64 and (float(other) != other or abs(other) >= 2 ** 53):
+                raise _Unsupported("a comparison of an int64 tensor with a fraction or a "
+                                   "number beyond 2**53")
+            vb, c = -1, float(other) if dt == _I64 else rounded(other, dt)
         else:
             raise _Unsupported(f"a comparison with a {type(other).__name__}")
         o = self._private(out)
-        self.ins.append((K.X_CMP, o, va, vb, (_CMP[ufunc],), c, 0.0))
+        op = K.X_ICMP if dt == _I64 else K.X_CMP
+        self.ins.append((op, o, va, vb, (_CMP[ufunc],), c, 0.0))
 
     def _private(self, arr, buf=None):
         """A value whose eager array the program cannot use as its buffer (not C
@@ -385,6 +443,28 @@ class Tracer:
                           0.0, 0.0), (k, o, a, b, (v,), f0, f1)]
         self.kept = id(idx)
 
+    @_watch
+    def targets(self, out, idx, target, weight, classes, inner, ignore, wt):
+        """The gather just emitted for ``out`` reads the positions ``idx`` of class
+        targets, with weights ``wt``: both computed again from the targets (and class
+        weights) on every replay."""
+        k, o, a, b, params, f0, f1 = self.ins[-1]
+        if k != K.K_GATHER or self.ids.get(id(out)) != o:
+            raise _Unsupported("class targets")
+        if target._data.dtype != _I64:
+            raise _Unsupported(f"class targets of dtype {target._data.dtype}")
+        tv = self.vid(target)
+        cw = -1
+        if weight is not None:
+            if not isinstance(weight, Tensor) or weight._data.dtype != wt.dtype:
+                raise _Unsupported("class weights that are not a tensor of the input's dtype")
+            cw = self.vid(weight)
+        v = self._new(idx, "int")
+        w = self._new(wt, "int")
+        self.ins[-1:] = [(K.X_TARGET, v, tv, w, (classes, inner, ignore, cw), 0.0, 0.0),
+                         (k, o, a, b, (v,), f0, f1)]
+        self.kept = id(idx)
+
     def keep(self, data):
         """A row keeps a private array: fine when where(), gather or argext just said
         how the program computes it."""
@@ -403,8 +483,9 @@ class Tracer:
         """Python read t's value: later calls must read the same bits."""
         v = self.vid(t)
         snap = self._new(np.array(self.arrays[v], copy=True), "const")
-        self.ins.append((K.X_CHECK, -1, v, snap, (), 0.0, 0.0))
+        self.ins.append((K.X_CHECK, -1, v, snap, (len(self.sites),), 0.0, 0.0))
         self.checks.append(len(self.ins) - 1)
+        self.sites.append(_site())
 
     # -- gradients and backward -------------------------------------------------------
     def grad_touch(self, t, read):
@@ -450,6 +531,11 @@ class Tracer:
             self.optims[id(opt)] = (opt, _state_sig(opt))
             self.settings[id(opt)] = _Settings(opt, live)
         return [live_group(g) for g in opt.param_groups] if live else None
+
+    def module(self, m, training):
+        """Module m is called, or its training flag set: its flag before the call counts."""
+        if id(m) not in self.modules:
+            self.modules[id(m)] = (m, training)
 
     def hyper_guard(self, check):
         self.hguards.append(check)
@@ -565,6 +651,9 @@ class Recording:
                 keep += tr.li[i[4][1]:i[4][1] + 2 * i[4][2]:2]
         runs, extra = _runs(TT, TL, keep, (adj32, adj64))
         K.prepare_program(TT, VD, INS, runs)
+        self.nt, self.nv = len(TT), nv
+        self.sites = tr.sites
+        self.bound = tr.bound
         self.ARGV = np.zeros((2, K.ARGV), np.int64)
         self.PG = np.concatenate([TT, VD, INS])
         self.PL = np.concatenate([TL, LI, runs])
@@ -579,8 +668,8 @@ class Recording:
                                 self.adj64.ctypes.data, self.adj64.size,
                                 self.seen.ctypes.data, self.seen.size,
                                 K.KFWD.ctypes.data, K.KTAB.ctypes.data, self.ARGV.ctypes.data)
-        self.ext = list(tr.ext.values())
-        used = {id(t) for t, _, _ in self.ext}
+        self.ext = [(weakref.ref(t), arr, req) for t, arr, req in tr.ext.values()]
+        used = {id(t) for t, _, _ in tr.ext.values()}
         self.grads = []
         argpos = {id(a): j for j, a, _ in tr.args}
         for t, g, read in tr.grad_first.values():
@@ -601,6 +690,9 @@ class Recording:
         self.optims = list(tr.optims.values())
         self.settings = list(tr.settings.values())
         self.hguards = tr.hguards
+        self.modes = list(tr.modules.values())
+        # the flags a replay leaves, as the function's train()/eval() calls did
+        self.final_modes = [(m, m.training) for m, f in self.modes if m.training != f]
         self.structure = _tape.STRUCTURE[0]
         last = max(tr.checks) if tr.checks else -1
         written = set()
@@ -610,31 +702,44 @@ class Recording:
                 written.add(o)
         self.backup = [tr.arrays[v] for v in sorted(written) if tr.kind[v] != "keep"]
 
-    def guards_ok(self):
+    def miss(self, sources, cur):
+        """None when the recording holds for this call, else why not."""
+        i = sources.changed(self.bound, cur)
+        if i >= 0:
+            return sources.describe(i, self.bound[i], cur[i])
         if self.structure != _tape.STRUCTURE[0]:
-            return False
-        for t, arr, req in self.ext:
+            return "a module's parameters or submodules changed"
+        for m, f in self.modes:
+            if m.training != f:
+                return f"{type(m).__name__}'s train/eval mode changed"
+        for ref, arr, req in self.ext:
+            t = ref()
+            if t is None:
+                return "a tensor it read was freed (a variable rebound to another tensor?)"
             if t._data is not arr or t._req != req:
-                return False
+                return (f"a tensor of shape {tuple(arr.shape)} it read had its storage or "
+                        "requires_grad changed")
         for t, g, ident in self.grads:
-            cur = t._grad
+            cur_g = t._grad
             if ident:
-                if cur is not g or cur._data is not g._data:
-                    return False
-            elif (cur is None) != (g is None):
-                return False
+                if cur_g is not g or cur_g._data is not g._data:
+                    return "a .grad it read was replaced"
+            elif (cur_g is None) != (g is None):
+                return "a .grad went from None to a tensor or back"
         for opt, sig in self.optims:
             if not _same_state(opt, sig):
-                return False
+                return f"the state of {type(opt).__name__} changed shape or keys"
         if self.settings:
             changed = 0
-            for s in self.settings:
-                c = s.check()
+            for st in self.settings:
+                c = st.check()
                 if c < 0:
-                    return False
+                    return f"the param_groups of {type(st.opt).__name__} changed structure"
                 changed |= c
-            return not changed or self._reread()
-        return True
+            if changed and not self._reread():
+                return ("an optimizer setting changed in a way that changes the Python "
+                        "path taken")
+        return None
 
     def _reread(self):
         """Optimizer settings changed: the recording still holds if every comparison
@@ -672,9 +777,16 @@ class Recording:
             if saved is not None:
                 for a, s in zip(self.backup, saved):
                     np.copyto(a, s)
+            if self.PG[self.nt + self.nv + i, K.I_OP] == K.X_TARGET:
+                self.why = "a class target out of range"
+            else:
+                p = self.PG[self.nt + self.nv + i, K.I_P]
+                self.why = f"the value read at {self.sites[p]} changed"
             return _MISMATCH
         for t, g in self.final:
             t._grad = g
+        for m, f in self.final_modes:
+            object.__setattr__(m, "training", f)
         out = self.out
         if out[0] == "v" and not self.argrads:
             return _wrap(self.arrays[out[1]].copy())
@@ -719,20 +831,38 @@ def _build(tpl, arrays, copies):
     return tpl[1]
 
 
+class _Held:
+    """A strong reference, called like a weak one."""
+    __slots__ = ("t",)
+
+    def __init__(self, t):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
 class _Fallback:
     """A recording that cannot be replayed: calls with its guards run eagerly."""
 
     def __init__(self, tr, why):
         self.why = why
-        self.ext = list(tr.ext.values())
+        self.bound = tr.bound
+        # (held: a failed recording may have read temporaries)
+        self.ext = [(_Held(t), arr, req) for t, arr, req in tr.ext.values()]
         self.optims = list(tr.optims.values())
+        self.modes = list(tr.modules.values())
         self.settings = []
         self.structure = _tape.STRUCTURE[0]
         args = {id(a) for _, a, _ in tr.args}
         self.grads = [(t, g, False) for t, g, _ in tr.grad_first.values()
                       if id(t) not in args]
 
-    guards_ok = Recording.guards_ok
+    miss = Recording.miss
+
+
+# Consecutive recordings of one function after which a CompileWarning says why
+STORM = 4
 
 
 class Compiled:
@@ -746,21 +876,19 @@ class Compiled:
         self.records = 0
         self.replays = 0
         self.fallbacks = 0
+        self.sources = _Sources(fn)
+        self.streak = 0          # calls in a row that recorded
+        self.stormed = False
+        self.last = None         # (key, values of the variables) of the last recording
         lock = threading.RLock()         # calls from several threads take turns
         self.acquire, self.release = lock.acquire, lock.release
         functools.update_wrapper(self, fn)
 
-    def _key(self, args):
-        key = [_tape.STATE.grad_enabled]
-        for a in args:
-            if a.__class__ is Tensor or isinstance(a, Tensor):
-                d = a._data
-                key.append((d.shape, d.dtype.char, a._req, a._grad is None))
-            elif isinstance(a, (bool, int, float, str)) or a is None:
-                key.append((type(a), a))
-            else:
-                key.append(("id", id(a)))
-        return tuple(key)
+    def _key(self, args, leaves):
+        """The cache key of a call: grad mode, then per argument its shape, dtype,
+        requires_grad and whether .grad is None (tensors, also inside tuples, lists and
+        dicts, which go to ``leaves``), its value (numbers, strings) or its identity."""
+        return (_tape.STATE.grad_enabled,) + tuple(_sig(a, leaves) for a in args)
 
     def __call__(self, *args):
         if _TRACE[0] is not None and _ROUTER.current() is not None:
@@ -768,30 +896,67 @@ class Compiled:
             return self.fn(*args)
         self.acquire()
         try:
-            key = self._key(args)
+            src = self.sources
+            cur = src.values()
+            full = []
+            key = self._key(args + src.inputs(cur), full)
             entries = self.cache.get(key)
+            why = None
             if entries:
                 for rec in entries:
-                    if not rec.guards_ok():
+                    miss = rec.miss(src, cur)
+                    if miss is not None:
+                        why = why or miss       # the newest recording's reason
                         continue
                     if isinstance(rec, _Fallback):
                         self.fallbacks += 1
+                        self.streak = 0
                         warnings.warn(f"tg.compile: {self._name()} runs eagerly: {rec.why}",
                                       CompileWarning, stacklevel=2)
                         return self.fn(*args)
-                    res = rec.replay(args)
+                    res = rec.replay(full)
                     if res is not _MISMATCH:
                         self.replays += 1
+                        self.streak = 0
                         return res
-            return self._record(key, args)
+                    why = why or rec.why
+            else:
+                why = self._new_key(key)
+            if self._vary(cur):
+                full = []
+                key = self._key(args + src.inputs(cur), full)
+            return self._record(key, args, full, cur, why)
         finally:
             self.release()
+
+    def _vary(self, cur):
+        """Variables bound to another tensor than at the last recording become inputs."""
+        if self.last is None:
+            return False
+        old = self.last[1]
+        new = [i for i, (a, b) in enumerate(zip(old, cur))
+               if a is not b and isinstance(a, Tensor) and isinstance(b, Tensor)
+               and i not in self.sources.varying]
+        self.sources.varying += new
+        return bool(new)
+
+    def _new_key(self, key):
+        if self.last is None:
+            return None
+        old = self.last[0]
+        if old[0] != key[0]:
+            return "grad mode (torch.no_grad / enable_grad) changed"
+        a, b = _first_difference(old[1:], key[1:])
+        return (f"the arguments changed ({a!r} -> {b!r}); the recordings are kept per "
+                "shape, dtype, requires_grad and .grad being None, and per value of a "
+                "number argument: pass a tensor for a number that changes")
 
     def _name(self):
         return getattr(self.fn, "__name__", "the function")
 
-    def _record(self, key, args):
-        tr = Tracer(args)
+    def _record(self, key, args, full, cur, why):
+        tr = Tracer(full)
+        tr.bound = self.sources.bound(cur)
         _tape.STATE.tape = None
         _ROUTER.enter(tr)
         tr.swap_args()
@@ -802,6 +967,14 @@ class Compiled:
             _tape.STATE.tape = None
             tr.swap_args()
         self.records += 1
+        self.streak += 1
+        self.last = (key, cur)
+        if self.streak >= STORM and why and not self.stormed:
+            self.stormed = True
+            warnings.warn(f"tg.compile: {self._name()} recorded {self.streak} calls in a "
+                          f"row: {why}. Each such call runs eagerly and records again; "
+                          "keep what the function reads fixed between calls, or pass it "
+                          "as a tensor argument", CompileWarning, stacklevel=3)
         rec = tr.finish(result)
         if rec is not None and rec.grads is None:
             tr.fail("a gradient the program does not produce")
@@ -819,6 +992,31 @@ class Compiled:
                 if a._grad is not None:
                     _unalias(a._grad, tr)
         return result
+
+
+def _sig(a, leaves):
+    if a.__class__ is Tensor or isinstance(a, Tensor):
+        for k, t in enumerate(leaves):
+            if t is a:
+                return ("same as", k)
+        leaves.append(a)
+        d = a._data
+        return (d.shape, d.dtype.char, a._req, a._grad is None)
+    if isinstance(a, (bool, int, float, str)) or a is None:
+        return (type(a), a)
+    if isinstance(a, (tuple, list)):
+        return (type(a),) + tuple(_sig(x, leaves) for x in a)
+    if isinstance(a, dict) and all(isinstance(k, (str, int)) for k in a):
+        return (type(a),) + tuple((k, _sig(v, leaves)) for k, v in a.items())
+    return ("id", id(a))
+
+
+def _first_difference(a, b):
+    if isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b):
+        for x, y in zip(a, b):
+            if x != y:
+                return _first_difference(x, y)
+    return a, b
 
 
 def compile(fn):

@@ -50,7 +50,15 @@ X_CMP = 73       # O (bool) = A compared with B (or F0 when B < 0); P0: 0 ==, 1 
 #                  3 <=, 4 >, 5 >=
 X_COND = 74      # O (bool) = A (bool) broadcast to O's shape
 X_ARGEXT = 75    # O (int64) = flat positions of the max (P2 = 1) or min of A along a dim
-#                  of size P0 with P1 elements after it (first one; NaN counts as max)
+#                  of size P0 with P1 elements after it (first one; NaN counts as max);
+#                  with P3 = 1, their indices along the dim (argmax, argmin)
+X_TARGET = 77    # O (int64) = flat positions of class targets A (int64) among P0 classes
+#                  with P1 elements per class; B = their weights (P3's class weights,
+#                  or 1), 0 and class 0 for targets equal to P2; MISMATCH if one is out
+#                  of range
+X_TOF = 78       # O (float) = A (int64, or bool when A is U8) converted
+X_ICMP = 79      # O (bool) = A (int64) compared with B (int64) or F0, as X_CMP
+X_ISUM = 80      # O (int64, one element) = the sum of A (int64, or bool when A is U8)
 X_FUSED = 72     # the next P0 instructions are elementwise over the same elements: run
 #                  them block by block
 X_SCALAR = 76    # (a forward kernel, no instruction) instructions P_LO..P_HI, flagged
@@ -207,6 +215,11 @@ def run_program(PG, PL, PF, ARGS):
                 if x[j] != y[j]:
                     return MISMATCH, i
             i += 1
+        elif k == X_TARGET:
+            if _targets(VD, INS[i, I_A], o, INS[i, I_B], INS[i, I_P], INS[i, I_P + 1],
+                        INS[i, I_P + 2], INS[i, I_P + 3]):
+                return MISMATCH, i
+            i += 1
         else:
             if k == X_ADJ:
                 r = INS[i, I_P]
@@ -220,7 +233,7 @@ def run_program(PG, PL, PF, ARGS):
                     for j in range(out32.size):
                         out32[j] = adj32[off + j] if seen[r] else 0.0
             elif k == X_ARG:
-                nb = VD[o, N] * (8 if VD[o, FL] & F64 else 4)
+                nb = VD[o, N] * (1 if VD[o, FL] & U8 else 8 if VD[o, FL] & F64 else 4)
                 d = carray(_ptr(VD[o, SO], wb), nb)
                 src = carray(_ptr(ARGS[H_ARGS + INS[i, I_P]], wb), nb)
                 for j in range(nb):
@@ -236,6 +249,35 @@ def run_program(PG, PL, PF, ARGS):
                 _kernel_call(kf, k, argf, i, -1, 0)
             i += 1
     return 0, -1
+
+
+@njit(**_JIT)
+def _targets(VD, a, o, b, classes, inner, ignore, cw):
+    """X_TARGET; returns 1 for a target out of range."""
+    t = _val(VD, a, _nil(np.int64))
+    pos = _val(VD, o, _nil(np.int64))
+    if VD[b, FL] & F64:
+        return _target_weights(t, pos, _val(VD, b, _nil(np.float64)),
+                               _val(VD, max(cw, 0), _nil(np.float64)), cw >= 0,
+                               classes, inner, ignore)
+    return _target_weights(t, pos, _val(VD, b, _nil(np.float32)),
+                           _val(VD, max(cw, 0), _nil(np.float32)), cw >= 0,
+                           classes, inner, ignore)
+
+
+@njit(**_JIT, inline="always")
+def _target_weights(t, pos, wt, cw, weighted, classes, inner, ignore):
+    for q in range(t.size):
+        c = t[q]
+        if c == ignore:
+            pos[q] = (q // inner) * classes * inner + q % inner
+            wt[q] = 0.0
+            continue
+        if c < 0 or c >= classes:
+            return 1
+        pos[q] = ((q // inner) * classes + c) * inner + q % inner
+        wt[q] = cw[c] if weighted else 1.0
+    return 0
 
 
 @njit(**_JIT, inline="always")
@@ -469,7 +511,42 @@ def _fwd_kernel(k, f64):
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
             argext_fwd(_val(VD, INS[i, I_A], _nil(dt)), _val(VD, INS[i, I_O], _nil(np.int64)),
-                       INS[i, I_P], INS[i, I_P + 1], INS[i, I_P + 2])
+                       INS[i, I_P], INS[i, I_P + 1], INS[i, I_P + 2], INS[i, I_P + 3])
+    elif k == X_TOF:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            out = _val(VD, INS[i, I_O], _nil(dt))
+            a = INS[i, I_A]
+            if VD[a, FL] & U8:
+                xb = _val(VD, a, _nil(np.uint8))
+                for j in range(out.size):
+                    out[j] = xb[j]
+            else:
+                xi = _val(VD, a, _nil(np.int64))
+                for j in range(out.size):
+                    out[j] = xi[j]
+    elif k == X_ICMP:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(np.int64)
+            o, a, b = INS[i, I_O], INS[i, I_A], INS[i, I_B]
+            compare_fwd(INS[i, I_P], VD, o, a, b, _val(VD, o, _nil(np.uint8)), _val(VD, a, w),
+                        _val(VD, max(b, 0), w), FI[i, 0], _nil(np.int64))
+    elif k == X_ISUM:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            out = _val(VD, INS[i, I_O], _nil(np.int64))
+            a = INS[i, I_A]
+            total = 0
+            if VD[a, FL] & U8:
+                xb = _val(VD, a, _nil(np.uint8))
+                for j in range(xb.size):
+                    total += xb[j]
+            else:
+                xi = _val(VD, a, _nil(np.int64))
+                for j in range(xi.size):
+                    total += xi[j]
+            out[0] = total
     elif k == X_SCALAR:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
@@ -489,22 +566,31 @@ def prepare_forward(k, f64):
     if (k, d) in _FWD_COMPILED:
         return
     base = K_ADD if k in _BINARY_OPS else k
+    if k in _ANY_DTYPE:         # one kernel, whatever the dtype row
+        d = 0
+        if (k, 0) in _FWD_COMPILED:
+            return
     fn = _FWD_COMPILED.get((base, d))
     if fn is None:
         if k in (K_MATMUL, K_LINEAR):
             ensure_blas()
         fn = _fwd_kernel(base, d)
     for op in (_BINARY_OPS if base == K_ADD else (k,)):
-        _FWD_COMPILED[(op, d)] = fn
-        KFWD[d, op] = fn.address
+        for row in ((0, 1) if k in _ANY_DTYPE else (d,)):
+            _FWD_COMPILED[(op, row)] = fn
+            KFWD[row, op] = fn.address
+
+
+_ANY_DTYPE = (X_ICMP, X_ISUM)
 
 
 # Program instructions that the interpreter runs itself (no kernel).
-INLINE_OPS = (X_ARG, X_BACKWARD, X_ADJ, X_CHECK, X_FUSED, X_COND)
+INLINE_OPS = (X_ARG, X_BACKWARD, X_ADJ, X_CHECK, X_FUSED, X_COND, X_TARGET)
 # Opcodes with a forward kernel (_fwd_kernel).
 FORWARD_OPS = (tuple(UNARY_FWD) + tuple(_BINARY_OPS) + (
     K_WHERE, K_SUM, K_AMAX, K_MATMUL, K_LINEAR, K_GATHER, K_SOFTMAX, K_LOGSOFTMAX, K_PROD,
-    K_CAT, K_CAST, K_COPY, X_COPY, X_GATHER, X_AXPY, X_FILL, X_CMP, X_ARGEXT, X_SCALAR))
+    K_CAT, K_CAST, K_COPY, X_COPY, X_GATHER, X_AXPY, X_FILL, X_CMP, X_ARGEXT, X_SCALAR,
+    X_TOF, X_ICMP, X_ISUM))
 
 
 def prepare_program(TT, VD, INS, runs):

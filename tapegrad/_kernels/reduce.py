@@ -386,7 +386,7 @@ def cat_fwd(out, x, off, dj, dtot, outer, inner):
 
 
 @njit(**_JIT)
-def argext_fwd(x, pos, d, inner, largest):
+def argext_fwd(x, pos, d, inner, largest, along):
     outer = x.size // (d * inner) if d * inner else 0
     for o in range(outer):
         for i in range(inner):
@@ -398,7 +398,7 @@ def argext_fwd(x, pos, d, inner, largest):
                 if best == best and (v != v or (v > best if largest else v < best)):
                     best = v
                     bj = j
-            pos[o * inner + i] = base + bj * inner
+            pos[o * inner + i] = bj if along else base + bj * inner
 
 
 @njit(**_JIT)

@@ -11,6 +11,7 @@ import numpy as np
 import tapegrad as tg
 
 from .. import ops as _ops
+from ..tape import TRACE
 from ..tensor import Tensor
 
 __all__ = ["linear", "relu", "tanh", "sigmoid", "softmax", "log_softmax", "cross_entropy",
@@ -63,7 +64,7 @@ def _np_dtype(t):
 
 def _const(arr):
     """A tensor holding a NumPy array, not recorded (a constant of the computation)."""
-    return tg.from_numpy(np.asarray(arr, order="C"))
+    return _ops.arith._constant(np.ascontiguousarray(arr))
 
 
 def _float_or_error(x, fname):
@@ -202,14 +203,19 @@ def _class_dim(input):
     return 0 if input.ndim == 1 else 1
 
 
-def _index_targets(input, target, weight, ignore_index, fname):
+def _index_targets(input, target, weight, ignore_index, fname, replayable=True):
     """Checks integer class targets; returns (class per target, its weight, valid mask).
 
-    Ignored targets get class 0 and weight 0.
+    Ignored targets get class 0 and weight 0. ``replayable``: a compiled replay
+    recomputes the classes and weights from the target's values (_picked_losses);
+    otherwise Python's reading of them is a guard of the recording.
     """
     if input.ndim == 0:
         raise ValueError(f"{fname}: input tensor should be 1D or more, got 0D")
-    t = target.detach().numpy() if isinstance(target, Tensor) else np.asarray(target)
+    if isinstance(target, Tensor):
+        t = target._data if replayable else target.detach().numpy()
+    else:
+        t = np.asarray(target)
     if t.dtype.kind not in "iu":
         raise RuntimeError(f"expected target dtype to be Long or Byte, but got "
                            f"{_TORCH_NAMES.get(t.dtype.name, t.dtype.name)}")
@@ -230,7 +236,7 @@ def _index_targets(input, target, weight, ignore_index, fname):
     tt = np.where(valid, t, 0).astype(np.int64)
     npdt = _np_dtype(input)
     if weight is not None:
-        w = weight.detach().numpy() if isinstance(weight, Tensor) else np.asarray(weight)
+        w = weight._data if isinstance(weight, Tensor) else np.asarray(weight)
         if w.shape != (n_classes,):
             raise RuntimeError(f"{fname}: weight tensor should be defined either for all "
                                f"{n_classes} classes or no classes but got weight tensor of "
@@ -241,16 +247,25 @@ def _index_targets(input, target, weight, ignore_index, fname):
     return tt, wt, valid
 
 
-def _picked_losses(logp, tt, wt, plain):
-    """-w[t] * logp[..., t, ...] for every target (a gather by integer arrays)."""
-    if logp.ndim == 1:
-        picked = logp[int(tt)]
-    else:
-        idx = np.indices(tt.shape)
-        picked = logp[(idx[0], tt) + tuple(idx[1:])]
-    if plain:
+def _picked_losses(logp, tt, wt, valid, target, weight, ignore_index):
+    """-w[t] * logp[..., t, ...] for every target: a gather by flat positions, which a
+    compiled replay computes from the target's values (and ``weight``) as they are then."""
+    n_classes = logp.shape[_class_dim(logp)]
+    inner = int(np.prod(logp.shape[2:], dtype=np.int64)) if logp.ndim > 2 else 1
+    q = np.arange(tt.size, dtype=np.int64).reshape(tt.shape)
+    pos = ((q // inner) * n_classes + tt) * inner + q % inner
+    replay = (target, weight, n_classes, inner, ignore_index, wt) \
+        if isinstance(target, Tensor) else None
+    picked = _ops.views.gather_flat(logp, pos.reshape(-1), tt.shape, fixed=replay is None,
+                                    target=replay)
+    if weight is None and valid.all() and TRACE[0] is None:
         return -picked
+    # (times 1.0 where every target counts: the same bits as -picked)
     return -(picked * _const(wt))
+
+
+def _weight_sum(wt):
+    return _const(wt).sum()
 
 
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
@@ -265,13 +280,13 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_reduction(reduction)
     tt, wt, valid = _index_targets(input, target, weight, ignore_index, "nll_loss")
-    losses = _picked_losses(input, tt, wt, weight is None and valid.all())
+    losses = _picked_losses(input, tt, wt, valid, target, weight, ignore_index)
     if reduction == "none":
         return losses
     total = losses.sum()
     if reduction == "sum":
         return total
-    return total / wt.sum()
+    return total / _weight_sum(wt)
 
 
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100,
@@ -298,15 +313,16 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         return _cross_entropy_probs(log_softmax(input, cdim), target, weight, reduction,
                                     label_smoothing, cdim, n_classes, wshape)
     # checked before anything is recorded
-    tt, wt, valid = _index_targets(input, target, weight, ignore_index, "cross_entropy")
+    tt, wt, valid = _index_targets(input, target, weight, ignore_index, "cross_entropy",
+                                   replayable=label_smoothing <= 0.0)
     logp = log_softmax(input, cdim)
-    losses = _picked_losses(logp, tt, wt, weight is None and valid.all())
+    losses = _picked_losses(logp, tt, wt, valid, target, weight, ignore_index)
     if reduction == "none":
         nll = losses
     elif reduction == "sum":
         nll = losses.sum()
     else:
-        nll = losses.sum() / wt.sum()
+        nll = losses.sum() / _weight_sum(wt)
     if label_smoothing <= 0.0:
         return nll
     if weight is not None:

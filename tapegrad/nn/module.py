@@ -71,6 +71,8 @@ class Module:
                                   f'"forward" function')
 
     def __call__(self, *args, **kwargs):
+        if _tape.TRACE[0] is not None:
+            _tape.TRACE[0].module(self, self.training)
         return self.forward(*args, **kwargs)
 
     # -- registration ----------------------------------------------------------
@@ -128,6 +130,8 @@ class Module:
     def __setattr__(self, name, value):
         if isinstance(value, (Tensor, Module)):
             _changed(self)
+        elif name == "training" and _tape.TRACE[0] is not None:
+            _tape.TRACE[0].module(self, self.__dict__.get("training", value))
         d = self.__dict__
         params = d.get("_parameters")
         if isinstance(value, Parameter):
@@ -454,11 +458,12 @@ class Module:
 
 def zero_grads(params, set_to_none):
     for p in params:
+        if set_to_none:         # without reading .grad: nothing depends on what it was
+            p.grad = None
+            continue
         g = p.grad
         if g is None:
             continue
-        if set_to_none:
-            p.grad = None
         else:
             if g.grad_fn is not None:
                 g.detach_()

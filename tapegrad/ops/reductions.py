@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import _kernels as K
 from ..dtypes import as_np_dtype
+from ..tape import TRACE
 from ..tensor import Tensor, _dim, _wrap
 from .base import (Op, SAVE_A, SAVE_OUT, _FLOATS, _check_tensor, _flat, _float_input,
                    _grad_needed, _shape_row, plain, record)
@@ -250,12 +251,20 @@ def _arg(fn, input, dim, keepdim, opname):
         if d.size == 0:
             raise RuntimeError(f"{opname}(): Expected reduction dim to be specified for "
                                "input.numel() == 0.")
-        out = np.asarray(fn(d))
-        return _wrap(out.reshape((1,) * d.ndim if keepdim else ()).astype(np.int64))
+        out = np.asarray(fn(d)).reshape((1,) * d.ndim if keepdim else ()).astype(np.int64)
+        if TRACE[0] is not None:
+            TRACE[0].argidx(out, input, d.size, 1, fn is np.argmax)
+        return _wrap(out)
     k = _dim(dim, d.ndim, opname)
     if d.ndim == 0:
         return _wrap(np.zeros((), np.int64))
-    return _wrap(np.asarray(fn(d, axis=k, keepdims=keepdim)).astype(np.int64))
+    out = np.asarray(fn(d, axis=k, keepdims=keepdim)).astype(np.int64)
+    if TRACE[0] is not None:
+        inner = 1
+        for n in d.shape[k + 1:]:
+            inner *= n
+        TRACE[0].argidx(out, input, d.shape[k], inner, fn is np.argmax)
+    return _wrap(out)
 
 
 def _vjp_prod(c, g):

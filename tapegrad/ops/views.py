@@ -339,10 +339,12 @@ GATHER = Op("IndexBackward0", K.K_GATHER, _vjp_gather)
 SCATTER = Op("IndexPutBackward0", K.K_SCATTER, _vjp_scatter)
 
 
-def gather_flat(input, idx, shape, op=GATHER, fixed=False, extreme=None):
+def gather_flat(input, idx, shape, op=GATHER, fixed=False, extreme=None, target=None):
     """out (of ``shape``) = input.flatten()[idx]; differentiable (scatter-add back).
-    For a compiled replay, idx is ``fixed`` (it does not depend on tensor values) or
-    the positions of the max/min along a dim, ``extreme`` = (size, inner, largest)."""
+    For a compiled replay, idx is ``fixed`` (it does not depend on tensor values), the
+    positions of the max/min along a dim, ``extreme`` = (size, inner, largest), or the
+    positions of class targets, ``target`` = (target, class weight or None, classes,
+    inner size, ignore_index, per-target weights)."""
     idx = idx.astype(np.int64, copy=False)
     out = input._data.reshape(-1)[idx].reshape(shape)
     if _grad_needed(input):
@@ -354,6 +356,8 @@ def gather_flat(input, idx, shape, op=GATHER, fixed=False, extreme=None):
             TRACE[0].gather(out, idx)
         elif extreme is not None:
             TRACE[0].argext(out, idx, input, *extreme)
+        elif target is not None:
+            TRACE[0].targets(out, idx, *target)
     if t._req:
         t._tape.keep(t._row, K.SB, idx)
     return t
@@ -410,7 +414,10 @@ def setitem(t, key, value):
                                f"{v.dtype.name.capitalize()} for the source.")
     else:
         try:
-            v = _wrap(np.asarray(value, t._data.dtype))
+            arr = np.asarray(value, t._data.dtype)
+            if TRACE[0] is not None:
+                TRACE[0].constant(arr)
+            v = _wrap(arr)
         except (ValueError, TypeError):
             raise TypeError(f"index_put_: can't assign a {type(value).__name__} to a "
                             f"{t.dtype} tensor") from None
