@@ -4,7 +4,7 @@ with the gradients zeroed after each step, and without, where they accumulate.
     python examples/linear_regression.py          # writes examples/out/linear_regression.png
 
 Without ``w.grad.data.zero_()`` each step uses the sum of all gradients so far, which acts
-like momentum with no friction: the loss oscillates (here between about 0.4 and 90)
+like momentum with no friction: the loss oscillates (here between about 0.7 and 95)
 instead of settling. The seed post stops as soon as the loss drops below 1; that stop
 is off by default so that both curves cover the same iterations (``--stop-below 1``
 turns it on; the non-zeroed run then stops at the bottom of its first swing).
@@ -23,7 +23,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=1000)
     ap.add_argument("--lr", type=float, default=0.01)
-    ap.add_argument("--seed", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stop-below", type=float, default=None,
                     help="stop when the loss drops below this value (the seed used 1)")
     ap.add_argument("--out", default=DEFAULT_OUT, help="folder for the PNG plot")

@@ -139,6 +139,7 @@ class Tracer:
         self.grad_final = {}     # id(tensor) -> tensor whose .grad was assigned
         self.optims = {}         # id(optimizer) -> (optimizer, state signature)
         self.modules = {}        # id(module) -> (module, its training flag at the start)
+        self.streams = {}        # id -> random stream state drawn from
         self.settings = {}       # id(optimizer) -> _Settings (its param_groups)
         self.hguards = []        # comparisons Python made with optimizer settings
         self.tapes = []          # (tape, T copy, row -> value id, first row)
@@ -270,6 +271,8 @@ class Tracer:
         src = self.arrays[a].dtype
         if op.kernel == K.K_CAST and out.dtype in _FLOATS:
             k = K.X_TOF
+        elif op.kernel == K.K_GATHER and src == _I64:
+            return self._emit_bits(op, out, a, params)
         elif op.kernel == K.K_SUM and out.dtype == _I64 and out.size == 1 \
                 and params[1] == 0 and params[0] == (1 << self.arrays[a].ndim) - 1:
             k = K.X_ISUM
@@ -280,6 +283,15 @@ class Tracer:
             raise _Unsupported(f"{op.name} of a {src} tensor")
         o = self._new(out, "int")
         self.ins.append((k, o, a, -1, (), 0.0, 0.0))
+        return o
+
+    def _emit_bits(self, op, out, a, params):
+        """A gather of int64 values: the float64 kernel moves their 8 bytes unchanged."""
+        o = self.ids.get(id(out))
+        if o is not None or not out.flags.c_contiguous:
+            raise _Unsupported(f"{op.name} of an int64 tensor")
+        o = self._new(out, "int")
+        self.ins.append((op.kernel, o, a, -1, tuple(params), 0.0, 0.0))
         return o
 
     @_watch
@@ -441,6 +453,25 @@ class Tracer:
         v = self._new(idx, "int")
         self.ins[-1:] = [(K.X_ARGEXT, v, self.vid(x), -1, (size, inner, int(largest)),
                           0.0, 0.0), (k, o, a, b, (v,), f0, f1)]
+        self.kept = id(idx)
+
+    @_watch
+    def random(self, out, kind, state, a, b, low=0, high=0):
+        """``out`` holds numbers drawn from the random stream ``state``: a replay draws
+        the next ones."""
+        o = self._new(out, "int")
+        self.ins.append((K.X_RAND, o, -1, -1, (kind, _tape.addr(state), low, high), a, b))
+        self.streams[id(state)] = state
+
+    @_watch
+    def rows(self, out, idx, key, size, inner):
+        """The gather just emitted for ``out`` reads the rows ``key`` (int64) selects."""
+        k, o, a, b, params, f0, f1 = self.ins[-1]
+        if k != K.K_GATHER or self.ids.get(id(out)) != o:
+            raise _Unsupported("indexing by a tensor")
+        v = self._new(idx, "int")
+        self.ins[-1:] = [(K.X_INDEX, v, self.vid(key), -1, (size, inner), 0.0, 0.0),
+                         (k, o, a, b, (v,), f0, f1)]
         self.kept = id(idx)
 
     @_watch
@@ -690,6 +721,7 @@ class Recording:
         self.optims = list(tr.optims.values())
         self.settings = list(tr.settings.values())
         self.hguards = tr.hguards
+        self.streams = list(tr.streams.values())
         self.modes = list(tr.modules.values())
         # the flags a replay leaves, as the function's train()/eval() calls did
         self.final_modes = [(m, m.training) for m, f in self.modes if m.training != f]
@@ -769,6 +801,7 @@ class Recording:
                 keep.append(d)
             ARGS[slot] = addr(d)
         saved = [a.copy() for a in self.backup] if self.backup else None
+        positions = [s[1] for s in self.streams]
         # Ctrl-C: state changes only inside this one Numba call, which Python cannot
         # interrupt, so a step is done or not done (the .grad attributes set after it
         # already hold these tensors, unless a guard would record again anyway)
@@ -777,8 +810,11 @@ class Recording:
             if saved is not None:
                 for a, s in zip(self.backup, saved):
                     np.copyto(a, s)
-            if self.PG[self.nt + self.nv + i, K.I_OP] == K.X_TARGET:
-                self.why = "a class target out of range"
+            for s, pos in zip(self.streams, positions):
+                s[1] = pos
+            op = self.PG[self.nt + self.nv + i, K.I_OP]
+            if op == K.X_TARGET or op == K.X_INDEX:
+                self.why = "a class target or an index out of range"
             else:
                 p = self.PG[self.nt + self.nv + i, K.I_P]
                 self.why = f"the value read at {self.sites[p]} changed"

@@ -1,16 +1,31 @@
-"""Tensor creation functions and the random stream."""
+"""Tensor creation functions and the random streams."""
 import numpy as np
 
+from . import _kernels as K
 from .dtypes import as_np_dtype, get_default_dtype
 from .tape import TRACE
 from .tensor import Tensor, _normalize, _to_array, _wrap, shape_arg
 
+# Parameter initialisation (nn.init) draws from a NumPy PCG64 generator; rand, randn,
+# randint and dropout from the counter-based stream (key, position) of _kernels.rng,
+# which a compiled replay continues exactly where an eager call would.
 _RNG = [np.random.default_rng()]
+STREAM = np.zeros(2, np.int64)
+
+
+def _key(seed):
+    z = (int(seed) * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % 2 ** 64
+    return z - 2 ** 64 if z >= 2 ** 63 else z
+
+
+STREAM[0] = _key(np.random.SeedSequence().entropy)
 
 
 def manual_seed(seed):
-    """Seeds tapegrad's random stream (NumPy's PCG64)."""
+    """Seeds tapegrad's random streams; returns the NumPy generator of nn.init."""
     _RNG[0] = np.random.default_rng(int(seed))
+    STREAM[0] = _key(seed)
+    STREAM[1] = 0
     return _RNG[0]
 
 
@@ -68,10 +83,20 @@ def _shared(arr):
         TRACE[0].fail("a tensor sharing a NumPy array's memory (pass it as an argument)")
 
 
-def _random(shape, draw):
+def _draw(shape, dtype, kind, a=0.0, b=0.0):
+    """An array of ``dtype`` from the stream (computed in float64 but for R_KEEP)."""
+    out = np.empty(shape, dtype if kind == K.R_KEEP else np.float64)
+    K.fill_random(out.reshape(-1), kind, STREAM, a, b)
+    out = out.astype(dtype, copy=False)
     if TRACE[0] is not None:
-        TRACE[0].fail("random numbers")
-    return draw(shape)
+        TRACE[0].random(out, kind, STREAM, a, b)
+    return out
+
+
+def keep_mask(shape, dtype, p):
+    """Dropout's mask: 1 / (1 - p) with probability 1 - p, else 0 (in ``dtype``)."""
+    scale = dtype.type(1.0) / dtype.type(1.0 - p)
+    return _finish(_draw(shape, dtype, K.R_KEEP, 1.0 - p, float(scale)), False)
 
 
 def zeros(*size, dtype=None, requires_grad=False):
@@ -135,13 +160,12 @@ def eye(n, m=None, dtype=None, requires_grad=False):
 
 def rand(*size, dtype=None, requires_grad=False):
     shape = _sizes(size, "rand")
-    return _finish(_random(shape, _RNG[0].random).astype(_float_dtype(dtype)), requires_grad)
+    return _finish(_draw(shape, _float_dtype(dtype), K.R_UNIFORM), requires_grad)
 
 
 def randn(*size, dtype=None, requires_grad=False):
     shape = _sizes(size, "randn")
-    return _finish(_random(shape, _RNG[0].standard_normal).astype(_float_dtype(dtype)),
-                   requires_grad)
+    return _finish(_draw(shape, _float_dtype(dtype), K.R_NORMAL), requires_grad)
 
 
 def randint(low, high=None, size=None, dtype=None, requires_grad=False):
@@ -149,9 +173,19 @@ def randint(low, high=None, size=None, dtype=None, requires_grad=False):
         low, high = 0, low
     if size is None:
         raise TypeError("randint(): missing required argument 'size'")
-    arr = _random(_sizes((size,), "randint"), lambda s: _RNG[0].integers(low, high, s))
-    return _finish(arr.astype(np.int64 if dtype is None else as_np_dtype(dtype)),
-                   requires_grad)
+    low, high = int(low), int(high)
+    if high <= low:
+        raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got "
+                           f"from={low} >= to={high}")
+    arr = np.empty(_sizes((size,), "randint"), np.int64)
+    K.fill_randint(arr.reshape(-1), STREAM, low, high)
+    if TRACE[0] is not None:
+        TRACE[0].random(arr, K.R_INT, STREAM, 0.0, 0.0, low, high)
+    if dtype is not None and as_np_dtype(dtype) != arr.dtype:
+        if TRACE[0] is not None:
+            TRACE[0].fail("randint with a dtype other than int64")
+        arr = arr.astype(as_np_dtype(dtype))
+    return _finish(arr, requires_grad)
 
 
 def rand_like(t, dtype=None, requires_grad=False):

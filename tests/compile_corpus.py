@@ -499,3 +499,42 @@ def dict_of_outputs(wrap):
         x, y = data[i % 6]
         return step({"x": x, "y": y})
     return call, lambda: state_of(model, opt), step
+
+
+@case
+def dropout_in_train_mode(wrap):
+    """Dropout draws a new mask on every call, the same one eagerly and compiled."""
+    tg.manual_seed(27)
+    model = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 4))
+    opt = optim.Adam(model.parameters(), lr=0.01)
+    data = batches(27, 24, (10,), 4)
+
+    @wrap
+    def step(x, y):
+        model.train()
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return lambda i: step(*data[i % 6]), lambda: state_of(model, opt), step
+
+
+@case
+def noisy_inputs_and_random_batches(wrap):
+    """Gaussian input noise and a random subset of the data drawn inside the step."""
+    tg.manual_seed(28)
+    model = mlp([10, 24, 4], seed=28)
+    opt = optim.SGD(model.parameters(), lr=0.05)
+    x_all, y_all = batches(28, 200, (10,), 4, count=1)[0]
+
+    @wrap
+    def step():
+        idx = tg.randint(0, 200, (16,))
+        x = x_all[idx] + 0.1 * tg.randn(16, 10)
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y_all[idx])
+        loss.backward()
+        opt.step()
+        return loss
+    return lambda i: step(), lambda: state_of(model, opt), step

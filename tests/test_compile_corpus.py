@@ -141,3 +141,32 @@ def test_fallback_warning_names_the_operation_and_the_line():
     with pytest.warns(tg.CompileWarning,
                       match=r"IndexPutBackward0.* \(at .*test_compile_corpus.py:\d+\)"):
         f(x)
+
+
+def test_random_stream_statistics_and_seeding():
+    tg.manual_seed(123)
+    u = tg.rand(200000, dtype=tg.float64).numpy()
+    n = tg.randn(200000, dtype=tg.float64).numpy()
+    k = tg.randint(-3, 5, (200000,)).numpy()
+    assert 0.0 <= u.min() and u.max() < 1.0 and abs(u.mean() - 0.5) < 0.005
+    assert abs(n.mean()) < 0.01 and abs(n.std() - 1.0) < 0.01
+    assert abs(np.mean(np.abs(n) < 1.0) - 0.6827) < 0.005
+    assert k.dtype == np.int64 and k.min() == -3 and k.max() == 4
+    assert np.all(np.abs(np.bincount(k + 3) / k.size - 1 / 8) < 0.005)
+    tg.manual_seed(123)
+    np.testing.assert_array_equal(tg.rand(200000, dtype=tg.float64).numpy(), u)
+    assert not np.array_equal(tg.rand(10).numpy(), tg.rand(10).numpy())
+
+
+def test_compiled_draws_continue_the_eager_stream():
+    """Replays draw new numbers each call, the ones eager calls would have drawn."""
+    def draws(wrap):
+        tg.manual_seed(5)
+        f = wrap(lambda: tg.randn(3) + tg.rand(2).sum())
+        return [f().numpy().copy() for _ in range(4)] + [tg.rand(2).numpy()], f
+    want, _ = draws(lambda f: f)
+    got, f = draws(tg.compile)
+    assert f.replays == 3
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert not np.array_equal(got[0], got[1])

@@ -17,6 +17,7 @@ from .elementwise import (UNARY_FWD, _BINARY_VJPS, _SCALAR_BY_KERNEL, _UNARY_VJP
                           _binary_block, _binop, _scalar_unary, binary_fwd, compare_fwd)
 from .reduce import (amax_fwd, argext_fwd, cat_fwd, gather_strided, prod_fwd, softmax_fwd,
                      sum_fwd)
+from .rng import R_INT, fill_randint, fill_random
 from .reverse import (ARGV, FUSED, REVERSE, _A_ADJ, _A_ADJ2, _A_KT, _A_NADJ, _A_NADJ2,
                       _A_OUT, _A_R, _A_ROW, _FAMILY_VJPS, _cfunc, prepare, tape_args)
 
@@ -59,6 +60,10 @@ X_TARGET = 77    # O (int64) = flat positions of class targets A (int64) among P
 X_TOF = 78       # O (float) = A (int64, or bool when A is U8) converted
 X_ICMP = 79      # O (bool) = A (int64) compared with B (int64) or F0, as X_CMP
 X_ISUM = 80      # O (int64, one element) = the sum of A (int64, or bool when A is U8)
+X_RAND = 81      # O = numbers of kind P0 (rng.py) from the stream at address P1, F0 and
+#                  F1 its parameters (P2, P3: the range of R_INT)
+X_INDEX = 82     # O (int64) = flat positions of rows A (int64, negative from the end) of
+#                  P0 rows of P1 elements; MISMATCH if one is out of range
 X_FUSED = 72     # the next P0 instructions are elementwise over the same elements: run
 #                  them block by block
 X_SCALAR = 76    # (a forward kernel, no instruction) instructions P_LO..P_HI, flagged
@@ -215,6 +220,10 @@ def run_program(PG, PL, PF, ARGS):
                 if x[j] != y[j]:
                     return MISMATCH, i
             i += 1
+        elif k == X_INDEX:
+            if _rows(VD, INS[i, I_A], o, INS[i, I_P], INS[i, I_P + 1]):
+                return MISMATCH, i
+            i += 1
         elif k == X_TARGET:
             if _targets(VD, INS[i, I_A], o, INS[i, I_B], INS[i, I_P], INS[i, I_P + 1],
                         INS[i, I_P + 2], INS[i, I_P + 3]):
@@ -249,6 +258,22 @@ def run_program(PG, PL, PF, ARGS):
                 _kernel_call(kf, k, argf, i, -1, 0)
             i += 1
     return 0, -1
+
+
+@njit(**_JIT)
+def _rows(VD, a, o, size, inner):
+    """X_INDEX; returns 1 for a row out of range."""
+    key = _val(VD, a, _nil(np.int64))
+    pos = _val(VD, o, _nil(np.int64))
+    for q in range(key.size):
+        r = key[q]
+        if r < 0:
+            r += size
+        if r < 0 or r >= size:
+            return 1
+        for j in range(inner):
+            pos[q * inner + j] = r * inner + j
+    return 0
 
 
 @njit(**_JIT)
@@ -547,6 +572,16 @@ def _fwd_kernel(k, f64):
                 for j in range(xi.size):
                     total += xi[j]
             out[0] = total
+    elif k == X_RAND:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            state = carray(_ptr(INS[i, I_P + 1], np.int64), 2)
+            o = INS[i, I_O]
+            if INS[i, I_P] == R_INT:
+                fill_randint(_val(VD, o, _nil(np.int64)), state, INS[i, I_P + 2],
+                             INS[i, I_P + 3])
+            else:
+                fill_random(_val(VD, o, _nil(dt)), INS[i, I_P], state, FI[i, 0], FI[i, 1])
     elif k == X_SCALAR:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
@@ -585,12 +620,12 @@ _ANY_DTYPE = (X_ICMP, X_ISUM)
 
 
 # Program instructions that the interpreter runs itself (no kernel).
-INLINE_OPS = (X_ARG, X_BACKWARD, X_ADJ, X_CHECK, X_FUSED, X_COND, X_TARGET)
+INLINE_OPS = (X_ARG, X_BACKWARD, X_ADJ, X_CHECK, X_FUSED, X_COND, X_TARGET, X_INDEX)
 # Opcodes with a forward kernel (_fwd_kernel).
 FORWARD_OPS = (tuple(UNARY_FWD) + tuple(_BINARY_OPS) + (
     K_WHERE, K_SUM, K_AMAX, K_MATMUL, K_LINEAR, K_GATHER, K_SOFTMAX, K_LOGSOFTMAX, K_PROD,
     K_CAT, K_CAST, K_COPY, X_COPY, X_GATHER, X_AXPY, X_FILL, X_CMP, X_ARGEXT, X_SCALAR,
-    X_TOF, X_ICMP, X_ISUM))
+    X_TOF, X_ICMP, X_ISUM, X_RAND))
 
 
 def prepare_program(TT, VD, INS, runs):

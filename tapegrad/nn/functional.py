@@ -134,13 +134,11 @@ def dropout(input, p=0.5, training=True, inplace=False):
         return input
     npdt = _np_dtype(input)
     if p == 1.0:
-        noise = np.zeros(tuple(input.shape), npdt)
+        noise = _const(np.zeros(tuple(input.shape), npdt))
     else:
-        # COMPOSITE: a Bernoulli mask from the random stream (a fused dropout op could
-        # draw it inside a compiled replay).
-        keep = tg.rand(*input.shape, dtype=tg.float64).numpy() < 1.0 - p
-        noise = keep.astype(npdt) / npdt.type(1.0 - p)
-    noise = _const(noise)
+        # COMPOSITE: a mask from the random stream times the input (a compiled replay
+        # draws a new mask on every call)
+        noise = tg.creation.keep_mask(tuple(input.shape), npdt, p)
     if inplace:
         return input.mul_(noise)
     return input * noise

@@ -285,6 +285,8 @@ def _basic_key(key):
 
 def getitem(input, key):
     _check_tensor(input, "index")
+    if key.__class__ is Tensor and key._data.dtype == np.int64 and input._data.ndim:
+        return _take_rows(input, key)
     if TRACE[0] is not None:
         for k in key if isinstance(key, tuple) else (key,):
             if isinstance(k, Tensor):
@@ -339,12 +341,14 @@ GATHER = Op("IndexBackward0", K.K_GATHER, _vjp_gather)
 SCATTER = Op("IndexPutBackward0", K.K_SCATTER, _vjp_scatter)
 
 
-def gather_flat(input, idx, shape, op=GATHER, fixed=False, extreme=None, target=None):
+def gather_flat(input, idx, shape, op=GATHER, fixed=False, extreme=None, target=None,
+                rows=None):
     """out (of ``shape``) = input.flatten()[idx]; differentiable (scatter-add back).
     For a compiled replay, idx is ``fixed`` (it does not depend on tensor values), the
     positions of the max/min along a dim, ``extreme`` = (size, inner, largest), or the
     positions of class targets, ``target`` = (target, class weight or None, classes,
-    inner size, ignore_index, per-target weights)."""
+    inner size, ignore_index, per-target weights), or of rows along dim 0, ``rows`` =
+    (int64 index tensor, rows, elements per row)."""
     idx = idx.astype(np.int64, copy=False)
     out = input._data.reshape(-1)[idx].reshape(shape)
     if _grad_needed(input):
@@ -358,6 +362,8 @@ def gather_flat(input, idx, shape, op=GATHER, fixed=False, extreme=None, target=
             TRACE[0].argext(out, idx, input, *extreme)
         elif target is not None:
             TRACE[0].targets(out, idx, *target)
+        elif rows is not None:
+            TRACE[0].rows(out, idx, *rows)
     if t._req:
         t._tape.keep(t._row, K.SB, idx)
     return t
@@ -380,6 +386,17 @@ def scatter_flat(src, idx, shape, unique=False):
         t._tape.keep(t._row, K.SB, idx.astype(np.int64, copy=False))
         return t
     return _wrap(out)
+
+
+def _take_rows(input, key):
+    """``input[key]`` for an int64 index tensor: rows along dim 0, found again from the
+    index's values on every compiled replay."""
+    idx = _flat_index(input._data.shape, key._data)
+    inner = 1
+    for n in input._data.shape[1:]:
+        inner *= n
+    return gather_flat(input, idx.reshape(-1), idx.shape,
+                       rows=(key, input._data.shape[0], inner))
 
 
 def index_gather(input, key):
