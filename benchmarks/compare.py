@@ -345,10 +345,15 @@ WORKLOADS = {w.name: w for w in [
 
 # -- libraries: make(workload, inputs) -> call(i), one step on inputs[i % 2] --------------------
 class TensorLib:
-    """tapegrad or PyTorch; ``wrap`` turns the step function into what is timed."""
+    """tapegrad or PyTorch; ``wrap`` turns the step function into what is timed. With
+    ``closure``, the wrapped function takes no arguments: it reads the batch from
+    variables of the enclosing scope, which the loop rebinds before each call (the way
+    scripts are written); without, the batch is passed as arguments."""
 
-    def __init__(self, lib, wrap=None, first_calls=1, fresh=None):
+    def __init__(self, lib, wrap=None, first_calls=1, fresh=None, closure=False):
         self.lib, self.wrap, self.first_calls, self.fresh = lib, wrap, first_calls, fresh
+        self.closure = closure
+        self.wrapped = []           # the wrapped functions made, for their counters
 
     def make(self, w, inputs):
         if self.fresh:
@@ -356,7 +361,10 @@ class TensorLib:
         return getattr(self, w.kind)(w, inputs)
 
     def _wrap(self, fn):
-        return self.wrap(fn) if self.wrap else fn
+        if self.wrap:
+            fn = self.wrap(fn)
+            self.wrapped.append(fn)
+        return fn
 
     def function(self, w, inputs):
         lib = self.lib
@@ -364,14 +372,39 @@ class TensorLib:
         def fn(*xs):
             f = w.f(lib, *xs)
             return (f, *lib.autograd.grad(f, xs))
-        step = self._wrap(fn)
-        return lambda i: step(*[lib.from_numpy(a).requires_grad_() for a in inputs[i & 1]])
+        if not self.closure:
+            step = self._wrap(fn)
+            return lambda i: step(*[lib.from_numpy(a).requires_grad_() for a in inputs[i & 1]])
+        xs = ()
+
+        def user_step():
+            f = w.f(lib, *xs)
+            return (f, *lib.autograd.grad(f, xs))
+        step = self._wrap(user_step)
+
+        def call(i):
+            nonlocal xs
+            xs = tuple(lib.from_numpy(a).requires_grad_() for a in inputs[i & 1])
+            return step()
+        return call
 
     def training(self, w, inputs):
         step, params = w.tensor_step(self.lib, w.init())
-        step = self._wrap(step)
         data = [[self.lib.from_numpy(a) for a in batch] for batch in inputs]
-        return lambda i: (step(*data[i & 1]), *params)
+        if not self.closure:
+            step = self._wrap(step)
+            return lambda i: (step(*data[i & 1]), *params)
+        x, y = data[0]
+
+        def user_step():
+            return step(x, y)
+        compiled = self._wrap(user_step)
+
+        def call(i):
+            nonlocal x, y
+            x, y = data[i & 1]
+            return (compiled(), *params)
+        return call
 
 
 class PureLib:
@@ -428,6 +461,8 @@ def load_libraries():
     libs, notes = {"tapegrad eager": TensorLib(tg)}, []
     if hasattr(tg, "compile"):
         libs["tapegrad compiled"] = TensorLib(tg, tg.compile, first_calls=2)
+        libs["tapegrad compiled, closure"] = TensorLib(tg, tg.compile, first_calls=2,
+                                                       closure=True)
     else:
         notes.append("tapegrad compiled: `tg.compile` is not available in this tapegrad; "
                      "column skipped.")
@@ -548,6 +583,13 @@ def run_workload(w, libs, args):
         except Exception as e:      # a library that cannot run a workload is a failure
             args.failures.append(f"FAIL {w.name} / {col}: {type(e).__name__}: {e}")
             print(args.failures[-1], file=sys.stderr)
+        if col.startswith("tapegrad compiled") and lib.wrapped:
+            f = lib.wrapped[-1]
+            if f.fallbacks or f.records > 2 or f.replays < f.records:
+                args.failures.append(f"FAIL {w.name} / {col}: {f.records} recordings, "
+                                     f"{f.replays} replays, {f.fallbacks} eager fallbacks")
+                print(args.failures[-1], file=sys.stderr)
+            lib.wrapped.clear()
         print(f"  {col}: {fmt(row[col][0], ' µs') if col in row else 'error'}", file=sys.stderr)
     return row
 
@@ -609,6 +651,10 @@ def header(libs, notes, args, load):
         "compile: one, after `torch._dynamo.reset()`) of the first call, which for JAX "
         "and torch.compile includes tracing and compilation; for tapegrad compiled it "
         "is the recording call plus the first replay, with a warm Numba cache.",
+        "- tapegrad compiled reads the batch from its arguments; tapegrad compiled, "
+        "closure from variables of the enclosing scope that the loop rebinds before "
+        "each call. Both must replay (at most two recordings, no eager fallback), or "
+        "the run fails.",
         "- Checked first: losses, gradients and updated weights over the first "
         f"{CHECK_CALLS} calls agree with the hand-written reference (rtol 1e-4 float32, "
         "1e-8 float64, relative to the largest reference magnitude).",

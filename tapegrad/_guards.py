@@ -92,8 +92,9 @@ def _names(code):
 class _Sources:
     """The variables a compiled function reads from its closure and from its module's
     globals. A recording holds while each is bound to the object it saw (plain numbers:
-    an equal value); a variable seen bound to one tensor and then another ``varies``: it
-    becomes an input of the recordings, read on every call like an argument."""
+    an equal value); a variable seen bound to one tensor (or tuple, list or dict of
+    tensors) and then another ``varies``: it becomes an input of the recordings, read on
+    every call like an argument."""
 
     def __init__(self, fn):
         code = getattr(fn, "__code__", None)

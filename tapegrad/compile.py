@@ -966,12 +966,12 @@ class Compiled:
             self.release()
 
     def _vary(self, cur):
-        """Variables bound to another tensor than at the last recording become inputs."""
+        """Variables bound to other tensors than at the last recording become inputs."""
         if self.last is None:
             return False
         old = self.last[1]
         new = [i for i, (a, b) in enumerate(zip(old, cur))
-               if a is not b and isinstance(a, Tensor) and isinstance(b, Tensor)
+               if a is not b and _holds_tensors(a) and _holds_tensors(b)
                and i not in self.sources.varying]
         self.sources.varying += new
         return bool(new)
@@ -1045,6 +1045,18 @@ def _sig(a, leaves):
     if isinstance(a, dict) and all(isinstance(k, (str, int)) for k in a):
         return (type(a),) + tuple((k, _sig(v, leaves)) for k, v in a.items())
     return ("id", id(a))
+
+
+def _holds_tensors(x):
+    """A tensor, or a tuple, list or dict of them (what a variable read as an input may
+    hold)."""
+    if isinstance(x, Tensor):
+        return True
+    if isinstance(x, dict):
+        x = x.values()
+    elif not isinstance(x, (tuple, list)):
+        return False
+    return bool(x) and all(map(_holds_tensors, x))
 
 
 def _first_difference(a, b):
