@@ -16,6 +16,22 @@ from .ops import (abs, add, amax, amin, argmax, argmin, bmm, broadcast_to, cat, 
                   squeeze, stack, std, sub, sum, t, tan, tanh, transpose, unsqueeze, var, view,
                   where)
 from .tensor import Size, Tensor
+from .tape import api as _api
+
+# the public ops and tensor factories, as entries that tg.compile can log and match
+for _name in ("arange", "as_tensor", "empty", "eye", "from_numpy", "full", "full_like",
+              "linspace", "ones", "ones_like", "rand", "rand_like", "randint", "randn",
+              "randn_like", "tensor", "zeros", "zeros_like", "abs", "add", "amax", "amin",
+              "argmax", "argmin", "bmm", "broadcast_to", "cat", "chunk", "clamp", "clip",
+              "clone", "cos", "div", "dot", "erf", "exp", "expand", "expm1", "flatten",
+              "log", "log1p", "log_softmax", "logsumexp", "matmul", "max", "maximum",
+              "mean", "min", "minimum", "mm", "mul", "narrow", "neg", "norm", "outer",
+              "permute", "pow", "prod", "reciprocal", "relu", "reshape", "rsub", "sigmoid",
+              "sign", "sin", "softmax", "split", "sqrt", "square", "squeeze", "stack", "std",
+              "sub", "sum", "t", "tan", "tanh", "transpose", "unsqueeze", "var", "view",
+              "where"):
+    globals()[_name] = _api(globals()[_name])
+del _name
 
 __version__ = "0.1.0"
 

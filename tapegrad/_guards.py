@@ -1,5 +1,6 @@
 """Guards of a tg.compile recording on the optimizers it stepped: their param_groups
 (settings a replay may read anew, everything else fixed) and their state."""
+import dis
 from operator import is_ as _is
 
 from .hyper import is_live_value
@@ -81,6 +82,15 @@ class _Vary:
 VARY = _Vary()
 
 
+def _assigned(code):
+    names = {i.argval for i in dis.get_instructions(code)
+             if i.opname in ("STORE_DEREF", "STORE_GLOBAL", "DELETE_DEREF", "DELETE_GLOBAL")}
+    for c in code.co_consts:
+        if hasattr(c, "co_names"):
+            names |= _assigned(c)
+    return names
+
+
 def _names(code):
     names = set(code.co_names)
     for c in code.co_consts:
@@ -108,6 +118,9 @@ class _Sources:
         self.where = (f"{code.co_filename}:{code.co_firstlineno}" if code is not None
                       else "")
         self.varying = []
+        # the variables the function assigns (nonlocal, global): its Python's output
+        assigned = _assigned(code) if code is not None else set()
+        self.stored = [i for i, n in enumerate(self.names) if n in assigned]
 
     def values(self):
         vals = []
@@ -124,7 +137,7 @@ class _Sources:
     def bound(self, cur):
         """What a recording made now holds to."""
         vals = list(cur)
-        for i in self.varying:
+        for i in self.varying + self.stored:
             vals[i] = VARY
         return vals
 

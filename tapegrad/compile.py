@@ -15,6 +15,7 @@ that every value Python read while recording (``item()``, ``bool(t)``...) is the
 A mismatch records again. What the tracer cannot express makes the recording fall
 back to eager calls, with a warning.
 """
+import bisect
 import functools
 import os
 import sys
@@ -28,6 +29,7 @@ from . import _kernels as K
 from . import tape as _tape
 from ._fusion import _BINARY, _UNARY, _fuse, _runs
 from ._guards import _Settings, _Sources, _same_state, _short, _state_sig
+from ._shadow import Diverged, Shadow, eligible, signature, template
 from .hyper import Hyper, live_group, num, rounded
 from .tensor import Tensor, _wrap
 
@@ -62,10 +64,17 @@ class _Router:
     def current(self):
         return self.by_thread.get(threading.get_ident())
 
+    def call(self, fn, args, kwargs):
+        """An API call (``tape.api``): the calling thread's Tracer or Shadow takes it."""
+        m = self.by_thread.get(threading.get_ident())
+        if m is None:
+            return fn(*args, **kwargs)
+        return m.call(fn, args, kwargs)
+
     def enter(self, tr):
         with self.lock:
             self.by_thread[threading.get_ident()] = tr
-            _tape.TRACE[0] = self
+            _tape.TRACE[0] = _tape.API[0] = self
             _tape.RECORDINGS[0] += 1
 
     def leave(self):
@@ -73,7 +82,7 @@ class _Router:
             _tape.RECORDINGS[0] += 1
             self.by_thread.pop(threading.get_ident(), None)
             if not self.by_thread:
-                _tape.TRACE[0] = None
+                _tape.TRACE[0] = _tape.API[0] = None
 
 
 _ROUTER = _Router()
@@ -140,6 +149,10 @@ class Tracer:
         self.optims = {}         # id(optimizer) -> (optimizer, state signature)
         self.modules = {}        # id(module) -> (module, its training flag at the start)
         self.streams = {}        # id -> random stream state drawn from
+        self.log = []            # per API call: (function, result template, instructions)
+        self.depth = 0           # API calls in progress
+        self.first_read = None   # API calls made before the first value read
+        self.inner_read = False  # a value read inside an API call
         self.settings = {}       # id(optimizer) -> _Settings (its param_groups)
         self.hguards = []        # comparisons Python made with optimizer settings
         self.tapes = []          # (tape, T copy, row -> value id, first row)
@@ -164,6 +177,24 @@ class Tracer:
         for _, a, v in self.args:
             self.ids.pop(id(self.arrays[v]), None)
             self.ids[id(a._data)] = v
+
+    def call(self, fn, args, kwargs):
+        """An API call of the recorded function (nested ones are part of it)."""
+        if self.depth:
+            return fn(*args, **kwargs)
+        self.depth = 1
+        try:
+            res = fn(*args, **kwargs)
+        finally:
+            self.depth = 0
+        if self.failed is None:
+            vid = self._known
+            self.log.append((fn, template(self, res, args, kwargs), len(self.ins),
+                             (signature(vid, args), signature(vid, kwargs))))
+        return res
+
+    def _known(self, t):
+        return self.ids.get(id(t._data), -1)
 
     # -- values ---------------------------------------------------------------
     def fail(self, why):
@@ -344,6 +375,13 @@ class Tracer:
             self.vid(t)
 
     @_watch
+    def ext_row(self, tape, row, t):
+        """Row ``row`` of ``tape`` stands for t, a result of an earlier tape."""
+        if t._tape is None or (t._tape.id, t._row) not in self.rowvid:
+            raise _Unsupported("a tensor of a graph recorded outside the function")
+        self.rowvid[(tape.id, row)] = self.vid(t)
+
+    @_watch
     def leaf_row(self, tape, row, t):
         self.rowvid[(tape.id, row)] = self.vid(t)
 
@@ -517,6 +555,10 @@ class Tracer:
         self.ins.append((K.X_CHECK, -1, v, snap, (len(self.sites),), 0.0, 0.0))
         self.checks.append(len(self.ins) - 1)
         self.sites.append(_site())
+        if self.depth:
+            self.inner_read = True
+        if self.first_read is None:
+            self.first_read = len(self.log)
 
     # -- gradients and backward -------------------------------------------------------
     def grad_touch(self, t, read):
@@ -629,10 +671,58 @@ def _flatten(x, tr):
     raise _Unsupported(f"returning a {type(x).__name__}")
 
 
+def _own_buffers(tr):
+    """The program's intermediate values get buffers of their own: tensors the recording
+    call handed out or that its Python kept keep that call's values."""
+    state = {id(t._grad._data) for t in tr.grad_final.values() if t._grad is not None}
+    moved = {}                           # old address -> (old root, new root)
+    for v, kind in enumerate(tr.kind):
+        arr = tr.arrays[v]
+        if kind != "int" or id(arr) in state or arr.base is not None:
+            continue
+        new = arr.copy()
+        moved[_tape.addr(arr)] = (arr, new)
+        tr.ids.pop(id(arr), None)
+        tr.ids[id(new)] = v
+        tr.arrays[v] = new
+    if not moved:
+        return
+    starts = sorted(moved)
+
+    def locate(address):
+        """(offset, new buffer) of an address inside a moved buffer, else None."""
+        j = bisect.bisect_right(starts, address) - 1
+        if j >= 0 and address < starts[j] + moved[starts[j]][0].nbytes:
+            return address - starts[j], moved[starts[j]][1]
+        return None
+
+    def moved_to(address):
+        hit = locate(address)
+        return address if hit is None else _tape.addr(hit[1]) + hit[0]
+    for v, kind in enumerate(tr.kind):
+        arr = tr.arrays[v]
+        hit = locate(_tape.addr(arr)) if kind == "view" and arr.size else None
+        if hit is not None:
+            new = np.ndarray(arr.shape, arr.dtype, buffer=hit[1], offset=hit[0])
+            tr.ids.pop(id(arr), None)
+            tr.ids[id(new)] = v
+            tr.arrays[v] = new
+    for i, ins in enumerate(tr.ins):
+        if ins[0] == K.X_GATHER:
+            p = ins[4]
+            tr.ins[i] = ins[:4] + ((moved_to(p[0]),) + tuple(p[1:]),) + ins[5:]
+    for tape, T, F, L in tr.tapes:
+        for c in (K.SA, K.SB, K.SO):
+            for r in range(len(T)):
+                if T[r, c]:
+                    T[r, c] = moved_to(int(T[r, c]))
+
+
 class Recording:
     """One recorded program with its guards and the buffers it replays over."""
 
     def __init__(self, tr, out):
+        _own_buffers(tr)
         self.arrays = tr.arrays
         self.out = out
         self.args = [(j, v) for j, _, v in tr.args]
@@ -733,6 +823,24 @@ class Recording:
             if o >= 0 and op not in (K.X_ARG, K.X_CHECK) and tr.kind[o] != "arg":
                 written.add(o)
         self.backup = [tr.arrays[v] for v in sorted(written) if tr.kind[v] != "keep"]
+        visible = {tr.ids[id(g._data)] for _, g in self.final if g is not None}
+        visible.update(v for _, v in self.argrads if v is not None)
+        self.log = eligible(tr, visible)
+        self.ids = tr.ids
+        self.first_read = len(tr.log) if tr.first_read is None else tr.first_read
+        self.shadow = False
+        self.sig = (tuple((op, o, a, b, params[1:] if op == K.X_GATHER else params,
+                           f0 if f0.__class__ is not Hyper else "H",
+                           f1 if f1.__class__ is not Hyper else "H")
+                          for op, o, a, b, params, f0, f1 in tr.ins),
+                    tuple(tr.li), tuple((e[0], e[3]) for e in tr.log))
+
+    def rerun_from_now_on(self):
+        """Later calls re-run the Python around the replay: value reads stop checking."""
+        INS = self.PG[self.nt + self.nv:]
+        checks = INS[:, K.I_OP] == K.X_CHECK
+        INS[checks, K.I_B] = INS[checks, K.I_A]
+        self.shadow = True
 
     def miss(self, sources, cur):
         """None when the recording holds for this call, else why not."""
@@ -790,7 +898,7 @@ class Recording:
             s.commit()
         return True
 
-    def replay(self, args):
+    def replay(self, args, build=True):
         ARGS = self.ARGS
         keep = []
         addr = _tape.addr
@@ -823,6 +931,8 @@ class Recording:
             t._grad = g
         for m, f in self.final_modes:
             object.__setattr__(m, "training", f)
+        if not build:
+            return None
         out = self.out
         if out[0] == "v" and not self.argrads:
             return _wrap(self.arrays[out[1]].copy())
@@ -938,6 +1048,7 @@ class Compiled:
             key = self._key(args + src.inputs(cur), full)
             entries = self.cache.get(key)
             why = None
+            checked = None               # a recording whose value read came out differently
             if entries:
                 for rec in entries:
                     miss = rec.miss(src, cur)
@@ -950,20 +1061,45 @@ class Compiled:
                         warnings.warn(f"tg.compile: {self._name()} runs eagerly: {rec.why}",
                                       CompileWarning, stacklevel=2)
                         return self.fn(*args)
-                    res = rec.replay(full)
+                    res = rec.replay(full, build=not rec.shadow)
                     if res is not _MISMATCH:
                         self.replays += 1
                         self.streak = 0
-                        return res
+                        return self._rerun(rec, args, full) if rec.shadow else res
                     why = why or rec.why
+                    if rec.why.startswith("the value read"):
+                        checked = checked or rec
             else:
                 why = self._new_key(key)
             if self._vary(cur):
                 full = []
                 key = self._key(args + src.inputs(cur), full)
-            return self._record(key, args, full, cur, why)
+            return self._record(key, args, full, cur, why, checked)
         finally:
             self.release()
+
+    def _rerun(self, rec, args, inputs):
+        """The Python of fn around a replay that has just run (``_shadow``)."""
+        sh = Shadow(rec, inputs)
+        _ROUTER.enter(sh)
+        try:
+            result = self.fn(*args)
+        except Diverged as d:
+            raise RuntimeError(self._diverged(f"calls {d} where its recording called "
+                                              "something else")) from None
+        finally:
+            _ROUTER.leave()
+        if sh.unfinished():
+            raise RuntimeError(self._diverged("returns before making every call its "
+                                              "recording made"))
+        return result
+
+    def _diverged(self, what):
+        self.cache.clear()
+        return (f"tg.compile: {self._name()} {what}, before reading any tensor value: "
+                "its Python depends on something that no guard sees (a counter in an "
+                "object, random module state, time...). This call's replay has already "
+                "run; its recordings are dropped. Pass what it depends on as an argument.")
 
     def _vary(self, cur):
         """Variables bound to other tensors than at the last recording become inputs."""
@@ -972,7 +1108,7 @@ class Compiled:
         old = self.last[1]
         new = [i for i, (a, b) in enumerate(zip(old, cur))
                if a is not b and _holds_tensors(a) and _holds_tensors(b)
-               and i not in self.sources.varying]
+               and i not in self.sources.varying and i not in self.sources.stored]
         self.sources.varying += new
         return bool(new)
 
@@ -990,7 +1126,7 @@ class Compiled:
     def _name(self):
         return getattr(self.fn, "__name__", "the function")
 
-    def _record(self, key, args, full, cur, why):
+    def _record(self, key, args, full, cur, why, checked=None):
         tr = Tracer(full)
         tr.bound = self.sources.bound(cur)
         _tape.STATE.tape = None
@@ -1015,11 +1151,25 @@ class Compiled:
         if rec is not None and rec.grads is None:
             tr.fail("a gradient the program does not produce")
             rec = None
+        stored = [self.sources.names[i] for i in self.sources.stored]
+        if rec is not None and stored and rec.log is None:
+            tr.fail(f"it assigns {', '.join(stored)} (nonlocal or global), which a replay "
+                    "would not do, and its Python cannot be re-run around a replay (a "
+                    "tensor value read inside a tapegrad function, or a value read "
+                    "before the step's last update)")
+            rec = None
         if rec is None:
             rec = _Fallback(tr, tr.failed)
             warnings.warn(f"tg.compile: {self._name()} cannot be replayed and runs eagerly: "
                           f"{tr.failed}", CompileWarning, stacklevel=3)
         entries = self.cache.setdefault(key, [])
+        if isinstance(rec, Recording) and rec.log is not None and (
+                stored or checked is not None and rec.sig == checked.sig):
+            # Python that assigns variables, or the same program again with only the
+            # values read differing: its Python re-runs around the replays
+            rec.rerun_from_now_on()
+            if checked is not None and checked in entries:
+                entries.remove(checked)
         entries.insert(0, rec)
         del entries[MAX_RECORDINGS:]
         if isinstance(rec, Recording):

@@ -9,6 +9,7 @@ from . import _interrupt
 from . import _kernels as K
 from . import tape as _tape
 from .tape import TRACE as _TRACE
+from .tape import api
 from .dtypes import as_np_dtype, from_np_dtype, get_default_dtype
 
 
@@ -460,7 +461,7 @@ def bind(**methods):
     """Binds methods that other modules implement (``backward`` in autograd.engine,
     ``grad_fn`` in autograd.graph), so that this module imports none of them."""
     for name, fn in methods.items():
-        setattr(Tensor, name, fn)
+        setattr(Tensor, name, api(fn) if callable(fn) else fn)
 
 
 def bind_methods(ops):
@@ -497,8 +498,8 @@ def bind_methods(ops):
         "zero_": ops.zero_, "fill_": ops.fill_, "copy_": ops.copy_, "to": ops.to_dtype,
     }
     for name, fn in table.items():
-        setattr(Tensor, name, fn)
-    Tensor.__abs__ = ops.abs
+        setattr(Tensor, name, api(fn))
+    Tensor.__abs__ = api(ops.abs)
 
     def cmp(ufunc):
         def method(self, other):
@@ -517,6 +518,6 @@ def bind_methods(ops):
     for name, ufunc in (("__eq__", np.equal), ("__ne__", np.not_equal),
                         ("__lt__", np.less), ("__le__", np.less_equal),
                         ("__gt__", np.greater), ("__ge__", np.greater_equal)):
-        setattr(Tensor, name, cmp(ufunc))
+        setattr(Tensor, name, api(cmp(ufunc)))
     Tensor.__hash__ = lambda self: id(self)
 

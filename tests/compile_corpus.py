@@ -538,3 +538,39 @@ def noisy_inputs_and_random_batches(wrap):
         opt.step()
         return loss
     return lambda i: step(), lambda: state_of(model, opt), step
+
+
+@case
+def logging_inside_the_step(wrap):
+    """The most common lines of a training loop, inside the step: loss.item() into a
+    history, a running sum, a formatted line, and a progress bar's postfix."""
+    model = mlp([10, 24, 4], seed=29)
+    opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    data = batches(29, 24, (10,), 4)
+    hist, lines, postfix = [], [], []
+    running = 0.0
+
+    class Bar:
+        def set_postfix(self, **kw):
+            postfix.append(dict(kw))
+    bar = Bar()
+
+    @wrap
+    def step(x, y):
+        nonlocal running
+        opt.zero_grad()
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        loss.backward()
+        opt.step()
+        hist.append(loss.item())
+        running += loss.item()
+        acc = (out.argmax(1) == y).float().mean()
+        lines.append(f"loss {loss.item():.4f} acc {acc.item():.3f}")
+        bar.set_postfix(loss=float(loss), acc=acc.item())
+        return loss
+
+    def call(i):
+        step(*data[i % 6])
+        return list(hist), running, list(lines), list(postfix)
+    return call, lambda: state_of(model, opt), step

@@ -475,10 +475,12 @@ GUARDS = {
         (None, True, (1, 0)), (None, True, (2, 0)), (None, True, (2, 1)),
         (None, True, (2, 2)), (drop_grad, True, (2, 3)), (None, True, (2, 4))]),
     # .item() hands Python a number, whose later use cannot be seen: a new value
-    # records again (only the value read can be checked, not the branch it took)
+    # records again; two recordings alike but for the value read make later calls
+    # replay and then re-run the Python with the replay's values, which finishes
+    # eagerly where it takes the other branch
     "branch_on_item": (lambda: branch(lambda s: s.item() > 0), [
-        (None, True, (1, 0)), (None, True, (2, 0)), (None, True, (3, 0)),
-        (None, True, (4, 0)), (None, True, (5, 0)), (None, True, (6, 0))]),
+        (None, True, (1, 0)), (None, True, (2, 0)), (None, True, (2, 1)),
+        (None, True, (2, 2)), (None, True, (2, 3)), (None, True, (2, 4))]),
     # the same values again: the value read matches exactly
     "branch_on_item_repeated_values": (lambda: branch(lambda s: s.item() > 0, repeat=True), [
         (None, True, (1, 0)), (None, True, (1, 1)), (None, True, (2, 1)),

@@ -114,21 +114,18 @@ def test_same_tensor_twice_and_bool_arguments():
 
 
 def test_recompile_storm_warns_once_naming_the_read():
-    hist = []
-
     @tg.compile
     def f(x):
-        y = (x * 2.0).sum()
-        hist.append(y.item())           # the value differs on every call
-        return y
+        s = x.sum()
+        return x * s.item()             # a value read that the program depends on
     with pytest.warns(tg.CompileWarning) as got:
         for i in range(8):
-            f(tg.tensor([float(i)]))
+            f(tg.tensor([float(i), 1.0]))
     msgs = [str(w.message) for w in got]
     assert len(msgs) == 1
     assert "recorded 4 calls in a row" in msgs[0]
     assert f"test_compile_corpus.py:{f.__wrapped__.__code__.co_firstlineno + 3}" in msgs[0]
-    assert hist == [2.0 * i for i in range(8)]
+    assert f.records == 8
 
 
 def test_fallback_warning_names_the_operation_and_the_line():
@@ -170,3 +167,91 @@ def test_compiled_draws_continue_the_eager_stream():
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
     assert not np.array_equal(got[0], got[1])
+
+
+# -- values read inside the step: the Python re-runs around the replay -------------------
+def test_branch_on_a_value_read_after_the_step_finishes_eagerly():
+    """A branch that makes new ops after the last update: the calls that take the other
+    branch than the recording finish eagerly, with eager's values."""
+    def run(wrap):
+        model, opt = small_classifier()
+        flags = []
+
+        @wrap
+        def step(x, y):
+            opt.zero_grad()
+            loss = tg.nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            if loss.item() > 1.05:
+                extra = loss * 2.0
+                flags.append(extra.item())
+            else:
+                flags.append(loss.item())
+            return loss
+        rng = np.random.default_rng(3)
+        out = [step(tg.tensor(rng.standard_normal((6, 4)), dtype=tg.float32),
+                    tg.tensor(rng.integers(0, 3, 6))).item() for _ in range(20)]
+        return out, flags, [p.detach().numpy().copy() for p in model.parameters()], step
+    e_out, e_flags, e_params, _ = run(lambda f: f)
+    c_out, c_flags, c_params, step = run(tg.compile)
+    assert c_out == e_out and c_flags == e_flags
+    for a, b in zip(c_params, e_params):
+        np.testing.assert_array_equal(a, b)
+    assert step.fallbacks == 0 and step.replays >= 15
+
+
+def test_other_path_before_any_read_is_an_error():
+    """Python that depends on something no guard sees, caught by the re-run."""
+    seen = {"calls": 0}
+    w = tg.tensor([1.0, 2.0], requires_grad=True)
+
+    @tg.compile
+    def f(x):
+        seen["calls"] += 1
+        y = x * 2.0 if seen["calls"] < 4 else x * 3.0
+        loss = (y * w).sum()
+        log = loss.item()
+        return loss, log
+    for i in range(3):
+        f(tg.tensor([float(i), 1.0]))
+    with pytest.raises(RuntimeError, match="before reading any tensor value"):
+        f(tg.tensor([5.0, 1.0]))
+    assert f(tg.tensor([5.0, 1.0]))[1] == 3.0 * (5.0 + 2.0)
+
+
+def test_tensors_kept_from_a_rerun_keep_their_values():
+    kept, floats = [], []
+
+    @tg.compile
+    def f(x):
+        y = (x * x).sum()
+        kept.append(y.detach())
+        floats.append(y.item())
+        return y
+    for i in range(6):
+        f(tg.tensor([float(i)]))
+    assert f.replays == 4
+    assert [t.item() for t in kept] == floats == [float(i * i) for i in range(6)]
+
+
+def test_logging_read_before_the_update_records_again():
+    """A value read before the step's updates: not re-run (the storm warning says
+    so), and every call still gives eager's results."""
+    model, opt = small_classifier()
+    hist = []
+
+    @tg.compile
+    def step(x, y):
+        opt.zero_grad()
+        loss = tg.nn.functional.cross_entropy(model(x), y)
+        hist.append(loss.item())
+        loss.backward()
+        opt.step()
+        return loss
+    rng = np.random.default_rng(4)
+    with pytest.warns(tg.CompileWarning, match="recorded 4 calls in a row"):
+        for _ in range(5):
+            step(tg.tensor(rng.standard_normal((6, 4)), dtype=tg.float32),
+                 tg.tensor(rng.integers(0, 3, 6)))
+    assert len(hist) == 5 and step.records == 5

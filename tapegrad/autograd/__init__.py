@@ -3,9 +3,12 @@ from ..creation import tensor
 from ..tensor import Tensor
 from .anomaly_mode import detect_anomaly, is_anomaly_enabled, set_detect_anomaly
 from .engine import backward, grad
+from ..tape import api as _api
 from .function import Function, FunctionCtx
 from .gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .graph import AccumulateGrad, Node, RemovableHandle
+
+backward, grad = _api(backward), _api(grad)
 
 
 def __getattr__(name):

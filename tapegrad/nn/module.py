@@ -292,6 +292,7 @@ class Module:
             p.requires_grad_(requires_grad)
         return self
 
+    @_tape.api
     def zero_grad(self, set_to_none=True):
         """Clears the gradients of this module's parameters (and of nothing else)."""
         zero_grads(self.parameters(), set_to_none)

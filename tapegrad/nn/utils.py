@@ -4,6 +4,7 @@ import warnings
 
 import tapegrad as tg
 
+from ..tape import api
 from ..tensor import Tensor
 
 __all__ = ["clip_grad_norm_", "clip_grad_norm", "clip_grad_value_", "get_total_norm",
@@ -82,3 +83,9 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
             if g is None:
                 continue
             g.clamp_(-clip_value, clip_value)
+
+
+# the public functions, as entries that tg.compile can log and match
+for _name in __all__:
+    globals()[_name] = api(globals()[_name])
+del _name

@@ -125,7 +125,7 @@ def _row_of(tape, t):
         r = tape.row(K.K_EXT, EXT.index, t._data, True)
         tape.ext[r] = t
         if TRACE[0] is not None:
-            TRACE[0].fail("a tensor of a graph recorded outside the function")
+            TRACE[0].ext_row(tape, r, t)
         return r
     r = tape.row(K.K_LEAF, LEAF.index, t._data, t._req, flags=K.LEAFF)
     if TRACE[0] is not None:

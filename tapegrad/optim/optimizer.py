@@ -132,6 +132,7 @@ class Optimizer:
             raise ValueError("some parameters appear in more than one parameter group")
         self.param_groups.append(param_group)
 
+    @_tape.api
     def zero_grad(self, set_to_none=True):
         """Clears the gradients of the optimized parameters (and of nothing else)."""
         for group in self.param_groups:
@@ -143,6 +144,7 @@ class Optimizer:
         if step is not None:
             # a step written elsewhere still tells a tg.compile recording which
             # optimizer it updates, so that its settings are guarded
+            @_tape.api
             @functools.wraps(step)
             def registered(self, *args, **kwargs):
                 if _tape.TRACE[0] is not None:
@@ -150,6 +152,7 @@ class Optimizer:
                 return step(self, *args, **kwargs)
             cls.step = registered
 
+    @_tape.api
     def step(self, closure=None):
         """One update of every parameter that has a gradient; returns closure()'s loss."""
         groups = self.param_groups
