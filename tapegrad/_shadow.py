@@ -57,6 +57,26 @@ def signature(vid, x):
     return ("is", id(x))
 
 
+def matches(vid, sig, x):
+    """signature(vid, x) == sig, without building it."""
+    c = x.__class__
+    if c is Tensor:
+        return sig[0] is Tensor and sig[1] == vid(x)
+    if c is tuple or c is list:
+        if sig[0] is not c or len(sig) != len(x) + 1:
+            return False
+        for s, i in zip(sig[1:], x):
+            if not matches(vid, s, i):
+                return False
+        return True
+    if c in _PLAIN:
+        return sig[0] is c and sig[1] == x
+    return signature(vid, x) == sig
+
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
 def _arguments(args, kwargs):
     for i, a in enumerate(args):
         yield ("a", i), a
@@ -153,14 +173,16 @@ class Shadow:
         if self.eager:
             return fn(*args, **kwargs)
         k = self.k
-        if k >= len(self.log) or self.log[k][0] is not fn or \
-                self.log[k][3] != (signature(self.vid, args), signature(self.vid, kwargs)):
+        entry = self.log[k] if k < len(self.log) else None
+        if entry is None or entry[0] is not fn or not matches(self.vid, entry[3][0], args) \
+                or (kwargs or entry[3][1] != (dict,)) and \
+                signature(self.vid, kwargs) != entry[3][1]:
             if k < self.first_read:
                 raise Diverged(getattr(fn, "__qualname__", repr(fn)))
             self.eager = True               # after the first read: the rest runs eagerly
             return fn(*args, **kwargs)
         self.k = k + 1
-        return self._build(self.log[k][1], args, kwargs)
+        return self._build(entry[1], args, kwargs)
 
     def unfinished(self):
         """The re-run ended before the first read, short of the recording's calls."""
