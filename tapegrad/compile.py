@@ -30,6 +30,7 @@ from . import tape as _tape
 from ._fusion import _BINARY, _UNARY, _fuse, _runs
 from ._guards import _Settings, _Sources, _same_state, _short, _state_sig
 from ._shadow import Diverged, Shadow, eligible, signature, template
+from .autograd.engine import _apply_hooks
 from .hyper import Hyper, live_group, num, rounded
 from .tensor import Tensor, _wrap
 
@@ -70,6 +71,19 @@ class _Router:
         if m is None:
             return fn(*args, **kwargs)
         return m.call(fn, args, kwargs)
+
+    def untraced(self, fn, *args):
+        """fn(*args) with the calling thread's recording paused (hooks of a backward:
+        a replay calls them itself)."""
+        ident = threading.get_ident()
+        with self.lock:
+            mode = self.by_thread.pop(ident, None)
+        try:
+            return fn(*args)
+        finally:
+            if mode is not None:
+                with self.lock:
+                    self.by_thread[ident] = mode
 
     def enter(self, tr):
         with self.lock:
@@ -149,6 +163,7 @@ class Tracer:
         self.optims = {}         # id(optimizer) -> (optimizer, state signature)
         self.modules = {}        # id(module) -> (module, its training flag at the start)
         self.streams = {}        # id -> random stream state drawn from
+        self.hooks = {}          # tape row -> its tensor hooks (the replay calls them)
         self.log = []            # per API call: (function, result template, instructions)
         self.depth = 0           # API calls in progress
         self.first_read = None   # API calls made before the first value read
@@ -562,23 +577,32 @@ class Tracer:
 
     # -- gradients and backward -------------------------------------------------------
     def grad_touch(self, t, read):
-        if id(t) not in self.grad_first:
+        if id(t) not in self.grad_first and not self._made_here(t):
             self.grad_first[id(t)] = (t, t._grad, read)
 
     def grad_set(self, t):
-        self.grad_touch(t, False)
-        self.grad_final[id(t)] = t
+        if not self._made_here(t):
+            self.grad_touch(t, False)
+            self.grad_final[id(t)] = t
+
+    def _made_here(self, t):
+        """t is a result of an op of this call (its .grad is no state of the caller)."""
+        return not t._leaf and t._tape is not None and (t._tape.id, t._row) in self.rowvid
 
     @_watch
     def backward(self, tape, seeds):
         """A backward pass over ``tape`` from ``seeds`` (row -> gradient tensor)."""
-        if tape.fns or tape.hooks or tape.node_hooks or tape.retain:
-            raise _Unsupported("hooks, retain_grad or autograd.Function in backward")
+        if tape.fns or tape.node_hooks:
+            raise _Unsupported("grad_fn hooks or autograd.Function in backward")
         if _tape.ANOMALY[0]:
             raise _Unsupported("anomaly detection")
         n = tape.n
         T = tape.T[:n].copy()
         T[:, K.FL] &= ~(K.FREED | K.DIRTY | K.PAUSE)
+        for r, hooks in tape.hooks.items():    # tensor hooks: the replay pauses there
+            if hooks and r < n:
+                T[r, K.FL] |= K.PAUSE
+                self.hooks[r] = dict(hooks)
         for r in range(n):
             if (tape.id, r) not in self.rowvid:
                 raise _Unsupported(f"a tape row recorded before the compiled call")
@@ -788,7 +812,8 @@ class Recording:
                                 self.adj32.ctypes.data, self.adj32.size,
                                 self.adj64.ctypes.data, self.adj64.size,
                                 self.seen.ctypes.data, self.seen.size,
-                                K.KFWD.ctypes.data, K.KTAB.ctypes.data, self.ARGV.ctypes.data)
+                                K.KFWD.ctypes.data, K.KTAB.ctypes.data, self.ARGV.ctypes.data,
+                                -1, -1)
         self.ext = [(weakref.ref(t), arr, req) for t, arr, req in tr.ext.values()]
         used = {id(t) for t, _, _ in tr.ext.values()}
         self.grads = []
@@ -811,6 +836,7 @@ class Recording:
         self.optims = list(tr.optims.values())
         self.settings = list(tr.settings.values())
         self.hguards = tr.hguards
+        self.hooks = tr.hooks
         self.streams = list(tr.streams.values())
         self.modes = list(tr.modules.values())
         # the flags a replay leaves, as the function's train()/eval() calls did
@@ -898,6 +924,15 @@ class Recording:
             s.commit()
         return True
 
+    def _hooks(self, r):
+        """Runs the tensor hooks of tape row r on its gradient, as backward does."""
+        T = self.PG[r]
+        arena = self.adj64 if T[K.FL] & K.F64 else self.adj32
+        region = arena[T[K.AOFF]:T[K.AOFF] + T[K.N]]
+        shape = tuple(int(n) for n in T[K.S0:K.S0 + T[K.ND]])
+        g = _apply_hooks(self.hooks[r], _wrap(region.reshape(shape).copy()))
+        region[:] = g._data.reshape(-1)
+
     def replay(self, args, build=True):
         ARGS = self.ARGS
         keep = []
@@ -914,6 +949,12 @@ class Recording:
         # interrupt, so a step is done or not done (the .grad attributes set after it
         # already hold these tensors, unless a guard would record again anyway)
         status, i = _run()(self.PG, self.PL, self.PF, ARGS)
+        while status == K.PAUSED and self.hooks and \
+                self.PG[self.nt + self.nv + i, K.I_OP] == K.X_BACKWARD:
+            r = int(self.ARGV[1, K.PAUSED_ROW])
+            self._hooks(r)
+            ARGS[K.H_RESUME], ARGS[K.H_RESUME + 1] = i, r
+            status, i = _run()(self.PG, self.PL, self.PF, ARGS)
         if status:
             if saved is not None:
                 for a, s in zip(self.backup, saved):

@@ -255,3 +255,65 @@ def test_logging_read_before_the_update_records_again():
             step(tg.tensor(rng.standard_normal((6, 4)), dtype=tg.float32),
                  tg.tensor(rng.integers(0, 3, 6)))
     assert len(hist) == 5 and step.records == 5
+
+
+# -- hooks: the replay pauses at hooked rows and calls them --------------------------------
+def test_tensor_hooks_run_on_every_replay():
+    """A hook that scales a gradient and one that logs its size, registered inside the
+    step: every replay pauses at their rows and calls them with that call's gradient."""
+    def run(wrap):
+        tg.manual_seed(0)
+        model = tg.nn.Sequential(tg.nn.Linear(4, 8), tg.nn.Tanh(), tg.nn.Linear(8, 2))
+        opt = tg.optim.SGD(model.parameters(), lr=0.1)
+        sizes = []
+
+        @wrap
+        def step(x, y):
+            opt.zero_grad()
+            h = model[0](x)
+            h.register_hook(lambda g: g * 0.5)
+            a = model[1](h)
+            a.register_hook(lambda g: sizes.append(float(np.abs(g.numpy()).sum())))
+            loss = tg.nn.functional.mse_loss(model[2](a), y)
+            loss.backward()
+            opt.step()
+            return loss
+        rng = np.random.default_rng(1)
+        out = [step(tg.tensor(rng.standard_normal((5, 4)), dtype=tg.float32),
+                    tg.tensor(rng.standard_normal((5, 2)), dtype=tg.float32)).item()
+               for _ in range(8)]
+        return out, sizes, [p.detach().numpy().copy() for p in model.parameters()], step
+    e_out, e_sizes, e_params, _ = run(lambda f: f)
+    c_out, c_sizes, c_params, step = run(tg.compile)
+    assert c_out == e_out and c_sizes == e_sizes and len(c_sizes) == 8
+    for a, b in zip(c_params, e_params):
+        np.testing.assert_array_equal(a, b)
+    assert (step.records, step.replays, step.fallbacks) == (1, 7, 0)
+
+
+def test_retain_grad_inside_the_function():
+    def run(wrap):
+        tg.manual_seed(0)
+        w = tg.randn(4, 3, requires_grad=True)
+
+        @wrap
+        def f(x):
+            h = x @ w
+            h.retain_grad()
+            loss = (h.tanh() ** 2).sum()
+            loss.backward()
+            return loss, h.grad, w.grad
+        rng = np.random.default_rng(2)
+        outs = []
+        for _ in range(5):
+            w.grad = None
+            loss, hg, wg = f(tg.tensor(rng.standard_normal((2, 4)), dtype=tg.float32))
+            outs.append((loss.item(), hg.numpy().copy(), wg.numpy().copy()))
+        return outs, f
+    want, _ = run(lambda f: f)
+    got, f = run(tg.compile)
+    for (l1, h1, w1), (l2, h2, w2) in zip(got, want):
+        assert l1 == l2
+        np.testing.assert_array_equal(h1, h2)
+        np.testing.assert_array_equal(w1, w2)
+    assert (f.records, f.replays, f.fallbacks) == (1, 4, 0)

@@ -19,7 +19,8 @@ from .reduce import (amax_fwd, argext_fwd, cat_fwd, gather_strided, prod_fwd, so
                      sum_fwd)
 from .rng import R_INT, fill_randint, fill_random
 from .reverse import (ARGV, FUSED, REVERSE, _A_ADJ, _A_ADJ2, _A_KT, _A_NADJ, _A_NADJ2,
-                      _A_OUT, _A_R, _A_ROW, _FAMILY_VJPS, _cfunc, prepare, tape_args)
+                      _A_OUT, _A_R, _A_RESUME, _A_ROW, _FAMILY_VJPS, _cfunc, prepare,
+                      tape_args)
 
 
 # ======================================================================================
@@ -70,9 +71,12 @@ X_SCALAR = 76    # (a forward kernel, no instruction) instructions P_LO..P_HI, f
 #                  by P9 = the number of one-element instructions from this one on
 # ARGS: nt, nv, ni, len(TL), len(LI), then (address, size) of the adjoint arenas adj32,
 # adj64 and of seen, the addresses of the kernel tables KFWD and KTAB and of the
-# program's kernel argument blocks ARGV (2 x ARGV), then the caller's array addresses
-(_H_ADJ32, _H_ADJ64, _H_SEEN, _H_KF, _H_KT, _H_ARGV) = (5, 7, 9, 11, 12, 13)
-H_ARGS = 14
+# program's kernel argument blocks ARGV (2 x ARGV), the (instruction, tape row) to
+# resume a backward at after a pause (-1: start from the top), then the caller's array
+# addresses
+(_H_ADJ32, _H_ADJ64, _H_SEEN, _H_KF, _H_KT, _H_ARGV, H_RESUME) = (5, 7, 9, 11, 12, 13, 14)
+H_ARGS = 16
+PAUSED_ROW = _A_ROW      # where ARGV[1] holds the row a backward paused at (hooks)
 
 MISMATCH = 1     # run_program: a value read while recording came out differently
 
@@ -94,10 +98,12 @@ def _kernel_call(kf, k, argv, i, lo, hi):
 
 
 @njit(**_JIT)
-def _backward(TT, TF, TL, adj32, adj64, seen, start, runs, KT, argv):
-    """The reverse replay across both arenas: dtype switches, casts between them."""
+def _backward(TT, TF, TL, adj32, adj64, seen, start, runs, KT, argv, resume):
+    """The reverse replay across both arenas: dtype switches, casts between them;
+    ``resume``: past a pause at row ``start``."""
     dt = TT[start, FL] & F64
     tape_args(argv, TT, TF, TL, seen, runs)
+    argv[_A_RESUME] = resume
     while start >= 0:
         kt = KT[1 if dt else 0]
         argv[_A_ADJ] = adj64.ctypes.data if dt else adj32.ctypes.data
@@ -108,6 +114,7 @@ def _backward(TT, TF, TL, adj32, adj64, seen, start, runs, KT, argv):
         argv[_A_R] = start
         argv[_A_ROW] = dt
         _call(kt[REVERSE], argv.ctypes.data)
+        argv[_A_RESUME] = 0
         status, r = argv[_A_OUT], argv[_A_ROW]
         if status == DONE:
             return 0
@@ -137,7 +144,9 @@ def _fused(INS, VD, start, count, kf, argv):
 @njit(**_JIT)
 def run_program(PG, PL, PF, ARGS):
     """Replays a compiled program; returns (0, -1), or (MISMATCH, instruction) when a
-    value read while recording differs now, or (status, row) of a failed backward.
+    value read while recording differs now, or (status, instruction) of a backward that
+    paused at a row with hooks (PAUSED; the row in ARGV[1, PAUSED_ROW]: resume there
+    through ARGS[H_RESUME:H_RESUME + 2]) or failed.
 
     PG stacks the tape copy TT, the values VD and the instructions INS; PL the tape's
     input lists TL, the value lists LI and the fused runs of TT; PF the tape's F and
@@ -178,6 +187,10 @@ def run_program(PG, PL, PF, ARGS):
     argf[_P_NV] = nv
     argf[_P_NLI] = LI.size
     i = 0
+    resume_at = ARGS[H_RESUME]
+    if resume_at >= 0:
+        i = resume_at
+    ARGS[H_RESUME] = -1
     while i < ni:
         k = INS[i, I_OP]
         o = INS[i, I_O]
@@ -187,6 +200,12 @@ def run_program(PG, PL, PF, ARGS):
             argf[_P_KF] = kf.ctypes.data
             _kernel_call(kf, X_SCALAR, argf, i, i, i + count)
             i += count
+        elif k == X_BACKWARD and i == resume_at:
+            status = _backward(TT, TF, TL, adj32, adj64, seen, ARGS[H_RESUME + 1], runs, KT,
+                               argb, 1)
+            if status != 0:
+                return status, i
+            i += 1
         elif k == X_BACKWARD:
             for r in range(nt):
                 seen[r] = 0
@@ -201,7 +220,7 @@ def run_program(PG, PL, PF, ARGS):
                 for j in range(nb):
                     d[j] = src[j]
                 seen[r] = 1
-            status = _backward(TT, TF, TL, adj32, adj64, seen, INS[i, I_P], runs, KT, argb)
+            status = _backward(TT, TF, TL, adj32, adj64, seen, INS[i, I_P], runs, KT, argb, 0)
             if status != 0:
                 return status, i
             i += 1

@@ -25,7 +25,8 @@ NEED = 8          # status: the row's kernel is not compiled yet (Python compile
 ARGV = 24         # int64 slots of a kernel's argument block:
 (_A_T, _A_F, _A_L, _A_ADJ, _A_SEEN, _A_ROWS, _A_NADJ, _A_NL, _A_NSEEN, _A_R, _A_LO, _A_HI,
  _A_AO, _A_FA, _A_BO, _A_FB, _A_RUNS, _A_NRUNS, _A_KT, _A_OUT, _A_ROW, _A_ADJ2,
- _A_NADJ2) = range(23)  # LO < 0: whole row; ADJ2: the other dtype's arena
+ _A_NADJ2, _A_RESUME) = range(24)  # LO < 0: whole row; ADJ2: the other dtype's arena;
+#                                   RESUME: past the pause at the start row
 FUSED = K_LEAF    # the VJP table's slot of the fused-run driver (a leaf has no VJP)
 REVERSE = NKERNELS  # ... and of reverse_rows on one arena, for programs
 
@@ -168,8 +169,8 @@ def _vjp_kernel(k, f64):
             runs = carray(_ptr(a[_A_RUNS], np.int64), a[_A_NRUNS])
             kt = carray(_ptr(a[_A_KT], np.int64), NKERNELS + 1)
             no = r < -1
-            a[_A_OUT], a[_A_ROW] = reverse_rows(T, F, L, adj, seen, r, no, no, a[_A_ROW], no,
-                                                kt, a, runs)
+            a[_A_OUT], a[_A_ROW] = reverse_rows(T, F, L, adj, seen, r, a[_A_RESUME] != 0, no,
+                                                a[_A_ROW], no, kt, a, runs)
     elif k == FUSED:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)

@@ -273,7 +273,10 @@ def _replay(tape, seeds, retain, sink, pending):
                 hooks = tape.hooks.get(r)
                 if hooks:
                     region = _region(tape, r, arenas)
-                    g = _apply_hooks(hooks, _wrap(region.reshape(_shape(tape, r)).copy()))
+                    g = _wrap(region.reshape(_shape(tape, r)).copy())
+                    # (a recording's replays call the hooks themselves)
+                    g = _apply_hooks(hooks, g) if tr is None else \
+                        tr.untraced(_apply_hooks, hooks, g)
                     region[:] = g._data.reshape(-1)
                 resume = True
                 if tape.node_hooks.get(r) and tape.T[r, K.OP] not in _NO_VJP:
