@@ -16,6 +16,7 @@ A mismatch records again. What the tracer cannot express makes the recording fal
 back to eager calls, with a warning.
 """
 import bisect
+import copy
 import functools
 import os
 import sys
@@ -30,7 +31,7 @@ from . import tape as _tape
 from ._fusion import _BINARY, _UNARY, _fuse, _runs
 from ._guards import _Settings, _Sources, _same_state, _short, _state_sig
 from ._shadow import Diverged, Shadow, eligible, signature, template
-from .autograd.engine import _apply_hooks
+from .autograd.engine import FUNCTION_BACKWARD, _apply_hooks
 from .hyper import Hyper, live_group, num, rounded
 from .tensor import Tensor, _wrap
 
@@ -164,6 +165,7 @@ class Tracer:
         self.modules = {}        # id(module) -> (module, its training flag at the start)
         self.streams = {}        # id -> random stream state drawn from
         self.hooks = {}          # tape row -> its tensor hooks (the replay calls them)
+        self.fns = {}            # the user Functions of the backward, as tape.fns
         self.log = []            # per API call: (function, result template, instructions)
         self.depth = 0           # API calls in progress
         self.first_read = None   # API calls made before the first value read
@@ -592,8 +594,15 @@ class Tracer:
     @_watch
     def backward(self, tape, seeds):
         """A backward pass over ``tape`` from ``seeds`` (row -> gradient tensor)."""
-        if tape.fns or tape.node_hooks:
-            raise _Unsupported("grad_fn hooks or autograd.Function in backward")
+        if tape.node_hooks:
+            raise _Unsupported("grad_fn hooks in backward")
+        for key, fn in tape.fns.items():     # user Functions: the replay calls backward
+            if key.__class__ is int:
+                cls, ctx, nout, pos = fn
+                # (a copy: backward without retain_graph frees the call's own ctx)
+                self.fns[key] = (cls, copy.copy(ctx), nout, pos)
+            else:
+                self.fns[key] = list(fn)
         if _tape.ANOMALY[0]:
             raise _Unsupported("anomaly detection")
         n = tape.n
@@ -695,6 +704,34 @@ def _flatten(x, tr):
     raise _Unsupported(f"returning a {type(x).__name__}")
 
 
+class _TapeView:
+    """What a user Function's backward reads of a tape, on a program's copy."""
+
+    def __init__(self, T, L, fns):
+        self.T, self.L, self.fns = T, L, fns
+
+
+def _saved_values(tr):
+    """The value ids of what each user Function saved for backward."""
+    return {key: [None if t is None else tr.ids.get(id(t._data)) for t in fn[1]._saved]
+            for key, fn in tr.fns.items() if key.__class__ is int}
+
+
+def _function_contexts(tr, saved):
+    """Each Function's ctx (the recording's copy) saves the program's values, so that its
+    backward on a replay reads that replay's."""
+    for key, vids in saved.items():
+        ctx = tr.fns[key][1]
+        tensors = []
+        for t, v in zip(ctx._saved, vids):
+            if t is not None and v is not None:
+                t = _wrap(tr.arrays[v])
+            tensors.append(t)
+        ctx._saved = tuple(tensors)
+        ctx._versions = tuple(None if t is None else 0 for t in tensors)
+        ctx._freed = False
+
+
 def _own_buffers(tr):
     """The program's intermediate values get buffers of their own: tensors the recording
     call handed out or that its Python kept keep that call's values."""
@@ -746,7 +783,9 @@ class Recording:
     """One recorded program with its guards and the buffers it replays over."""
 
     def __init__(self, tr, out):
+        saved = _saved_values(tr)
         _own_buffers(tr)
+        _function_contexts(tr, saved)
         self.arrays = tr.arrays
         self.out = out
         self.args = [(j, v) for j, _, v in tr.args]
@@ -813,7 +852,7 @@ class Recording:
                                 self.adj64.ctypes.data, self.adj64.size,
                                 self.seen.ctypes.data, self.seen.size,
                                 K.KFWD.ctypes.data, K.KTAB.ctypes.data, self.ARGV.ctypes.data,
-                                -1, -1)
+                                -1, -1, 0)
         self.ext = [(weakref.ref(t), arr, req) for t, arr, req in tr.ext.values()]
         used = {id(t) for t, _, _ in tr.ext.values()}
         self.grads = []
@@ -837,6 +876,8 @@ class Recording:
         self.settings = list(tr.settings.values())
         self.hguards = tr.hguards
         self.hooks = tr.hooks
+        self.fn_tape = _TapeView(self.PG[:len(TT)], self.PL[:len(TL)], tr.fns)
+        self.arenas = {0: self.adj32, K.F64: self.adj64}
         self.streams = list(tr.streams.values())
         self.modes = list(tr.modules.values())
         # the flags a replay leaves, as the function's train()/eval() calls did
@@ -949,11 +990,15 @@ class Recording:
         # interrupt, so a step is done or not done (the .grad attributes set after it
         # already hold these tensors, unless a guard would record again anyway)
         status, i = _run()(self.PG, self.PL, self.PF, ARGS)
-        while status == K.PAUSED and self.hooks and \
+        while (status == K.PAUSED or status == K.PYFN) and \
                 self.PG[self.nt + self.nv + i, K.I_OP] == K.X_BACKWARD:
             r = int(self.ARGV[1, K.PAUSED_ROW])
-            self._hooks(r)
-            ARGS[K.H_RESUME], ARGS[K.H_RESUME + 1] = i, r
+            if status == K.PAUSED:
+                self._hooks(r)
+                ARGS[K.H_RESUME:K.H_RESUME + 3] = i, r, 1
+            else:
+                FUNCTION_BACKWARD["replay"](self.fn_tape, r, self.seen, self.arenas, True)
+                ARGS[K.H_RESUME:K.H_RESUME + 3] = i, r - 1, 0
             status, i = _run()(self.PG, self.PL, self.PF, ARGS)
         if status:
             if saved is not None:

@@ -317,3 +317,59 @@ def test_retain_grad_inside_the_function():
         np.testing.assert_array_equal(h1, h2)
         np.testing.assert_array_equal(w1, w2)
     assert (f.records, f.replays, f.fallbacks) == (1, 4, 0)
+
+
+class Cube(tg.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * 3 * x * x
+
+
+class ExpAndSquare(tg.autograd.Function):
+    """Two outputs, one of them saved; a gradient for a non-tensor argument (None)."""
+    @staticmethod
+    def forward(ctx, x, scale):
+        e = (x * scale).exp()
+        ctx.save_for_backward(x, e)
+        ctx.scale = scale
+        return e, x * x
+
+    @staticmethod
+    def backward(ctx, ge, gs):
+        x, e = ctx.saved_tensors
+        return ge * e * ctx.scale + gs * 2 * x, None
+
+
+def test_autograd_functions_replay():
+    """The forward's ops are recorded like any ops; the replay's backward pauses at the
+    Function's row and runs its backward on that call's values."""
+    def run(wrap):
+        tg.manual_seed(0)
+        w = tg.randn(4, 3, dtype=tg.float64, requires_grad=True)
+
+        @wrap
+        def f(x):
+            h = Cube.apply(x @ w)
+            e, s = ExpAndSquare.apply(h.tanh(), 0.5)
+            loss = (e.sum() + s.mean()) * 0.1
+            loss.backward()
+            return loss, w.grad
+        rng = np.random.default_rng(5)
+        outs = []
+        for _ in range(6):
+            w.grad = None
+            loss, g = f(tg.tensor(rng.standard_normal((2, 4))))
+            outs.append((loss.item(), g.numpy().copy()))
+        return outs, f
+    want, _ = run(lambda f: f)
+    got, f = run(tg.compile)
+    for (l1, g1), (l2, g2) in zip(got, want):
+        assert l1 == l2
+        np.testing.assert_array_equal(g1, g2)
+    assert (f.records, f.replays, f.fallbacks) == (1, 5, 0)

@@ -2,8 +2,8 @@
 the same values and gradients whichever way it runs.
 
 - compiled: a ``tg.compile``d step (forward, backward) replayed on the case's inputs,
-  bit for bit equal to eager (index assignments and user Functions, which a replay
-  cannot run, run eagerly with a CompileWarning: equal too);
+  bit for bit equal to eager (index assignments, which a replay cannot run, run
+  eagerly with a CompileWarning: equal too);
 - one: elementwise cases on one-element inputs (the one-element paths of the reverse
   pass and of the program replay), equal to the element of the eager array result;
 - block: elementwise cases on inputs above ``FUSE_MIN`` elements, in a compiled replay
@@ -23,7 +23,7 @@ except ImportError:
     from test_op_grads import CASES
 
 ELEMENTWISE_KERNELS = set(range(K.BINARY_FIRST, K.BINARY_LAST + 1)) | set(K.UNARY_OPS)
-EAGER_ONLY = {K.K_SCATTER, K.K_SETIDX, K.K_PYFN, K.K_PYOUT}
+EAGER_ONLY = {K.K_SCATTER, K.K_SETIDX}
 
 
 def _upstream(case, arrays):

@@ -71,11 +71,11 @@ X_SCALAR = 76    # (a forward kernel, no instruction) instructions P_LO..P_HI, f
 #                  by P9 = the number of one-element instructions from this one on
 # ARGS: nt, nv, ni, len(TL), len(LI), then (address, size) of the adjoint arenas adj32,
 # adj64 and of seen, the addresses of the kernel tables KFWD and KTAB and of the
-# program's kernel argument blocks ARGV (2 x ARGV), the (instruction, tape row) to
-# resume a backward at after a pause (-1: start from the top), then the caller's array
-# addresses
+# program's kernel argument blocks ARGV (2 x ARGV), the (instruction, tape row, past
+# the row's pause) to resume a backward at after Python ran (-1: start from the top),
+# then the caller's array addresses
 (_H_ADJ32, _H_ADJ64, _H_SEEN, _H_KF, _H_KT, _H_ARGV, H_RESUME) = (5, 7, 9, 11, 12, 13, 14)
-H_ARGS = 16
+H_ARGS = 17
 PAUSED_ROW = _A_ROW      # where ARGV[1] holds the row a backward paused at (hooks)
 
 MISMATCH = 1     # run_program: a value read while recording came out differently
@@ -145,8 +145,8 @@ def _fused(INS, VD, start, count, kf, argv):
 def run_program(PG, PL, PF, ARGS):
     """Replays a compiled program; returns (0, -1), or (MISMATCH, instruction) when a
     value read while recording differs now, or (status, instruction) of a backward that
-    paused at a row with hooks (PAUSED; the row in ARGV[1, PAUSED_ROW]: resume there
-    through ARGS[H_RESUME:H_RESUME + 2]) or failed.
+    paused at a row with hooks (PAUSED) or of a user Function (PYFN) (the row in
+    ARGV[1, PAUSED_ROW]; resume through ARGS[H_RESUME:H_RESUME + 3]) or failed.
 
     PG stacks the tape copy TT, the values VD and the instructions INS; PL the tape's
     input lists TL, the value lists LI and the fused runs of TT; PF the tape's F and
@@ -188,6 +188,7 @@ def run_program(PG, PL, PF, ARGS):
     argf[_P_NLI] = LI.size
     i = 0
     resume_at = ARGS[H_RESUME]
+    resume_row = ARGS[H_RESUME + 1]
     if resume_at >= 0:
         i = resume_at
     ARGS[H_RESUME] = -1
@@ -201,10 +202,11 @@ def run_program(PG, PL, PF, ARGS):
             _kernel_call(kf, X_SCALAR, argf, i, i, i + count)
             i += count
         elif k == X_BACKWARD and i == resume_at:
-            status = _backward(TT, TF, TL, adj32, adj64, seen, ARGS[H_RESUME + 1], runs, KT,
-                               argb, 1)
-            if status != 0:
-                return status, i
+            if resume_row >= 0:
+                status = _backward(TT, TF, TL, adj32, adj64, seen, resume_row, runs, KT,
+                                   argb, ARGS[H_RESUME + 2])
+                if status != 0:
+                    return status, i
             i += 1
         elif k == X_BACKWARD:
             for r in range(nt):

@@ -296,7 +296,10 @@ def _replay(tape, seeds, retain, sink, pending):
                 deposit(tape, src, arenas, seen, _region(tape, r, arenas))
                 start = r - 1
             elif status == K.PYFN:
-                FUNCTION_BACKWARD["replay"](tape, r, seen, arenas, retain)
+                if tr is None:
+                    FUNCTION_BACKWARD["replay"](tape, r, seen, arenas, retain)
+                else:       # (a recording's replays call the Function themselves)
+                    tr.untraced(FUNCTION_BACKWARD["replay"], tape, r, seen, arenas, retain)
                 start = r - 1
             else:
                 raise _error(tape, status, r)

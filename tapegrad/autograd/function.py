@@ -9,7 +9,7 @@ import numpy as np
 from .. import _kernels as K
 from ..grad_mode import no_grad, set_grad_enabled
 from ..ops import PYFN, PYOUT, _row_of, input_rows, sum_to
-from ..tape import STATE, current
+from ..tape import STATE, TRACE, current
 from ..tensor import Tensor, _owned_node, _wrap
 from .engine import FREED_MSG, FUNCTION_BACKWARD, _region, _shape, deposit
 
@@ -110,6 +110,8 @@ class Function:
                 r = tape.row(K.K_PYOUT, PYOUT.index, data, True, first, -1)
                 tape.T[r, K.P0 + 2] = first
             t = _owned_node(data, tape, r)
+            if TRACE[0] is not None:    # a recording replays the forward's own ops
+                TRACE[0].leaf_row(tape, r, t)
             tape.fns.setdefault(("out", first), []).append((j, r))
             wrapped.append(t)
             swap[id(o)] = t
