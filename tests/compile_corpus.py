@@ -49,8 +49,20 @@ def state_of(model, opt=None):
         out += [(name, p), (f"{name}.grad", p.grad)]
         if opt is not None:
             for k, v in sorted(opt.state.get(p, {}).items()):
-                out.append((f"{name} {type(opt).__name__}.{k}", v))
+                out.append((f"{name} {type(opt).__name__} state {k}", v))
     return out
+
+
+def classifier_step(model, opt, wrap):
+    """The tutorial's step, wrapped: zero_grad, cross entropy, backward, step."""
+    @wrap
+    def step(x, y):
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
 
 
 # -- closures over data -----------------------------------------------------------------
@@ -205,14 +217,7 @@ def scheduled(seed, schedule):
         model = mlp([10, 24, 4], seed=seed)
         opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         data = batches(seed, 24, (10,), 4)
-
-        @wrap
-        def step(x, y):
-            opt.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
-            return loss
+        step = classifier_step(model, opt, wrap)
 
         def call(i):
             for g in opt.param_groups:
@@ -356,15 +361,8 @@ def custom_module(wrap):
     model = Residual()
     opt = optim.AdamW(model.parameters(), lr=0.005)
     data = batches(20, 24, (10,), 4)
-
-    @wrap
-    def train_step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-    return lambda i: train_step(*data[i % 6]), lambda: state_of(model, opt), train_step
+    step = classifier_step(model, opt, wrap)
+    return lambda i: step(*data[i % 6]), lambda: state_of(model, opt), step
 
 
 @case
@@ -390,14 +388,7 @@ def freeze_after_warmup(wrap):
     model = mlp([10, 24, 4], seed=22)
     opt = optim.SGD(model.parameters(), lr=0.1)
     data = batches(22, 24, (10,), 4)
-
-    @wrap
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
+    step = classifier_step(model, opt, wrap)
 
     def call(i):
         if i == 10:
@@ -408,18 +399,11 @@ def freeze_after_warmup(wrap):
 
 @case
 def eval_mode_toggled_outside(wrap):
-    """A separate compiled evaluation function, with model.eval()/train() between."""
+    """model.eval() / model.train() and an evaluation between calls."""
     model = mlp([10, 24, 4], seed=23)
     opt = optim.SGD(model.parameters(), lr=0.1)
     data = batches(23, 24, (10,), 4)
-
-    @wrap
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
+    step = classifier_step(model, opt, wrap)
 
     def call(i):
         if i % 10 == 9:
@@ -438,16 +422,9 @@ def running_loss_outside(wrap):
     model = mlp([10, 24, 4], seed=24)
     opt = optim.SGD(model.parameters(), lr=0.1)
     data = batches(24, 24, (10,), 4)
+    step = classifier_step(model, opt, wrap)
     log = []
     running = [0.0]
-
-    @wrap
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
 
     def call(i):
         loss = step(*data[i % 6])

@@ -18,6 +18,7 @@ import tapegrad as tg
 import tapegrad.nn as nn
 import tapegrad.nn.functional as F
 import tapegrad.optim as optim
+from compile_corpus import state_of
 from fuzzgen import generate
 
 CALLS = 20
@@ -56,17 +57,6 @@ def assert_same(got, want, what):
     else:
         assert type(got) is type(want) and got == want, \
             f"{what}: got {got!r}, expected {want!r}"
-
-
-def model_state(model, opt=None):
-    """(name, value) of every parameter, its gradient and its optimizer state."""
-    out = []
-    for name, p in model.named_parameters():
-        out += [(name, p), (f"{name}.grad", p.grad)]
-        if opt is not None:
-            for k, v in sorted(opt.state.get(p, {}).items()):
-                out.append((f"{name} {type(opt).__name__} state {k}", v))
-    return out
 
 
 class Twin:
@@ -174,7 +164,7 @@ def mlp(sizes, act, batch, make_opt):
         return (tg.tensor(rand(i, (batch, sizes[0]), np.float32)),
                 tg.tensor(rand(i + 500, (batch, sizes[-1]), np.float32)))
 
-    return SimpleNamespace(fn=fn, args=args, state=lambda: model_state(model, opt), opt=opt)
+    return SimpleNamespace(fn=fn, args=args, state=lambda: state_of(model, opt), opt=opt)
 
 
 def mlp_sgd():
@@ -390,7 +380,7 @@ def linear_model():
         loss = (model(x) ** 2).sum()
         return (loss,) + tuple(tg.autograd.grad(loss, [model.weight, model.bias]))
 
-    return SimpleNamespace(fn=fn, model=model, state=lambda: model_state(model),
+    return SimpleNamespace(fn=fn, model=model, state=lambda: state_of(model),
                            args=lambda i: (leaf(i, (5, 3), requires_grad=False),))
 
 
