@@ -11,7 +11,7 @@ from .layout import (AOFF, BINARY_FIRST, BINARY_LAST, CAST, DONE, F64, FL, FUSE_
                      NKERNELS, K_ADD, K_AMAX, K_CAST, K_CAT, K_COPY, K_GATHER, K_LINEAR,
                      K_LOGSOFTMAX, K_MATMUL, K_PROD, K_SOFTMAX, K_SUM, K_WHERE, MAXD, N,
                      NCOL, ND, OP, S0, SO, SWITCH, U8, _call, _j, _mode, _nil, _ptr,
-                     _raw)
+                     _raw, _var)
 from .linalg import _mm_shape, ensure_blas, linear_fwd, matmul_fwd
 from .elementwise import (UNARY_FWD, _BINARY_VJPS, _SCALAR_BY_KERNEL, _UNARY_VJPS,
                           _binary_block, _binop, _scalar_unary, binary_fwd, compare_fwd)
@@ -222,7 +222,8 @@ def run_program(PG, PL, PF, ARGS):
                 for j in range(nb):
                     d[j] = src[j]
                 seen[r] = 1
-            status = _backward(TT, TF, TL, adj32, adj64, seen, INS[i, I_P], runs, KT, argb, 0)
+            status = _backward(TT, TF, TL, adj32, adj64, seen, INS[i, I_P], runs, KT, argb,
+                               _var(0))
             if status != 0:
                 return status, i
             i += 1
@@ -241,13 +242,10 @@ def run_program(PG, PL, PF, ARGS):
                 if x[j] != y[j]:
                     return MISMATCH, i
             i += 1
-        elif k == X_INDEX:
-            if _rows(VD, INS[i, I_A], o, INS[i, I_P], INS[i, I_P + 1]):
-                return MISMATCH, i
-            i += 1
-        elif k == X_TARGET:
-            if _targets(VD, INS[i, I_A], o, INS[i, I_B], INS[i, I_P], INS[i, I_P + 1],
-                        INS[i, I_P + 2], INS[i, I_P + 3]):
+        elif k == X_INDEX or k == X_TARGET:      # kernels that check their input
+            argf[_P_ST] = 0
+            _kernel_call(KF[0], k, argf, i, -1, 0)
+            if argf[_P_ST]:
                 return MISMATCH, i
             i += 1
         else:
@@ -281,7 +279,7 @@ def run_program(PG, PL, PF, ARGS):
     return 0, -1
 
 
-@njit(**_JIT)
+@njit(**_JIT, inline="always")
 def _rows(VD, a, o, size, inner):
     """X_INDEX; returns 1 for a row out of range."""
     key = _val(VD, a, _nil(np.int64))
@@ -297,7 +295,7 @@ def _rows(VD, a, o, size, inner):
     return 0
 
 
-@njit(**_JIT)
+@njit(**_JIT, inline="always")
 def _targets(VD, a, o, b, classes, inner, ignore, cw):
     """X_TARGET; returns 1 for a target out of range."""
     t = _val(VD, a, _nil(np.int64))
@@ -342,7 +340,8 @@ def _scalar_fwd(INS, FI, VD, i, w, kf, argv):
         out[0] = _scalar_unary(k, x[0], FI[i, 0], FI[i, 1], INS[i, I_P])
 
 
-(_P_INS, _P_FI, _P_LI, _P_VD, _P_NI, _P_NV, _P_NLI, _P_I, _P_LO, _P_HI, _P_KF) = range(11)
+(_P_INS, _P_FI, _P_LI, _P_VD, _P_NI, _P_NV, _P_NLI, _P_I, _P_LO, _P_HI, _P_KF,
+ _P_ST) = range(12)  # ST: a kernel's report that a value came out of range
 NOPS = 128                                  # opcodes a program may hold (K_* and X_*)
 KFWD = np.zeros((2, NOPS), np.int64)        # forward kernel addresses by dtype, opcode
 _FWD_COMPILED = {}
@@ -603,6 +602,15 @@ def _fwd_kernel(k, f64):
                              INS[i, I_P + 3])
             else:
                 fill_random(_val(VD, o, _nil(dt)), INS[i, I_P], state, FI[i, 0], FI[i, 1])
+    elif k == X_INDEX or k == X_TARGET:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            a = carray(_ptr(argp, np.int64), ARGV)
+            if k == X_INDEX:
+                a[_P_ST] = _rows(VD, INS[i, I_A], INS[i, I_O], INS[i, I_P], INS[i, I_P + 1])
+            else:
+                a[_P_ST] = _targets(VD, INS[i, I_A], INS[i, I_O], INS[i, I_B], INS[i, I_P],
+                                    INS[i, I_P + 1], INS[i, I_P + 2], INS[i, I_P + 3])
     elif k == X_SCALAR:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
@@ -637,16 +645,16 @@ def prepare_forward(k, f64):
             KFWD[row, op] = fn.address
 
 
-_ANY_DTYPE = (X_ICMP, X_ISUM)
+_ANY_DTYPE = (X_ICMP, X_ISUM, X_INDEX, X_TARGET)
 
 
 # Program instructions that the interpreter runs itself (no kernel).
-INLINE_OPS = (X_ARG, X_BACKWARD, X_ADJ, X_CHECK, X_FUSED, X_COND, X_TARGET, X_INDEX)
+INLINE_OPS = (X_ARG, X_BACKWARD, X_ADJ, X_CHECK, X_FUSED, X_COND)
 # Opcodes with a forward kernel (_fwd_kernel).
 FORWARD_OPS = (tuple(UNARY_FWD) + tuple(_BINARY_OPS) + (
     K_WHERE, K_SUM, K_AMAX, K_MATMUL, K_LINEAR, K_GATHER, K_SOFTMAX, K_LOGSOFTMAX, K_PROD,
     K_CAT, K_CAST, K_COPY, X_COPY, X_GATHER, X_AXPY, X_FILL, X_CMP, X_ARGEXT, X_SCALAR,
-    X_TOF, X_ICMP, X_ISUM, X_RAND))
+    X_TOF, X_ICMP, X_ISUM, X_RAND, X_INDEX, X_TARGET))
 
 
 def prepare_program(TT, VD, INS, runs):
