@@ -32,6 +32,8 @@ for _name in ("arange", "as_tensor", "empty", "eye", "from_numpy", "full", "full
               "where"):
     globals()[_name] = _api(globals()[_name])
 del _name
+bitwise_and, bitwise_or, bitwise_xor, bitwise_not = (
+    Tensor.bitwise_and, Tensor.bitwise_or, Tensor.bitwise_xor, Tensor.bitwise_not)
 
 __version__ = "0.1.0"
 

@@ -455,6 +455,25 @@ class Tracer:
         op = K.X_ICMP if dt == _I64 else K.X_CMP
         self.ins.append((op, o, va, vb, (_CMP[ufunc],), c, 0.0))
 
+    @_watch
+    def bits(self, code, out, a, other):
+        """``out`` = a &, |, ^ other (code 0, 1, 2; other a tensor or a number) or ~a
+        (code 3), of bool or int64 tensors."""
+        dt = a._data.dtype
+        if out.dtype != dt or isinstance(other, Tensor) and other._data.dtype != dt:
+            raise _Unsupported(f"a bitwise op mixing {dt} and another dtype")
+        if isinstance(other, Tensor):
+            vb, c = self.vid(other), 0.0
+        elif code == 3:
+            vb, c = -1, 0.0
+        elif abs(int(other)) < 2 ** 53:
+            vb, c = -1, float(int(other))
+        else:
+            raise _Unsupported("a bitwise op with a number beyond 2**53")
+        va = self.vid(a)
+        o = self._private(out)
+        self.ins.append((K.X_BITS, o, va, vb, (code,), c, 0.0))
+
     def _private(self, arr, buf=None):
         """A value whose eager array the program cannot use as its buffer (not C
         contiguous, or a view): ``buf`` (or a contiguous copy) stands in for it."""

@@ -457,6 +457,9 @@ def non_leaf_grad_warning():
         "on the non-leaf Tensor.", UserWarning, stacklevel=3)
 
 
+_TORCH_KINDS = {"float32": "Float", "float64": "Double"}
+
+
 def bind(**methods):
     """Binds methods that other modules implement (``backward`` in autograd.engine,
     ``grad_fn`` in autograd.graph), so that this module imports none of them."""
@@ -514,6 +517,39 @@ def bind_methods(ops):
                                        other if isinstance(other, Tensor)
                                        else _wrap(np.asarray(o))) from None
         return method
+
+    def bitwise(code, name, ufunc, reflected=False):
+        def method(self, other=None):
+            if code == 3:
+                if self._data.dtype.kind not in "biu":
+                    raise RuntimeError(f'"bitwise_not_cpu" not implemented for '
+                                       f"'{_TORCH_KINDS[self._data.dtype.name]}'")
+                out = np.asarray(np.invert(self._data))
+            else:
+                o = other._data if isinstance(other, Tensor) else other
+                for arr in (self._data, np.asarray(o)):
+                    if arr.dtype.kind not in "biu":
+                        raise RuntimeError(f'"{name}_cpu" not implemented for '
+                                           f"'{_TORCH_KINDS.get(arr.dtype.name, 'Float')}'")
+                try:
+                    out = np.asarray(ufunc(o, self._data) if reflected else
+                                     ufunc(self._data, o))
+                except ValueError:
+                    raise ops._bcast_error(name, self, other if isinstance(other, Tensor)
+                                           else _wrap(np.asarray(o))) from None
+            if _TRACE[0] is not None:
+                _TRACE[0].bits(code, out, self, other)
+            return _wrap(out)
+        return method
+
+    for code, name, ufunc in ((0, "bitwise_and", np.bitwise_and),
+                              (1, "bitwise_or", np.bitwise_or),
+                              (2, "bitwise_xor", np.bitwise_xor)):
+        op = "__" + name.split("_")[1] + "__"
+        setattr(Tensor, op, api(bitwise(code, name, ufunc)))
+        setattr(Tensor, "__r" + op[2:], api(bitwise(code, name, ufunc, reflected=True)))
+        setattr(Tensor, name, api(bitwise(code, name, ufunc)))
+    Tensor.__invert__ = Tensor.bitwise_not = api(bitwise(3, "bitwise_not", np.invert))
 
     for name, ufunc in (("__eq__", np.equal), ("__ne__", np.not_equal),
                         ("__lt__", np.less), ("__le__", np.less_equal),

@@ -73,3 +73,48 @@ def test_zero_std_or_var_has_zero_gradient_where_the_incoming_one_is_zero(fn, re
         t = torch.tensor(data, dtype=torch.float64, requires_grad=True)
         getattr(getattr(t, fn)(dim=0), reduce)().backward()
         np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-15)
+
+
+def bitwise_cases(L):
+    t = L.tensor([0.5, -1.0, 0.2, 2.0, 0.9])
+    i = L.tensor([5, 3, 12, -7, 0])
+    m = (t >= 0) & (t < 1)
+    return [m, m | (t > 1.5), ~m, m ^ True, True & m, i & 6, 6 | i, ~i, i ^ i, i ^ -3,
+            L.bitwise_and(i, i >> 0 if L is torch else i), L.bitwise_not(m)]
+
+
+def test_bitwise_operators_on_bool_and_int_tensors():
+    got = [x.numpy() for x in bitwise_cases(tg)]
+    want = [[True, False, True, False, True], [True, False, True, True, True],
+            [False, True, False, True, False], [False, True, False, True, False],
+            [True, False, True, False, True], [4, 2, 4, 0, 0], [7, 7, 14, -1, 6],
+            [-6, -4, -13, 6, -1], [0, 0, 0, 0, 0], [-8, -2, -15, 4, -3],
+            [5, 3, 12, -7, 0], [False, True, False, True, False]]
+    for g, w in zip(got, want):
+        assert g.tolist() == w
+    if torch is not None:
+        for g, w in zip(got, bitwise_cases(torch)):
+            assert g.tolist() == w.numpy().tolist() and g.dtype == w.numpy().dtype
+
+
+@pytest.mark.parametrize("expr", ["t & t", "~t", "i | 1.5"])
+def test_bitwise_operators_on_floats_raise(expr):
+    t = tg.tensor([0.5, 1.0])
+    i = tg.tensor([1, 2])
+    with pytest.raises(RuntimeError, match="bitwise_.*_cpu. not implemented"):
+        eval(expr)
+
+
+def test_masks_replay_in_a_compiled_function():
+    def f(x, labels):
+        inside = (x >= 0) & (x < 1)
+        mask = inside | ~(labels > 0) ^ (labels == 2)
+        return (x * mask.to(x.dtype)).sum(), (labels & 1).sum()
+    cf = tg.compile(f)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        x = tg.tensor(rng.standard_normal(8))
+        labels = tg.tensor(rng.integers(0, 4, 8))
+        got, want = cf(x, labels), f(x, labels)
+        assert got[0].item() == want[0].item() and got[1].item() == want[1].item()
+    assert (cf.records, cf.replays, cf.fallbacks) == (1, 4, 0)

@@ -596,6 +596,36 @@ def compare_fwd(code, VD, o, a, b, out, x, y, c, noidx):
         out[i] = _cmp(code, x[_j(ma, i, ia)], y[_j(mb, i, ib)])
 
 
+@njit(**_JIT, inline="always")
+def _bit(code, x, y):
+    if code == 0:
+        return x & y
+    if code == 1:
+        return x | y
+    return x ^ y
+
+
+@njit(**_JIT)
+def bits_fwd(code, VD, o, a, b, out, x, y, c, noidx):
+    """out = x &, |, ^ (code 0, 1, 2) y (broadcast), or c when b < 0; code 3: ~x (for
+    bytes holding bools: not x). Bools and int64 alike."""
+    ma, ia = _mode(VD, o, a, noidx)
+    if code == 3:
+        flip = out.itemsize == 1
+        for i in range(out.size):
+            v = x[_j(ma, i, ia)]
+            out[i] = (1 - v) if flip else ~v
+        return
+    if b < 0:
+        cv = np.int64(c)
+        for i in range(out.size):
+            out[i] = _bit(code, x[_j(ma, i, ia)], cv)
+        return
+    mb, ib = _mode(VD, o, b, noidx)
+    for i in range(out.size):
+        out[i] = _bit(code, x[_j(ma, i, ia)], y[_j(mb, i, ib)])
+
+
 @njit(**_JIT)
 def _binary_block(k, out, x, y):
     """out = x (op k) y, elementwise; x or y may be a single value."""

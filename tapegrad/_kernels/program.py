@@ -14,7 +14,8 @@ from .layout import (AOFF, BINARY_FIRST, BINARY_LAST, CAST, DONE, F64, FL, FUSE_
                      _raw, _var)
 from .linalg import _mm_shape, ensure_blas, linear_fwd, matmul_fwd
 from .elementwise import (UNARY_FWD, _BINARY_VJPS, _SCALAR_BY_KERNEL, _UNARY_VJPS,
-                          _binary_block, _binop, _scalar_unary, binary_fwd, compare_fwd)
+                          _binary_block, _binop, _scalar_unary, binary_fwd, bits_fwd,
+                          compare_fwd)
 from .reduce import (amax_fwd, argext_fwd, cat_fwd, gather_strided, prod_fwd, softmax_fwd,
                      sum_fwd)
 from .rng import R_INT, fill_randint, fill_random
@@ -65,6 +66,8 @@ X_RAND = 81      # O = numbers of kind P0 (rng.py) from the stream at address P1
 #                  F1 its parameters (P2, P3: the range of R_INT)
 X_INDEX = 82     # O (int64) = flat positions of rows A (int64, negative from the end) of
 #                  P0 rows of P1 elements; MISMATCH if one is out of range
+X_BITS = 83      # O = A &, |, ^ (P0 = 0, 1, 2) B, or F0 when B < 0; P0 = 3: ~A (bool or
+#                  int64, all three of one dtype)
 X_FUSED = 72     # the next P0 instructions are elementwise over the same elements: run
 #                  them block by block
 X_SCALAR = 76    # (a forward kernel, no instruction) instructions P_LO..P_HI, flagged
@@ -602,6 +605,18 @@ def _fwd_kernel(k, f64):
                              INS[i, I_P + 3])
             else:
                 fill_random(_val(VD, o, _nil(dt)), INS[i, I_P], state, FI[i, 0], FI[i, 1])
+    elif k == X_BITS:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            o, a, b = INS[i, I_O], INS[i, I_A], INS[i, I_B]
+            if VD[o, FL] & U8:
+                w8 = _nil(np.uint8)
+                bits_fwd(INS[i, I_P], VD, o, a, b, _val(VD, o, w8), _val(VD, a, w8),
+                         _val(VD, max(b, 0), w8), FI[i, 0], _nil(np.int64))
+            else:
+                w64 = _nil(np.int64)
+                bits_fwd(INS[i, I_P], VD, o, a, b, _val(VD, o, w64), _val(VD, a, w64),
+                         _val(VD, max(b, 0), w64), FI[i, 0], _nil(np.int64))
     elif k == X_INDEX or k == X_TARGET:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
@@ -645,7 +660,7 @@ def prepare_forward(k, f64):
             KFWD[row, op] = fn.address
 
 
-_ANY_DTYPE = (X_ICMP, X_ISUM, X_INDEX, X_TARGET)
+_ANY_DTYPE = (X_ICMP, X_ISUM, X_INDEX, X_TARGET, X_BITS)
 
 
 # Program instructions that the interpreter runs itself (no kernel).
@@ -654,7 +669,7 @@ INLINE_OPS = (X_ARG, X_BACKWARD, X_ADJ, X_CHECK, X_FUSED, X_COND)
 FORWARD_OPS = (tuple(UNARY_FWD) + tuple(_BINARY_OPS) + (
     K_WHERE, K_SUM, K_AMAX, K_MATMUL, K_LINEAR, K_GATHER, K_SOFTMAX, K_LOGSOFTMAX, K_PROD,
     K_CAT, K_CAST, K_COPY, X_COPY, X_GATHER, X_AXPY, X_FILL, X_CMP, X_ARGEXT, X_SCALAR,
-    X_TOF, X_ICMP, X_ISUM, X_RAND, X_INDEX, X_TARGET))
+    X_TOF, X_ICMP, X_ISUM, X_RAND, X_INDEX, X_TARGET, X_BITS))
 
 
 def prepare_program(TT, VD, INS, runs):
