@@ -58,7 +58,6 @@ case("add_bcast", [O.ADD], lambda L, e: e["B1"] + e["m1"], RuntimeError,
      r"^add: .*\(4\).*\(3\)")
 case("add_fn_bcast_nonleaf", [O.ADD], lambda L, e: L.add(e["h"], e["b"], alpha=2),
      RuntimeError, r"^add: ")
-case("add_mixed_float", [O.ADD], lambda L, e: e["a"] + e["d"], RuntimeError, r"add", api=MIXED)
 case("add__int_self_float_other", [O.ADD], lambda L, e: e["i"].add_(e["v"]), RuntimeError,
      r"add")
 case("sub_bcast", [O.SUB], lambda L, e: e["h"] - e["b"], RuntimeError, r"^sub: ")
@@ -68,8 +67,6 @@ case("mul__result_shape", [O.MUL], lambda L, e: e["h"].mul_(e["big"]), RuntimeEr
      r"output with shape \[3, 2\] doesn't match the broadcast shape \[4, 3, 2\]",
      prep=lambda L, e: {"big": L.ones(4, 3, 2)})
 case("div_bcast", [O.DIV], lambda L, e: e["a"] / e["b"], RuntimeError, r"^div: ")
-case("div_mixed_float", [O.DIV], lambda L, e: L.div(e["a"], e["d"]), RuntimeError, r"div",
-     api=MIXED)
 case("div__int_self_float_other", [O.DIV], lambda L, e: e["i"].div_(e["v"]), RuntimeError,
      r"div")
 case("pow_bcast", [O.POW], lambda L, e: e["a"] ** e["m1"], RuntimeError, r"^pow: ")
@@ -141,8 +138,6 @@ case("where_int_condition", [O.WHERE], lambda L, e: L.where(e["ii"], e["a"], e["
      RuntimeError, r"where")
 case("where_method_bcast", [O.WHERE], lambda L, e: e["h"].where(e["cond"], e["b"]),
      RuntimeError, r"where", prep=lambda L, e: {"cond": e["a"] > 0})
-case("where_mixed_float", [O.WHERE], lambda L, e: L.where(e["cond"], e["a"], e["d"]),
-     RuntimeError, r"where", prep=lambda L, e: {"cond": e["a"] > 0}, api=MIXED)
 
 # -- reductions ---------------------------------------------------------------------
 case("sum_str", [O.SUM], lambda L, e: L.sum("x"), TypeError, r"sum")

@@ -118,3 +118,62 @@ def test_masks_replay_in_a_compiled_function():
         got, want = cf(x, labels), f(x, labels)
         assert got[0].item() == want[0].item() and got[1].item() == want[1].item()
     assert (cf.records, cf.replays, cf.fallbacks) == (1, 4, 0)
+
+
+def promotion_cases(L):
+    a = L.tensor([1.5, 2.0], dtype=L.float32, requires_grad=True)
+    b = L.tensor([0.25, 3.0], dtype=L.float64, requires_grad=True)
+    z = L.tensor(2.5, dtype=L.float64, requires_grad=True)
+    i = L.tensor([1, 2])
+    m = L.tensor([True, False])
+    exprs = [lambda: a * b, lambda: b / a, lambda: a ** b, lambda: a + i, lambda: i * b,
+             lambda: a * z, lambda: z - a, lambda: L.where(a > 1.8, a, b),
+             lambda: L.maximum(a, b), lambda: a + m, lambda: i + m, lambda: i * z]
+    out = []
+    for f in exprs:
+        for t in (a, b, z):
+            t.grad = None
+        r = f()
+        if r.requires_grad:
+            r.sum().backward()
+        out.append((str(r.dtype).split(".")[-1], r.detach().numpy().tolist(),
+                    [None if t.grad is None else t.grad.numpy().tolist() for t in (a, b, z)]))
+    return out
+
+
+PROMOTED = [
+    ("float64", [0.375, 6.0], [[0.25, 3.0], [1.5, 2.0], None]),
+    ("float64", [0.16666666666666666, 1.5], [[-0.1111111119389534, -0.75],
+                                            [0.6666666666666666, 0.5], None]),
+    ("float64", [1.1066819197003215, 8.0], [[0.18444699048995972, 12.0],
+                                            [0.44872090421264177, 5.545177444479562], None]),
+    ("float32", [2.5, 4.0], [[1.0, 1.0], None, None]),
+    ("float64", [0.25, 6.0], [None, [1.0, 2.0], None]),
+    ("float32", [3.75, 5.0], [[2.5, 2.5], None, 3.5]),
+    ("float32", [1.0, 0.5], [[-1.0, -1.0], None, 2.0]),
+    ("float64", [0.25, 2.0], [[0.0, 1.0], [1.0, 0.0], None]),
+    ("float64", [1.5, 3.0], [[1.0, 0.0], [0.0, 1.0], None]),
+    ("float32", [2.5, 2.0], [[1.0, 1.0], None, None]),
+    ("int64", [2, 2], [None, None, None]),
+    ("float64", [2.5, 5.0], [None, None, 3.0]),
+]
+
+
+def test_type_promotion_as_pytorch():
+    """float32 with float64 gives float64, an integer or bool tensor with a float one the
+    float dtype, a 0-d tensor of the same category does not promote a dimensioned one;
+    gradients come back in each input's dtype."""
+    got = promotion_cases(tg)
+    for g, w in zip(got, PROMOTED):
+        assert g[0] == w[0] and g[2] == w[2]
+        np.testing.assert_allclose(g[1], w[1], rtol=1e-15)
+    if torch is not None:
+        assert got == promotion_cases(torch)
+
+
+def test_matrix_products_still_raise_on_mixed_floats():
+    a = tg.ones(2, 3)
+    d = tg.ones(3, 2, dtype=tg.float64)
+    for f in (lambda: a @ d, lambda: tg.mm(a, d), lambda: tg.nn.functional.linear(a, d.t())):
+        with pytest.raises(RuntimeError, match="same dtype"):
+            f()

@@ -227,20 +227,34 @@ def _as_operand(x, opname):
                     f"{type(x).__name__}")
 
 
-def _promote(a, b, opname):
-    """Brings two tensors to one dtype as PyTorch would; float32 with float64 is an error."""
+_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2}
+
+
+def _promote(a, b, opname, strict=False):
+    """Brings two tensors to one dtype as PyTorch does: the higher category (bool <
+    integer < float) wins, within one the wider dtype; a 0-d tensor takes part only
+    with a higher category than the dimensioned one's (float32 [n] with a float64 0-d
+    stays float32). A float conversion is recorded, so gradients flow back in each
+    input's dtype. ``strict`` (matrix products, as PyTorch's): float32 with float64
+    is an error."""
     da, db = a._data.dtype, b._data.dtype
     if da is db or da == db:
         return a, b
     fa, fb = da.kind == "f", db.kind == "f"
-    if fa and fb:
+    if not (fa or fb):
+        return _wrap(a._data.astype(np.int64)), _wrap(b._data.astype(np.int64))
+    if fa and fb and strict:
         raise RuntimeError(f"{opname}: expected both inputs to have the same dtype, "
                            f"but got {a.dtype} and {b.dtype}")
-    if fa:
-        return a, _wrap(b._data.astype(da))
-    if fb:
-        return _wrap(a._data.astype(db)), b
-    return _wrap(a._data.astype(np.int64)), _wrap(b._data.astype(np.int64))
+    ca, cb = _CATEGORY[da.kind], _CATEGORY[db.kind]
+    za, zb = a._data.ndim == 0, b._data.ndim == 0
+    if za != zb and ca == cb:
+        dt = db if za else da               # the dimensioned tensor's
+    elif ca != cb:
+        dt = da if ca > cb else db
+    else:
+        dt = np.promote_types(da, db)
+    return (a if da == dt else a.to(dt)), (b if db == dt else b.to(dt))
 
 
 def _check_broadcast(opname, a, b, into=None):

@@ -50,7 +50,10 @@ def _inplace_binary(t, other, outofplace, ufunc, opname):
         src = t
         if isinstance(other_t, Tensor) and other_t._req and ufunc in (np.multiply, np.divide):
             src = proxy_copy(t)
-        return _rebase(t, outofplace(src, other_t))
+        res = outofplace(src, other_t)
+        if res._data.dtype != t._data.dtype:     # computed in the wider dtype
+            res = res.to(t._data.dtype)
+        return _rebase(t, res)
     o = other_t._data if isinstance(other_t, Tensor) else other_t
     if TRACE[0] is not None:
         _trace_inplace(t, other_t, ufunc)

@@ -50,7 +50,7 @@ def _mismatch(sa, sb):
 def matmul(input, other):
     _check_tensor(input, "matmul")
     _check_arg(other, "matmul", "other")
-    input, other = _promote(input, other, "matmul")
+    input, other = _promote(input, other, "matmul", strict=True)
     na, nb = input.ndim, other.ndim
     if na == 0 or nb == 0:
         raise RuntimeError(f"matmul: both arguments to matmul need to be at least 1D, but "
@@ -145,11 +145,11 @@ def linear(input, weight, bias=None):
                            f"are 0D and {weight.ndim}D")
     if bias is not None and not isinstance(bias, Tensor):
         raise TypeError(f"linear(): argument 'bias' must be Tensor, not {type(bias).__name__}")
-    input, weight = _promote(input, weight, "linear")
+    input, weight = _promote(input, weight, "linear", strict=True)
     if input.shape[-1] != weight.shape[1]:
         raise _mismatch(tuple(input.shape[:-1]) + (input.shape[-1],), tuple(weight.shape[::-1]))
     if bias is not None:
-        input, bias = _promote(input, bias, "linear")
+        input, bias = _promote(input, bias, "linear", strict=True)
         try:
             if np.broadcast_shapes(bias._data.shape, (weight.shape[0],)) != (weight.shape[0],):
                 raise ValueError
