@@ -1,6 +1,8 @@
-"""tapegrad.optim: optimizers with PyTorch's update rules, as ``torch.optim``."""
+"""tapegrad.optim: optimizers with PyTorch's update rules and learning-rate schedules
+(``lr_scheduler``), as ``torch.optim``."""
+from . import lr_scheduler
 from .adam import Adam, AdamW
 from .optimizer import Optimizer
 from .sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "lr_scheduler"]

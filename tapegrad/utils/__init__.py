@@ -1,0 +1,1 @@
+"""tapegrad.utils: data loading (``tapegrad.utils.data``), as ``torch.utils``."""
