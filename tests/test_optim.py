@@ -315,3 +315,75 @@ def test_matches_torch_float32(th):
         ref_opt.step()
     assert_same_params(net, ref, tol=1e-5)
     assert opt.state[net[0].weight]["step"].dtype == tg.float32
+
+
+# -- RMSprop and Adagrad -------------------------------------------------------------------
+MORE_OPTS = {
+    "rmsprop": lambda L, p: L.optim.RMSprop(p, lr=0.01),
+    "rmsprop_momentum_centered_wd": lambda L, p: L.optim.RMSprop(
+        p, lr=0.01, momentum=0.9, centered=True, weight_decay=0.1),
+    "rmsprop_maximize": lambda L, p: L.optim.RMSprop(p, lr=0.01, alpha=0.9, maximize=True),
+    "adagrad": lambda L, p: L.optim.Adagrad(p, lr=0.1),
+    "adagrad_decay_wd_init": lambda L, p: L.optim.Adagrad(
+        p, lr=0.1, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1),
+}
+
+
+def _more_run(L, make, dt, steps=15):
+    rng = np.random.default_rng(0)
+    w = L.tensor(rng.standard_normal((3, 4)), dtype=getattr(L, dt), requires_grad=True)
+    opt = make(L, [w])
+    for _ in range(steps):
+        opt.zero_grad()
+        x = L.tensor(rng.standard_normal((5, 3)), dtype=getattr(L, dt))
+        ((x @ w).tanh() ** 2).sum().backward()
+        opt.step()
+    return w.detach().numpy(), opt
+
+
+@pytest.mark.parametrize("dt", ["float64", "float32"])
+@pytest.mark.parametrize("name", MORE_OPTS)
+def test_rmsprop_adagrad_match_pytorch(name, dt):
+    torch = pytest.importorskip("torch")
+    got, opt = _more_run(tg, MORE_OPTS[name], dt)
+    want, topt = _more_run(torch, MORE_OPTS[name], dt)
+    np.testing.assert_allclose(got, want, rtol=1e-12 if dt == "float64" else 2e-6,
+                               atol=1e-15 if dt == "float64" else 1e-6)
+    assert sorted(opt.state_dict()["state"][0]) == sorted(topt.state_dict()["state"][0])
+
+
+@pytest.mark.parametrize("name", MORE_OPTS)
+def test_rmsprop_adagrad_compiled_equal_eager(name):
+    def train(wrap):
+        tg.manual_seed(0)
+        model = tg.nn.Sequential(tg.nn.Linear(4, 8), tg.nn.Tanh(), tg.nn.Linear(8, 2))
+        opt = MORE_OPTS[name](tg, model.parameters())
+
+        @wrap
+        def step(x, y):
+            opt.zero_grad()
+            loss = tg.nn.functional.mse_loss(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        rng = np.random.default_rng(1)
+        for _ in range(10):
+            step(tg.tensor(rng.standard_normal((6, 4)), dtype=tg.float32),
+                 tg.tensor(rng.standard_normal((6, 2)), dtype=tg.float32))
+        return [p.detach().numpy().copy() for p in model.parameters()], step
+    want, _ = train(lambda f: f)
+    got, step = train(tg.compile)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert step.fallbacks == 0 and step.records <= 2 and step.replays == 10 - step.records
+
+
+@pytest.mark.parametrize("make,msg", [
+    (lambda p: tg.optim.RMSprop(p, lr=-1), "Invalid learning rate"),
+    (lambda p: tg.optim.RMSprop(p, momentum=-0.1), "Invalid momentum value"),
+    (lambda p: tg.optim.Adagrad(p, lr_decay=-1), "Invalid lr_decay value"),
+    (lambda p: tg.optim.Adagrad(p, eps=-1), "Invalid epsilon value"),
+])
+def test_rmsprop_adagrad_invalid_settings(make, msg):
+    with pytest.raises(ValueError, match=msg):
+        make([tg.tensor([1.0], requires_grad=True)])

@@ -1,0 +1,125 @@
+"""RMSprop and Adagrad, with PyTorch's update rules (torch/optim/rmsprop.py, adagrad.py,
+single-tensor paths)."""
+import tapegrad as tg
+
+from .optimizer import Optimizer
+
+__all__ = ["RMSprop", "Adagrad"]
+
+
+def _check(lr, eps, weight_decay, **more):
+    if not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if not 0.0 <= eps:
+        raise ValueError(f"Invalid epsilon value: {eps}")
+    if not 0.0 <= weight_decay:
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+    for name, value in more.items():
+        if not 0.0 <= value:
+            raise ValueError(f"Invalid {name} value: {value}")
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Hinton), optionally centered and with momentum. Per parameter::
+
+        g = g + wd * p
+        v = alpha * v + (1 - alpha) * g * g
+        avg = sqrt(v - gm * gm) (centered: gm = lerp(gm, g, 1 - alpha)) | sqrt(v); += eps
+        buf = momentum * buf + g / avg; p = p - lr * buf   |   p = p - lr * g / avg
+    """
+
+    _live = True
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
+                 centered=False, *, maximize=False):
+        _check(lr, eps, weight_decay, momentum=momentum, alpha=alpha)
+        defaults = {"lr": lr, "alpha": alpha, "eps": eps, "weight_decay": weight_decay,
+                    "momentum": momentum, "centered": centered, "maximize": maximize}
+        super().__init__(params, defaults)
+
+    def _update_group(self, group):
+        lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
+        weight_decay, momentum = group["weight_decay"], group["momentum"]
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            if group["maximize"]:
+                grad = -grad
+            state = self.state[p]
+            if len(state) == 0:
+                state["step"] = tg.tensor(0.0)
+                state["square_avg"] = tg.zeros_like(p)
+                if momentum > 0:
+                    state["momentum_buffer"] = tg.zeros_like(p)
+                if group["centered"]:
+                    state["grad_avg"] = tg.zeros_like(p)
+            state["step"].add_(1)
+            if weight_decay != 0:
+                grad = grad.add(p, alpha=weight_decay)
+            square_avg = state["square_avg"]
+            # addcmul_(grad, grad, value=1 - alpha) evaluates (value * grad) * grad
+            square_avg.mul_(alpha).add_(grad.mul(1 - alpha).mul_(grad))
+            if group["centered"]:
+                grad_avg = state["grad_avg"]
+                grad_avg.add_((grad - grad_avg).mul_(1 - alpha))
+                # addcmul(grad_avg, grad_avg, value=-1)
+                avg = (square_avg + grad_avg.mul(-1).mul_(grad_avg)).sqrt()
+            else:
+                avg = square_avg.sqrt()
+            avg.add_(eps)
+            if momentum > 0:
+                buf = state["momentum_buffer"]
+                buf.mul_(momentum).add_(grad / avg)
+                p.add_(buf, alpha=-lr)
+            else:
+                # addcdiv_(grad, avg, value=-lr) evaluates (value * grad) / avg
+                p.add_(grad.mul(-lr).div_(avg))
+
+
+class Adagrad(Optimizer):
+    """Adagrad (Duchi et al.). Per parameter, at step t::
+
+        g = g + wd * p
+        clr = lr / (1 + (t - 1) * lr_decay)
+        s = s + g * g
+        p = p - clr * g / (sqrt(s) + eps)
+    """
+
+    _live = True
+
+    def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
+                 initial_accumulator_value=0, eps=1e-10, *, maximize=False):
+        _check(lr, eps, weight_decay, lr_decay=lr_decay,
+               initial_accumulator_value=initial_accumulator_value)
+        defaults = {"lr": lr, "lr_decay": lr_decay, "eps": eps, "weight_decay": weight_decay,
+                    "initial_accumulator_value": initial_accumulator_value,
+                    "maximize": maximize}
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p]["step"] = tg.tensor(0.0)
+                self.state[p]["sum"] = tg.full_like(p, initial_accumulator_value)
+
+    def _update_group(self, group):
+        lr, lr_decay, eps = group["lr"], group["lr_decay"], group["eps"]
+        weight_decay = group["weight_decay"]
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            if group["maximize"]:
+                grad = -grad
+            state = self.state[p]
+            step_t = state["step"]
+            step_t.add_(1)
+            if weight_decay != 0:
+                grad = grad.add(p, alpha=weight_decay)
+            # PyTorch's Python-float step size, as a float64 tensor op (so that a compiled
+            # replay computes it for each step)
+            clr = (lr / ((step_t.to(tg.float64) - 1) * lr_decay + 1)).to(p.dtype)
+            total = state["sum"]
+            # addcmul_(grad, grad, value=1) and addcdiv_(grad, std, value=-clr)
+            total.add_(grad * grad)
+            std = total.sqrt().add_(eps)
+            p.add_(grad.mul(-clr).div_(std))
