@@ -3,12 +3,15 @@
 Built on the public Tensor API only; see ``functional`` for the ops each layer uses.
 """
 from . import functional, init, utils
-from .layers import (BCEWithLogitsLoss, CrossEntropyLoss, Dropout, Flatten, Identity, L1Loss,
-                     Linear, LogSoftmax, MSELoss, NLLLoss, ReLU, Sigmoid, Softmax, Tanh)
+from .layers import (ELU, GELU, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Dropout,
+                     Embedding, Flatten, Hardtanh, HuberLoss, Identity, KLDivLoss, L1Loss,
+                     LayerNorm, LeakyReLU, Linear, LogSoftmax, MSELoss, NLLLoss, ReLU, Sigmoid,
+                     SiLU, SmoothL1Loss, Softmax, Softplus, Tanh)
 from .module import Module, ModuleList, Sequential
 from .parameter import Parameter
 
 __all__ = ["functional", "init", "utils", "Module", "Sequential", "ModuleList", "Parameter",
            "Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sigmoid", "Softmax",
            "LogSoftmax", "Dropout", "MSELoss", "L1Loss", "CrossEntropyLoss", "NLLLoss",
-           "BCEWithLogitsLoss"]
+           "BCEWithLogitsLoss", "GELU", "SiLU", "LeakyReLU", "ELU", "Softplus", "Hardtanh",
+           "LayerNorm", "Embedding", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "BCELoss"]

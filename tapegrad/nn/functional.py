@@ -15,7 +15,9 @@ from ..tape import TRACE, api
 from ..tensor import Tensor
 
 __all__ = ["linear", "relu", "tanh", "sigmoid", "softmax", "log_softmax", "cross_entropy",
-           "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy_with_logits", "dropout"]
+           "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy_with_logits", "dropout",
+           "gelu", "silu", "leaky_relu", "elu", "softplus", "hardtanh", "layer_norm",
+           "embedding", "smooth_l1_loss", "huber_loss", "kl_div", "binary_cross_entropy"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 _TORCH_NAMES = {"float32": "Float", "float64": "Double", "bool": "Bool", "int64": "Long"}
@@ -372,6 +374,185 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     if pos_weight is not None:
         sp_neg = ((pos_weight - 1.0) * target + 1.0) * sp_neg
     loss = (1.0 - target) * input + sp_neg
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction)
+
+
+# ---------------------------------------------------------------------------
+# More activations, normalisation and embeddings (compositions of core ops, so that
+# they are differentiable to any order and replayed by tg.compile)
+def gelu(input, approximate="none"):
+    """x * Phi(x); ``approximate='tanh'``: PyTorch's tanh formula."""
+    _check_tensor(input, "gelu")
+    if approximate == "none":
+        return input * 0.5 * (1.0 + tg.erf(input * 0.7071067811865476))
+    if approximate == "tanh":
+        inner = (input + 0.044715 * input * input * input) * 0.7978845608028654
+        return 0.5 * input * (1.0 + inner.tanh())
+    raise RuntimeError("approximate argument must be either none or tanh.")
+
+
+def silu(input, inplace=False):
+    _check_tensor(input, "silu")
+    out = input * input.sigmoid()
+    return input.copy_(out) if inplace else out
+
+
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    """x where x > 0, else negative_slope * x (the slope's gradient at 0, as PyTorch)."""
+    _check_tensor(input, "leaky_relu")
+    out = tg.where(input > 0, input, input * negative_slope)
+    return input.copy_(out) if inplace else out
+
+
+def elu(input, alpha=1.0, inplace=False):
+    _check_tensor(input, "elu")
+    # expm1 of x or 0: the unused branch stays finite (no 0 * inf in its gradient)
+    positive = input > 0
+    neg = tg.where(positive, _ops.full_like_const(input, 0.0), input).expm1() * alpha
+    out = tg.where(positive, input, neg)
+    return input.copy_(out) if inplace else out
+
+
+def softplus(input, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta x)) / beta, and x where beta x > threshold."""
+    _check_tensor(input, "softplus")
+    bx = input * beta
+    big = bx > threshold
+    soft = tg.where(big, _ops.full_like_const(input, 0.0), bx).exp().log1p() / beta
+    return tg.where(big, input, soft)
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    """clamp(x, min_val, max_val), with gradient 0 at the bounds as PyTorch's."""
+    _check_tensor(input, "hardtanh")
+    if min_val > max_val:
+        raise ValueError("min_val cannot be greater than max_val")
+    inside = (input > min_val) & (input < max_val)
+    out = tg.where(inside, input, input.clamp(min_val, max_val).detach())
+    return input.copy_(out) if inplace else out
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """(x - mean) / sqrt(var + eps) * weight + bias over the trailing normalized_shape."""
+    _check_tensor(input, "layer_norm")
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else \
+        tuple(normalized_shape)
+    k = len(shape)
+    if k == 0 or tuple(input.shape[input.ndim - k:]) != shape:
+        raise RuntimeError(f"Given normalized_shape={list(shape)}, expected input with shape "
+                           f"[*, {', '.join(map(str, shape))}], but got input of size"
+                           f"{list(input.shape)}")
+    dims = tuple(range(input.ndim - k, input.ndim))
+    centered = input - input.mean(dims, keepdim=True)
+    var = (centered * centered).mean(dims, keepdim=True)
+    out = centered / (var + eps).sqrt()
+    if weight is not None:
+        out = out * weight
+    if bias is not None:
+        out = out + bias
+    return out
+
+
+def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,
+              scale_grad_by_freq=False, sparse=False):
+    """Rows ``weight[input]``; the padding_idx row gets no gradient."""
+    _check_tensor(input, "embedding")
+    _check_tensor(weight, "embedding", "weight")
+    if input.dtype != tg.int64:
+        raise RuntimeError(f"Expected tensor for argument #1 'indices' to have one of the "
+                           f"following scalar types: Long, Int; but got "
+                           f"{_TORCH_NAMES.get(input.dtype.name, input.dtype.name)} instead")
+    if max_norm is not None or scale_grad_by_freq or sparse:
+        raise NotImplementedError("embedding: max_norm, scale_grad_by_freq and sparse are "
+                                  "not supported")
+    out = weight[input.reshape(-1)]
+    if padding_idx is not None:
+        if padding_idx < 0:
+            padding_idx += weight.shape[0]
+        keep = (input.reshape(-1) != padding_idx).unsqueeze(1)
+        out = tg.where(keep, out, out.detach())
+    return out.reshape(*input.shape, weight.shape[1])
+
+
+# ---------------------------------------------------------------------------
+# More losses
+def _diff_loss(input, target, fname, size_average, reduce, reduction):
+    _check_tensor(input, fname)
+    _check_tensor(target, fname, "target")
+    _check_size_warning(input, target, fname)
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    return input - target, reduction
+
+
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean",
+                   beta=1.0):
+    """0.5 d^2 / beta where |d| < beta, else |d| - 0.5 beta (beta = 0: L1)."""
+    d, reduction = _diff_loss(input, target, "smooth_l1_loss", size_average, reduce,
+                              reduction)
+    if beta < 0:
+        raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
+    a = d.abs()
+    if beta == 0:
+        return _reduce(a, reduction)
+    return _reduce(tg.where(a < beta, d * d * (0.5 / beta), a - 0.5 * beta), reduction)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
+    """0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta)."""
+    d, reduction = _diff_loss(input, target, "huber_loss", None, None, reduction)
+    a = d.abs()
+    loss = tg.where(a < delta, d * d * 0.5, (a - 0.5 * delta) * delta)
+    return _pointwise_loss(loss, input, weight, reduction)
+
+
+def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
+    """target * (log target - input), 0 where target = 0 (input: log-probabilities);
+    reduction 'batchmean' divides the sum by the batch size."""
+    _check_tensor(input, "kl_div")
+    _check_tensor(target, "kl_div", "target")
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    if reduction not in _REDUCTIONS + ("batchmean",):
+        raise ValueError(f"{reduction} is not a valid value for reduction")
+    if reduction == "mean":
+        warnings.warn("reduction: 'mean' divides the total loss by both the batch size and "
+                      "the support size.'batchmean' divides only by the batch size, and "
+                      "aligns with the KL div math definition.'mean' will be changed to "
+                      "behave the same as 'batchmean' in the next major release.",
+                      UserWarning, stacklevel=3)
+    if log_target:
+        loss = target.exp() * (target - input)
+    else:
+        # xlogy(target, target) - target * input: 0 * log 0 counts as 0
+        positive = target > 0
+        safe = tg.where(positive, target, _ops.full_like_const(target, 1.0))
+        loss = tg.where(positive, target * safe.log(), _ops.full_like_const(target, 0.0)) \
+            - target * input
+    if reduction == "batchmean":
+        return loss.sum() / (input.shape[0] if input.ndim else 1)
+    return _reduce(loss, reduction)
+
+
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
+                         reduction="mean"):
+    """-(t log x + (1 - t) log(1 - x)), each log clamped at -100 as PyTorch's."""
+    _check_tensor(input, "binary_cross_entropy")
+    _check_tensor(target, "binary_cross_entropy", "target")
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction(reduction)
+    if tuple(target.shape) != tuple(input.shape):
+        raise ValueError(f"Using a target size ({target.shape}) that is different to the "
+                         f"input size ({input.shape}) is deprecated. Please ensure they "
+                         "have the same size.")
+    # (checked when called; a compiled replay does not check again)
+    d = input._data
+    if np.any((d < 0) | (d > 1)):
+        raise RuntimeError("all elements of input should be between 0 and 1")
+    log_x = input.log().clamp(min=-100.0)
+    log_1mx = (1.0 - input).log().clamp(min=-100.0)
+    loss = -(target * log_x + (1.0 - target) * log_1mx)
     if weight is not None:
         loss = loss * weight
     return _reduce(loss, reduction)

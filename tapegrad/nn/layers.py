@@ -10,7 +10,8 @@ from .parameter import Parameter
 
 __all__ = ["Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sigmoid", "Softmax",
            "LogSoftmax", "Dropout", "MSELoss", "L1Loss", "CrossEntropyLoss", "NLLLoss",
-           "BCEWithLogitsLoss"]
+           "BCEWithLogitsLoss", "GELU", "SiLU", "LeakyReLU", "ELU", "Softplus", "Hardtanh",
+           "LayerNorm", "Embedding", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "BCELoss"]
 
 
 class Identity(Module):
@@ -192,3 +193,158 @@ class BCEWithLogitsLoss(_Loss):
         return F.binary_cross_entropy_with_logits(input, target, self.weight,
                                                   pos_weight=self.pos_weight,
                                                   reduction=self.reduction)
+
+
+class _Activation(Module):
+    """A module calling F.<name> with the settings given at construction."""
+    _fn = None
+
+    def __init__(self, **settings):
+        super().__init__()
+        self.__dict__.update(settings)
+        self._settings = tuple(settings)
+
+    def forward(self, input):
+        return type(self)._fn(input, **{k: getattr(self, k) for k in self._settings})
+
+    def extra_repr(self):
+        return ", ".join(f"{k}={getattr(self, k)!r}" for k in self._settings
+                         if k != "inplace" or getattr(self, k))
+
+
+class GELU(_Activation):
+    _fn = staticmethod(F.gelu)
+
+    def __init__(self, approximate="none"):
+        super().__init__(approximate=approximate)
+
+
+class SiLU(_Activation):
+    _fn = staticmethod(F.silu)
+
+    def __init__(self, inplace=False):
+        super().__init__(inplace=inplace)
+
+
+class LeakyReLU(_Activation):
+    _fn = staticmethod(F.leaky_relu)
+
+    def __init__(self, negative_slope=0.01, inplace=False):
+        super().__init__(negative_slope=negative_slope, inplace=inplace)
+
+
+class ELU(_Activation):
+    _fn = staticmethod(F.elu)
+
+    def __init__(self, alpha=1.0, inplace=False):
+        super().__init__(alpha=alpha, inplace=inplace)
+
+
+class Softplus(_Activation):
+    _fn = staticmethod(F.softplus)
+
+    def __init__(self, beta=1.0, threshold=20.0):
+        super().__init__(beta=beta, threshold=threshold)
+
+
+class Hardtanh(_Activation):
+    _fn = staticmethod(F.hardtanh)
+
+    def __init__(self, min_val=-1.0, max_val=1.0, inplace=False):
+        super().__init__(min_val=min_val, max_val=max_val, inplace=inplace)
+
+
+class LayerNorm(Module):
+    """Normalises over the trailing ``normalized_shape``; weight 1 and bias 0 at first."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
+                 device=None, dtype=None):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else \
+            tuple(normalized_shape)
+        self.normalized_shape = shape
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        dt = dtype or tg.get_default_dtype()
+        if elementwise_affine:
+            self.weight = Parameter(tg.ones(*shape, dtype=dt))
+            self.bias = Parameter(tg.zeros(*shape, dtype=dt)) if bias else None
+        else:
+            self.weight = self.bias = None
+
+    def forward(self, input):
+        return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")
+
+
+class Embedding(Module):
+    """A lookup table of num_embeddings rows, N(0, 1) at first (the padding_idx row 0)."""
+
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, max_norm=None,
+                 norm_type=2.0, scale_grad_by_freq=False, sparse=False, _weight=None,
+                 _freeze=False, device=None, dtype=None):
+        super().__init__()
+        if padding_idx is not None:
+            if not -num_embeddings <= padding_idx < num_embeddings:
+                raise AssertionError("Padding_idx must be within num_embeddings")
+            if padding_idx < 0:
+                padding_idx += num_embeddings
+        self.num_embeddings = num_embeddings
+        self.embedding_dim = embedding_dim
+        self.padding_idx = padding_idx
+        if _weight is None:
+            w = tg.empty(num_embeddings, embedding_dim, dtype=dtype or tg.get_default_dtype())
+            init.normal_(w)
+            if padding_idx is not None:
+                w._data[padding_idx] = 0
+        else:
+            w = _weight
+        self.weight = Parameter(w, requires_grad=not _freeze)
+
+    def forward(self, input):
+        return F.embedding(input, self.weight, self.padding_idx)
+
+    def extra_repr(self):
+        s = f"{self.num_embeddings}, {self.embedding_dim}"
+        return s + (f", padding_idx={self.padding_idx}" if self.padding_idx is not None
+                    else "")
+
+
+class SmoothL1Loss(_Loss):
+    def __init__(self, size_average=None, reduce=None, reduction="mean", beta=1.0):
+        super().__init__(size_average, reduce, reduction)
+        self.beta = beta
+
+    def forward(self, input, target):
+        return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
+
+
+class HuberLoss(_Loss):
+    def __init__(self, reduction="mean", delta=1.0):
+        super().__init__(reduction=reduction)
+        self.delta = delta
+
+    def forward(self, input, target):
+        return F.huber_loss(input, target, reduction=self.reduction, delta=self.delta)
+
+
+class KLDivLoss(_Loss):
+    def __init__(self, size_average=None, reduce=None, reduction="mean", log_target=False):
+        if reduction == "batchmean":
+            super().__init__(size_average, reduce, "mean")
+            self.reduction = "batchmean"
+        else:
+            super().__init__(size_average, reduce, reduction)
+        self.log_target = log_target
+
+    def forward(self, input, target):
+        return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
+
+
+class BCELoss(_WeightedLoss):
+    def forward(self, input, target):
+        return F.binary_cross_entropy(input, target, weight=self.weight,
+                                      reduction=self.reduction)

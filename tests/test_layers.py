@@ -1,0 +1,161 @@
+"""Activations, LayerNorm, Embedding and losses: values and gradients as PyTorch's
+(float64, to rounding), at ordinary points and at the edges (0, the bounds, large |x|),
+modules with PyTorch's defaults, and a compiled step over them equal to eager."""
+import numpy as np
+import pytest
+
+import tapegrad as tg
+import tapegrad.nn as nn
+import tapegrad.nn.functional as F
+
+torch = pytest.importorskip("torch")
+
+X = np.array([-800.0, -30.0, -2.5, -1.0, -0.3, 0.0, 1e-9, 0.4, 1.0, 2.0, 5.0, 25.0, 800.0])
+
+FUNCTIONS = {
+    "gelu": lambda F, x: F.gelu(x),
+    "gelu_tanh": lambda F, x: F.gelu(x, approximate="tanh"),
+    "silu": lambda F, x: F.silu(x),
+    "leaky_relu": lambda F, x: F.leaky_relu(x, 0.1),
+    "elu": lambda F, x: F.elu(x, alpha=1.5),
+    "softplus": lambda F, x: F.softplus(x, beta=2.0, threshold=10.0),
+    "hardtanh": lambda F, x: F.hardtanh(x, -1.0, 2.0),
+}
+
+
+def value_and_grad(L, fn, data, up):
+    x = L.tensor(data, requires_grad=True)
+    y = fn(L.nn.functional, x)
+    (y * L.tensor(up)).sum().backward()
+    return y.detach().numpy(), x.grad.numpy()
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_activation_values_and_gradients(name):
+    up = np.linspace(0.5, 1.5, X.size)
+    got = value_and_grad(tg, FUNCTIONS[name], X, up)
+    want = value_and_grad(torch, FUNCTIONS[name], X, up)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-13, atol=1e-15)
+
+
+def test_layer_norm_and_module():
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((3, 4, 5))
+    w, b = rng.standard_normal((4, 5)), rng.standard_normal((4, 5))
+    out = []
+    for L in (tg, torch):
+        x = L.tensor(data, requires_grad=True)
+        wt, bt = L.tensor(w, requires_grad=True), L.tensor(b, requires_grad=True)
+        y = L.nn.functional.layer_norm(x, (4, 5), wt, bt, eps=1e-5)
+        (y * y.detach().sin()).sum().backward()
+        out.append([y.detach().numpy(), x.grad.numpy(), wt.grad.numpy(), bt.grad.numpy()])
+    for g, t in zip(*out):
+        np.testing.assert_allclose(g, t, rtol=1e-10, atol=1e-12)
+    m = nn.LayerNorm(5)
+    assert m.weight.tolist() == [1.0] * 5 and m.bias.tolist() == [0.0] * 5
+    with pytest.raises(RuntimeError, match="expected input with shape"):
+        m(tg.ones(3, 4))
+
+
+def test_embedding_rows_and_padding_gradient():
+    idx = [[0, 2, 2], [4, 0, 1]]
+    w0 = np.arange(15.0).reshape(5, 3)
+    out = []
+    for L in (tg, torch):
+        w = L.tensor(w0, requires_grad=True)
+        y = L.nn.functional.embedding(L.tensor(idx), w, padding_idx=0)
+        (y * L.tensor(np.arange(18.0).reshape(2, 3, 3))).sum().backward()
+        out.append((y.detach().numpy(), w.grad.numpy()))
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    np.testing.assert_array_equal(out[0][1], out[1][1])
+    tg.manual_seed(0)
+    e = nn.Embedding(10, 4, padding_idx=-1)
+    assert e.padding_idx == 9 and not e.weight.detach().numpy()[9].any()
+    assert abs(e.weight.detach().numpy()[:9].std() - 1) < 0.5
+    with pytest.raises(RuntimeError, match="Long"):
+        e(tg.tensor([1.0]))
+
+
+LOSSES = {
+    "smooth_l1": lambda F, x, t: F.smooth_l1_loss(x, t, beta=0.5),
+    "smooth_l1_beta0_sum": lambda F, x, t: F.smooth_l1_loss(x, t, reduction="sum", beta=0.0),
+    "huber": lambda F, x, t: F.huber_loss(x, t, delta=0.7),
+    "huber_none": lambda F, x, t: F.huber_loss(x, t, reduction="none", delta=2.0),
+    "kl_batchmean": lambda F, x, t: F.kl_div(x.log_softmax(1), t.softmax(1),
+                                             reduction="batchmean"),
+    "kl_log_target_sum": lambda F, x, t: F.kl_div(x.log_softmax(1), t.log_softmax(1),
+                                                  reduction="sum", log_target=True),
+    "bce": lambda F, x, t: F.binary_cross_entropy(x.sigmoid(), t.sigmoid()),
+    "bce_weight_sum": lambda F, x, t: F.binary_cross_entropy(
+        x.sigmoid(), (t > 0).double(), weight=t.abs(), reduction="sum"),
+}
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_losses_values_and_gradients(name):
+    rng = np.random.default_rng(1)
+    xs, ts = rng.standard_normal((4, 5)) * 2, rng.standard_normal((4, 5)) * 2
+    xs[0, 0], ts[0, 0] = 0.3, 0.3 + 0.5            # at the bound of smooth_l1's beta
+    out = []
+    for L in (tg, torch):
+        x, t = L.tensor(xs, requires_grad=True), L.tensor(ts)
+        y = LOSSES[name](L.nn.functional, x, t)
+        y.sum().backward()
+        out.append((y.detach().numpy(), x.grad.numpy()))
+    for g, w in zip(*out):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-15)
+
+
+def test_kl_div_zero_target_and_mean_warning():
+    x = tg.tensor([[-1.0, -2.0]], requires_grad=True)
+    t = tg.tensor([[0.0, 1.0]])
+    with pytest.warns(UserWarning, match="batchmean"):
+        y = F.kl_div(x, t)
+    y.backward()
+    assert y.item() == 1.0 and x.grad.numpy().tolist() == [[0.0, -0.5]]
+
+
+def test_module_forms_and_reprs():
+    assert repr(nn.GELU(approximate="tanh")) == "GELU(approximate='tanh')"
+    assert repr(nn.LeakyReLU(0.2)) == "LeakyReLU(negative_slope=0.2)"
+    assert repr(nn.SiLU()) == "SiLU()"
+    x = tg.tensor([-2.0, 0.5, 3.0])
+    for m, f in ((nn.ELU(0.5), lambda v: F.elu(v, 0.5)), (nn.Softplus(), F.softplus),
+                 (nn.Hardtanh(), F.hardtanh), (nn.SiLU(), F.silu)):
+        np.testing.assert_array_equal(m(x).numpy(), f(x).numpy())
+    y = tg.tensor([-1.0, 1.0, 2.5])
+    assert nn.HuberLoss(delta=0.5)(x, y).item() == F.huber_loss(x, y, delta=0.5).item()
+    assert nn.SmoothL1Loss()(x, y).item() == F.smooth_l1_loss(x, y).item()
+    assert nn.KLDivLoss(reduction="batchmean")(x.log_softmax(0), y.softmax(0)).item() == \
+        F.kl_div(x.log_softmax(0), y.softmax(0), reduction="batchmean").item()
+
+
+def test_compiled_step_over_the_new_layers_equals_eager():
+    """Embedding, LayerNorm, GELU, SiLU and a Huber loss in one model, trained compiled:
+    every call after the first two replays, with eager's parameters bit for bit."""
+    def train(wrap):
+        tg.manual_seed(0)
+        model = nn.Sequential(nn.Embedding(20, 8, padding_idx=0), nn.LayerNorm(8),
+                              nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8), nn.SiLU(),
+                              nn.Linear(8, 1))
+        opt = tg.optim.Adam(model.parameters(), lr=0.01)
+        lossf = nn.HuberLoss(delta=0.5)
+
+        @wrap
+        def step(tokens, y):
+            opt.zero_grad()
+            loss = lossf(model(tokens).squeeze(-1).mean(1), y)
+            loss.backward()
+            opt.step()
+            return loss
+        rng = np.random.default_rng(0)
+        for _ in range(8):
+            step(tg.tensor(rng.integers(0, 20, (4, 6))),
+                 tg.tensor(rng.standard_normal(4), dtype=tg.float32))
+        return [p.detach().numpy().copy() for p in model.parameters()], step
+    want, _ = train(lambda f: f)
+    got, step = train(tg.compile)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert step.fallbacks == 0 and step.records <= 2 and step.replays == 8 - step.records
