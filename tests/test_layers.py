@@ -159,3 +159,95 @@ def test_compiled_step_over_the_new_layers_equals_eager():
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
     assert step.fallbacks == 0 and step.records <= 2 and step.replays == 8 - step.records
+
+
+CONVS = [  # N, C, H, W, O, kernel, stride, padding, dilation, groups
+    (2, 3, 8, 7, 4, 3, 1, 0, 1, 1),
+    (2, 4, 9, 9, 6, 3, 2, 1, 1, 2),
+    (1, 2, 10, 10, 2, (3, 2), (2, 1), (1, 0), (2, 1), 2),
+    (3, 1, 8, 8, 5, 5, 1, 2, 1, 1),
+]
+
+
+@pytest.mark.parametrize("case", CONVS)
+def test_conv2d_as_pytorch(case):
+    n, c, h, w, o, k, s, p, d, g = case
+    rng = np.random.default_rng(2)
+    kk = (k, k) if isinstance(k, int) else k
+    x0, w0, b0 = (rng.standard_normal((n, c, h, w)), rng.standard_normal((o, c // g, *kk)),
+                  rng.standard_normal(o))
+    out = []
+    for L in (tg, torch):
+        x, wt, b = (L.tensor(a, requires_grad=True) for a in (x0, w0, b0))
+        y = L.nn.functional.conv2d(x, wt, b, stride=s, padding=p, dilation=d, groups=g)
+        (y * y.detach().cos()).sum().backward()
+        out.append([y.detach().numpy(), x.grad.numpy(), wt.grad.numpy(), b.grad.numpy()])
+    for got, want in zip(*out):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_conv1d_and_pools_as_pytorch():
+    rng = np.random.default_rng(3)
+    x1, w1 = rng.standard_normal((2, 4, 11)), rng.standard_normal((6, 2, 3))
+    x2 = rng.standard_normal((2, 3, 9, 8))
+    x2[0, 0, :2, :2] = 5.0                      # a tie inside one window
+    cases = [
+        (x1, lambda L, x: L.nn.functional.conv1d(x, L.tensor(w1), stride=2, padding=1,
+                                                 groups=2)),
+        (x2, lambda L, x: L.nn.functional.max_pool2d(x, 2)),
+        (x2, lambda L, x: L.nn.functional.max_pool2d(x, 3, stride=2, padding=1)),
+        (x2, lambda L, x: L.nn.functional.avg_pool2d(x, (3, 2), stride=(2, 2), padding=1)),
+        (x2, lambda L, x: L.nn.functional.adaptive_avg_pool2d(x, (4, 3))),
+        (x2, lambda L, x: L.nn.functional.adaptive_avg_pool2d(x, 1)),
+    ]
+    for data, f in cases:
+        out = []
+        for L in (tg, torch):
+            x = L.tensor(data, requires_grad=True)
+            y = f(L, x)
+            (y * y.detach().sin()).sum().backward()
+            out.append((y.detach().numpy(), x.grad.numpy()))
+        for got, want in zip(*out):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_conv_modules_defaults_and_errors():
+    tg.manual_seed(0)
+    m = nn.Conv2d(3, 8, 3, padding=1)
+    bound = 1 / np.sqrt(27)
+    assert m.weight.shape == (8, 3, 3, 3) and np.abs(m.weight.tolist()).max() <= bound
+    assert repr(nn.MaxPool2d(2)).startswith("MaxPool2d(kernel_size=2, stride=2")
+    assert m(tg.ones(2, 3, 8, 8)).shape == (2, 8, 8, 8)
+    with pytest.raises(RuntimeError, match="expected input"):
+        m(tg.ones(2, 4, 8, 8))
+    with pytest.raises(ValueError, match="divisible by groups"):
+        nn.Conv2d(3, 8, 3, groups=2)
+    with pytest.raises(RuntimeError, match="too small"):
+        F.conv2d(tg.ones(1, 1, 2, 2), tg.ones(1, 1, 3, 3))
+
+
+def test_compiled_cnn_step_equals_eager():
+    def train(wrap):
+        tg.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Conv2d(4, 8, 3), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
+                              nn.Flatten(), nn.Linear(8, 3))
+        opt = tg.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+
+        @wrap
+        def step(x, y):
+            opt.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        rng = np.random.default_rng(0)
+        for _ in range(6):
+            step(tg.tensor(rng.standard_normal((5, 1, 8, 8)), dtype=tg.float32),
+                 tg.tensor(rng.integers(0, 3, 5)))
+        return [p.detach().numpy().copy() for p in model.parameters()], step
+    want, _ = train(lambda f: f)
+    got, step = train(tg.compile)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert step.fallbacks == 0 and step.records <= 2 and step.replays == 6 - step.records

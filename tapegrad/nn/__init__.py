@@ -3,10 +3,11 @@
 Built on the public Tensor API only; see ``functional`` for the ops each layer uses.
 """
 from . import functional, init, utils
-from .layers import (ELU, GELU, BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Dropout,
-                     Embedding, Flatten, Hardtanh, HuberLoss, Identity, KLDivLoss, L1Loss,
-                     LayerNorm, LeakyReLU, Linear, LogSoftmax, MSELoss, NLLLoss, ReLU, Sigmoid,
-                     SiLU, SmoothL1Loss, Softmax, Softplus, Tanh)
+from .layers import (ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BCELoss, BCEWithLogitsLoss,
+                     Conv1d, Conv2d, CrossEntropyLoss, Dropout, Embedding, Flatten, Hardtanh,
+                     HuberLoss, Identity, KLDivLoss, L1Loss, LayerNorm, LeakyReLU, Linear,
+                     LogSoftmax, MaxPool2d, MSELoss, NLLLoss, ReLU, Sigmoid, SiLU,
+                     SmoothL1Loss, Softmax, Softplus, Tanh)
 from .module import Module, ModuleList, Sequential
 from .parameter import Parameter
 
@@ -14,4 +15,5 @@ __all__ = ["functional", "init", "utils", "Module", "Sequential", "ModuleList", 
            "Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sigmoid", "Softmax",
            "LogSoftmax", "Dropout", "MSELoss", "L1Loss", "CrossEntropyLoss", "NLLLoss",
            "BCEWithLogitsLoss", "GELU", "SiLU", "LeakyReLU", "ELU", "Softplus", "Hardtanh",
-           "LayerNorm", "Embedding", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "BCELoss"]
+           "LayerNorm", "Embedding", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "BCELoss",
+           "Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]
