@@ -416,7 +416,12 @@ class Tracer:
             self.restores.append((K.X_COPY, o, snap, -1, (), 0.0, 0.0))
         vs = [self.vid(t) for t in ins]
         self._written(o)
-        if op == "fill":
+        if self.arrays[o].dtype not in _FLOATS:
+            # counters (num_batches_tracked += 1): integer additions only
+            if op != "affine" or self.arrays[o].dtype != _I64 or num(f0) != int(num(f0)):
+                raise _Unsupported(f"an in-place update of a {self.arrays[o].dtype} tensor")
+            self.ins.append((K.X_IADD, o, -1, -1, (int(num(f0)),), 0.0, 0.0))
+        elif op == "fill":
             self.ins.append((K.X_FILL, o, -1, -1, (), num(f0), 0.0))
         elif op == "axpy":
             self.ins.append((K.X_AXPY, o, vs[0], -1, (), num(f0), 0.0))

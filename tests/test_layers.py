@@ -251,3 +251,57 @@ def test_compiled_cnn_step_equals_eager():
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
     assert step.fallbacks == 0 and step.records <= 2 and step.replays == 6 - step.records
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (5, 3, 7), (4, 3, 5, 5)])
+def test_batch_norm_train_and_eval_as_pytorch(shape):
+    rng = np.random.default_rng(4)
+    batches = [rng.standard_normal(shape) * 2 + 1 for _ in range(3)]
+    out = []
+    for L in (tg, torch):
+        m = (L.nn.BatchNorm2d if len(shape) == 4 else L.nn.BatchNorm1d)(shape[1],
+                                                                         momentum=0.2)
+        m = m.double()
+        seen = []
+        for b in batches:
+            x = L.tensor(b, requires_grad=True)
+            y = m(x)
+            (y * y.detach().cos()).sum().backward()
+            seen += [y.detach().numpy(), x.grad.numpy(), m.weight.grad.numpy()]
+        m.eval()
+        seen.append(m(L.tensor(batches[0])).detach().numpy())
+        seen += [m.running_mean.numpy(), m.running_var.numpy(),
+                 np.array(m.num_batches_tracked.item())]
+        out.append(seen)
+    for got, want in zip(*out):
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-12)
+
+
+def test_batch_norm_compiled_train_steps_equal_eager():
+    def train(wrap):
+        tg.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+        opt = tg.optim.SGD(model.parameters(), lr=0.1)
+
+        @wrap
+        def step(x, y):
+            model.train()
+            opt.zero_grad()
+            loss = F.mse_loss(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+        rng = np.random.default_rng(0)
+        for _ in range(6):
+            step(tg.tensor(rng.standard_normal((7, 6)), dtype=tg.float32),
+                 tg.tensor(rng.standard_normal((7, 2)), dtype=tg.float32))
+        bn = model[1]
+        return ([p.detach().numpy().copy() for p in model.parameters()] +
+                [bn.running_mean.numpy().copy(), bn.running_var.numpy().copy(),
+                 bn.num_batches_tracked.numpy().copy()]), step
+    want, _ = train(lambda f: f)
+    got, step = train(tg.compile)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert got[-1] == 6
+    assert step.fallbacks == 0 and step.records <= 2 and step.replays == 6 - step.records

@@ -68,6 +68,7 @@ X_INDEX = 82     # O (int64) = flat positions of rows A (int64, negative from th
 #                  P0 rows of P1 elements; MISMATCH if one is out of range
 X_BITS = 83      # O = A &, |, ^ (P0 = 0, 1, 2) B, or F0 when B < 0; P0 = 3: ~A (bool or
 #                  int64, all three of one dtype)
+X_IADD = 84      # O (int64) += P0
 X_FUSED = 72     # the next P0 instructions are elementwise over the same elements: run
 #                  them block by block
 X_SCALAR = 76    # (a forward kernel, no instruction) instructions P_LO..P_HI, flagged
@@ -617,6 +618,12 @@ def _fwd_kernel(k, f64):
                 w64 = _nil(np.int64)
                 bits_fwd(INS[i, I_P], VD, o, a, b, _val(VD, o, w64), _val(VD, a, w64),
                          _val(VD, max(b, 0), w64), FI[i, 0], _nil(np.int64))
+    elif k == X_IADD:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            out = _val(VD, INS[i, I_O], _nil(np.int64))
+            for j in range(out.size):
+                out[j] += INS[i, I_P]
     elif k == X_INDEX or k == X_TARGET:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
@@ -660,7 +667,7 @@ def prepare_forward(k, f64):
             KFWD[row, op] = fn.address
 
 
-_ANY_DTYPE = (X_ICMP, X_ISUM, X_INDEX, X_TARGET, X_BITS)
+_ANY_DTYPE = (X_ICMP, X_ISUM, X_INDEX, X_TARGET, X_BITS, X_IADD)
 
 
 # Program instructions that the interpreter runs itself (no kernel).
@@ -669,7 +676,7 @@ INLINE_OPS = (X_ARG, X_BACKWARD, X_ADJ, X_CHECK, X_FUSED, X_COND)
 FORWARD_OPS = (tuple(UNARY_FWD) + tuple(_BINARY_OPS) + (
     K_WHERE, K_SUM, K_AMAX, K_MATMUL, K_LINEAR, K_GATHER, K_SOFTMAX, K_LOGSOFTMAX, K_PROD,
     K_CAT, K_CAST, K_COPY, X_COPY, X_GATHER, X_AXPY, X_FILL, X_CMP, X_ARGEXT, X_SCALAR,
-    X_TOF, X_ICMP, X_ISUM, X_RAND, X_INDEX, X_TARGET, X_BITS))
+    X_TOF, X_ICMP, X_ISUM, X_RAND, X_INDEX, X_TARGET, X_BITS, X_IADD))
 
 
 def prepare_program(TT, VD, INS, runs):

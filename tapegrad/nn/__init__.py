@@ -3,7 +3,8 @@
 Built on the public Tensor API only; see ``functional`` for the ops each layer uses.
 """
 from . import functional, init, utils
-from .layers import (ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BCELoss, BCEWithLogitsLoss,
+from .layers import (ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d,
+                     BCELoss, BCEWithLogitsLoss,
                      Conv1d, Conv2d, CrossEntropyLoss, Dropout, Embedding, Flatten, Hardtanh,
                      HuberLoss, Identity, KLDivLoss, L1Loss, LayerNorm, LeakyReLU, Linear,
                      LogSoftmax, MaxPool2d, MSELoss, NLLLoss, ReLU, Sigmoid, SiLU,
@@ -16,4 +17,5 @@ __all__ = ["functional", "init", "utils", "Module", "Sequential", "ModuleList", 
            "LogSoftmax", "Dropout", "MSELoss", "L1Loss", "CrossEntropyLoss", "NLLLoss",
            "BCEWithLogitsLoss", "GELU", "SiLU", "LeakyReLU", "ELU", "Softplus", "Hardtanh",
            "LayerNorm", "Embedding", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "BCELoss",
-           "Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]
+           "Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d",
+           "BatchNorm2d"]

@@ -19,7 +19,8 @@ __all__ = ["linear", "relu", "tanh", "sigmoid", "softmax", "log_softmax", "cross
            "nll_loss", "mse_loss", "l1_loss", "binary_cross_entropy_with_logits", "dropout",
            "gelu", "silu", "leaky_relu", "elu", "softplus", "hardtanh", "layer_norm",
            "embedding", "smooth_l1_loss", "huber_loss", "kl_div", "binary_cross_entropy",
-           "conv2d", "conv1d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "pad"]
+           "conv2d", "conv1d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "pad",
+           "batch_norm"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 _TORCH_NAMES = {"float32": "Float", "float64": "Double", "bool": "Bool", "int64": "Long"}
@@ -454,6 +455,39 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         out = out * weight
     if bias is not None:
         out = out + bias
+    return out
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """Normalises each channel (dim 1) by the batch's statistics when ``training`` (and
+    updates the running ones in place: (1 - momentum) * running + momentum * batch, the
+    variance unbiased), else by the running ones."""
+    _check_tensor(input, "batch_norm")
+    if input.ndim < 2:
+        raise ValueError(f"expected 2D or more input (got {input.ndim}D input)")
+    c = input.shape[1]
+    dims = (0,) + tuple(range(2, input.ndim))
+    shape = (1, c) + (1,) * (input.ndim - 2)
+    if training:
+        n = input.numel() // c
+        if n <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got "
+                             f"input size {list(input.shape)}")
+        mean = input.mean(dims)
+        var = input.var(dims, correction=0)
+        if running_mean is not None:
+            with tg.no_grad():
+                running_mean.mul_(1 - momentum).add_(mean.detach() * momentum)
+                running_var.mul_(1 - momentum).add_(
+                    input.detach().var(dims, correction=1) * momentum)
+    else:
+        mean, var = running_mean, running_var
+    out = (input - mean.reshape(*shape)) / (var.reshape(*shape) + eps).sqrt()
+    if weight is not None:
+        out = out * weight.reshape(*shape)
+    if bias is not None:
+        out = out + bias.reshape(*shape)
     return out
 
 

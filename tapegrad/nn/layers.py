@@ -12,7 +12,8 @@ __all__ = ["Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sigmoid", "Softmax"
            "LogSoftmax", "Dropout", "MSELoss", "L1Loss", "CrossEntropyLoss", "NLLLoss",
            "BCEWithLogitsLoss", "GELU", "SiLU", "LeakyReLU", "ELU", "Softplus", "Hardtanh",
            "LayerNorm", "Embedding", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "BCELoss",
-           "Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]
+           "Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d",
+           "BatchNorm2d"]
 
 
 class Identity(Module):
@@ -436,3 +437,53 @@ class AdaptiveAvgPool2d(_Activation):
 
     def __init__(self, output_size):
         super().__init__(output_size=output_size)
+
+
+class _BatchNorm(Module):
+    """Batch statistics in train mode (updating running_mean / running_var), the running
+    ones in eval mode; weight 1 and bias 0 at first."""
+    _dims = ()
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, device=None, dtype=None):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        dt = dtype or tg.get_default_dtype()
+        if affine:
+            self.weight = Parameter(tg.ones(num_features, dtype=dt))
+            self.bias = Parameter(tg.zeros(num_features, dtype=dt))
+        else:
+            self.weight = self.bias = None
+        if track_running_stats:
+            self.register_buffer("running_mean", tg.zeros(num_features, dtype=dt))
+            self.register_buffer("running_var", tg.ones(num_features, dtype=dt))
+            self.register_buffer("num_batches_tracked", tg.tensor(0))
+        else:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
+
+    def forward(self, input):
+        if input.ndim not in self._dims:
+            raise ValueError(f"expected {' or '.join(f'{d}D' for d in self._dims)} input "
+                             f"(got {input.ndim}D input)")
+        use_batch = self.training or self.running_mean is None
+        momentum = self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            if momentum is None:            # a cumulative average
+                momentum = 1.0 / float(self.num_batches_tracked)
+        return F.batch_norm(input, self.running_mean, self.running_var, self.weight,
+                            self.bias, use_batch, 0.0 if momentum is None else momentum,
+                            self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    _dims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    _dims = (4,)
