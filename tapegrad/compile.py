@@ -250,6 +250,10 @@ class Tracer:
                 self.ext[id(t)] = (t, arr, t._req)
                 return v
             self.ext[id(t)] = (t, arr, t._req)
+        elif self.kind[rv] != "arg" and self.arrays[rv] is not root:
+            # the program keeps that value in C order elsewhere: this view's elements
+            # are not where it points
+            raise _Unsupported("a view of a result that NumPy laid out in another order")
         if arr.flags.c_contiguous:
             return self._new(arr, "view")
         v = self._private(arr)

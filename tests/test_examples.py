@@ -94,3 +94,15 @@ def test_digits_script_prints_summary(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "test accuracy" in out.stdout and "digits MLP" in out.stdout
     assert is_png(tmp_path / "digits_mlp.png")
+
+
+def test_digits_cnn_compiled(tmp_path):
+    """Conv2d, BatchNorm, pooling, a DataLoader and a OneCycle schedule, trained through
+    tg.compile: the replays reach the eager run's accuracy."""
+    pytest.importorskip("sklearn")
+    from examples import digits_cnn
+    r = digits_cnn.main(["--compile", "--out", str(tmp_path), "--no-progress"])
+    assert r["test_accuracy"] >= 0.98
+    records, replays, fallbacks = r["counts"]
+    assert fallbacks == 0 and records <= 3 and replays > 800
+    assert r["png"] and is_png(r["png"])

@@ -79,7 +79,7 @@ def _binary_tt(op, ufunc, opname, a, b):
         if op.kernel == K.K_POW and da.dtype in _FLOATS:
             out = _broadcast_kernel(K.K_POW, da, db)   # NumPy's SIMD power may differ
         else:
-            out = ufunc(da, db)
+            out = ufunc(da, db, order="C")     # (results in C order, as programs keep them)
     except ValueError:
         raise _bcast_error(opname, a, b) from None
     if not isinstance(out, np.ndarray):
