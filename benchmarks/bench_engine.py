@@ -4,7 +4,7 @@ Workloads (also used by ``eager_compare.py``):
 
 (a) chain: 16 float64 values through 100 x ``tanh(y * 1.01 + 0.1)`` (300 ops), then
     ``sum``; the tape is small, so this measures per-op and per-row overhead.
-(b) linreg: one SGD step of the seed example, ``0.5 * (y - (w x + b))**2`` averaged
+(b) linreg: one SGD step of the linear-regression example, ``0.5 * (y - (w x + b))**2`` averaged
     over 20 float32 points, backward, update, zero the grads.
 (c) big: ``(tanh(x) * x).sum()`` over 10 million float64 values; this measures the
     kernels, against a hand-written NumPy forward + gradient.
@@ -248,7 +248,7 @@ class Big(_Eager):
 
 
 class LinRegStep:
-    """(b) One SGD step of the seed linear regression."""
+    """(b) One SGD step of the linear regression."""
     params = ["tapegrad", "torch"]
     param_names = ["library"]
 

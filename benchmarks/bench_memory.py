@@ -1,4 +1,4 @@
-"""asv memory benchmarks: the seed linear-regression loop must not grow.
+"""asv memory benchmarks: the linear-regression loop must not grow.
 
 The issue's requirement (reported here, not asserted): over 100 000 SGD steps the
 resident set stays within 10 MB of its value after 1 000 steps.

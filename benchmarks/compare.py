@@ -213,7 +213,7 @@ class Training:
 
 class LinReg(Training):
     name = "linreg"
-    about = "the seed's linear-regression SGD step, 20 float32 points, y = 3x + 2 + noise"
+    about = "the linear-regression SGD step, 20 float32 points, y = 3x + 2 + noise"
 
     def init(self):
         rng = np.random.default_rng(4)

@@ -1,4 +1,4 @@
-"""Freeze a layer and train the rest (the seed post's experiment, SEMANTICS.md section 2).
+"""Freeze a layer and train the rest.
 
     python examples/freeze_finetune.py          # writes examples/out/freeze_finetune.png
 

@@ -1,11 +1,11 @@
-"""Linear regression by hand-written gradient descent (SEMANTICS.md section 3), run twice:
+"""Linear regression by hand-written gradient descent, run twice:
 with the gradients zeroed after each step, and without, where they accumulate.
 
     python examples/linear_regression.py          # writes examples/out/linear_regression.png
 
 Without ``w.grad.data.zero_()`` each step uses the sum of all gradients so far, which acts
 like momentum with no friction: the loss oscillates (here between about 0.7 and 95)
-instead of settling. The seed post stops as soon as the loss drops below 1; that stop
+instead of settling. A tutorial would stop as soon as the loss drops below 1; that stop
 is off by default so that both curves cover the same iterations (``--stop-below 1``
 turns it on; the non-zeroed run then stops at the bottom of its first swing).
 """
@@ -25,7 +25,7 @@ def parse_args(argv=None):
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--stop-below", type=float, default=None,
-                    help="stop when the loss drops below this value (the seed used 1)")
+                    help="stop when the loss drops below this value (tutorials use 1)")
     ap.add_argument("--out", default=DEFAULT_OUT, help="folder for the PNG plot")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
