@@ -177,3 +177,53 @@ def test_matrix_products_still_raise_on_mixed_floats():
     for f in (lambda: a @ d, lambda: tg.mm(a, d), lambda: tg.nn.functional.linear(a, d.t())):
         with pytest.raises(RuntimeError, match="same dtype"):
             f()
+
+
+REARRANGE = {
+    "repeat": lambda L, x: x.repeat(2, 1, 3),
+    "repeat_new_dim": lambda L, x: x.repeat(2, 1, 1, 1),
+    "roll_flat": lambda L, x: L.roll(x, 4),
+    "roll_dims": lambda L, x: x.roll((1, -2), (0, 2)),
+    "tril": lambda L, x: x.tril(),
+    "triu_offset": lambda L, x: L.triu(x, 1),
+    "tril_negative": lambda L, x: x.tril(-1),
+    "masked_fill": lambda L, x: x.masked_fill(x > 0.3, -2.0),
+    "masked_fill_bcast": lambda L, x: x.masked_fill(L.tensor([True, False, True, False]),
+                                                    0.5),
+}
+
+
+@pytest.mark.skipif(torch is None, reason="PyTorch is the oracle")
+@pytest.mark.parametrize("name", REARRANGE)
+def test_rearranging_ops_as_pytorch(name):
+    data = np.random.default_rng(6).standard_normal((2, 3, 4))
+    out = []
+    for L in (tg, torch):
+        x = L.tensor(data, requires_grad=True)
+        y = REARRANGE[name](L, x)
+        (y * y.detach().cos()).sum().backward()
+        out.append((y.detach().numpy(), x.grad.numpy()))
+    np.testing.assert_array_equal(out[0][0], out[1][0])
+    np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-15)
+
+
+def test_rearranging_ops_replay():
+    w = tg.tensor(np.arange(12.0).reshape(3, 4) / 10, requires_grad=True)
+
+    @tg.compile
+    def f(x):
+        y = (x * w).repeat(2, 1).roll(1, 0).tril().masked_fill(x.repeat(2, 1) > 0.5, 0.0)
+        s = (y * y).sum()
+        s.backward()
+        return s
+    rng = np.random.default_rng(7)
+    for _ in range(4):
+        x = tg.tensor(rng.random((3, 4)))
+        w.grad = None
+        got, g1 = f(x).item(), w.grad.numpy().copy()
+        w.grad = None
+        y = (x * w).repeat(2, 1).roll(1, 0).tril().masked_fill(x.repeat(2, 1) > 0.5, 0.0)
+        want = (y * y).sum()
+        want.backward()
+        assert got == want.item() and (g1 == w.grad.numpy()).all()
+    assert (f.records, f.replays, f.fallbacks) == (1, 3, 0)

@@ -28,8 +28,9 @@ from .arith import (ABS, ADD, AFFINE_ADD, AFFINE_MUL, AFFINE_RSUB, AFFINE_SUB, C
                     _vjp_divs, _vjp_minmax, _vjp_mul, _vjp_pow, _vjp_pows, _vjp_rdivs,
                     _vjp_rpows, _vjp_sub, _vjp_where, abs, add, clamp, clamp_, clip, cos,
                     div, erf, exp, expm1, full_like_const, log, log1p, maximum, minimum,
-                    mul, neg, pow, rdiv, reciprocal, relu, rpow, rsub, sigmoid, sign, sin,
-                    sqrt, square, sub, tan, tanh, where)  # noqa: F401
+                    masked_fill, mul, neg, pow, rdiv, reciprocal, relu, rpow, rsub, sigmoid,
+                    sign, sin, sqrt, square, sub, tan, tanh, tril, triu,
+                    where)  # noqa: F401
 from .reductions import (AMAX, AMIN, LOG_SOFTMAX, MAX_ALL, MAX_DIM, MEAN, MEAN_DIM,
                          MIN_ALL, MIN_DIM, PROD, PROD_DIM, SOFTMAX, SUM, SUM_DIM,
                          _ValuesIndices, _arg, _dims, _extreme, _flat_positions, _kshape,
@@ -43,8 +44,9 @@ from .views import (CAT, CLONE, EXPAND, FLATTEN, GATHER, PERMUTE, RESHAPE, SCATT
                     _shape_arg, _strided, _tensor_list, _view_result, _vjp_cat, _vjp_copy,
                     _vjp_gather, _vjp_permute, _vjp_scatter, _vjp_setidx, _vjp_strided,
                     broadcast_to, cat, chunk, clone, expand, flatten, gather_flat, getitem,
-                    index_gather, narrow, permute, reshape, scatter_flat, setitem, split,
-                    squeeze, stack, t, transpose, unsqueeze, view)  # noqa: F401
+                    index_gather, narrow, permute, repeat, reshape, roll, scatter_flat,
+                    setitem, split, squeeze, stack, t, transpose, unsqueeze,
+                    view)  # noqa: F401
 from .linalg import (BMM, DOT, LINEAR, MM, MV, VM, _MATMUL_MODE, _batched, _mismatch,
                      _vjp_linear, _vjp_matmul, _wants_row, bmm, dot, linear, matmul, mm,
                      outer)  # noqa: F401

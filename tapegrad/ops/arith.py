@@ -515,3 +515,33 @@ def where(condition, input, other):
         TRACE[0].where(out, c, condition, t._tape, t._row)
     t._tape.keep(t._row, K.SO, c)
     return t
+
+
+def masked_fill(input, mask, value):
+    """``value`` where ``mask`` (bool, broadcast to input) holds, else input."""
+    _check_tensor(input, "masked_fill")
+    if not isinstance(mask, Tensor) or mask._data.dtype != np.bool_:
+        raise RuntimeError("masked_fill_ only supports boolean masks, but got mask with "
+                           f"dtype {getattr(mask, 'dtype', type(mask).__name__)}")
+    _check_broadcast("masked_fill", input, mask, input._data.shape)
+    if isinstance(value, Tensor):
+        value = value.to(input._data.dtype)
+    return where(mask, value, input)
+
+
+def _triangle(input, diagonal, upper, opname):
+    _check_tensor(input, opname)
+    if input.ndim < 2:
+        raise RuntimeError(f"{opname}: input tensor must have at least 2 dimensions")
+    n, m = input._data.shape[-2:]
+    keep = np.triu(np.ones((n, m), bool), diagonal) if upper else \
+        np.tril(np.ones((n, m), bool), diagonal)
+    return where(_constant(keep), input, 0.0)
+
+
+def tril(input, diagonal=0):
+    return _triangle(input, diagonal, False, "tril")
+
+
+def triu(input, diagonal=0):
+    return _triangle(input, diagonal, True, "triu")

@@ -614,3 +614,39 @@ def chunk(input, chunks, dim=0):
     n = input.shape[d]
     step = -(-n // chunks) if n else 1
     return split(input, step, d)
+
+
+# ---------------------------------------------------------------------------
+# Rearrangements by fixed positions (a gather, so the gradient scatters back)
+def _arranged(input, positions, opname):
+    """input's elements at ``positions`` (an int64 array of the result's shape)."""
+    return gather_flat(input, positions.reshape(-1), positions.shape, fixed=True)
+
+
+def repeat(input, *sizes):
+    """Tiles input ``sizes`` times along each dim (leading new dims allowed)."""
+    _check_tensor(input, "repeat")
+    reps = _shape_arg(sizes, "repeat")
+    if len(reps) < input.ndim:
+        raise RuntimeError("Number of dimensions of repeat dims can not be smaller than "
+                           "number of dimensions of tensor")
+    if any(r < 0 for r in reps):
+        raise RuntimeError(f"Trying to create tensor with negative dimension: {list(reps)}")
+    pos = np.arange(input._data.size, dtype=np.int64).reshape(input._data.shape)
+    return _arranged(input, np.tile(pos, reps), "repeat")
+
+
+def roll(input, shifts, dims=None):
+    """Elements shifted cyclically by ``shifts`` along ``dims`` (flattened when None)."""
+    _check_tensor(input, "roll")
+    pos = np.arange(input._data.size, dtype=np.int64).reshape(input._data.shape)
+    if dims is None:
+        out = np.roll(pos.reshape(-1), shifts).reshape(pos.shape)
+    else:
+        shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
+        dims = (dims,) if isinstance(dims, int) else tuple(dims)
+        if len(shifts) != len(dims):
+            raise RuntimeError(f"shifts and dimensions must align. shifts: {len(shifts)}, "
+                               f"dims:{len(dims)}")
+        out = np.roll(pos, shifts, tuple(_dim(d, input.ndim, "roll") for d in dims))
+    return _arranged(input, out, "roll")
