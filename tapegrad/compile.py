@@ -323,7 +323,7 @@ class Tracer:
         src = self.arrays[a].dtype
         if op.kernel == K.K_CAST and out.dtype in _FLOATS:
             k = K.X_TOF
-        elif op.kernel == K.K_GATHER and src == _I64:
+        elif op.kernel in (K.K_GATHER, K.K_COPY) and src == _I64:
             return self._emit_bits(op, out, a, params)
         elif op.kernel == K.K_SUM and out.dtype == _I64 and out.size == 1 \
                 and params[1] == 0 and params[0] == (1 << self.arrays[a].ndim) - 1:
@@ -338,7 +338,8 @@ class Tracer:
         return o
 
     def _emit_bits(self, op, out, a, params):
-        """A gather of int64 values: the float64 kernel moves their 8 bytes unchanged."""
+        """A gather or copy of int64 values: the float64 kernel moves their 8 bytes
+        unchanged."""
         o = self.ids.get(id(out))
         if o is not None or not out.flags.c_contiguous:
             raise _Unsupported(f"{op.name} of an int64 tensor")

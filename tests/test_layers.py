@@ -305,3 +305,83 @@ def test_batch_norm_compiled_train_steps_equal_eager():
         np.testing.assert_array_equal(g, w)
     assert got[-1] == 6
     assert step.fallbacks == 0 and step.records <= 2 and step.replays == 6 - step.records
+
+
+def _copy_params(src, dst):
+    for (n, p), (m, q) in zip(src.named_parameters(), dst.named_parameters()):
+        assert n == m
+        q.data = tg.tensor(p.detach().numpy().copy())
+
+
+RNNS = [
+    ("LSTM", dict(num_layers=2, bidirectional=True, batch_first=True), (4, 6, 3)),
+    ("LSTM", dict(), (6, 3)),                                    # unbatched
+    ("GRU", dict(num_layers=2), (6, 4, 3)),
+    ("GRU", dict(bidirectional=True, bias=False), (6, 4, 3)),
+]
+
+
+@pytest.mark.parametrize("cls,kw,shape", RNNS)
+def test_recurrent_layers_as_pytorch(cls, kw, shape):
+    tm = getattr(torch.nn, cls)(3, 5, **kw).double()
+    gm = getattr(nn, cls)(3, 5, **kw, dtype=tg.float64)
+    assert [n for n, _ in gm.named_parameters()] == [n for n, _ in tm.named_parameters()]
+    _copy_params(tm, gm)
+    x0 = np.random.default_rng(8).standard_normal(shape)
+    out = []
+    for L, m in ((tg, gm), (torch, tm)):
+        x = L.tensor(x0, requires_grad=True)
+        y, hn = m(x)
+        h = hn[0] if isinstance(hn, tuple) else hn
+        (y.sum() + (h * h).sum()).backward()
+        out.append([y.detach().numpy(), h.detach().numpy(), x.grad.numpy()]
+                   + [p.grad.numpy() for p in m.parameters()])
+    for got, want in zip(*out):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("cls", ["LSTMCell", "GRUCell"])
+def test_recurrent_cells_as_pytorch(cls):
+    tm = getattr(torch.nn, cls)(3, 4).double()
+    gm = getattr(nn, cls)(3, 4, dtype=tg.float64)
+    _copy_params(tm, gm)
+    rng = np.random.default_rng(9)
+    x0, h0 = rng.standard_normal((2, 3)), rng.standard_normal((2, 4))
+    out = []
+    for L, m in ((tg, gm), (torch, tm)):
+        x, h = L.tensor(x0, requires_grad=True), L.tensor(h0)
+        y = m(x, (h, h * 0.5) if cls == "LSTMCell" else h)
+        y = y[0] if isinstance(y, tuple) else y
+        y.sum().backward()
+        out.append((y.detach().numpy(), x.grad.numpy()))
+    for got, want in zip(*out):
+        np.testing.assert_allclose(got, want, rtol=1e-13, atol=1e-15)
+    bound = 1 / np.sqrt(4)
+    assert all(np.abs(p.tolist()).max() <= bound for p in getattr(nn, cls)(3, 4).parameters())
+
+
+def test_compiled_gru_language_model_step_equals_eager():
+    def train(wrap):
+        tg.manual_seed(0)
+        emb, rnn, head = nn.Embedding(12, 6), nn.GRU(6, 8, batch_first=True), nn.Linear(8, 12)
+        params = list(emb.parameters()) + list(rnn.parameters()) + list(head.parameters())
+        opt = tg.optim.Adam(params, lr=0.01)
+
+        @wrap
+        def step(tokens):
+            opt.zero_grad()
+            out, _ = rnn(emb(tokens[:, :-1]))
+            loss = F.cross_entropy(head(out).reshape(-1, 12), tokens[:, 1:].reshape(-1))
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            return loss
+        rng = np.random.default_rng(0)
+        losses = [step(tg.tensor(rng.integers(0, 12, (3, 7)))).item() for _ in range(6)]
+        return losses, [p.detach().numpy().copy() for p in params], step
+    want, wp, _ = train(lambda f: f)
+    got, gp, step = train(tg.compile)
+    assert got == want
+    for g, w in zip(gp, wp):
+        np.testing.assert_array_equal(g, w)
+    assert step.fallbacks == 0 and step.records <= 2 and step.replays == 6 - step.records
