@@ -385,3 +385,101 @@ def test_compiled_gru_language_model_step_equals_eager():
     for g, w in zip(gp, wp):
         np.testing.assert_array_equal(g, w)
     assert step.fallbacks == 0 and step.records <= 2 and step.replays == 6 - step.records
+
+
+ATTENTION = [  # batch_first, options
+    (False, {}), (True, {}), (True, {"attn_mask": "bool"}), (False, {"key_padding_mask": 1}),
+    (True, {"attn_mask": "float", "average_attn_weights": False}),
+    (True, {"is_causal": True}),
+]
+
+
+@pytest.mark.parametrize("batch_first,opts", ATTENTION)
+def test_multihead_attention_as_pytorch(batch_first, opts):
+    e, h = 8, 2
+    tm = torch.nn.MultiheadAttention(e, h, batch_first=batch_first).double()
+    gm = nn.MultiheadAttention(e, h, batch_first=batch_first, dtype=tg.float64)
+    assert [n for n, _ in gm.named_parameters()] == [n for n, _ in tm.named_parameters()]
+    _copy_params(tm, gm)
+    rng = np.random.default_rng(10)
+    causal = opts.get("is_causal", False)
+    lk = 5 if causal else 6
+    q0 = rng.standard_normal((2, 5, e) if batch_first else (5, 2, e))
+    k0, v0 = (rng.standard_normal((2, lk, e) if batch_first else (lk, 2, e))
+              for _ in range(2))
+    m0 = rng.random((5, lk)) > 0.6
+    m0[:, 0] = False
+    out = []
+    for L, m in ((tg, gm), (torch, tm)):
+        q, k, v = (L.tensor(a, requires_grad=True) for a in (q0, k0, v0))
+        kw = {}
+        if opts.get("attn_mask") == "bool":
+            kw["attn_mask"] = L.tensor(m0)
+        elif opts.get("attn_mask") == "float":
+            kw["attn_mask"] = L.tensor(np.where(m0, -1.5, 0.0))
+        if "key_padding_mask" in opts:
+            pad = np.zeros((2, lk), bool)
+            pad[0, 4:] = True
+            kw["key_padding_mask"] = L.tensor(pad)
+        if causal:
+            kw["attn_mask"] = L.tensor(np.triu(np.ones((5, 5), bool), 1))
+            kw["is_causal"] = True
+        if "average_attn_weights" in opts:
+            kw["average_attn_weights"] = opts["average_attn_weights"]
+        y, w = m(q, k, v, **kw)
+        (y * y.detach().cos()).sum().backward()
+        out.append([y.detach().numpy(), w.detach().numpy(), q.grad.numpy(), k.grad.numpy(),
+                    v.grad.numpy()] + [p.grad.numpy() for p in m.parameters()])
+    for got, want in zip(*out):
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-13)
+
+
+def test_scaled_dot_product_attention_as_pytorch():
+    rng = np.random.default_rng(11)
+    q0, k0, v0 = (rng.standard_normal(s) for s in ((2, 3, 4, 5), (2, 3, 4, 5), (2, 3, 4, 7)))
+    m0 = rng.random((4, 4)) > 0.3
+    m0[:, 0] = True
+    for kw in ({}, {"is_causal": True}, {"attn_mask": m0}, {"attn_mask": np.where(m0, 0, -2.)},
+               {"scale": 0.3}):
+        out = []
+        for L in (tg, torch):
+            q, k, v = (L.tensor(a, requires_grad=True) for a in (q0, k0, v0))
+            args = {n: L.tensor(a) if isinstance(a, np.ndarray) else a for n, a in kw.items()}
+            y = L.nn.functional.scaled_dot_product_attention(q, k, v, **args)
+            (y * y.detach().cos()).sum().backward()
+            out.append([y.detach().numpy(), q.grad.numpy(), k.grad.numpy(), v.grad.numpy()])
+        for got, want in zip(*out):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+def test_compiled_attention_step_with_changing_padding_masks():
+    def train(wrap):
+        tg.manual_seed(0)
+        mha = nn.MultiheadAttention(8, 2, batch_first=True)
+        head = nn.Linear(8, 1)
+        params = list(mha.parameters()) + list(head.parameters())
+        opt = tg.optim.SGD(params, lr=0.05)
+
+        @wrap
+        def step(x, pad, y):
+            opt.zero_grad()
+            a, _ = mha(x, x, x, key_padding_mask=pad, need_weights=False)
+            loss = F.mse_loss(head(a).mean(1).squeeze(1), y)
+            loss.backward()
+            opt.step()
+            return loss
+        rng = np.random.default_rng(0)
+        losses = []
+        for i in range(6):
+            pad = np.zeros((3, 5), bool)
+            pad[i % 3, 3 + i % 2:] = True
+            losses.append(step(tg.tensor(rng.standard_normal((3, 5, 8)), dtype=tg.float32),
+                               tg.tensor(pad),
+                               tg.tensor(rng.standard_normal(3), dtype=tg.float32)).item())
+        return losses, [p.detach().numpy().copy() for p in params], step
+    want, wp, _ = train(lambda f: f)
+    got, gp, step = train(tg.compile)
+    assert got == want
+    for g, w in zip(gp, wp):
+        np.testing.assert_array_equal(g, w)
+    assert step.fallbacks == 0 and step.records <= 2 and step.replays == 6 - step.records

@@ -20,7 +20,7 @@ __all__ = ["linear", "relu", "tanh", "sigmoid", "softmax", "log_softmax", "cross
            "gelu", "silu", "leaky_relu", "elu", "softplus", "hardtanh", "layer_norm",
            "embedding", "smooth_l1_loss", "huber_loss", "kl_div", "binary_cross_entropy",
            "conv2d", "conv1d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "pad",
-           "batch_norm"]
+           "batch_norm", "scaled_dot_product_attention"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 _TORCH_NAMES = {"float32": "Float", "float64": "Double", "bool": "Bool", "int64": "Long"}
@@ -489,6 +489,30 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if bias is not None:
         out = out + bias.reshape(*shape)
     return out
+
+
+def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
+                                 is_causal=False, scale=None):
+    """softmax(q k^T * scale + mask) v over the last two dims; a bool mask keeps True
+    positions, a float mask is added; ``is_causal`` keeps j <= i."""
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        _check_tensor(t, "scaled_dot_product_attention", name)
+    if dropout_p:
+        raise NotImplementedError("scaled_dot_product_attention: dropout_p is not supported")
+    if is_causal and attn_mask is not None:
+        raise RuntimeError("_scaled_dot_product_attention: Explicit attn_mask should not be "
+                           "set when is_causal=True")
+    lq, lk = query.shape[-2], key.shape[-2]
+    s = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = (query @ key.transpose(-2, -1)) * s
+    if is_causal:
+        attn_mask = _const(np.tril(np.ones((lq, lk), bool)))
+    if attn_mask is not None:
+        if attn_mask.dtype == tg.bool:
+            scores = scores.masked_fill(~attn_mask, -math.inf)
+        else:
+            scores = scores + attn_mask
+    return scores.softmax(-1) @ value
 
 
 def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,

@@ -1,0 +1,105 @@
+"""Multi-head attention, as ``torch.nn.MultiheadAttention`` (packed input projection, the
+same parameter names, initialisation and mask conventions), written with the core ops."""
+import math
+
+import numpy as np
+
+import tapegrad as tg
+
+from . import functional as F
+from . import init
+from .layers import Linear
+from .module import Module
+from .parameter import Parameter
+
+__all__ = ["MultiheadAttention"]
+
+
+def _additive(mask, dtype, name):
+    """A mask as a float to add: bool True (not allowed to attend) becomes -inf."""
+    if mask is None:
+        return None
+    if mask.dtype == tg.bool:         # (a where, so that a replay reads the new mask)
+        return tg.where(mask, F._const(np.full((), -np.inf, dtype)),
+                        F._const(np.zeros((), dtype)))
+    if not mask.dtype.is_floating_point:
+        raise AssertionError(f"only bool and floating types of {name} are supported")
+    return mask
+
+
+class MultiheadAttention(Module):
+    """Attention of queries over keys and values with num_heads heads of size
+    embed_dim / num_heads; returns (output, attention weights or None)."""
+
+    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, add_bias_kv=False,
+                 add_zero_attn=False, kdim=None, vdim=None, batch_first=False, device=None,
+                 dtype=None):
+        super().__init__()
+        if embed_dim <= 0 or num_heads <= 0:
+            raise ValueError(f"embed_dim and num_heads must be greater than 0, got "
+                             f"embed_dim={embed_dim} and num_heads={num_heads} instead")
+        if embed_dim % num_heads:
+            raise AssertionError("embed_dim must be divisible by num_heads")
+        if dropout or add_bias_kv or add_zero_attn or kdim not in (None, embed_dim) or \
+                vdim not in (None, embed_dim):
+            raise NotImplementedError("MultiheadAttention: dropout, add_bias_kv, "
+                                      "add_zero_attn and kdim/vdim other than embed_dim "
+                                      "are not supported")
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.head_dim = embed_dim // num_heads
+        self.batch_first = batch_first
+        dt = dtype or tg.get_default_dtype()
+        self.in_proj_weight = Parameter(tg.empty(3 * embed_dim, embed_dim, dtype=dt))
+        self.in_proj_bias = Parameter(tg.zeros(3 * embed_dim, dtype=dt)) if bias else None
+        self.out_proj = Linear(embed_dim, embed_dim, bias=bias, dtype=dt)
+        init.xavier_uniform_(self.in_proj_weight)
+        if bias:
+            init.constant_(self.out_proj.bias, 0.0)
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
+                attn_mask=None, average_attn_weights=True, is_causal=False):
+        batched = query.ndim == 3
+        if not batched:
+            query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
+            if key_padding_mask is not None:
+                key_padding_mask = key_padding_mask.unsqueeze(0)
+        elif self.batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        lq, n, e = query.shape
+        ls = key.shape[0]
+        h, d = self.num_heads, self.head_dim
+        if e != self.embed_dim:
+            raise AssertionError(f"was expecting embedding dimension of {self.embed_dim}, "
+                                 f"but got {e}")
+        w, b = self.in_proj_weight, self.in_proj_bias
+        wq, wk, wv = w.chunk(3, 0)
+        bq, bk, bv = b.chunk(3, 0) if b is not None else (None, None, None)
+        heads = (lambda t, length: t.reshape(length, n * h, d).transpose(0, 1))
+        q = heads(F.linear(query, wq, bq), lq)                    # (N*H, L, d)
+        k = heads(F.linear(key, wk, bk), ls)
+        v = heads(F.linear(value, wv, bv), ls)
+        if is_causal and attn_mask is None:
+            attn_mask = tg.tensor(np.triu(np.ones((lq, ls), bool), 1))
+        mask = _additive(attn_mask, query._data.dtype, "attn_mask")
+        if mask is not None and mask.ndim == 3:
+            mask = mask.reshape(n * h, lq, ls)
+        pad = _additive(key_padding_mask, query._data.dtype, "key_padding_mask")
+        if pad is not None:
+            pad = pad.reshape(n, 1, 1, ls).expand(n, h, 1, ls).reshape(n * h, 1, ls)
+            mask = pad if mask is None else mask + pad
+        scores = (q * (1.0 / math.sqrt(d))) @ k.transpose(1, 2)
+        if mask is not None:
+            scores = scores + mask
+        weights = scores.softmax(-1)
+        out = (weights @ v).transpose(0, 1).reshape(lq * n, e)
+        out = self.out_proj(out).reshape(lq, n, e)
+        if self.batch_first and batched:
+            out = out.transpose(0, 1)
+        if not batched:
+            out = out.squeeze(1)
+        if not need_weights:
+            return out, None
+        weights = weights.reshape(n, h, lq, ls)
+        if average_attn_weights:
+            weights = weights.mean(1)
+        return out, weights if batched else weights.squeeze(0)
