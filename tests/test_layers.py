@@ -483,3 +483,25 @@ def test_compiled_attention_step_with_changing_padding_masks():
     for g, w in zip(gp, wp):
         np.testing.assert_array_equal(g, w)
     assert step.fallbacks == 0 and step.records <= 2 and step.replays == 6 - step.records
+
+
+@pytest.mark.parametrize("norm_first,activation,batch_first",
+                         [(False, "relu", True), (True, "gelu", False)])
+def test_transformer_encoder_layer_as_pytorch(norm_first, activation, batch_first):
+    kw = dict(dim_feedforward=16, dropout=0.0, activation=activation,
+              batch_first=batch_first, norm_first=norm_first)
+    tm = torch.nn.TransformerEncoderLayer(8, 2, **kw).double()
+    gm = nn.TransformerEncoderLayer(8, 2, **kw, dtype=tg.float64)
+    assert [n for n, _ in gm.named_parameters()] == [n for n, _ in tm.named_parameters()]
+    _copy_params(tm, gm)
+    x0 = np.random.default_rng(12).standard_normal((2, 5, 8) if batch_first else (5, 2, 8))
+    pad = np.zeros((2, 5), bool)
+    pad[1, 3:] = True
+    out = []
+    for L, m in ((tg, gm), (torch, tm)):
+        x = L.tensor(x0, requires_grad=True)
+        y = m(x, src_key_padding_mask=L.tensor(pad))
+        (y * y.detach().cos()).sum().backward()
+        out.append([y.detach().numpy(), x.grad.numpy()] + [p.grad.numpy() for p in m.parameters()])
+    for got, want in zip(*out):
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-13)

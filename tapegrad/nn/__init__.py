@@ -9,7 +9,7 @@ from .layers import (ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, Batch
                      HuberLoss, Identity, KLDivLoss, L1Loss, LayerNorm, LeakyReLU, Linear,
                      LogSoftmax, MaxPool2d, MSELoss, NLLLoss, ReLU, Sigmoid, SiLU,
                      SmoothL1Loss, Softmax, Softplus, Tanh)
-from .attention import MultiheadAttention
+from .attention import MultiheadAttention, TransformerEncoderLayer
 from .module import Module, ModuleList, Sequential
 from .recurrent import GRU, LSTM, GRUCell, LSTMCell
 from .parameter import Parameter
@@ -20,4 +20,5 @@ __all__ = ["functional", "init", "utils", "Module", "Sequential", "ModuleList", 
            "BCEWithLogitsLoss", "GELU", "SiLU", "LeakyReLU", "ELU", "Softplus", "Hardtanh",
            "LayerNorm", "Embedding", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "BCELoss",
            "Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d",
-           "BatchNorm2d", "LSTMCell", "GRUCell", "LSTM", "GRU", "MultiheadAttention"]
+           "BatchNorm2d", "LSTMCell", "GRUCell", "LSTM", "GRU", "MultiheadAttention",
+           "TransformerEncoderLayer"]
