@@ -7,7 +7,6 @@ import numpy as np
 
 from . import _interrupt
 from . import _kernels as K
-from . import tape as _tape
 from .tape import TRACE as _TRACE
 from .tape import api
 from .dtypes import as_np_dtype, from_np_dtype, get_default_dtype

@@ -107,9 +107,6 @@ def closure_rebound_batches(wrap):
     return call, lambda: state_of(model, opt), step
 
 
-GLOBAL = {}
-
-
 def global_step():
     g_opt.zero_grad()                                                 # noqa: F821
     loss = F.mse_loss(g_model(g_x), g_y)                              # noqa: F821

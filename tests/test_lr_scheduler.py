@@ -1,6 +1,5 @@
 """Learning-rate schedules give PyTorch's rates to the bit, step after step, and a
 compiled training step replays under them with eager's parameters."""
-import math
 import warnings
 
 import numpy as np

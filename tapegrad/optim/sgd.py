@@ -1,6 +1,4 @@
 """Stochastic gradient descent, with PyTorch's update rule (torch/optim/sgd.py)."""
-import tapegrad as tg
-
 from .optimizer import Optimizer
 
 __all__ = ["SGD"]
