@@ -41,6 +41,16 @@ def _clone_state(value, param=None, key=None):
     return value
 
 
+_SETTING_NAMES = {"lr": "learning rate", "eps": "epsilon value"}
+
+
+def check_nonnegative(**settings):
+    """ValueError naming the first setting that is negative (or NaN), in PyTorch's words."""
+    for name, value in settings.items():
+        if not 0.0 <= value:
+            raise ValueError(f"Invalid {_SETTING_NAMES.get(name, name + ' value')}: {value}")
+
+
 def _live_update(cls):
     """True when the update ``cls`` runs is one of tapegrad's own (``_live``): it uses
     its settings only through arithmetic and comparisons, so a compiled replay may

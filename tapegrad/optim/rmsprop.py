@@ -2,21 +2,9 @@
 single-tensor paths)."""
 import tapegrad as tg
 
-from .optimizer import Optimizer
+from .optimizer import Optimizer, check_nonnegative
 
 __all__ = ["RMSprop", "Adagrad"]
-
-
-def _check(lr, eps, weight_decay, **more):
-    if not 0.0 <= lr:
-        raise ValueError(f"Invalid learning rate: {lr}")
-    if not 0.0 <= eps:
-        raise ValueError(f"Invalid epsilon value: {eps}")
-    if not 0.0 <= weight_decay:
-        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-    for name, value in more.items():
-        if not 0.0 <= value:
-            raise ValueError(f"Invalid {name} value: {value}")
 
 
 class RMSprop(Optimizer):
@@ -32,7 +20,8 @@ class RMSprop(Optimizer):
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, *, maximize=False):
-        _check(lr, eps, weight_decay, momentum=momentum, alpha=alpha)
+        check_nonnegative(lr=lr, eps=eps, weight_decay=weight_decay, momentum=momentum,
+                          alpha=alpha)
         defaults = {"lr": lr, "alpha": alpha, "eps": eps, "weight_decay": weight_decay,
                     "momentum": momentum, "centered": centered, "maximize": maximize}
         super().__init__(params, defaults)
@@ -90,8 +79,8 @@ class Adagrad(Optimizer):
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
                  initial_accumulator_value=0, eps=1e-10, *, maximize=False):
-        _check(lr, eps, weight_decay, lr_decay=lr_decay,
-               initial_accumulator_value=initial_accumulator_value)
+        check_nonnegative(lr=lr, eps=eps, weight_decay=weight_decay, lr_decay=lr_decay,
+                          initial_accumulator_value=initial_accumulator_value)
         defaults = {"lr": lr, "lr_decay": lr_decay, "eps": eps, "weight_decay": weight_decay,
                     "initial_accumulator_value": initial_accumulator_value,
                     "maximize": maximize}
