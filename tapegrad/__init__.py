@@ -37,17 +37,18 @@ bitwise_and, bitwise_or, bitwise_xor, bitwise_not = (
 
 __version__ = "0.1.0"
 
-_LAZY = {"nn": ".nn", "optim": ".optim", "utils": ".utils", "save": ".serialization",
-         "load": ".serialization"}
+_LAZY = {"nn": ".nn", "optim": ".optim", "utils": ".utils", "distributed": ".distributed",
+         "save": ".serialization", "load": ".serialization"}
 
 
 def __getattr__(name):
-    """nn, optim, utils, save and load are imported on first use: start-up pays only for the
-    engine."""
+    """nn, optim, utils, distributed, save and load are imported on first use: start-up
+    pays only for the engine."""
     if name in _LAZY:
         import importlib
         module = importlib.import_module(_LAZY[name], __name__)
-        value = module if name in ("nn", "optim", "utils") else getattr(module, name)
+        value = module if name in ("nn", "optim", "utils", "distributed") \
+            else getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'tapegrad' has no attribute {name!r}")

@@ -95,6 +95,7 @@ class Tracer:
         self.stale = {}          # value id of a strided copy -> source value id
         self.restores = []       # constants updated in place: reset first on replay
         self.kept = None         # id of the private array the next kept row may hold
+        self.calls = []          # (fn, value ids) Python runs at each X_CALL
         self.args = []
         for j, a in enumerate(args):
             if isinstance(a, Tensor):
@@ -587,6 +588,22 @@ class Tracer:
         """Module m is called, or its training flag set: its flag before the call counts."""
         if id(m) not in self.modules:
             self.modules[id(m)] = (m, training)
+
+    @_watch
+    def pycall(self, fn, tensors):
+        """``fn`` (a collective) updates the storage of ``tensors`` in place: every
+        replay stops here and calls it on the program's arrays for them."""
+        vs = []
+        for t in tensors:
+            if not t._data.flags.c_contiguous:
+                raise _Unsupported("a collective over a strided tensor")
+            v = self.vid(t)
+            if self.kind[v] == "arg":
+                raise _Unsupported("a collective over an argument")
+            self._written(v)
+            vs.append(v)
+        self.ins.append((K.X_CALL, -1, -1, -1, (len(self.calls),), 0.0, 0.0))
+        self.calls.append((fn, vs))
 
     def hyper_guard(self, check):
         self.hguards.append(check)

@@ -277,6 +277,7 @@ class Recording:
         self.settings = list(tr.settings.values())
         self.hguards = tr.hguards
         self.hooks = tr.hooks
+        self.calls = tr.calls
         self.fn_tape = _TapeView(self.PG[:len(TT)], self.PL[:len(TL)], tr.fns)
         self.arenas = {0: self.adj32, K.F64: self.adj64}
         self.streams = list(tr.streams.values())
@@ -391,8 +392,14 @@ class Recording:
         # interrupt, so a step is done or not done (the .grad attributes set after it
         # already hold these tensors, unless a guard would record again anyway)
         status, i = _run()(self.PG, self.PL, self.PF, ARGS)
-        while (status == K.PAUSED or status == K.PYFN) and \
+        while status == K.CALLED or (status == K.PAUSED or status == K.PYFN) and \
                 self.PG[self.nt + self.nv + i, K.I_OP] == K.X_BACKWARD:
+            if status == K.CALLED:
+                fn, vs = self.calls[self.PG[self.nt + self.nv + i, K.I_P]]
+                fn([self.arrays[v] for v in vs])
+                ARGS[K.H_RESUME] = i
+                status, i = _run()(self.PG, self.PL, self.PF, ARGS)
+                continue
             r = int(self.ARGV[1, K.PAUSED_ROW])
             if status == K.PAUSED:
                 self._hooks(r)

@@ -69,6 +69,8 @@ X_INDEX = 82     # O (int64) = flat positions of rows A (int64, negative from th
 X_BITS = 83      # O = A &, |, ^ (P0 = 0, 1, 2) B, or F0 when B < 0; P0 = 3: ~A (bool or
 #                  int64, all three of one dtype)
 X_IADD = 84      # O (int64) += P0
+X_CALL = 85      # stop with CALLED: Python runs the program's call P0 (a collective over
+#                  values it updates in place), then resumes past it
 X_FUSED = 72     # the next P0 instructions are elementwise over the same elements: run
 #                  them block by block
 X_SCALAR = 76    # (a forward kernel, no instruction) instructions P_LO..P_HI, flagged
@@ -83,6 +85,7 @@ H_ARGS = 17
 PAUSED_ROW = _A_ROW      # where ARGV[1] holds the row a backward paused at (hooks)
 
 MISMATCH = 1     # run_program: a value read while recording came out differently
+CALLED = 9       # run_program: stopped at an X_CALL (resume there: ARGS[H_RESUME] = i)
 
 
 @njit(**_JIT, inline="always")
@@ -148,9 +151,10 @@ def _fused(INS, VD, start, count, kf, argv):
 @njit(**_JIT)
 def run_program(PG, PL, PF, ARGS):
     """Replays a compiled program; returns (0, -1), or (MISMATCH, instruction) when a
-    value read while recording differs now, or (status, instruction) of a backward that
-    paused at a row with hooks (PAUSED) or of a user Function (PYFN) (the row in
-    ARGV[1, PAUSED_ROW]; resume through ARGS[H_RESUME:H_RESUME + 3]) or failed.
+    value read while recording differs now, or (CALLED, instruction) at a call Python
+    makes, or (status, instruction) of a backward that paused at a row with hooks
+    (PAUSED) or of a user Function (PYFN) (the row in ARGV[1, PAUSED_ROW]; resume
+    through ARGS[H_RESUME:H_RESUME + 3]) or failed.
 
     PG stacks the tape copy TT, the values VD and the instructions INS; PL the tape's
     input lists TL, the value lists LI and the fused runs of TT; PF the tape's F and
@@ -245,6 +249,10 @@ def run_program(PG, PL, PF, ARGS):
             for j in range(nb):
                 if x[j] != y[j]:
                     return MISMATCH, i
+            i += 1
+        elif k == X_CALL:
+            if i != resume_at:
+                return CALLED, i
             i += 1
         elif k == X_INDEX or k == X_TARGET:      # kernels that check their input
             argf[_P_ST] = 0
@@ -671,7 +679,7 @@ _ANY_DTYPE = (X_ICMP, X_ISUM, X_INDEX, X_TARGET, X_BITS, X_IADD)
 
 
 # Program instructions that the interpreter runs itself (no kernel).
-INLINE_OPS = (X_ARG, X_BACKWARD, X_ADJ, X_CHECK, X_FUSED, X_COND)
+INLINE_OPS = (X_ARG, X_BACKWARD, X_ADJ, X_CHECK, X_FUSED, X_COND, X_CALL)
 # Opcodes with a forward kernel (_fwd_kernel).
 FORWARD_OPS = (tuple(UNARY_FWD) + tuple(_BINARY_OPS) + (
     K_WHERE, K_SUM, K_AMAX, K_MATMUL, K_LINEAR, K_GATHER, K_SOFTMAX, K_LOGSOFTMAX, K_PROD,

@@ -19,6 +19,11 @@ from ..tensor import Tensor, _wrap, bind
 # the gradients as tensors); function.py, which defines Function, registers them.
 FUNCTION_BACKWARD = {}
 
+# Weak references to callables ``f(leaves)`` run after each backward() with the ids of
+# the leaves it accumulated into (DistributedDataParallel averages gradients there), in
+# the order they were registered, the same on every rank.
+AFTER_BACKWARD = []
+
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
 
@@ -98,9 +103,10 @@ def _apply_hooks(hooks, g):
 class _Accumulate:
     """backward(): gradients go into ``.grad`` (of ``inputs`` only, when given)."""
 
-    def __init__(self, inputs, create_graph):
+    def __init__(self, inputs, create_graph, touched=None):
         self.only = None if inputs is None else {id(t): t for t in inputs}
         self.create_graph = create_graph
+        self.touched = touched
 
     def leaf(self, t, g):
         if self.only is not None and id(t) not in self.only:
@@ -108,6 +114,8 @@ class _Accumulate:
         if t._hooks:
             g = _apply_hooks(t._hooks, g)
         _accumulate(t, g, self.create_graph)
+        if self.touched is not None:
+            self.touched.add(id(t))
 
     def capture_rows(self, tape):
         if not tape.retain and self.only is None:
@@ -487,7 +495,7 @@ _PLAIN = _Accumulate(None, False)
 
 def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, inputs=None):
     """Accumulates d(tensors)/d(leaf) into each leaf's ``.grad``."""
-    if grad_tensors is None and inputs is None and not create_graph \
+    if grad_tensors is None and inputs is None and not create_graph and not AFTER_BACKWARD \
             and tensors.__class__ is list and len(tensors) == 1:
         t = tensors[0]
         if t.__class__ is Tensor and t._req and not t._leaf and t._data.size == 1:
@@ -505,7 +513,17 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph=False, 
             if not isinstance(t, Tensor) or not t._req:
                 raise RuntimeError("backward: one of the differentiated Tensors does not "
                                    "require grad")
-    run(roots, retain_graph, create_graph, _Accumulate(inputs, create_graph))
+    if not AFTER_BACKWARD:
+        run(roots, retain_graph, create_graph, _Accumulate(inputs, create_graph))
+        return
+    touched = set()
+    run(roots, retain_graph, create_graph, _Accumulate(inputs, create_graph, touched))
+    for ref in list(AFTER_BACKWARD):
+        f = ref()
+        if f is None:
+            AFTER_BACKWARD.remove(ref)
+        else:
+            f(touched)
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,

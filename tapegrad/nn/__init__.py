@@ -2,7 +2,7 @@
 
 Built on the public Tensor API only; see ``functional`` for the ops each layer uses.
 """
-from . import functional, init, utils
+from . import functional, init, parallel, utils
 from .layers import (ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d,
                      BCELoss, BCEWithLogitsLoss,
                      Conv1d, Conv2d, CrossEntropyLoss, Dropout, Embedding, Flatten, Hardtanh,
@@ -14,7 +14,7 @@ from .module import Module, ModuleList, Sequential
 from .recurrent import GRU, LSTM, GRUCell, LSTMCell
 from .parameter import Parameter
 
-__all__ = ["functional", "init", "utils", "Module", "Sequential", "ModuleList", "Parameter",
+__all__ = ["functional", "init", "parallel", "utils", "Module", "Sequential", "ModuleList", "Parameter",
            "Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sigmoid", "Softmax",
            "LogSoftmax", "Dropout", "MSELoss", "L1Loss", "CrossEntropyLoss", "NLLLoss",
            "BCEWithLogitsLoss", "GELU", "SiLU", "LeakyReLU", "ELU", "Softplus", "Hardtanh",

@@ -12,7 +12,8 @@ import numpy as np
 
 import tapegrad as tg
 
-__all__ = ["BatchSampler", "ConcatDataset", "DataLoader", "Dataset", "RandomSampler",
+__all__ = ["BatchSampler", "ConcatDataset", "DataLoader", "Dataset", "DistributedSampler",
+           "RandomSampler",
            "Sampler", "SequentialSampler", "Subset", "SubsetRandomSampler", "TensorDataset",
            "collate", "default_collate", "default_collate_fn_map", "default_convert",
            "random_split"]
@@ -198,6 +199,59 @@ class SubsetRandomSampler(Sampler):
 
     def __len__(self):
         return len(self.indices)
+
+
+class DistributedSampler(Sampler):
+    """Rank ``rank``'s share of the dataset indices among ``num_replicas`` ranks (from
+    tapegrad.distributed by default), as PyTorch's: with ``shuffle``, one permutation
+    per epoch seeded by ``seed + epoch`` (call ``set_epoch`` each epoch) that every rank
+    draws the same; indices are repeated to make the shares equal, or the tail dropped
+    with ``drop_last``."""
+
+    def __init__(self, dataset, num_replicas=None, rank=None, shuffle=True, seed=0,
+                 drop_last=False):
+        if num_replicas is None or rank is None:
+            from .. import distributed as dist
+            if num_replicas is None:
+                num_replicas = dist.get_world_size()
+            if rank is None:
+                rank = dist.get_rank()
+        if rank >= num_replicas or rank < 0:
+            raise ValueError(f"Invalid rank {rank}, rank should be in the interval "
+                             f"[0, {num_replicas - 1}]")
+        self.dataset = dataset
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+        self.drop_last = drop_last
+        n = len(dataset)
+        if drop_last and n % num_replicas:
+            self.num_samples = math.ceil((n - num_replicas) / num_replicas)
+        else:
+            self.num_samples = math.ceil(n / num_replicas)
+        self.total_size = self.num_samples * num_replicas
+        self.shuffle = shuffle
+        self.seed = seed
+
+    def __iter__(self):
+        n = len(self.dataset)
+        if self.shuffle:
+            indices = _randperm(n, np.random.default_rng(self.seed + self.epoch))
+        else:
+            indices = list(range(n))
+        if self.drop_last:
+            indices = indices[:self.total_size]
+        else:
+            pad = self.total_size - n
+            indices += (indices * math.ceil(pad / n))[:pad] if pad > n else indices[:pad]
+        return iter(indices[self.rank:self.total_size:self.num_replicas])
+
+    def __len__(self):
+        return self.num_samples
+
+    def set_epoch(self, epoch):
+        """The epoch whose permutation the next iteration draws."""
+        self.epoch = epoch
 
 
 class BatchSampler(Sampler):
