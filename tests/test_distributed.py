@@ -189,3 +189,21 @@ def test_a_collective_past_its_timeout_ends_the_job(tmp_path):
     assert p.returncode != 0
     assert "rank 0 of 2: all_reduce timed out after 2 s" in p.stderr
     assert took < 50, took        # rank 1 sleeps 60 s: the job did not wait for it
+
+
+@needs_mpi
+def test_ddp_digits_example_two_ranks_train_the_one_process_model():
+    script = os.path.join(HERE, os.pardir, "examples", "ddp_digits.py")
+    runs = []
+    for n, extra in ((0, []), (2, []), (2, ["--compile"])):
+        cmd = [sys.executable, script, "--epochs", "20", "--no-progress", *extra]
+        if n:
+            cmd = [MPIEXEC, "-n", str(n)] + cmd
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stdout + p.stderr
+        runs.append(p.stdout.splitlines())
+    assert "on 1 rank(s)" in runs[0][0] and "on 2 rank(s)" in runs[1][0]
+    quality = [r[1] for r in runs]           # "  test loss L, test accuracy A%"
+    assert quality[0] == quality[1] == quality[2], quality
+    assert float(quality[0].rsplit(" ", 1)[1].rstrip("%")) >= 97.0, quality[0]
+    assert runs[2][2].endswith("replays, 0 fallbacks"), runs[2]
