@@ -14,7 +14,8 @@ from .ops import (abs, add, amax, amin, argmax, argmin, bmm, broadcast_to, cat, 
                   minimum, mm, mul, narrow, neg, norm, outer, permute, pow, prod, reciprocal,
                   relu, reshape, rsub, sigmoid, sign, sin, softmax, split, sqrt, square,
                   squeeze, stack, std, sub, sum, t, tan, tanh, transpose, unsqueeze, var, view,
-                  where, masked_fill, tril, triu, repeat, roll)
+                  where, masked_fill, tril, triu, repeat, roll, cumsum, einsum, sort,
+                  argsort, topk)
 from .tensor import Size, Tensor
 from .tape import api as _api
 
@@ -29,7 +30,8 @@ for _name in ("arange", "as_tensor", "empty", "eye", "from_numpy", "full", "full
               "permute", "pow", "prod", "reciprocal", "relu", "reshape", "rsub", "sigmoid",
               "sign", "sin", "softmax", "split", "sqrt", "square", "squeeze", "stack", "std",
               "sub", "sum", "t", "tan", "tanh", "transpose", "unsqueeze", "var", "view",
-              "where", "masked_fill", "tril", "triu", "repeat", "roll"):
+              "where", "masked_fill", "tril", "triu", "repeat", "roll", "cumsum", "einsum",
+              "sort", "argsort", "topk"):
     globals()[_name] = _api(globals()[_name])
 del _name
 bitwise_and, bitwise_or, bitwise_xor, bitwise_not = (

@@ -457,6 +457,20 @@ class Tracer:
         self.kept = id(idx)
 
     @_watch
+    def order(self, out, idx, x, size, inner, desc, k):
+        """The gather just emitted for ``out`` reads positions ``idx`` of x's first k
+        elements in sorted order along a dim, sorted again on every replay."""
+        op, o, a, b, params, f0, f1 = self.ins[-1]
+        if op != K.K_GATHER or self.ids.get(id(out)) != o:
+            raise _Unsupported("sort/topk")
+        if x._data.dtype not in _FLOATS:
+            raise _Unsupported(f"sort/topk of a {x._data.dtype} tensor")
+        v = self._new(idx, "int")
+        self.ins[-1:] = [(K.X_SORT, v, self.vid(x), -1, (size, inner, int(desc), k),
+                          0.0, 0.0), (op, o, a, b, (v,), f0, f1)]
+        self.kept = id(idx)
+
+    @_watch
     def random(self, out, kind, state, a, b, low=0, high=0):
         """``out`` holds numbers drawn from the random stream ``state``: a replay draws
         the next ones."""

@@ -17,7 +17,7 @@ from .elementwise import (UNARY_FWD, _BINARY_VJPS, _SCALAR_BY_KERNEL, _UNARY_VJP
                           _binary_block, _binop, _scalar_unary, binary_fwd, bits_fwd,
                           compare_fwd)
 from .reduce import (amax_fwd, argext_fwd, cat_fwd, gather_strided, prod_fwd, softmax_fwd,
-                     sum_fwd)
+                     sort_fwd, sum_fwd)
 from .rng import R_INT, fill_randint, fill_random
 from .reverse import (ARGV, FUSED, REVERSE, _A_ADJ, _A_ADJ2, _A_KT, _A_NADJ, _A_NADJ2,
                       _A_OUT, _A_R, _A_RESUME, _A_ROW, _FAMILY_VJPS, _cfunc, prepare,
@@ -69,6 +69,8 @@ X_INDEX = 82     # O (int64) = flat positions of rows A (int64, negative from th
 X_BITS = 83      # O = A &, |, ^ (P0 = 0, 1, 2) B, or F0 when B < 0; P0 = 3: ~A (bool or
 #                  int64, all three of one dtype)
 X_IADD = 84      # O (int64) += P0
+X_SORT = 86      # O (int64) = flat positions of the first P3 elements of A sorted along a
+#                  dim of size P0 with P1 elements after it, descending when P2 = 1
 X_CALL = 85      # stop with CALLED: Python runs the program's call P0 (a collective over
 #                  values it updates in place), then resumes past it
 X_FUSED = 72     # the next P0 instructions are elementwise over the same elements: run
@@ -203,7 +205,8 @@ def run_program(PG, PL, PF, ARGS):
     while i < ni:
         k = INS[i, I_OP]
         o = INS[i, I_O]
-        kf = KF[1 if VD[o if k != X_CMP and k != X_ARGEXT else INS[i, I_A], FL] & F64 else 0]
+        kf = KF[1 if VD[INS[i, I_A] if k == X_CMP or k == X_ARGEXT or k == X_SORT else o,
+                        FL] & F64 else 0]
         if INS[i, I_P + 9]:          # a run of one-element instructions
             count = INS[i, I_P + 9]
             argf[_P_KF] = kf.ctypes.data
@@ -569,6 +572,11 @@ def _fwd_kernel(k, f64):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
             argext_fwd(_val(VD, INS[i, I_A], _nil(dt)), _val(VD, INS[i, I_O], _nil(np.int64)),
                        INS[i, I_P], INS[i, I_P + 1], INS[i, I_P + 2], INS[i, I_P + 3])
+    elif k == X_SORT:         # for A's dtype
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            sort_fwd(_val(VD, INS[i, I_A], _nil(dt)), _val(VD, INS[i, I_O], _nil(np.int64)),
+                     INS[i, I_P], INS[i, I_P + 1], INS[i, I_P + 2], INS[i, I_P + 3])
     elif k == X_TOF:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
@@ -683,8 +691,8 @@ INLINE_OPS = (X_ARG, X_BACKWARD, X_ADJ, X_CHECK, X_FUSED, X_COND, X_CALL)
 # Opcodes with a forward kernel (_fwd_kernel).
 FORWARD_OPS = (tuple(UNARY_FWD) + tuple(_BINARY_OPS) + (
     K_WHERE, K_SUM, K_AMAX, K_MATMUL, K_LINEAR, K_GATHER, K_SOFTMAX, K_LOGSOFTMAX, K_PROD,
-    K_CAT, K_CAST, K_COPY, X_COPY, X_GATHER, X_AXPY, X_FILL, X_CMP, X_ARGEXT, X_SCALAR,
-    X_TOF, X_ICMP, X_ISUM, X_RAND, X_INDEX, X_TARGET, X_BITS, X_IADD))
+    K_CAT, K_CAST, K_COPY, X_COPY, X_GATHER, X_AXPY, X_FILL, X_CMP, X_ARGEXT, X_SORT,
+    X_SCALAR, X_TOF, X_ICMP, X_ISUM, X_RAND, X_INDEX, X_TARGET, X_BITS, X_IADD))
 
 
 def prepare_program(TT, VD, INS, runs):
@@ -692,7 +700,7 @@ def prepare_program(TT, VD, INS, runs):
     kernels and its tape's VJP kernels."""
     for i in range(len(INS)):
         k = int(INS[i, I_OP])
-        f64 = VD[INS[i, I_A if k in (X_CMP, X_ARGEXT) else I_O], FL] & F64
+        f64 = VD[INS[i, I_A if k in (X_CMP, X_ARGEXT, X_SORT) else I_O], FL] & F64
         if k not in INLINE_OPS:
             prepare_forward(k, f64)
         if INS[i, I_P + 9]:

@@ -401,6 +401,58 @@ def argext_fwd(x, pos, d, inner, largest, along):
             pos[o * inner + i] = bj if along else base + bj * inner
 
 
+@njit(**_JIT, inline="always")
+def _before(a, b, desc):
+    """a sorts before b (NaN counts as the largest value, as PyTorch's sort)."""
+    if desc:
+        return (a != a and b == b) or a > b
+    return (b != b and a == a) or a < b
+
+
+@njit(**_JIT)
+def sort_fwd(x, pos, d, inner, desc, k):
+    """pos = flat positions in x of the first k elements of each lane along a dim of
+    size d (inner elements after it), sorted ascending or descending, ties in their
+    order (a stable bottom-up merge sort: the same positions eager and replayed)."""
+    outer = x.size // (d * inner) if d * inner else 0
+    idx = np.empty(d, np.int64)
+    tmp = np.empty(d, np.int64)
+    key = np.empty(d, x.dtype)
+    for o in range(outer):
+        for i in range(inner):
+            base = o * d * inner + i
+            for j in range(d):
+                idx[j] = j
+                key[j] = x[base + j * inner]
+            width = 1
+            while width < d:
+                for lo in range(0, d, 2 * width):
+                    mid = min(lo + width, d)
+                    hi = min(lo + 2 * width, d)
+                    a, b, t = lo, mid, lo
+                    while a < mid and b < hi:
+                        if _before(key[idx[b]], key[idx[a]], desc):
+                            tmp[t] = idx[b]
+                            b += 1
+                        else:
+                            tmp[t] = idx[a]
+                            a += 1
+                        t += 1
+                    while a < mid:
+                        tmp[t] = idx[a]
+                        a += 1
+                        t += 1
+                    while b < hi:
+                        tmp[t] = idx[b]
+                        b += 1
+                        t += 1
+                for j in range(d):
+                    idx[j] = tmp[j]
+                width *= 2
+            for j in range(k):
+                pos[(o * k + j) * inner + i] = base + idx[j] * inner
+
+
 @njit(**_JIT)
 def gather_strided(VD, o, src, off, st, out):
     """out[i] = src[off + sum(i_k * st[k])] over row o's index space (a strided view)."""

@@ -8,7 +8,7 @@ from .layers import (ELU, GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, Batch
                      Conv1d, Conv2d, CrossEntropyLoss, Dropout, Embedding, Flatten, Hardtanh,
                      HuberLoss, Identity, KLDivLoss, L1Loss, LayerNorm, LeakyReLU, Linear,
                      LogSoftmax, MaxPool2d, MSELoss, NLLLoss, ReLU, Sigmoid, SiLU,
-                     SmoothL1Loss, Softmax, Softplus, Tanh)
+                     SmoothL1Loss, Softmax, Softplus, Tanh, Fold, Unfold)
 from .attention import MultiheadAttention, TransformerEncoderLayer
 from .module import Module, ModuleList, Sequential
 from .recurrent import GRU, LSTM, GRUCell, LSTMCell
@@ -21,4 +21,4 @@ __all__ = ["functional", "init", "parallel", "utils", "Module", "Sequential", "M
            "LayerNorm", "Embedding", "SmoothL1Loss", "HuberLoss", "KLDivLoss", "BCELoss",
            "Conv1d", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d",
            "BatchNorm2d", "LSTMCell", "GRUCell", "LSTM", "GRU", "MultiheadAttention",
-           "TransformerEncoderLayer"]
+           "TransformerEncoderLayer", "Unfold", "Fold"]

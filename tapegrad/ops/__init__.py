@@ -1,6 +1,7 @@
 """The op table and the ops, by family: ``base`` (the table, recording, shared
 checks), ``arith`` (elementwise), ``reductions``, ``views`` (shape ops, indexing,
-joining), ``linalg`` and ``inplace`` (with user Functions and dtype conversion).
+joining), ``linalg``, ``inplace`` (with user Functions and dtype conversion) and
+``composite`` (ops written with other ops).
 
 Each op is one ``Op`` entry: its PyTorch backward name, the kernel opcode whose
 vector-Jacobian product the replay interpreter runs (``_kernels``), and the same
@@ -36,8 +37,9 @@ from .reductions import (AMAX, AMIN, LOG_SOFTMAX, MAX_ALL, MAX_DIM, MEAN, MEAN_D
                          _ValuesIndices, _arg, _dims, _extreme, _flat_positions, _kshape,
                          _max_min, _reduce, _reduced_shape, _softmax_op, _sqrt_masked,
                          _vjp_amax, _vjp_log_softmax, _vjp_prod, _vjp_softmax, _vjp_sum,
-                         amax, amin, argmax, argmin, log_softmax, logsumexp, max, mean,
-                         min, norm, prod, softmax, std, sum, sum_to, var)  # noqa: F401
+                         amax, amin, argmax, argmin, argsort, log_softmax, logsumexp, max,
+                         mean, min, norm, prod, softmax, sort, std, sum, sum_to, topk,
+                         var)  # noqa: F401
 from .views import (CAT, CLONE, EXPAND, FLATTEN, GATHER, PERMUTE, RESHAPE, SCATTER, SELECT,
                     SETIDX, SLICE, SPLIT, SQUEEZE, SQUEEZE_DIM, TRANSPOSE, T_OP, UNSQUEEZE,
                     VIEW, _basic_key, _contig_strides, _flat_index, _infer, _same_order,
@@ -50,6 +52,7 @@ from .views import (CAT, CLONE, EXPAND, FLATTEN, GATHER, PERMUTE, RESHAPE, SCATT
 from .linalg import (BMM, DOT, LINEAR, MM, MV, VM, _MATMUL_MODE, _batched, _mismatch,
                      _vjp_linear, _vjp_matmul, _wants_row, bmm, dot, linear, matmul, mm,
                      outer)  # noqa: F401
+from .composite import cumsum, einsum  # noqa: F401
 from .inplace import (CAST, PYFN, PYOUT, _INPLACE, _axpy, _inplace_binary, _trace_inplace,
                       add_, copy_, div_, fill_, mul_, sub_, to_dtype, zero_)  # noqa: F401
 

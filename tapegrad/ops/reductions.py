@@ -228,6 +228,57 @@ def _flat_positions(shape, k, arg, keepdim):
     return np.ravel_multi_index(coords, shape).reshape(-1).astype(np.int64)
 
 
+SORT = Op("SortBackward0", K.K_GATHER, lambda c, g: views._vjp_gather(c, g))
+TOPK = Op("TopkBackward0", K.K_GATHER, lambda c, g: views._vjp_gather(c, g))
+
+
+def _sorted(input, dim, descending, k, op, opname):
+    """(values, indices) of the first k elements of each lane along dim in sorted order;
+    the values gather from input (gradients scatter back)."""
+    d = input._data
+    if d.ndim == 0:
+        if k > 1:
+            raise RuntimeError("selected index k out of range")
+        return _ValuesIndices(views.gather_flat(input, np.zeros(1, np.int64), (), op,
+                                                order=(1, 1, descending, 1)),
+                              _wrap(np.zeros((), np.int64)))
+    kd = _dim(dim, d.ndim, opname)
+    size = d.shape[kd]
+    inner = 1
+    for n in d.shape[kd + 1:]:
+        inner *= n
+    shape = d.shape[:kd] + (k,) + d.shape[kd + 1:]
+    x = np.ascontiguousarray(d).reshape(-1)
+    pos = np.empty(x.size // size * k if size else 0, np.int64)
+    K.sort_fwd(x.view(np.uint8) if x.dtype == np.bool_ else x, pos, size, inner,
+               bool(descending), k)
+    values = views.gather_flat(input, pos, shape, op, order=(size, inner, descending, k))
+    indices = (pos // inner) % builtins.max(size, 1)
+    return _ValuesIndices(values, _wrap(indices.reshape(shape)))
+
+
+def sort(input, dim=-1, descending=False, stable=False):
+    """Values along dim in ascending (descending) order and where each came from; equal
+    values keep their order (NaN sorts as the largest)."""
+    _check_tensor(input, "sort")
+    n = input.shape[_dim(dim, input.ndim, "sort")] if input.ndim else 1
+    return _sorted(input, dim, descending, n, SORT, "sort")
+
+
+def argsort(input, dim=-1, descending=False, stable=False):
+    """Where each value of sort(input) came from along dim."""
+    return sort(input, dim, descending, stable)[1]
+
+
+def topk(input, k, dim=-1, largest=True, sorted=True):
+    """The k largest (smallest) values along dim, in order, and their indices."""
+    _check_tensor(input, "topk")
+    n = input.shape[_dim(dim, input.ndim, "topk")] if input.ndim else 1
+    if not isinstance(k, int) or k < 0 or k > n:
+        raise RuntimeError("selected index k out of range")
+    return _sorted(input, dim, largest, k, TOPK, "topk")
+
+
 def max(input, dim=None, keepdim=False, *, other=None):
     return _max_min(input, dim, keepdim, other, True)
 

@@ -342,13 +342,14 @@ SCATTER = Op("IndexPutBackward0", K.K_SCATTER, _vjp_scatter)
 
 
 def gather_flat(input, idx, shape, op=GATHER, fixed=False, extreme=None, target=None,
-                rows=None):
+                rows=None, order=None):
     """out (of ``shape``) = input.flatten()[idx]; differentiable (scatter-add back).
     For a compiled replay, idx is ``fixed`` (it does not depend on tensor values), the
     positions of the max/min along a dim, ``extreme`` = (size, inner, largest), or the
     positions of class targets, ``target`` = (target, class weight or None, classes,
     inner size, ignore_index, per-target weights), or of rows along dim 0, ``rows`` =
-    (int64 index tensor, rows, elements per row)."""
+    (int64 index tensor, rows, elements per row), or of the first k elements in sorted
+    order along a dim, ``order`` = (size, inner, descending, k)."""
     idx = idx.astype(np.int64, copy=False)
     out = input._data.reshape(-1)[idx].reshape(shape)
     if _grad_needed(input):
@@ -364,6 +365,8 @@ def gather_flat(input, idx, shape, op=GATHER, fixed=False, extreme=None, target=
             TRACE[0].targets(out, idx, *target)
         elif rows is not None:
             TRACE[0].rows(out, idx, *rows)
+        elif order is not None:
+            TRACE[0].order(out, idx, input, *order)
     if t._req:
         t._tape.keep(t._row, K.SB, idx)
     return t

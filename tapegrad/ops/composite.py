@@ -1,0 +1,163 @@
+"""Ops written with other ops (no row of their own): ``einsum`` as permutes, sums and
+one batched matrix product per pair of operands, ``cumsum`` as a log-depth scan of
+shifted additions. Their gradients, double backward and compiled replays come from
+the ops they use."""
+import numpy as np
+
+from ..tensor import _dim
+from . import linalg, reductions, views
+from .arith import _constant
+from .base import _check_tensor
+
+_ELLIPSIS = [chr(0x2460 + i) for i in range(20)]     # stand-ins for the dims of "..."
+
+
+def _subscripts(term, ndim, i, equation):
+    """Operand i's letters, its ``...`` expanded to stand-ins (right-aligned)."""
+    if term.count("...") > 1 or term.replace("...", "").count("."):
+        raise RuntimeError(f"einsum(): found '.' for operand {i} that is not part of any "
+                           f"ellipsis in '{equation}'")
+    for ch in term.replace("...", ""):
+        if not ch.isascii() or not ch.isalpha():
+            raise RuntimeError(f"einsum(): invalid subscript given at index "
+                               f"{equation.index(ch)} in the equation string, subscripts "
+                               "must be in [a-zA-Z]")
+    head, dots, tail = term.partition("...")
+    named = len(head) + len(tail)
+    if (ndim != named and not dots) or named > ndim:
+        raise RuntimeError(f"einsum(): the number of subscripts in the equation ({named}) "
+                           f"{'is more than' if dots else 'does not match'} the number of "
+                           f"dimensions ({ndim}) for operand {i}"
+                           f"{'' if dots else ' and no ellipsis was given'}")
+    return list(head) + _ELLIPSIS[len(_ELLIPSIS) - (ndim - named):] * bool(dots) + list(tail)
+
+
+def _diagonal(x, letters):
+    """x with each repeated letter's dims reduced to their diagonal (``ii->i``)."""
+    unique = list(dict.fromkeys(letters))
+    if len(unique) == len(letters):
+        return x, letters
+    size = {}
+    for ch, n in zip(letters, x.shape):
+        if size.setdefault(ch, n) != n:
+            raise RuntimeError(f"einsum(): subscript {ch} is repeated for operand 0 but the "
+                               f"sizes don't match, {size[ch]} != {n}")
+    grid = np.indices([size[ch] for ch in unique]).reshape(len(unique), -1)
+    at = {ch: k for k, ch in enumerate(unique)}
+    pos = np.ravel_multi_index([grid[at[ch]] for ch in letters], x.shape)
+    return views.gather_flat(x, pos.reshape(-1), [size[ch] for ch in unique],
+                             fixed=True), unique
+
+
+def _sum_out(x, letters, keep):
+    drop = [k for k, ch in enumerate(letters) if ch not in keep]
+    if drop:
+        x = reductions.sum(x, drop)
+        letters = [ch for ch in letters if ch in keep]
+    return x, letters
+
+
+def _pair(a, la, b, lb, keep, sizes):
+    """The contraction of a (letters la) with b over their shared letters not in keep."""
+    a, la = _sum_out(a, la, keep | set(lb))
+    b, lb = _sum_out(b, lb, keep | set(la))
+    batch = [ch for ch in la if ch in lb and ch in keep]
+    inner = [ch for ch in la if ch in lb and ch not in keep]
+    left = [ch for ch in la if ch not in lb]
+    right = [ch for ch in lb if ch not in la]
+
+    def arrange(x, lx, order, groups):
+        x = views.permute(x, [lx.index(ch) for ch in order])
+        full = [sizes[ch] for ch in order]
+        if list(x.shape) != full:
+            x = views.expand(x, full)
+        flat = []
+        for g in groups:
+            n = 1
+            for ch in g:
+                n *= sizes[ch]
+            flat.append(n)
+        return views.reshape(x, flat)
+
+    m = linalg.matmul(arrange(a, la, batch + left + inner, (batch, left, inner)),
+                      arrange(b, lb, batch + inner + right, (batch, inner, right)))
+    out = batch + left + right
+    return views.reshape(m, [sizes[ch] for ch in out]), out
+
+
+def einsum(equation, *operands):
+    """Sums of products over the letters of ``equation`` (``"bij,bjk->bik"``), as
+    torch.einsum: ``...`` broadcasts, a letter missing from the output is summed, and a
+    letter repeated in one operand takes its diagonal."""
+    if not isinstance(equation, str):
+        raise TypeError(f"einsum(): argument 'equation' must be str, not "
+                        f"{type(equation).__name__}")
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    for x in operands:
+        _check_tensor(x, "einsum")
+    eq = equation.replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(operands):
+        raise RuntimeError(f"einsum(): {'more' if len(operands) > len(terms) else 'fewer'} "
+                           "operands were provided than specified in the equation")
+    letters = [_subscripts(t, x.ndim, i, eq) for i, (t, x) in enumerate(zip(terms, operands))]
+    sizes = {}
+    for i, (lx, x) in enumerate(zip(letters, operands)):
+        for ch, n in zip(lx, x.shape):
+            have = sizes.get(ch, 1)
+            if n != 1 and have != 1 and n != have:
+                raise RuntimeError(
+                    "einsum(): operands do not broadcast with remapped shapes "
+                    f"(original->remapped): subscript '{ch}' has size {have} in an earlier "
+                    f"operand and size {n} in operand {i} of shape {list(x.shape)}")
+            sizes[ch] = max(have, n)
+    dots = [ch for ch in _ELLIPSIS if ch in sizes]
+    if arrow:
+        out = _subscripts(rhs, len(set(rhs.replace("...", ""))) + len(dots) * ("..." in rhs),
+                          "output", eq)
+        for ch in out:
+            if ch not in sizes:
+                raise RuntimeError(f"einsum(): output subscript {ch} does not appear in the "
+                                   "equation for any input operand")
+        if len(set(out)) != len(out):
+            raise RuntimeError("einsum(): output subscript appears more than once in the "
+                               "output")
+    else:
+        once = [ch for ch in sizes if ch not in _ELLIPSIS and
+                sum(lx.count(ch) for lx in letters) == 1]
+        out = dots + sorted(once)
+    ops = []
+    for x, lx in zip(operands, letters):
+        x, lx = _diagonal(x, lx)
+        ops.append((x, lx))
+    cur, lc = ops[0]
+    for j in range(1, len(ops)):
+        keep = set(out).union(*(lx for _, lx in ops[j + 1:]))
+        cur, lc = _pair(cur, lc, ops[j][0], ops[j][1], keep, sizes)
+    cur, lc = _sum_out(cur, lc, set(out))
+    cur = views.permute(cur, [lc.index(ch) for ch in out]) if lc != out else cur
+    want = [sizes[ch] for ch in out]
+    return views.expand(cur, want) if list(cur.shape) != want else cur
+
+
+def cumsum(input, dim, *, dtype=None):
+    """Running sums along ``dim``: log2(n) additions of the sums shifted by 1, 2, 4, ...
+    (Hillis-Steele), so that gradients and replays use existing ops."""
+    _check_tensor(input, "cumsum")
+    d = _dim(dim, max(input.ndim, 1), "cumsum")
+    x = input if dtype is None else input.to(dtype)
+    if x._data.dtype.kind in "biu":
+        x = x.to(np.int64)
+    if x.ndim == 0:
+        return views.clone(x)
+    n = x.shape[d]
+    k = 1
+    while k < n:
+        shape = list(x.shape)
+        shape[d] = k
+        zeros = _constant(np.zeros(shape, x._data.dtype))
+        x = x + views.cat([zeros, views.narrow(x, d, 0, n - k)], d)
+        k *= 2
+    return x if x is not input else views.clone(x)
