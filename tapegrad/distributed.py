@@ -78,10 +78,9 @@ class _Group:
         """Completes a nonblocking MPI request within the timeout (the group's if None)."""
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        while not req.Test():
-            if time.monotonic() > deadline:
+        while not req.Test():       # (polls as MPI's own Wait does; no sleep, which
+            if time.monotonic() > deadline:     # made an all-reduce 4x slower)
                 self.abort(f"{what} timed out after {timeout:g} s")
-            time.sleep(0)
 
 
 _GROUP = [None]

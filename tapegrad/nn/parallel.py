@@ -127,9 +127,9 @@ class DistributedDataParallel(Module):
         if tr is not None and self._set_in is not tr:
             flag = self.require_backward_grad_sync
             tr.hyper_guard(lambda: self.require_backward_grad_sync == flag)
-        if not self.require_backward_grad_sync:
-            return
         g = dist._group()
+        if not self.require_backward_grad_sync or g.size == 1:   # (one rank: the average
+            return                                               # is its own gradient)
         for b in self._buckets:
             grads = [p._grad for p in b.params]
             if tr is not None:
