@@ -528,6 +528,12 @@ def calls(call, start, n):
 
 def per_step(call, start, repeat, min_time):
     """Minimum over ``repeat`` timed loops of the mean seconds per call."""
+    return min(repeats(call, start, repeat, min_time))
+
+
+def repeats(call, start, repeat, min_time):
+    """Mean seconds per call of each of ``repeat`` timed loops, each lasting at least
+    ``min_time`` (calls ``start``, ``start + 1``, ...)."""
     i = start
 
     def loop(n):
@@ -540,7 +546,7 @@ def per_step(call, start, repeat, min_time):
     number = 1
     while (elapsed := loop(number)) < min_time:
         number = max(number * 2, int(number * min_time / max(elapsed, 1e-9) * 1.1))
-    return min(loop(number) for _ in range(repeat)) / number
+    return [loop(number) / number for _ in range(repeat)]
 
 
 def disagreement(outs, ref, rtol):

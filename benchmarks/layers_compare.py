@@ -43,7 +43,7 @@ import numpy as np
 # this checkout's tapegrad and examples/, also when run as a script
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tapegrad as tg  # noqa: E402
-from benchmarks.compare import fmt, thread_pools  # noqa: E402
+from benchmarks.compare import fmt, repeats, thread_pools  # noqa: E402
 from examples.digits_cnn import make_model as digits_cnn_model  # noqa: E402
 
 CHECK_STEPS = 3
@@ -214,24 +214,6 @@ def losses(call, start, n):
         spent += time.perf_counter() - t0
         out.append(float(loss.item()))
     return out, spent
-
-
-def repeats(call, start, repeat, min_time):
-    """Mean seconds per call of each of ``repeat`` timed loops (compare.py's per_step,
-    keeping every repeat so that the table can show the spread)."""
-    i = start
-
-    def loop(n):
-        nonlocal i
-        t0 = time.perf_counter()
-        for k in range(i, i + n):
-            call(k)
-        i += n
-        return time.perf_counter() - t0
-    number = 1
-    while (elapsed := loop(number)) < min_time:
-        number = max(number * 2, int(number * min_time / max(elapsed, 1e-9) * 1.1))
-    return [loop(number) / number for _ in range(repeat)]
 
 
 def disagreement(got, want):
