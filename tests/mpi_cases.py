@@ -194,6 +194,23 @@ def case_errors(out):
     open(os.path.join(out, f"ok_{rank}_of_{world}"), "w").close()
 
 
+def case_unused(out):
+    """A parameter only rank 0 uses counts as zero on rank 1; one nobody uses keeps
+    grad None."""
+    rank = dist.get_rank()
+    tg.manual_seed(0)
+    model = tg.nn.Sequential(tg.nn.Linear(2, 1), tg.nn.Linear(2, 1), tg.nn.Linear(2, 1))
+    ddp = tg.nn.parallel.DistributedDataParallel(model)
+    a, b, c = list(model.children())
+    x = tg.ones(1, 2, dtype=tg.float32)
+    loss = a(x).sum() + (b(x).sum() if rank == 0 else 0.0)
+    loss.backward()
+    assert a.weight.grad.tolist() == [[1.0, 1.0]], a.weight.grad
+    assert b.weight.grad.tolist() == [[0.5, 0.5]], b.weight.grad
+    assert c.weight.grad is None and ddp.module is model
+    open(os.path.join(out, f"ok_{rank}"), "w").close()
+
+
 def case_mismatch(out):
     rank = dist.get_rank()
     model = tg.nn.Linear(3, 2 + rank)

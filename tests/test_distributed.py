@@ -167,6 +167,12 @@ def test_batchnorm_buffers_follow_rank_0_and_compiled_equals_eager(tmp_path):
 
 
 @needs_mpi
+def test_a_parameter_one_rank_does_not_use_counts_as_zero_there(tmp_path):
+    launch(2, "unused", tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["ok_0", "ok_1"]
+
+
+@needs_mpi
 def test_different_models_raise_on_every_rank(tmp_path):
     launch(2, "mismatch", tmp_path)
     for r in range(2):

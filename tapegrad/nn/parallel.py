@@ -140,7 +140,7 @@ class DistributedDataParallel(Module):
                     tr.pycall(lambda arrays, b=b: b.reduce(g, arrays), grads)
             had = b.reduce(g, [None if t is None else t._data for t in grads])
             for p, t, n, k in zip(b.params, grads, had, b.offsets):
-                if t is None and n:          # other ranks' gradients, averaged
+                if t is None and n:          # other ranks' gradients, zero here
                     p._grad = _wrap(b.buf[k:k + p._data.size].reshape(p._data.shape).copy())
 
 
