@@ -1,11 +1,18 @@
 """Recurrent layers: LSTM and GRU cells and their multi-layer, optionally bidirectional
 stacks, as ``torch.nn``'s (same parameter names, shapes, gate order and initialisation),
 written with the core ops so that they are differentiable to any order and replayed by
-``tg.compile``."""
+``tg.compile``.
+
+Each gate's projection is an ``F.linear`` (one fused op: no transposed copy of the
+weight, no separate bias add) with that gate's block of weight rows, a contiguous view,
+so that the per-gate results are contiguous too: chunking one wide result by columns
+would copy strided slices on every step. The stacks project the input of the whole
+sequence before the time loop, since it does not depend on the state."""
 import math
 
 import tapegrad as tg
 
+from . import functional as F
 from . import init
 from .module import Module
 from .parameter import Parameter
@@ -19,29 +26,43 @@ def _uniform_all(module, hidden_size):
         init.uniform_(p, -bound, bound)
 
 
-def _linear(x, w, b):
-    y = x @ w.t()
-    return y if b is None else y + b
+def _rows(t, gates):
+    """``t`` (weight or bias) split into its gates' blocks of rows."""
+    if t is None:
+        return [None] * gates
+    n = t.shape[0] // gates
+    return [t[k * n:(k + 1) * n] for k in range(gates)]
 
 
-def _lstm_step(x, h, c, w_ih, w_hh, b_ih, b_hh):
-    i, f, g, o = (_linear(x, w_ih, b_ih) + _linear(h, w_hh, b_hh)).chunk(4, -1)
+def _project(x, w, b, gates):
+    """x @ w.T + b, one result per gate."""
+    return [F.linear(x, wk, bk) for wk, bk in zip(_rows(w, gates), _rows(b, gates))]
+
+
+def _lstm_step(xg, h, c, whh, bhh):
+    """One LSTM step from the input's per-gate projections ``xg`` (i, f, g, o) and the
+    per-gate rows ``whh``, ``bhh`` of the hidden-hidden weight and bias."""
+    i, f, g, o = (a + F.linear(h, w, b) for a, w, b in zip(xg, whh, bhh))
     c = f.sigmoid() * c + i.sigmoid() * g.tanh()
     return o.sigmoid() * c.tanh(), c
 
 
-def _gru_step(x, h, w_ih, w_hh, b_ih, b_hh):
-    ri, zi, ni = _linear(x, w_ih, b_ih).chunk(3, -1)
-    rh, zh, nh = _linear(h, w_hh, b_hh).chunk(3, -1)
+def _gru_step(xg, h, whh, bhh):
+    """One GRU step, as ``_lstm_step`` with the gates (r, z, n)."""
+    ri, zi, ni = xg
+    rh, zh, nh = (F.linear(h, w, b) for w, b in zip(whh, bhh))
     r, z = (ri + rh).sigmoid(), (zi + zh).sigmoid()
     n = (ni + r * nh).tanh()
-    return (1.0 - z) * n + z * h
+    return (h - n) * z + n          # (1 - z) * n + z * h in PyTorch's order of operations
 
 
 class _Cell(Module):
-    def __init__(self, input_size, hidden_size, bias, gates, dtype):
+    _gates = 0
+
+    def __init__(self, input_size, hidden_size, bias, dtype):
         super().__init__()
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        gates = self._gates
         dt = dtype or tg.get_default_dtype()
         self.weight_ih = Parameter(tg.empty(gates * hidden_size, input_size, dtype=dt))
         self.weight_hh = Parameter(tg.empty(gates * hidden_size, hidden_size, dtype=dt))
@@ -57,32 +78,40 @@ class _Cell(Module):
             (self.hidden_size,)
         return tg.zeros(*shape, dtype=input.dtype)
 
+    def _operands(self, input):
+        """The input's per-gate projections and the hidden-hidden per-gate rows."""
+        g = self._gates
+        return (_project(input, self.weight_ih, self.bias_ih, g),
+                _rows(self.weight_hh, g), _rows(self.bias_hh, g))
+
     def extra_repr(self):
         return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
 
 
 class LSTMCell(_Cell):
     """One LSTM step: (h, c) from input (batch, input_size) and (h, c)."""
+    _gates = 4
 
     def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
-        super().__init__(input_size, hidden_size, bias, 4, dtype)
+        super().__init__(input_size, hidden_size, bias, dtype)
 
     def forward(self, input, hx=None):
         h, c = (self._zeros(input), self._zeros(input)) if hx is None else hx
-        return _lstm_step(input, h, c, self.weight_ih, self.weight_hh, self.bias_ih,
-                          self.bias_hh)
+        xg, whh, bhh = self._operands(input)
+        return _lstm_step(xg, h, c, whh, bhh)
 
 
 class GRUCell(_Cell):
     """One GRU step: h from input (batch, input_size) and h."""
+    _gates = 3
 
     def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=None):
-        super().__init__(input_size, hidden_size, bias, 3, dtype)
+        super().__init__(input_size, hidden_size, bias, dtype)
 
     def forward(self, input, hx=None):
         h = self._zeros(input) if hx is None else hx
-        return _gru_step(input, h, self.weight_ih, self.weight_hh, self.bias_ih,
-                         self.bias_hh)
+        xg, whh, bhh = self._operands(input)
+        return _gru_step(xg, h, whh, bhh)
 
 
 class _RNN(Module):
@@ -129,25 +158,45 @@ class _RNN(Module):
         state = self._initial(hx, n, x.dtype, dirs, batched)
         finals = []
         for layer in range(self.num_layers):
+            # the last layer stacks its steps straight into the output's layout
+            dim = 1 if self.batch_first and layer == self.num_layers - 1 else 0
             outs = []
             for d in range(dirs):
                 k = layer * dirs + d
-                seq, last = self._run(x, [s[k] for s in state], self._weights(k), d == 1)
+                seq, last = self._run(x, [s[k] for s in state], self._weights(k), d == 1,
+                                      dim)
                 outs.append(seq)
                 finals.append(last)
             x = tg.cat(outs, 2) if dirs == 2 else outs[0]
-        out = x.transpose(0, 1) if self.batch_first else x
         if not batched:
-            out = out.squeeze(0 if self.batch_first else 1)
-        return out, self._final(finals, batched)
+            x = x.squeeze(0 if self.batch_first else 1)
+        return x, self._final(finals, batched)
 
-    def _run(self, x, state, w, reverse):
+    def _run(self, x, state, w, reverse, dim):
+        """One direction of one layer over x (time, batch, features): its outputs
+        stacked along ``dim`` and its final state."""
+        w_ih, w_hh, b_ih, b_hh = w
+        g = self._gates
+        xg = _project(x, w_ih, b_ih, g)
+        whh, bhh = _rows(w_hh, g), _rows(b_hh, g)
         steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
         outs = [None] * x.shape[0]
         for t in steps:
-            state = self._step(x[t], state, w)
+            state = self._step([p[t] for p in xg], state, whh, bhh)
             outs[t] = state[0]
-        return tg.stack(outs, 0), state
+        return tg.stack(outs, dim), state
+
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if self.bias is not True:
+            s += f", bias={self.bias}"
+        if self.batch_first is not False:
+            s += f", batch_first={self.batch_first}"
+        if self.bidirectional is not False:
+            s += f", bidirectional={self.bidirectional}"
+        return s
 
 
 class LSTM(_RNN):
@@ -162,8 +211,8 @@ class LSTM(_RNN):
         h, c = hx
         return (h, c) if batched else (h.unsqueeze(1), c.unsqueeze(1))
 
-    def _step(self, x, state, w):
-        return _lstm_step(x, state[0], state[1], *w)
+    def _step(self, xg, state, whh, bhh):
+        return _lstm_step(xg, state[0], state[1], whh, bhh)
 
     def _final(self, finals, batched):
         h = tg.stack([s[0] for s in finals], 0)
@@ -180,8 +229,8 @@ class GRU(_RNN):
             return (tg.zeros(self.num_layers * dirs, n, self.hidden_size, dtype=dtype),)
         return (hx if batched else hx.unsqueeze(1),)
 
-    def _step(self, x, state, w):
-        return (_gru_step(x, state[0], *w),)
+    def _step(self, xg, state, whh, bhh):
+        return (_gru_step(xg, state[0], whh, bhh),)
 
     def _final(self, finals, batched):
         h = tg.stack([s[0] for s in finals], 0)
