@@ -194,6 +194,9 @@ case("max_dim_oob", [O.MAX_DIM], lambda L, e: e["a"].max(dim=5), IndexError,
 case("max_dim_empty", [O.MAX_DIM], lambda L, e: e["e"].max(0), IndexError,
      r"max.*non-zero size")
 case("max_dim_float", [O.MAX_DIM], lambda L, e: e["a"].max(dim=0.5), TypeError, r"max|dim")
+case("sort_dim_oob", [O.SORT], lambda L, e: e["a"].sort(5), IndexError, r"out of range")
+case("topk_k_too_big", [O.TOPK], lambda L, e: L.topk(e["a"], 9), RuntimeError,
+     r"selected index k out of range")
 case("min_dim_oob", [O.MIN_DIM], lambda L, e: L.min(e["a"], -3), IndexError,
      r"min.*out of range")
 case("min_dim_keepdim_oob", [O.MIN_DIM], lambda L, e: e["B1"].min(3, keepdim=True),

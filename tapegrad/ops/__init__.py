@@ -33,7 +33,7 @@ from .arith import (ABS, ADD, AFFINE_ADD, AFFINE_MUL, AFFINE_RSUB, AFFINE_SUB, C
                     sign, sin, sqrt, square, sub, tan, tanh, tril, triu,
                     where)  # noqa: F401
 from .reductions import (AMAX, AMIN, LOG_SOFTMAX, MAX_ALL, MAX_DIM, MEAN, MEAN_DIM,
-                         MIN_ALL, MIN_DIM, PROD, PROD_DIM, SOFTMAX, SUM, SUM_DIM,
+                         MIN_ALL, MIN_DIM, PROD, PROD_DIM, SOFTMAX, SORT, SUM, SUM_DIM, TOPK,
                          _ValuesIndices, _arg, _dims, _extreme, _flat_positions, _kshape,
                          _max_min, _reduce, _reduced_shape, _softmax_op, _sqrt_masked,
                          _vjp_amax, _vjp_log_softmax, _vjp_prod, _vjp_softmax, _vjp_sum,
