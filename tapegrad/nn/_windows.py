@@ -10,7 +10,6 @@ from .. import ops as _ops
 from ._common import _check_tensor, _const, _np_dtype
 
 
-# matrix product or a reduction; gradients scatter back through the gather
 def _pair(v, name, fname):
     v = (v, v) if isinstance(v, int) else tuple(v)
     if len(v) != 2 or not all(isinstance(i, int) for i in v):
@@ -42,44 +41,84 @@ def pad(input, pad, mode="constant", value=0.0):
     return out
 
 
-_WINDOWS = {}
+_POSITIONS = {}
 
 
-def _windows(shape, kernel, stride, dilation):
-    """Flat positions of every window of a (N, C, H, W) input: (N, C, L, kh * kw), with
-    L = OH * OW output positions."""
-    key = (shape, kernel, stride, dilation)
-    idx = _WINDOWS.get(key)
-    if idx is None:
-        n, c, h, w = shape
-        (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
-        oh = (h - dh * (kh - 1) - 1) // sh + 1
-        ow = (w - dw * (kw - 1) - 1) // sw + 1
-        rows = (np.arange(oh)[:, None] * sh + np.arange(kh)[None, :] * dh)   # (oh, kh)
-        cols = (np.arange(ow)[:, None] * sw + np.arange(kw)[None, :] * dw)   # (ow, kw)
-        plane = rows[:, None, :, None] * w + cols[None, :, None, :]          # oh ow kh kw
-        base = np.arange(n * c)[:, None] * (h * w)
-        idx = (base + plane.reshape(1, -1)).reshape(n, c, oh * ow, kh * kw)
-        if len(_WINDOWS) > 64:
-            _WINDOWS.clear()
-        _WINDOWS[key] = idx = (idx.astype(np.int64), (oh, ow))
-    return idx
+def _positions(shape, kernel, stride, padding, dilation, layout, groups=1):
+    """Flat positions in a (N, C, H, W) input of every window element, laid out as
+    ``layout``: "conv" (groups, N * L, C / groups * kh * kw), rows ready for one matrix
+    product; "pool" (N, C, L, kh * kw); "unfold" (N, C * kh * kw, L); L = OH * OW output
+    positions. ``padding`` is ((top, bottom), (left, right)). A position in the padding is
+    N * C * H * W, one past the input, where the caller appends the padding value (no
+    padded copy of the input is made).
+
+    Returns (positions or None when an output size is not positive, (OH, OW), whether a
+    padding position occurs)."""
+    key = (shape, kernel, stride, padding, dilation, layout, groups)
+    found = _POSITIONS.get(key)
+    if found is not None:
+        return found
+    n, c, h, w = shape
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    (ph, ph_end), (pw, pw_end) = padding
+    oh = (h + ph + ph_end - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + pw + pw_end - dw * (kw - 1) - 1) // sw + 1
+    if oh <= 0 or ow <= 0:
+        return None, (oh, ow), False
+    rows = (np.arange(oh)[:, None] * sh + np.arange(kh)[None, :] * dh - ph)   # (oh, kh)
+    cols = (np.arange(ow)[:, None] * sw + np.arange(kw)[None, :] * dw - pw)   # (ow, kw)
+    rows, cols = rows[:, None, :, None], cols[None, :, None, :]              # oh ow kh kw
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    base = np.arange(n * c, dtype=np.int64).reshape(n, c, 1, 1, 1, 1) * (h * w)
+    pos = np.where(inside, base + rows * w + cols, n * c * h * w)        # n c oh ow kh kw
+    if layout == "conv":
+        cg = c // groups
+        pos = pos.reshape(n, groups, cg, oh, ow, kh, kw).transpose(1, 0, 3, 4, 2, 5, 6)
+        pos = pos.reshape(groups, n * oh * ow, cg * kh * kw)
+    elif layout == "pool":
+        pos = pos.reshape(n, c, oh * ow, kh * kw)
+    else:
+        pos = pos.transpose(0, 1, 4, 5, 2, 3).reshape(n, c * kh * kw, oh * ow)
+    if len(_POSITIONS) > 64:
+        _POSITIONS.clear()
+    _POSITIONS[key] = found = (np.ascontiguousarray(pos, np.int64), (oh, ow),
+                               not inside.all())
+    return found
 
 
-def _unfold(x, kernel, stride, dilation):
-    idx, out_hw = _windows(tuple(x.shape), kernel, stride, dilation)
-    if out_hw[0] <= 0 or out_hw[1] <= 0:
-        raise RuntimeError(f"Calculated output size ({out_hw[0]}x{out_hw[1]}) is too small "
-                           f"for input of shape {list(x.shape)}")
-    return _ops.views.gather_flat(x, idx.reshape(-1), idx.shape, fixed=True), out_hw
+def _gather_windows(x, pos, padded, fill):
+    """x's elements at ``pos`` (from _positions), padding positions reading ``fill``."""
+    if padded:
+        x = tg.cat([x.reshape(-1), _const(np.full(1, fill, _np_dtype(x)))])
+    return _ops.views.gather_flat(x, pos.reshape(-1), pos.shape, fixed=True)
+
+
+def _conv_padding(padding, kernel, stride, dilation):
+    """((top, bottom), (left, right)) for an int, a pair, "valid" or "same" (an odd total
+    puts the extra row or column at the end, as PyTorch)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        if padding != "same":
+            raise RuntimeError(f"Invalid padding string: {padding!r}")
+        if any(s != 1 for s in stride):
+            raise RuntimeError("padding='same' is not supported for strided convolutions")
+        totals = [d * (k - 1) for d, k in zip(dilation, kernel)]
+        return tuple((t // 2, t - t // 2) for t in totals)
+    padding = _pair(padding, "padding", "conv2d")
+    if min(padding) < 0:
+        raise RuntimeError("negative padding is not supported")
+    return tuple((p, p) for p in padding)
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """Cross-correlation of (N, C, H, W) with weight (O, C / groups, kh, kw)."""
+    """Cross-correlation of (N, C, H, W) with weight (O, C / groups, kh, kw): the windows
+    gathered as rows of (N * OH * OW, C * kh * kw), then one matrix product with the
+    flattened weight (per group), so the weight is neither broadcast over the batch nor
+    its gradient summed back from per-image products."""
     _check_tensor(input, "conv2d")
     _check_tensor(weight, "conv2d", "weight")
     stride, dilation = _pair(stride, "stride", "conv2d"), _pair(dilation, "dilation", "conv2d")
-    padding = _pair(padding, "padding", "conv2d")
     if input.ndim != 4 or weight.ndim != 4:
         raise RuntimeError(f"conv2d: expected a 4-D input and weight, got input of shape "
                            f"{list(input.shape)} and weight of shape {list(weight.shape)}")
@@ -89,16 +128,36 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         raise RuntimeError(f"Given groups={groups}, weight of size {list(weight.shape)}, "
                            f"expected input{list(input.shape)} to have {cg * groups} "
                            f"channels, but got {c} channels instead")
-    x = pad(input, (padding[1], padding[1], padding[0], padding[0])) if any(padding) \
-        else input
-    cols, (oh, ow) = _unfold(x, (kh, kw), stride, dilation)          # N C L K
-    cols = cols.reshape(n, groups, cg, oh * ow, kh * kw).permute(0, 1, 3, 2, 4)
-    cols = cols.reshape(n, groups, oh * ow, cg * kh * kw)
-    wg = weight.reshape(groups, o // groups, cg * kh * kw).transpose(1, 2)
-    out = (cols @ wg).permute(0, 1, 3, 2).reshape(n, o, oh, ow)
-    if bias is not None:
+    pads = _conv_padding(padding, (kh, kw), stride, dilation)
+    pos, (oh, ow), padded = _positions((n, c, h, w), (kh, kw), stride, pads, dilation,
+                                       "conv", groups)
+    if pos is None:
+        raise RuntimeError(f"Calculated output size ({oh}x{ow}) is too small for input of "
+                           f"shape {[n, c, h + sum(pads[0]), w + sum(pads[1])]}")
+    cols = _gather_windows(input, pos, padded, 0.0)           # groups, N * L, cg * K
+    if groups == 1:
+        out = _ops.linear(cols.reshape(n * oh * ow, -1), weight.reshape(o, -1), bias)
+    else:
+        out = cols @ weight.reshape(groups, o // groups, cg * kh * kw).transpose(1, 2)
+    out = _ops.views.gather_flat(out, _channels_first(groups, n, oh * ow, o // groups),
+                                 (n, o, oh, ow), fixed=True)
+    if groups > 1 and bias is not None:
         out = out + bias.reshape(1, o, 1, 1)
     return out
+
+
+def _channels_first(groups, n, l, og):
+    """Flat positions in the products (groups, N * L, O / groups) of the (N, O, L)
+    result: one gather, cheaper than a copy of a permuted view and its backward."""
+    key = ("out", groups, n, l, og)
+    found = _POSITIONS.get(key)
+    if found is None:
+        found = np.arange(groups * n * l * og).reshape(groups, n, l, og)
+        found = np.ascontiguousarray(found.transpose(1, 0, 3, 2)).reshape(-1)
+        if len(_POSITIONS) > 64:
+            _POSITIONS.clear()
+        _POSITIONS[key] = found
+    return found
 
 
 def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
@@ -106,9 +165,10 @@ def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     _check_tensor(input, "conv1d")
     _check_tensor(weight, "conv1d", "weight")
     one = (lambda v: (1, v) if isinstance(v, int) else (1, v[0]))
-    out = conv2d(input.unsqueeze(2), weight.unsqueeze(2), bias, one(stride),
-                 (0, padding if isinstance(padding, int) else padding[0]), one(dilation),
-                 groups)
+    if not isinstance(padding, str):
+        padding = (0, padding if isinstance(padding, int) else padding[0])
+    out = conv2d(input.unsqueeze(2), weight.unsqueeze(2), bias, one(stride), padding,
+                 one(dilation), groups)
     return out.squeeze(2)
 
 
@@ -116,9 +176,32 @@ def _pool_args(kernel_size, stride, padding, fname):
     kernel = _pair(kernel_size, "kernel_size", fname)
     stride = kernel if stride is None or stride == [] else _pair(stride, "stride", fname)
     padding = _pair(padding, "padding", fname)
+    if min(padding) < 0:
+        raise RuntimeError(f"pad must be non-negative, but got pad: {min(padding)}")
     if padding[0] * 2 > kernel[0] or padding[1] * 2 > kernel[1]:
         raise RuntimeError("pad should be at most half of effective kernel size")
     return kernel, stride, padding
+
+
+def _both_sides(padding):
+    return tuple((p, p) for p in padding)
+
+
+def _batched(input):
+    """(input with a batch dim, its (N, C), whether one was added)."""
+    squeeze = input.ndim == 3
+    x = input.unsqueeze(0) if squeeze else input
+    return x, tuple(x.shape[:2]), squeeze
+
+
+def _pool_windows(x, kernel, stride, padding, dilation, fill):
+    """The windows of a (N, C, H, W) input as (N, C, L, kh * kw), padding read as fill."""
+    pos, out_hw, padded = _positions(tuple(x.shape), kernel, stride, _both_sides(padding),
+                                     dilation, "pool")
+    if pos is None:
+        raise RuntimeError(f"Calculated output size ({out_hw[0]}x{out_hw[1]}) is too small "
+                           f"for input of shape {list(x.shape)}")
+    return _gather_windows(x, pos, padded, fill), out_hw
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
@@ -129,13 +212,10 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         raise NotImplementedError("max_pool2d: ceil_mode and return_indices are not "
                                   "supported")
     kernel, stride, padding = _pool_args(kernel_size, stride, padding, "max_pool2d")
-    x = pad(input, (padding[1], padding[1], padding[0], padding[0]), value=-math.inf) \
-        if any(padding) else input
-    squeeze = x.ndim == 3
-    if squeeze:
-        x = x.unsqueeze(0)
-    cols, (oh, ow) = _unfold(x, kernel, stride, _pair(dilation, "dilation", "max_pool2d"))
-    out = cols.max(dim=3).values.reshape(x.shape[0], x.shape[1], oh, ow)
+    x, (n, c), squeeze = _batched(input)
+    cols, (oh, ow) = _pool_windows(x, kernel, stride, padding,
+                                   _pair(dilation, "dilation", "max_pool2d"), -math.inf)
+    out = cols.max(dim=3).values.reshape(n, c, oh, ow)
     return out.squeeze(0) if squeeze else out
 
 
@@ -147,13 +227,9 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
         raise NotImplementedError("avg_pool2d: ceil_mode, count_include_pad=False and "
                                   "divisor_override are not supported")
     kernel, stride, padding = _pool_args(kernel_size, stride, padding, "avg_pool2d")
-    x = pad(input, (padding[1], padding[1], padding[0], padding[0])) if any(padding) \
-        else input
-    squeeze = x.ndim == 3
-    if squeeze:
-        x = x.unsqueeze(0)
-    cols, (oh, ow) = _unfold(x, kernel, stride, (1, 1))
-    out = cols.mean(dim=3).reshape(x.shape[0], x.shape[1], oh, ow)
+    x, (n, c), squeeze = _batched(input)
+    cols, (oh, ow) = _pool_windows(x, kernel, stride, padding, (1, 1), 0.0)
+    out = cols.mean(dim=3).reshape(n, c, oh, ow)
     return out.squeeze(0) if squeeze else out
 
 
@@ -187,19 +263,18 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
                            f"{input.ndim}D)")
     kernel, dilation, padding, stride = _block_args(kernel_size, dilation, padding, stride,
                                                     "unfold")
-    squeeze = input.ndim == 3
-    x = input.unsqueeze(0) if squeeze else input
-    if any(padding):
-        x = pad(x, (padding[1], padding[1], padding[0], padding[0]))
-    idx, (oh, ow) = _windows(tuple(x.shape), kernel, stride, dilation)
-    if oh <= 0 or ow <= 0:
+    if min(padding) < 0:
+        raise RuntimeError(f"padding should be non-negative, but got pad_height: "
+                           f"{padding[0]} pad_width: {padding[1]}")
+    x, _, squeeze = _batched(input)
+    pos, (oh, ow), padded = _positions(tuple(x.shape), kernel, stride, _both_sides(padding),
+                                       dilation, "unfold")
+    if pos is None:
         raise RuntimeError(f"Given input with spatial size {list(input.shape[-2:])}, "
                            f"kernel_size={kernel}, dilation={dilation}, padding={padding}, "
                            "calculated shape of the array of sliding blocks is "
                            f"[{oh}, {ow}], but its components must be at least one.")
-    n, c = x.shape[0], x.shape[1]
-    pos = idx.transpose(0, 1, 3, 2).reshape(n, c * kernel[0] * kernel[1], oh * ow)
-    out = _ops.views.gather_flat(x, pos.reshape(-1), pos.shape, fixed=True)
+    out = _gather_windows(x, pos, padded, 0.0)
     return out.squeeze(0) if squeeze else out
 
 
@@ -212,7 +287,8 @@ def _fold_table(n, c, size, kernel, dilation, stride):
     key = (n, c, size, kernel, dilation, stride)
     table = _FOLDS.get(key)
     if table is None:
-        idx, (oh, ow) = _windows((n, c) + size, kernel, stride, dilation)
+        idx, (oh, ow), _ = _positions((n, c) + size, kernel, stride, ((0, 0), (0, 0)),
+                                      dilation, "pool")
         k = kernel[0] * kernel[1]
         total = n * c * k * oh * ow
         src = np.arange(total).reshape(n, c, k, oh * ow).transpose(0, 1, 3, 2).ravel()

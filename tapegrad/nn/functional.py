@@ -427,7 +427,10 @@ def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
-    """(x - mean) / sqrt(var + eps) * weight + bias over the trailing normalized_shape."""
+    """(x - mean) / sqrt(var + eps) * weight + bias over the trailing normalized_shape.
+
+    Row sums and broadcasts are products with vectors of ones over the rows of
+    (*, prod(normalized_shape)), as in batch_norm."""
     _check_tensor(input, "layer_norm")
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else \
         tuple(normalized_shape)
@@ -436,47 +439,71 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         raise RuntimeError(f"Given normalized_shape={list(shape)}, expected input with shape "
                            f"[*, {', '.join(map(str, shape))}], but got input of size"
                            f"{list(input.shape)}")
-    dims = tuple(range(input.ndim - k, input.ndim))
-    centered = input - input.mean(dims, keepdim=True)
-    var = (centered * centered).mean(dims, keepdim=True)
-    out = centered / (var + eps).sqrt()
-    if weight is not None:
-        out = out * weight
-    if bias is not None:
-        out = out + bias
-    return out
+    d = math.prod(shape)
+    m = input.numel() // d if d else 0
+    dt = _np_dtype(input)
+    ones_d, ones_row_d = _const(np.ones((d, 1), dt)), _const(np.ones((1, d), dt))
+    rows = input.reshape(m, d)
+    centered = rows - (rows @ ones_d / d) @ ones_row_d
+    var = (centered * centered) @ ones_d / d
+    out = centered * ((1.0 / (var + eps).sqrt()) @ ones_row_d)
+    if weight is not None or bias is not None:
+        ones_col_m = _const(np.ones((m, 1), dt))
+        if weight is not None:
+            out = out * (ones_col_m @ weight.reshape(1, d))
+        if bias is not None:
+            out = out + (ones_col_m @ bias.reshape(1, d))
+    return out.reshape(input.shape)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5):
     """Normalises each channel (dim 1) by the batch's statistics when ``training`` (and
     updates the running ones in place: (1 - momentum) * running + momentum * batch, the
-    variance unbiased), else by the running ones."""
+    variance unbiased), else by the running ones.
+
+    Per-channel sums and broadcasts are matrix products with vectors of ones over the
+    rows of (N * C, spatial size): BLAS calls, where a reduction over dims (0, 2, ...)
+    or a broadcast of (1, C, 1, ...) would index every element (several times faster,
+    compiled or not)."""
     _check_tensor(input, "batch_norm")
     if input.ndim < 2:
         raise ValueError(f"expected 2D or more input (got {input.ndim}D input)")
-    c = input.shape[1]
-    dims = (0,) + tuple(range(2, input.ndim))
-    shape = (1, c) + (1,) * (input.ndim - 2)
+    n, c = input.shape[0], input.shape[1]
+    s = math.prod(input.shape[2:])
+    dt = _np_dtype(input)
+    ones_s, ones_row_s = _const(np.ones((s, 1), dt)), _const(np.ones((1, s), dt))
+    ones_col_n = _const(np.ones((n, 1), dt))
+
+    def channel_sums(t):        # the sum over N accumulates in float64
+        return (t.reshape(n * c, s) @ ones_s).reshape(n, c).sum(0)
+
+    def broadcast(v):
+        return ((ones_col_n @ v.reshape(1, c)).reshape(n * c, 1) @ ones_row_s).reshape(
+            input.shape)
+
     if training:
-        n = input.numel() // c
-        if n <= 1:
+        count = n * s
+        if count <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got "
                              f"input size {list(input.shape)}")
-        mean = input.mean(dims)
-        var = input.var(dims, correction=0)
+        mean = channel_sums(input) / count
+        centered = input - broadcast(mean)
+        squares = channel_sums(centered * centered)
+        var = squares / count
         if running_mean is not None:
             with tg.no_grad():
                 running_mean.mul_(1 - momentum).add_(mean.detach() * momentum)
                 running_var.mul_(1 - momentum).add_(
-                    input.detach().var(dims, correction=1) * momentum)
+                    squares.detach() * (momentum / (count - 1)))
     else:
-        mean, var = running_mean, running_var
-    out = (input - mean.reshape(*shape)) / (var.reshape(*shape) + eps).sqrt()
+        centered, var = input - broadcast(running_mean), running_var
+    scale = 1.0 / (var + eps).sqrt()
     if weight is not None:
-        out = out * weight.reshape(*shape)
+        scale = scale * weight
+    out = centered * broadcast(scale)
     if bias is not None:
-        out = out + bias.reshape(*shape)
+        out = out + broadcast(bias)
     return out
 
 

@@ -318,7 +318,7 @@ class LayerNorm(Module):
 
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "
-                f"elementwise_affine={self.elementwise_affine}")
+                f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
 
 
 class Embedding(Module):
@@ -336,6 +336,8 @@ class Embedding(Module):
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
         self.padding_idx = padding_idx
+        self.max_norm, self.norm_type = max_norm, norm_type
+        self.scale_grad_by_freq, self.sparse = scale_grad_by_freq, sparse
         if _weight is None:
             w = tg.empty(num_embeddings, embedding_dim, dtype=dtype or tg.get_default_dtype())
             init.normal_(w)
@@ -346,12 +348,20 @@ class Embedding(Module):
         self.weight = Parameter(w, requires_grad=not _freeze)
 
     def forward(self, input):
-        return F.embedding(input, self.weight, self.padding_idx)
+        return F.embedding(input, self.weight, self.padding_idx, self.max_norm,
+                           self.norm_type, self.scale_grad_by_freq, self.sparse)
 
     def extra_repr(self):
         s = f"{self.num_embeddings}, {self.embedding_dim}"
-        return s + (f", padding_idx={self.padding_idx}" if self.padding_idx is not None
-                    else "")
+        if self.padding_idx is not None:
+            s += f", padding_idx={self.padding_idx}"
+        if self.max_norm is not None:
+            s += f", max_norm={self.max_norm}"
+        if self.norm_type != 2:
+            s += f", norm_type={self.norm_type}"
+        if self.scale_grad_by_freq:
+            s += f", scale_grad_by_freq={self.scale_grad_by_freq}"
+        return s + (", sparse=True" if self.sparse else "")
 
 
 class SmoothL1Loss(_Loss):
@@ -402,7 +412,14 @@ class _ConvNd(Module):
         tup = (lambda v: (v,) * nd if isinstance(v, int) else tuple(v))
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride = tup(kernel_size), tup(stride)
-        self.padding, self.dilation = tup(padding), tup(dilation)
+        if isinstance(padding, str):
+            if padding not in ("same", "valid"):
+                raise ValueError(f"Invalid padding string {padding!r}, should be one of "
+                                 "{'same', 'valid'}")
+            if padding == "same" and any(s != 1 for s in self.stride):
+                raise ValueError("padding='same' is not supported for strided convolutions")
+        self.padding = padding if isinstance(padding, str) else tup(padding)
+        self.dilation = tup(dilation)
         self.weight = Parameter(tg.empty(out_channels, in_channels // groups,
                                          *self.kernel_size, dtype=dtype))
         self.bias = Parameter(tg.empty(out_channels, dtype=dtype)) if bias else None
@@ -411,7 +428,7 @@ class _ConvNd(Module):
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
              f"stride={self.stride}")
-        if any(self.padding):
+        if self.padding != (0,) * len(self.padding):
             s += f", padding={self.padding}"
         if any(d != 1 for d in self.dilation):
             s += f", dilation={self.dilation}"
@@ -444,25 +461,38 @@ class Conv1d(_ConvNd):
                          groups, bias, dtype, 1)
 
     def forward(self, input):
-        return F.conv1d(input, self.weight, self.bias, self.stride[0], self.padding[0],
+        return F.conv1d(input, self.weight, self.bias, self.stride[0], self.padding,
                         self.dilation[0], self.groups)
 
 
 class MaxPool2d(_Activation):
     _fn = staticmethod(F.max_pool2d)
 
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
+                 ceil_mode=False):
         super().__init__(kernel_size=kernel_size,
                          stride=kernel_size if stride is None else stride, padding=padding,
-                         dilation=dilation)
+                         dilation=dilation, return_indices=return_indices,
+                         ceil_mode=ceil_mode)
+
+    def extra_repr(self):
+        return (f"kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, "
+                f"ceil_mode={self.ceil_mode}")
 
 
 class AvgPool2d(_Activation):
     _fn = staticmethod(F.avg_pool2d)
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 count_include_pad=True, divisor_override=None):
         super().__init__(kernel_size=kernel_size,
-                         stride=kernel_size if stride is None else stride, padding=padding)
+                         stride=kernel_size if stride is None else stride, padding=padding,
+                         ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                         divisor_override=divisor_override)
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
 class AdaptiveAvgPool2d(_Activation):
@@ -478,14 +508,14 @@ class _BatchNorm(Module):
     _dims = ()
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, device=None, dtype=None):
+                 track_running_stats=True, device=None, dtype=None, *, bias=True):
         super().__init__()
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         dt = dtype or tg.get_default_dtype()
         if affine:
             self.weight = Parameter(tg.ones(num_features, dtype=dt))
-            self.bias = Parameter(tg.zeros(num_features, dtype=dt))
+            self.bias = Parameter(tg.zeros(num_features, dtype=dt)) if bias else None
         else:
             self.weight = self.bias = None
         if track_running_stats:
@@ -511,7 +541,8 @@ class _BatchNorm(Module):
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+                f"affine={self.affine}, bias={self.bias is not None}, "
+                f"track_running_stats={self.track_running_stats}")
 
 
 class BatchNorm1d(_BatchNorm):
