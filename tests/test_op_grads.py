@@ -208,8 +208,12 @@ CASES = [
     C(ops.SORT, "sort_values", lambda L, x: L.sort(x, 1).values, normal(3, 4)),
     C(ops.SORT, "sort_descending_dim0", lambda L, x: x.sort(0, descending=True)[0],
       normal(4, 3)),
-    C(ops.TOPK, "topk_values", lambda L, x: L.topk(x, 2).values, normal(3, 5)),
-    C(ops.TOPK, "topk_smallest", lambda L, x: x.topk(2, 0, largest=False)[0], normal(4, 3)),
+    # (PyTorch's topk leaves the order of ties open; tapegrad's keeps them in index
+    # order, as the stable sort that PyTorch is compared through)
+    C(ops.TOPK, "topk_values", lambda L, x: L.topk(x, 2).values, normal(3, 5),
+      torch_fn=lambda L, x: L.sort(x, dim=1, descending=True, stable=True)[0][:, :2]),
+    C(ops.TOPK, "topk_smallest", lambda L, x: x.topk(2, 0, largest=False)[0], normal(4, 3),
+      torch_fn=lambda L, x: L.sort(x, dim=0, stable=True)[0][:2]),
     C(ops.MAX_DIM, "max_dim_values", lambda L, x: L.max(x, 1).values, normal(3, 4)),
     C(ops.MAX_DIM, "max_dim_keepdim", lambda L, x: x.max(dim=0, keepdim=True)[0],
       normal(3, 4)),
