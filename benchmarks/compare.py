@@ -526,6 +526,16 @@ def calls(call, start, n):
     return outs, spent
 
 
+def cpu_name():
+    """The processor's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def per_step(call, start, repeat, min_time):
     """Minimum over ``repeat`` timed loops of the mean seconds per call."""
     return min(repeats(call, start, repeat, min_time))
@@ -631,13 +641,7 @@ def header(libs, notes, args, load):
     if "HIPS autograd" in libs:
         from importlib.metadata import version
         versions.append(f"HIPS autograd {version('autograd')}")
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     lines = [
         "# tapegrad against other autograd libraries", "",
         f"- Machine: {cpu}, {os.cpu_count()} CPUs, {platform.system()} "

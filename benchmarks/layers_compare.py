@@ -43,7 +43,7 @@ import numpy as np
 # this checkout's tapegrad and examples/, also when run as a script
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import tapegrad as tg  # noqa: E402
-from benchmarks.compare import fmt, repeats, thread_pools  # noqa: E402
+from benchmarks.compare import cpu_name, fmt, repeats, thread_pools  # noqa: E402
 from examples.digits_cnn import make_model as digits_cnn_model  # noqa: E402
 
 CHECK_STEPS = 3
@@ -290,13 +290,7 @@ def header(impls, notes, args, load):
         import torch
         versions.append(f"PyTorch {torch.__version__} (torch.get_num_threads() = "
                         f"{torch.get_num_threads()}, its default)")
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     lines = [
         "# tapegrad layers against PyTorch eager: one float32 training step", "",
         f"- Machine: {cpu}, {os.cpu_count()} CPUs, {platform.system()} "
