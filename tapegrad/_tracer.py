@@ -444,31 +444,32 @@ class Tracer:
         self.ins[-1] = (k, o, a, b, (v,), f0, f1)
         self.kept = id(idx)
 
-    @_watch
-    def argext(self, out, idx, x, size, inner, largest):
-        """The gather just emitted for ``out`` reads positions ``idx`` of the max (min)
-        of x along a dim, found again on every replay."""
+    def _positions(self, out, idx, what, make):
+        """The gather just emitted for ``out`` reads positions ``idx``, which the
+        instruction ``make(v)`` (v: their value) computes again before it on every
+        replay."""
         k, o, a, b, params, f0, f1 = self.ins[-1]
         if k != K.K_GATHER or self.ids.get(id(out)) != o:
-            raise _Unsupported("max/min along a dim")
+            raise _Unsupported(what)
         v = self._new(idx, "int")
-        self.ins[-1:] = [(K.X_ARGEXT, v, self.vid(x), -1, (size, inner, int(largest)),
-                          0.0, 0.0), (k, o, a, b, (v,), f0, f1)]
+        self.ins[-1:] = [make(v), (k, o, a, b, (v,), f0, f1)]
         self.kept = id(idx)
 
     @_watch
+    def argext(self, out, idx, x, size, inner, largest):
+        """The gather just emitted for ``out`` reads the positions ``idx`` of the max (min)
+        of x along a dim."""
+        self._positions(out, idx, "max/min along a dim", lambda v: (
+            K.X_ARGEXT, v, self.vid(x), -1, (size, inner, int(largest)), 0.0, 0.0))
+
+    @_watch
     def order(self, out, idx, x, size, inner, desc, k):
-        """The gather just emitted for ``out`` reads positions ``idx`` of x's first k
-        elements in sorted order along a dim, sorted again on every replay."""
-        op, o, a, b, params, f0, f1 = self.ins[-1]
-        if op != K.K_GATHER or self.ids.get(id(out)) != o:
-            raise _Unsupported("sort/topk")
+        """The gather just emitted for ``out`` reads the positions ``idx`` of x's first k
+        elements in sorted order along a dim."""
         if x._data.dtype not in _FLOATS:
             raise _Unsupported(f"sort/topk of a {x._data.dtype} tensor")
-        v = self._new(idx, "int")
-        self.ins[-1:] = [(K.X_SORT, v, self.vid(x), -1, (size, inner, int(desc), k),
-                          0.0, 0.0), (op, o, a, b, (v,), f0, f1)]
-        self.kept = id(idx)
+        self._positions(out, idx, "sort/topk", lambda v: (
+            K.X_SORT, v, self.vid(x), -1, (size, inner, int(desc), k), 0.0, 0.0))
 
     @_watch
     def random(self, out, kind, state, a, b, low=0, high=0):
@@ -481,35 +482,27 @@ class Tracer:
     @_watch
     def rows(self, out, idx, key, size, inner):
         """The gather just emitted for ``out`` reads the rows ``key`` (int64) selects."""
-        k, o, a, b, params, f0, f1 = self.ins[-1]
-        if k != K.K_GATHER or self.ids.get(id(out)) != o:
-            raise _Unsupported("indexing by a tensor")
-        v = self._new(idx, "int")
-        self.ins[-1:] = [(K.X_INDEX, v, self.vid(key), -1, (size, inner), 0.0, 0.0),
-                         (k, o, a, b, (v,), f0, f1)]
-        self.kept = id(idx)
+        self._positions(out, idx, "indexing by a tensor", lambda v: (
+            K.X_INDEX, v, self.vid(key), -1, (size, inner), 0.0, 0.0))
 
     @_watch
     def targets(self, out, idx, target, weight, classes, inner, ignore, wt):
         """The gather just emitted for ``out`` reads the positions ``idx`` of class
         targets, with weights ``wt``: both computed again from the targets (and class
         weights) on every replay."""
-        k, o, a, b, params, f0, f1 = self.ins[-1]
-        if k != K.K_GATHER or self.ids.get(id(out)) != o:
-            raise _Unsupported("class targets")
-        if target._data.dtype != _I64:
-            raise _Unsupported(f"class targets of dtype {target._data.dtype}")
-        tv = self.vid(target)
-        cw = -1
-        if weight is not None:
-            if not isinstance(weight, Tensor) or weight._data.dtype != wt.dtype:
-                raise _Unsupported("class weights that are not a tensor of the input's dtype")
-            cw = self.vid(weight)
-        v = self._new(idx, "int")
-        w = self._new(wt, "int")
-        self.ins[-1:] = [(K.X_TARGET, v, tv, w, (classes, inner, ignore, cw), 0.0, 0.0),
-                         (k, o, a, b, (v,), f0, f1)]
-        self.kept = id(idx)
+        def make(v):
+            if target._data.dtype != _I64:
+                raise _Unsupported(f"class targets of dtype {target._data.dtype}")
+            tv = self.vid(target)
+            cw = -1
+            if weight is not None:
+                if not isinstance(weight, Tensor) or weight._data.dtype != wt.dtype:
+                    raise _Unsupported("class weights that are not a tensor of the "
+                                       "input's dtype")
+                cw = self.vid(weight)
+            return (K.X_TARGET, v, tv, self._new(wt, "int"), (classes, inner, ignore, cw),
+                    0.0, 0.0)
+        self._positions(out, idx, "class targets", make)
 
     def keep(self, data):
         """A row keeps a private array: fine when where(), gather or argext just said
