@@ -7,6 +7,7 @@ import pytest
 import tapegrad as tg
 import tapegrad.nn as nn
 import tapegrad.nn.functional as F
+from replay_check import replays_as_eager
 
 torch = pytest.importorskip("torch")
 
@@ -379,12 +380,7 @@ def test_compiled_gru_language_model_step_equals_eager():
         rng = np.random.default_rng(0)
         losses = [step(tg.tensor(rng.integers(0, 12, (3, 7)))).item() for _ in range(6)]
         return losses, [p.detach().numpy().copy() for p in params], step
-    want, wp, _ = train(lambda f: f)
-    got, gp, step = train(tg.compile)
-    assert got == want
-    for g, w in zip(gp, wp):
-        np.testing.assert_array_equal(g, w)
-    assert step.fallbacks == 0 and step.records <= 2 and step.replays == 6 - step.records
+    replays_as_eager(train, 6)
 
 
 ATTENTION = [  # batch_first, options
@@ -477,12 +473,7 @@ def test_compiled_attention_step_with_changing_padding_masks():
                                tg.tensor(pad),
                                tg.tensor(rng.standard_normal(3), dtype=tg.float32)).item())
         return losses, [p.detach().numpy().copy() for p in params], step
-    want, wp, _ = train(lambda f: f)
-    got, gp, step = train(tg.compile)
-    assert got == want
-    for g, w in zip(gp, wp):
-        np.testing.assert_array_equal(g, w)
-    assert step.fallbacks == 0 and step.records <= 2 and step.replays == 6 - step.records
+    replays_as_eager(train, 6)
 
 
 @pytest.mark.parametrize("norm_first,activation,batch_first",
