@@ -95,6 +95,7 @@ class DistributedDataParallel(Module):
                 group.append(p)
                 size += p._data.nbytes
             self._buckets.append(_Bucket(group))
+        self._ids = {id(p) for b in self._buckets for p in b.params}
         self._set_in = None      # the compile recording that entered no_sync, if any
         engine.AFTER_BACKWARD.append(weakref.WeakMethod(self._after_backward))
 
@@ -120,8 +121,7 @@ class DistributedDataParallel(Module):
             self._set_in = None
 
     def _after_backward(self, touched):
-        params = [p for b in self._buckets for p in b.params]
-        if not any(id(p) in touched for p in params):
+        if self._ids.isdisjoint(touched):
             return
         tr = _tape.TRACE[0]
         if tr is not None and self._set_in is not tr:
