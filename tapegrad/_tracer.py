@@ -43,6 +43,11 @@ def _site():
     return "" if f is None else f"{f.f_code.co_filename}:{f.f_lineno}"
 
 
+def _trailing(mask, ndim):
+    """Whether the dims in bitmask ``mask`` are the last ones (and not none)."""
+    return mask != 0 and mask + (mask & -mask) == 1 << ndim
+
+
 def _root(arr):
     while arr.base is not None and isinstance(arr.base, np.ndarray):
         arr = arr.base
@@ -226,6 +231,9 @@ class Tracer:
             params = (len(self.li), len(vs)) + tuple(params[2:])
             self.li.extend(vs)
             b = -1
+        elif k == K.K_SUM and _trailing(params[0], self.arrays[a].ndim):
+            k = K.X_SUMROWS
+            params = (self.arrays[a].size // max(out.size, 1), params[1])
         elif k in (K.K_COPY, K.K_CAST, K.X_COPY) or k in _UNARY or k in _BINARY \
                 or k in (K.K_SUM, K.K_AMAX, K.K_MATMUL, K.K_SOFTMAX, K.K_LOGSOFTMAX,
                          K.K_PROD, K.K_WHERE, K.K_GATHER):

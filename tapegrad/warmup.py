@@ -93,7 +93,7 @@ def warmup(dtypes=("float32", "float64"), progress=True):
             fn(a, b).sum().backward()
     for f64 in (0, 1):
         for k in (sorted(K._UNARY_VJPS) + sorted(K._BINARY_VJPS) + list(K._FAMILY_VJPS)
-                  + [K.K_CAST, K.REVERSE, K.FUSED]):
+                  + [K.K_CAST, K.REVERSE, K.REVERSE1, K.FUSED]):
             K.prepare(k, f64)
         for k in K.FORWARD_OPS:
             K.prepare_forward(k, f64)

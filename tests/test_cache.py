@@ -329,3 +329,33 @@ def test_processes_starting_together_compile_each_kernel_once(tmp_path):
     # the compile events of functions loaded from the cache are not counted; a few
     # helpers that Numba does not cache (overload implementations) compile in both
     assert both[0]["compiles"] + both[1]["compiles"] < 1.5 * alone["compiles"], (both, alone)
+
+
+FACTORY = r"""
+import json
+import numpy as np
+import tapegrad as tg
+x = tg.tensor(np.linspace(0.1, 2.0, 7), requires_grad=True)
+
+def f(x):
+    return (tg.sqrt(tg.relu(x * 3.0 + 1.0)) ** 3).abs().sum()
+
+eager = f(x).item()
+step = tg.compile(f)
+print(json.dumps({"eager": eager, "compiled": [step(x).item() for _ in range(3)],
+                  "fallbacks": step.fallbacks}))
+"""
+
+
+def test_kernels_one_factory_makes_are_cached_apart(tmp_path):
+    """The forward kernels of a program's unary ops come from one factory (same code,
+    different op in the closure): each has its own cache entry, in the process that
+    compiles them and in the next one that loads them."""
+    root = _copy(tmp_path)
+    env = _env(root, NUMBA_CACHE_DIR=tmp_path / "nbc")
+    for _ in range(2):      # cold, then warm
+        proc = subprocess.run([sys.executable, "-c", FACTORY], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert res["compiled"] == [res["eager"]] * 3 and res["fallbacks"] == 0, res

@@ -17,7 +17,10 @@ except ImportError:      # no locking between processes on Windows: each one com
 
 _CACHE = os.environ.get("TAPEGRAD_CACHE", "1") != "0"
 # IEEE semantics (x / 0 is inf or nan, as in PyTorch), not Python's ZeroDivisionError.
-_JIT = {"cache": _CACHE, "error_model": "numpy"}
+_JIT = {"cache": _CACHE, "error_model": "numpy", "no_cfunc_wrapper": True}
+# Kernels only other kernels call: no wrapper to call them from Python either (each
+# wrapper is code to compile).
+_SUB = {**_JIT, "no_cpython_wrapper": True}
 
 
 # Numba stamps a cached function with its own source file only, so code inlined from
@@ -105,6 +108,14 @@ class _SafeCache(FunctionCache):
         super().__init__(py_func)
         self._lockfile = None
 
+    def _index_key(self, sig, codegen):
+        # A kernel made by a factory closes over constants and other kernels; those are
+        # named (the sources hash covers their code), not pickled as Numba does, whose
+        # bytes for a kernel differ from one process to the next.
+        return (sig, codegen.magic_tuple(),
+                (hashlib.sha256(self._py_func.__code__.co_code).hexdigest(),
+                 hashlib.sha256(_cell_name(self._py_func).encode()).hexdigest()))
+
     def _load(self, sig, target_context):
         try:
             return super().load_overload(sig, target_context)
@@ -147,6 +158,18 @@ class _SafeCache(FunctionCache):
         if f is not None:
             fcntl.flock(f, fcntl.LOCK_UN)
             f.close()
+
+
+def _cell_name(v):
+    """A closure value as the cache key sees it: a function by its name, line and (for a
+    kernel made by a factory) its own closure values; a constant by its repr."""
+    if isinstance(v, Dispatcher):
+        v = v.py_func
+    code = getattr(v, "__code__", None)
+    if code is None:
+        return repr(v)
+    cells = tuple(_cell_name(c.cell_contents) for c in v.__closure__ or ())
+    return f"{v.__module__}.{v.__qualname__}:{code.co_firstlineno}{cells}"
 
 
 def _safe_caches(namespace):

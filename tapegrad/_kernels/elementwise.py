@@ -5,10 +5,10 @@
 import math
 
 import numpy as np
-from numba import carray, njit, types
+from numba import carray, njit
 from numba.extending import overload
 
-from .cache import _ARR, _INL, _JIT, _safe_caches
+from .cache import _ARR, _INL, _JIT, _SUB, _safe_caches
 from .layout import (A, AOFF, B, K_ABS, K_ADD, K_AFFINE, K_CLAMP, K_COS, K_DIV, K_DIVS,
                      K_ERF, K_EXP, K_EXPM1, K_LOG, K_LOG1P, K_MAXIMUM, K_MINIMUM, K_MUL,
                      K_POW, K_POWS, K_RDIVS, K_RECIP, K_RELU, K_RPOWS, K_SIGMOID, K_SIGN,
@@ -19,7 +19,7 @@ from .vmath import (TRIG_MAX, _dtrig, _like, _tpow, cos_array, exp_array, expm1_
                     vcos, vexp, vsin)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _bv_pass(sg, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
     """g to a, sg * g to b: add (sg = 1) and sub (sg = -1)."""
     go = T[r, AOFF]
@@ -43,22 +43,22 @@ def _bv_pass(sg, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
             _put(adj, bo + _j(mb, i, ib), sg * adj[go + i], fb)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _bv_add(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
     _bv_pass(1.0, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _bv_sub(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
     _bv_pass(-1.0, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _operands(T, r, adj):
     return _load(T, r, SA, T[T[r, A], N], adj), _load(T, r, SB, T[T[r, B], N], adj)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _bv_mul(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
     go = T[r, AOFF]
     va, vb = _operands(T, r, adj)
@@ -84,7 +84,7 @@ def _bv_mul(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
             _put(adj, bo + _j(mb, i, ib), adj[go + i] * va[_j(ma, i, ia)], fb)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _bv_div(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
     """g / y to x; -(g * ((x / y) / y)) to y, as PyTorch: y * y never overflows."""
     go = T[r, AOFF]
@@ -113,7 +113,7 @@ def _bv_div(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
             _put(adj, bo + _j(mb, i, ib), -(adj[go + i] * (va[_j(ma, i, ia)] / y / y)), fb)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _bv_pow(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
     """In the inputs' dtype, as PyTorch; 0 where it masks (y = 0; x = 0 with y >= 0)."""
     go = T[r, AOFF]
@@ -133,7 +133,7 @@ def _bv_pow(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
             _put(adj, bo + _j(mb, i, ib), adj[go + i] * d, fb)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _bv_extreme(sg, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
     """maximum (sg = 1), minimum (sg = -1), as PyTorch: g / 2 at ties, 0 where the
     other input wins, else g (NaN included)."""
@@ -156,17 +156,17 @@ def _bv_extreme(sg, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
             _put(adj, bo + _j(mb, i, ib), z if sg * q < sg * p else h if p == q else v, fb)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _bv_maximum(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
     _bv_extreme(1.0, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _bv_minimum(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
     _bv_extreme(-1.0, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _bv_where(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
     """g where the condition (uint8 at SO) holds to a, elsewhere to b."""
     go = T[r, AOFF]
@@ -186,46 +186,46 @@ def _bv_where(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
 # lo..hi of row r into its input's adjoint at ao (fr: first contribution). Each loop
 # runs over slices, so that it indexes from 0 and vectorises.
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _ug(T, r, adj, ao, lo, hi):
     """The input adjoint's and the output gradient's slices for elements lo..hi."""
     go = T[r, AOFF]
     return adj[ao + lo:ao + hi], adj[go + lo:go + hi], hi - lo
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _scaled(T, r, c, adj, ao, fr, lo, hi):
     d, g, m = _ug(T, r, adj, ao, lo, hi)
     for i in range(m):
         _put(d, i, g[i] * c, fr)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_affine(T, r, f0, f1, adj, ao, fr, lo, hi):
     _scaled(T, r, f0, adj, ao, fr, lo, hi)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_divs(T, r, f0, f1, adj, ao, fr, lo, hi):
     _scaled(T, r, 1.0 / f0, adj, ao, fr, lo, hi)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_sign(T, r, f0, f1, adj, ao, fr, lo, hi):
     _scaled(T, r, 0.0, adj, ao, fr, lo, hi)
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _out(T, r, adj, lo, hi):
     return _load(T, r, SO, T[r, N], adj)[lo:hi]
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _inp(T, r, adj, lo, hi):
     return _load(T, r, SA, T[r, N], adj)[lo:hi]
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_exp(T, r, f0, f1, adj, ao, fr, lo, hi):
     d, g, m = _ug(T, r, adj, ao, lo, hi)
     o = _out(T, r, adj, lo, hi)
@@ -233,7 +233,7 @@ def _uv_exp(T, r, f0, f1, adj, ao, fr, lo, hi):
         _put(d, i, g[i] * o[i], fr)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_tanh(T, r, f0, f1, adj, ao, fr, lo, hi):
     d, g, m = _ug(T, r, adj, ao, lo, hi)
     o = _out(T, r, adj, lo, hi)
@@ -241,7 +241,7 @@ def _uv_tanh(T, r, f0, f1, adj, ao, fr, lo, hi):
         _put(d, i, g[i] * (1.0 - o[i] * o[i]), fr)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_sigmoid(T, r, f0, f1, adj, ao, fr, lo, hi):
     d, g, m = _ug(T, r, adj, ao, lo, hi)
     o = _out(T, r, adj, lo, hi)
@@ -249,7 +249,7 @@ def _uv_sigmoid(T, r, f0, f1, adj, ao, fr, lo, hi):
         _put(d, i, g[i] * o[i] * (1.0 - o[i]), fr)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_sqrt(T, r, f0, f1, adj, ao, fr, lo, hi):
     d, g, m = _ug(T, r, adj, ao, lo, hi)
     o = _out(T, r, adj, lo, hi)
@@ -257,7 +257,7 @@ def _uv_sqrt(T, r, f0, f1, adj, ao, fr, lo, hi):
         _put(d, i, g[i] / (2.0 * o[i]), fr)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_relu(T, r, f0, f1, adj, ao, fr, lo, hi):
     """A select, as PyTorch: 0 where the result is <= 0 (a zero of adj's own type, so
     the select needs no conversion and vectorises)."""
@@ -269,7 +269,7 @@ def _uv_relu(T, r, f0, f1, adj, ao, fr, lo, hi):
         _put(d, i, z if o[i] <= 0 else v, fr)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_tan(T, r, f0, f1, adj, ao, fr, lo, hi):
     d, g, m = _ug(T, r, adj, ao, lo, hi)
     o = _out(T, r, adj, lo, hi)
@@ -277,7 +277,7 @@ def _uv_tan(T, r, f0, f1, adj, ao, fr, lo, hi):
         _put(d, i, g[i] * (1.0 + o[i] * o[i]), fr)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_expm1(T, r, f0, f1, adj, ao, fr, lo, hi):
     d, g, m = _ug(T, r, adj, ao, lo, hi)
     o = _out(T, r, adj, lo, hi)
@@ -285,7 +285,7 @@ def _uv_expm1(T, r, f0, f1, adj, ao, fr, lo, hi):
         _put(d, i, g[i] * (o[i] + 1.0), fr)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_recip(T, r, f0, f1, adj, ao, fr, lo, hi):
     d, g, m = _ug(T, r, adj, ao, lo, hi)
     o = _out(T, r, adj, lo, hi)
@@ -293,7 +293,7 @@ def _uv_recip(T, r, f0, f1, adj, ao, fr, lo, hi):
         _put(d, i, -g[i] * o[i] * o[i], fr)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_rpows(T, r, f0, f1, adj, ao, fr, lo, hi):
     d, g, m = _ug(T, r, adj, ao, lo, hi)
     o = _out(T, r, adj, lo, hi)
@@ -302,7 +302,7 @@ def _uv_rpows(T, r, f0, f1, adj, ao, fr, lo, hi):
         _put(d, i, g[i] * o[i] * c, fr)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_rdivs(T, r, f0, f1, adj, ao, fr, lo, hi):
     """d(c/x) = -(c/x)/x."""
     d, g, m = _ug(T, r, adj, ao, lo, hi)
@@ -312,7 +312,7 @@ def _uv_rdivs(T, r, f0, f1, adj, ao, fr, lo, hi):
         _put(d, i, -(g[i] * o[i] / x[i]), fr)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_log(T, r, f0, f1, adj, ao, fr, lo, hi):
     d, g, m = _ug(T, r, adj, ao, lo, hi)
     x = _inp(T, r, adj, lo, hi)
@@ -320,7 +320,7 @@ def _uv_log(T, r, f0, f1, adj, ao, fr, lo, hi):
         _put(d, i, g[i] / x[i], fr)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_abs(T, r, f0, f1, adj, ao, fr, lo, hi):
     d, g, m = _ug(T, r, adj, ao, lo, hi)
     x = _inp(T, r, adj, lo, hi)
@@ -328,7 +328,7 @@ def _uv_abs(T, r, f0, f1, adj, ao, fr, lo, hi):
         _put(d, i, g[i] * ((x[i] > 0) - (x[i] < 0)), fr)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_trig(k, T, r, adj, ao, fr, lo, hi):
     """sin (k = K_SIN) and cos: vectorised unless an argument is beyond TRIG_MAX."""
     d, g, m = _ug(T, r, adj, ao, lo, hi)
@@ -347,17 +347,17 @@ def _uv_trig(k, T, r, adj, ao, fr, lo, hi):
             _put(d, i, -g[i] * vsin(x[i]), fr)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_sin(T, r, f0, f1, adj, ao, fr, lo, hi):
     _uv_trig(K_SIN, T, r, adj, ao, fr, lo, hi)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_cos(T, r, f0, f1, adj, ao, fr, lo, hi):
     _uv_trig(K_COS, T, r, adj, ao, fr, lo, hi)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_log1p(T, r, f0, f1, adj, ao, fr, lo, hi):
     d, g, m = _ug(T, r, adj, ao, lo, hi)
     x = _inp(T, r, adj, lo, hi)
@@ -368,7 +368,7 @@ def _uv_log1p(T, r, f0, f1, adj, ao, fr, lo, hi):
 _TWO_OVER_SQRT_PI = 1.1283791670955126
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_erf(T, r, f0, f1, adj, ao, fr, lo, hi):
     d, g, m = _ug(T, r, adj, ao, lo, hi)
     x = _inp(T, r, adj, lo, hi)
@@ -376,7 +376,7 @@ def _uv_erf(T, r, f0, f1, adj, ao, fr, lo, hi):
         _put(d, i, g[i] * (_TWO_OVER_SQRT_PI * vexp(-(x[i] * x[i]))), fr)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_clamp(T, r, f0, f1, adj, ao, fr, lo, hi):
     d, g, m = _ug(T, r, adj, ao, lo, hi)
     x = _inp(T, r, adj, lo, hi)
@@ -388,7 +388,7 @@ def _uv_clamp(T, r, f0, f1, adj, ao, fr, lo, hi):
         _put(d, i, v if (x[i] >= cmin) & (x[i] <= cmax) else z, fr)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _uv_pows(T, r, f0, f1, adj, ao, fr, lo, hi):
     """g * (p * x ** (p - 1)) in x's dtype, as PyTorch; small integer powers without a
     pow() call per element."""
@@ -488,26 +488,15 @@ def _sf_erf(x, f0, f1, p0):
     return math.erf(x)
 
 
-def _op_scalar(k, x, f0, f1, p0):
-    """Op k's one-element formula, chosen while compiling (k a constant)."""
-    raise NotImplementedError
-
-
-@overload(_op_scalar, jit_options={"error_model": "numpy"})
-def _ol_op_scalar(k, x, f0, f1, p0):
-    if isinstance(k, types.IntegerLiteral):
-        fn = UNARY_OPS[k.literal_value][0]
-        return lambda k, x, f0, f1, p0: fn(x, f0, f1, p0)
-    return None
-
-
 def _array_kernel(k):
-    """The forward array kernel of an op given by its one-element formula; it closes over
-    the opcode only, so that Numba's cache finds it again in a new process."""
+    """The forward array kernel of an op given by its one-element formula (inlined; the
+    cache key names it)."""
+    f = UNARY_OPS[k][0]
+
     @njit(**_ARR)
     def kern(x, out, f0=0.0, f1=0.0, p0=0):
         for i in range(out.size):
-            out[i] = _op_scalar(k, x[i], f0, f1, p0)
+            out[i] = f(x[i], f0, f1, p0)
     return kern
 
 
@@ -536,7 +525,7 @@ _UNARY_VJPS = {k: v for k, (_, v, _) in UNARY_OPS.items()}
 _SCALAR_BY_KERNEL = sum(1 << k for k, (_, _, inline) in UNARY_OPS.items() if not inline)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _binop(k, x, y):
     if k == K_ADD:
         return x + y
@@ -568,7 +557,7 @@ def binary_fwd(k, VD, o, a, b, out, x, y, noidx):
         out[i] = _binop(k, x[_j(ma, i, ia)], y[_j(mb, i, ib)])
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _cmp(code, x, y):
     if code == 0:
         return x == y
@@ -596,7 +585,7 @@ def compare_fwd(code, VD, o, a, b, out, x, y, c, noidx):
         out[i] = _cmp(code, x[_j(ma, i, ia)], y[_j(mb, i, ib)])
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _bit(code, x, y):
     if code == 0:
         return x & y
@@ -626,7 +615,7 @@ def bits_fwd(code, VD, o, a, b, out, x, y, c, noidx):
         out[i] = _bit(code, x[_j(ma, i, ia)], y[_j(mb, i, ib)])
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _binary_block(k, out, x, y):
     """out = x (op k) y, elementwise; x or y may be a single value."""
     n = out.size
@@ -676,7 +665,13 @@ def _ol_scalar_unary(k, x, f0, f1, p0):
     return scope["impl"]
 
 
-@njit(**_JIT, inline="always")
+@njit(**_JIT)
+def arith1(k, n):
+    """Whether a row of op k over n elements is one-element arithmetic (_arith_vjp1)."""
+    return n == 1 and K_ADD <= k <= K_DIVS and k != K_POW and (k <= K_DIV or k >= K_AFFINE)
+
+
+@njit(**_INL)
 def _arith_vjp1(k, T, r, f0, adj, seen):
     """The VJP of a one-element + - * / (K_ADD..K_DIV) or affine / divide-by-constant
     row, inlined in the reverse pass (scalar programs are made of these)."""

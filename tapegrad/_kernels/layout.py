@@ -7,7 +7,7 @@ from llvmlite import ir
 from numba import carray, njit, types
 from numba.extending import intrinsic
 
-from .cache import _INL, _JIT, _safe_caches
+from .cache import _INL, _JIT, _SUB, _safe_caches
 
 
 # Row-table columns, ordered so that recording writes one contiguous slice.
@@ -95,8 +95,9 @@ STEP = 7        # anomaly mode: a row was replayed (Python looks for NaN gradien
 @intrinsic
 def _ptr(typingctx, addr, like):
     """Turns an integer address into a pointer to ``like``: a NumPy scalar type
-    (``np.int64``) or an array, whose dtype it takes."""
-    ptrty = types.CPointer(like.dtype if isinstance(like, types.Array) else like.instance_type)
+    (``np.int64``), a value of one, or an array, whose dtype it takes."""
+    ptrty = types.CPointer(like.dtype if isinstance(like, types.Array) else
+                           like if isinstance(like, types.Number) else like.instance_type)
 
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(ptrty))
@@ -122,12 +123,12 @@ def addr(a):
     return a.ctypes.data
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _load(T, r, col, n, like):
     return carray(_ptr(T[r, col], like), n)
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _touch(adj, T, seen, r):
     """Offset of row r's adjoint in the arena, zero-filled on its first contribution."""
     off = T[r, AOFF]
@@ -138,7 +139,7 @@ def _touch(adj, T, seen, r):
     return off
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _dst(adj, T, seen, r):
     """Offset of row r's adjoint for a one-to-one contribution, and whether it is the
     first one (which then overwrites: no zero-fill pass)."""
@@ -148,12 +149,12 @@ def _dst(adj, T, seen, r):
     return T[r, AOFF], False
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _put(adj, i, v, fresh):
     adj[i] = v if fresh else adj[i] + v      # a select: loops around it vectorise
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _j(mode, i, idx):
     if mode == 0:
         return i
@@ -162,7 +163,7 @@ def _j(mode, i, idx):
     return idx[i]
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _odometer(T, o, st, off, n):
     """Flat offsets off + sum(i_k * st[k]) over the index space of row o's shape."""
     nd = T[o, ND]
@@ -188,7 +189,7 @@ def _odometer(T, o, st, off, n):
     return out
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _mode(T, o, a, noidx):
     """How row a's elements line up with row o's: same (0), scalar (1) or mapped (2),
     with the map from o's flat index to a's for mode 2."""
@@ -211,12 +212,12 @@ def _mode(T, o, a, noidx):
     return 2, _odometer(T, o, st, _var(0), T[o, N])
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _wants(T, r):
     return r >= 0 and (T[r, FL] & REQ) != 0
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _into(adj, T, seen, r, mode):
     """Like _dst for a contribution that lines up with r's elements one-to-one (mode 0);
     a broadcast one (several elements into one) accumulates into zeros."""
@@ -225,7 +226,7 @@ def _into(adj, T, seen, r, mode):
     return _touch(adj, T, seen, r), False
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _binary_dst(T, r, adj, seen, ma, mb):
     """Where a binary row's input adjoints go (-1: no grad needed) and whether fresh."""
     ao, fa, bo, fb = -1, False, -1, False
@@ -236,7 +237,7 @@ def _binary_dst(T, r, adj, seen, ma, mb):
     return ao, fa, bo, fb
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _ew(T, o, a):
     """Elementwise mode of input a of row o: 0 (same elements) or 1 (a scalar)."""
     return 1 if T[a, N] == 1 and T[o, N] != 1 else 0
@@ -246,7 +247,7 @@ FUSE_BLOCK = 4096     # elements per block of a fused run of elementwise ops
 FUSE_MIN = 16384      # runs over fewer elements are replayed op by op
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _raw(a):
     return carray(_ptr(a.ctypes.data, a), a.shape)
 

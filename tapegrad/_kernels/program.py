@@ -3,10 +3,9 @@ forward kernels compiled on first use.
 """
 
 import numpy as np
-from numba import carray, njit, types
-from numba.extending import overload
+from numba import carray, njit
 
-from .cache import _INL, _JIT, _safe_caches
+from .cache import _INL, _JIT, _SUB, _safe_caches
 from .layout import (AOFF, BINARY_FIRST, BINARY_LAST, CAST, DONE, F64, FL, FUSE_BLOCK,
                      NKERNELS, K_ADD, K_AMAX, K_CAST, K_CAT, K_COPY, K_GATHER, K_LINEAR,
                      K_LOGSOFTMAX, K_MATMUL, K_PROD, K_SOFTMAX, K_SUM, K_WHERE, MAXD, N,
@@ -15,11 +14,12 @@ from .layout import (AOFF, BINARY_FIRST, BINARY_LAST, CAST, DONE, F64, FL, FUSE_
 from .linalg import _mm_shape, ensure_blas, linear_fwd, matmul_fwd
 from .elementwise import (UNARY_FWD, _BINARY_VJPS, _SCALAR_BY_KERNEL, _UNARY_VJPS,
                           _binary_block, _binop, _scalar_unary, binary_fwd, bits_fwd,
-                          compare_fwd)
+                          arith1, compare_fwd)
 from .reduce import (amax_fwd, argext_fwd, cat_fwd, gather_strided, prod_fwd, softmax_fwd,
+                     sum_rows,
                      sort_fwd, sum_fwd)
 from .rng import R_INT, fill_randint, fill_random
-from .reverse import (ARGV, FUSED, REVERSE, _A_ADJ, _A_ADJ2, _A_KT, _A_NADJ, _A_NADJ2,
+from .reverse import (ARGV, FUSED, REVERSE, REVERSE1, _A_ADJ, _A_ADJ2, _A_KT, _A_NADJ, _A_NADJ2,
                       _A_OUT, _A_R, _A_RESUME, _A_ROW, _FAMILY_VJPS, _cfunc, prepare,
                       tape_args)
 
@@ -71,6 +71,8 @@ X_BITS = 83      # O = A &, |, ^ (P0 = 0, 1, 2) B, or F0 when B < 0; P0 = 3: ~A 
 X_IADD = 84      # O (int64) += P0
 X_SORT = 86      # O (int64) = flat positions of the first P3 elements of A sorted along a
 #                  dim of size P0 with P1 elements after it, descending when P2 = 1
+X_SUMROWS = 87   # O = sums of A's runs of P0 elements, divided by P1 when P1 > 0 (a sum
+#                  or mean over trailing dims: its kernel compiles faster than K_SUM's)
 X_CALL = 85      # stop with CALLED: Python runs the program's call P0 (a collective over
 #                  values it updates in place), then resumes past it
 X_FUSED = 72     # the next P0 instructions are elementwise over the same elements: run
@@ -90,12 +92,12 @@ MISMATCH = 1     # run_program: a value read while recording came out differentl
 CALLED = 9       # run_program: stopped at an X_CALL (resume there: ARGS[H_RESUME] = i)
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _val(VD, v, like):
     return carray(_ptr(VD[v, SO], like), VD[v, N])
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _kernel_call(kf, k, argv, i, lo, hi):
     fn = kf[k]
     if fn == 0:
@@ -106,7 +108,7 @@ def _kernel_call(kf, k, argv, i, lo, hi):
     _call(fn, argv.ctypes.data)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _backward(TT, TF, TL, adj32, adj64, seen, start, runs, KT, argv, resume):
     """The reverse replay across both arenas: dtype switches, casts between them;
     ``resume``: past a pause at row ``start``."""
@@ -139,7 +141,7 @@ def _backward(TT, TF, TL, adj32, adj64, seen, start, runs, KT, argv, resume):
     return 0
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _fused(INS, VD, start, count, kf, argv):
     """A fused run (X_FUSED): its instructions block by block, so that each block stays
     in cache from one instruction to the next."""
@@ -294,7 +296,7 @@ def run_program(PG, PL, PF, ARGS):
     return 0, -1
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _rows(VD, a, o, size, inner):
     """X_INDEX; returns 1 for a row out of range."""
     key = _val(VD, a, _nil(np.int64))
@@ -310,7 +312,7 @@ def _rows(VD, a, o, size, inner):
     return 0
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _targets(VD, a, o, b, classes, inner, ignore, cw):
     """X_TARGET; returns 1 for a target out of range."""
     t = _val(VD, a, _nil(np.int64))
@@ -324,7 +326,7 @@ def _targets(VD, a, o, b, classes, inner, ignore, cw):
                            classes, inner, ignore)
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _target_weights(t, pos, wt, cw, weighted, classes, inner, ignore):
     for q in range(t.size):
         c = t[q]
@@ -339,7 +341,7 @@ def _target_weights(t, pos, wt, cw, weighted, classes, inner, ignore):
     return 0
 
 
-@njit(**_JIT, inline="always")
+@njit(**_INL)
 def _scalar_fwd(INS, FI, VD, i, w, kf, argv):
     """Instruction i on one-element values (flagged at build time); transcendental
     ops, heavier to compile, go through their kernels."""
@@ -372,27 +374,16 @@ def _open_program(argp):
     return INS, FI, LI, VD, a[_P_I], a[_P_LO], a[_P_HI]
 
 
-def _op_fwd(k, x, out, f0, f1, p0):
-    """Op k's unary forward function, chosen while compiling (k a constant)."""
-    raise NotImplementedError
-
-
-@overload(_op_fwd, jit_options={"error_model": "numpy"})
-def _ol_op_fwd(k, x, out, f0, f1, p0):
-    if isinstance(k, types.IntegerLiteral):
-        fn = UNARY_FWD[k.literal_value]
-        return lambda k, x, out, f0, f1, p0: fn(x, out, f0, f1, p0)
-    return None
-
-
 _BINARY_OPS = range(BINARY_FIRST, BINARY_LAST + 1)
 
 
 def _fwd_kernel(k, f64):
     """The C function running instructions of opcode k for one dtype (one for all the
-    broadcasting binary ops); it closes over constants only."""
+    broadcasting binary ops); it closes over constants and the op's forward kernel."""
     dt = np.float64 if f64 else np.float32
     if k in UNARY_FWD:
+        fwd = UNARY_FWD[k]
+
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
             w = _nil(dt)
@@ -401,7 +392,7 @@ def _fwd_kernel(k, f64):
             if lo >= 0:
                 x = x[lo:hi]
                 out = out[lo:hi]
-            _op_fwd(k, x, out, FI[i, 0], FI[i, 1], INS[i, I_P])
+            fwd(x, out, FI[i, 0], FI[i, 1], INS[i, I_P])
     elif k in _BINARY_OPS:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
@@ -435,6 +426,12 @@ def _fwd_kernel(k, f64):
             w = _nil(dt)
             a = INS[i, I_A]
             sum_fwd(VD, a, INS[i, I_P], INS[i, I_P + 1], _val(VD, a, w), _val(VD, INS[i, I_O], w))
+    elif k == X_SUMROWS:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            sum_rows(_val(VD, INS[i, I_A], w), _val(VD, INS[i, I_O], w), INS[i, I_P],
+                     INS[i, I_P + 1])
     elif k == K_AMAX:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
@@ -692,7 +689,7 @@ INLINE_OPS = (X_ARG, X_BACKWARD, X_ADJ, X_CHECK, X_FUSED, X_COND, X_CALL)
 FORWARD_OPS = (tuple(UNARY_FWD) + tuple(_BINARY_OPS) + (
     K_WHERE, K_SUM, K_AMAX, K_MATMUL, K_LINEAR, K_GATHER, K_SOFTMAX, K_LOGSOFTMAX, K_PROD,
     K_CAT, K_CAST, K_COPY, X_COPY, X_GATHER, X_AXPY, X_FILL, X_CMP, X_ARGEXT, X_SORT,
-    X_SCALAR, X_TOF, X_ICMP, X_ISUM, X_RAND, X_INDEX, X_TARGET, X_BITS, X_IADD))
+    X_SCALAR, X_TOF, X_ICMP, X_ISUM, X_RAND, X_INDEX, X_TARGET, X_BITS, X_IADD, X_SUMROWS))
 
 
 def prepare_program(TT, VD, INS, runs):
@@ -712,6 +709,8 @@ def prepare_program(TT, VD, INS, runs):
             prepare(k, TT[r, FL] & F64)
     for d in set((TT[:, FL] & F64).tolist()):
         prepare(REVERSE, d)
+        if any(arith1(int(k), int(n)) for k, n in TT[(TT[:, FL] & F64) == d][:, [OP, N]]):
+            prepare(REVERSE1, d)
     for r in np.flatnonzero(TT[:, OP] == K_CAST):
         prepare(K_CAST, TT[r, FL] & F64)
     if runs.any():

@@ -4,14 +4,14 @@
 import numpy as np
 from numba import carray, njit
 
-from .cache import _JIT, _safe_caches
+from .cache import _JIT, _SUB, _safe_caches
 from .layout import (A, AOFF, B, K_CAT, K_GATHER, K_LINEAR, K_PYFN, K_PYOUT, K_SCATTER,
                      K_SOFTMAX, MAXD, N, ND, OP, P0, P1, S0, SA, SB, SO, _dst, _load,
                      _odometer, _ptr, _put, _touch, _var, _wants)
 from .vmath import vexp, vlog
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _sum(T, r, f0, adj, seen):
     """Backward of a sum over the dims in bitmask P0: broadcast g back, times f0."""
     a = T[r, A]
@@ -35,7 +35,7 @@ def _sum(T, r, f0, adj, seen):
         _put(adj, ao + i, adj[idx[i]] * f0, fr)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _strided(T, r, adj, seen):
     """Backward of a strided view: scatter-add g to the elements it was read from."""
     ao = _touch(adj, T, seen, T[r, A])
@@ -59,7 +59,7 @@ def _strided(T, r, adj, seen):
         adj[idx[i]] += adj[go + i]
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _reduced_index(T, a, mask):
     """For each element of row a, its index in a reduction over the dims in ``mask``."""
     st = np.zeros(MAXD, np.int64)
@@ -71,7 +71,7 @@ def _reduced_index(T, a, mask):
     return _odometer(T, a, st, _var(0), T[a, N])
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _amax(T, r, adj, seen):
     """Backward of max/min over dims, as PyTorch: amax/amin share g evenly by tied
     elements, (g / count) * hit, so a NaN result gives NaN; max()/min() of everything
@@ -100,7 +100,7 @@ def _amax(T, r, adj, seen):
             _put(adj, ao + i, v * hit[i], fr)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _prod(T, r, adj, seen):
     """Backward of a product over dims, as PyTorch: g * (result / x) when no element
     is zero; else g times the exclusive products before and after each element (so
@@ -144,7 +144,7 @@ def _prod(T, r, adj, seen):
         acc[j] *= x[i]
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _indexed(k, T, r, adj, seen, witness):
     """Backward of gather, scatter-add and indexed assignment."""
     a = T[r, A]
@@ -176,7 +176,7 @@ def _indexed(k, T, r, adj, seen, witness):
                 _put(adj, bo + j, adj[go + idx[j]], fb)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _softmax(k, T, r, adj, seen):
     """Backward of softmax / log_softmax along a dim of size P0 (P1 elements after it)."""
     n = T[r, N]
@@ -202,7 +202,7 @@ def _softmax(k, T, r, adj, seen):
                 _put(adj, ao + e, v, fr)
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _cat(T, L, r, adj, seen):
     """Backward of cat: each input takes its slice of the gradient."""
     inner = T[r, P0 + 2]
@@ -255,23 +255,29 @@ def needed_rows(T, L, alive, n):
     return need
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _block_sum(x, lo, hi):
     """Sum of x[lo:hi] in float64, eight lanes then pairwise (vectorisable, accurate)."""
-    acc = np.zeros(8)
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
     i = lo
     while i + 8 <= hi:
-        for j in range(8):
-            acc[j] += x[i + j]
+        a0 += x[i]
+        a1 += x[i + 1]
+        a2 += x[i + 2]
+        a3 += x[i + 3]
+        a4 += x[i + 4]
+        a5 += x[i + 5]
+        a6 += x[i + 6]
+        a7 += x[i + 7]
         i += 8
-    s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    s = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
     while i < hi:
         s += x[i]
         i += 1
     return s
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _long_sum(x, lo, hi):
     """Sum of a long run: blocks of 4096 added with compensation."""
     if hi - lo <= 4096:
@@ -287,6 +293,15 @@ def _long_sum(x, lo, hi):
             c += (v - t) + s
         s = t
     return s + c
+
+
+@njit(**_JIT)
+def sum_rows(x, out, inner, count):
+    """out[j] = the sum of x[j * inner:(j + 1) * inner], divided by count when count > 0:
+    a reduction over trailing dims, the common case (compiled alone, it compiles fast)."""
+    for j in range(out.size):
+        s = _long_sum(x, j * inner, (j + 1) * inner)
+        out[j] = s / count if count > 0 else s
 
 
 @njit(**_JIT)
@@ -306,9 +321,7 @@ def sum_fwd(VD, a, mask, count, x, out):
     for q in range(lead):
         rest |= (mask >> q) & 1
     if rest == 0:
-        for j in range(m):
-            s = _long_sum(x, j * inner, (j + 1) * inner)
-            out[j] = s / count if count > 0 else s
+        sum_rows(x, out, inner, count)
         return
     acc = np.zeros(m)
     idx = _reduced_index(VD, a, mask)
@@ -401,7 +414,7 @@ def argext_fwd(x, pos, d, inner, largest, along):
             pos[o * inner + i] = bj if along else base + bj * inner
 
 
-@njit(**_JIT, inline="always")
+@njit(**_SUB)
 def _before(a, b, desc):
     """a sorts before b (NaN counts as the largest value, as PyTorch's sort)."""
     if desc:

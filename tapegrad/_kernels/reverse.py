@@ -6,18 +6,17 @@ import numpy as np
 from numba import carray, njit, types
 from numba.core.ccallback import CFunc
 from numba.core.sigutils import normalize_signature
-from numba.extending import overload
 
-from .cache import _CACHE, _JIT, _SafeCache, _safe_caches
+from .cache import _CACHE, _JIT, _SUB, _SafeCache, _safe_caches
 from .layout import (A, AOFF, B, CAST, DIRTY, DONE, ERR_DIRTY, ERR_FREED, F64, FL, FREED,
-                     FUSE_BLOCK, K_ADD, K_AFFINE, K_AMAX, K_CAST, K_CAT, K_COPY, K_DIV,
-                     K_DIVS, K_EXT, K_GATHER, K_LEAF, K_LINEAR, K_LOGSOFTMAX, K_MATMUL,
-                     K_POW, K_PROD, K_PYFN, K_PYOUT, K_SCATTER, K_SETIDX, K_SOFTMAX,
+                     FUSE_BLOCK, K_AMAX, K_CAST, K_CAT, K_COPY, K_EXT, K_GATHER, K_LEAF,
+                     K_LINEAR, K_LOGSOFTMAX, K_MATMUL, K_PROD, K_PYFN, K_PYOUT, K_SCATTER,
+                     K_SETIDX, K_SOFTMAX,
                      K_STRIDED, K_SUM, K_WHERE, N, NCOL, NKERNELS, OP, P0, PAUSE, PAUSED,
                      PYFN, SAVES, STEP, SWITCH, _binary_dst, _call, _dst, _ew, _mode, _nil,
                      _ptr, _put, _raw, _touch)
 from .linalg import _linear_vjp, _matmul_vjp, ensure_blas
-from .elementwise import _BINARY_VJPS, _UNARY_VJPS, _arith_vjp1
+from .elementwise import _BINARY_VJPS, _UNARY_VJPS, _arith_vjp1, arith1
 from .reduce import _amax, _cat, _indexed, _prod, _softmax, _strided, _sum
 
 
@@ -29,13 +28,15 @@ ARGV = 24         # int64 slots of a kernel's argument block:
 #                                   RESUME: past the pause at the start row
 FUSED = K_LEAF    # the VJP table's slot of the fused-run driver (a leaf has no VJP)
 REVERSE = NKERNELS  # ... and of reverse_rows on one arena, for programs
+REVERSE1 = NKERNELS + 1     # its variant with one-element arithmetic inline (no table slot:
+#                             once compiled, it takes REVERSE's)
 
 _KSIG = types.void(types.int64)
 KTAB = np.zeros((2, NKERNELS + 1), np.int64)    # kernel addresses by dtype (0, F64), opcode
 _COMPILED = {}                              # (opcode, dtype flag) -> the cfunc
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _open(argp, dtype):
     """A kernel's view of the tape, its row and the arena (of ``dtype``), built without
     allocating (kernels run once per row)."""
@@ -49,7 +50,7 @@ def _open(argp, dtype):
     return T, F, L, adj, seen, a[_A_R]
 
 
-@njit(**_JIT)
+@njit(**_SUB)
 def _block(argp):
     """A block of a fused run: elements lo..hi (lo < 0: the whole row) and where the
     inputs' adjoints go (ao, bo; -1: not needed) with whether first (fa, fb)."""
@@ -57,47 +58,24 @@ def _block(argp):
     return a[_A_LO], a[_A_HI], a[_A_AO], a[_A_FA] != 0, a[_A_BO], a[_A_FB] != 0
 
 
-def _op_vjp(k, T, r, f0, f1, adj, ao, fr, lo, hi):
-    """Op k's unary VJP function, chosen while compiling (k a constant)."""
-    raise NotImplementedError
-
-
-def _op_bvjp(k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
-    """Op k's binary VJP function, chosen while compiling (k a constant)."""
-    raise NotImplementedError
-
-
-@overload(_op_vjp, jit_options={"error_model": "numpy"})
-def _ol_op_vjp(k, T, r, f0, f1, adj, ao, fr, lo, hi):
-    if isinstance(k, types.IntegerLiteral):
-        fn = _UNARY_VJPS[k.literal_value]
-        return lambda k, T, r, f0, f1, adj, ao, fr, lo, hi: fn(T, r, f0, f1, adj, ao, fr,
-                                                                lo, hi)
-    return None
-
-
-@overload(_op_bvjp, jit_options={"error_model": "numpy"})
-def _ol_op_bvjp(k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
-    if isinstance(k, types.IntegerLiteral):
-        fn = _BINARY_VJPS[k.literal_value]
-        return lambda k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi: fn(
-            T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
-    return None
-
-
 def _vjp_kernel(k, f64):
-    """The C function of opcode k's VJP for one dtype; it closes over constants only
-    (k and the dtype), so that Numba's cache finds it again in a new process."""
+    """The C function of opcode k's VJP for one dtype; it closes over constants and the
+    op's VJP function (named in its cache key), calling it directly: each level of
+    calls between a C function and the loops is a compilation of its own."""
     dt = np.float64 if f64 else np.float32
     if k in _UNARY_VJPS:
+        vjp = _UNARY_VJPS[k]
+
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
             lo, hi, ao, fr, _, _ = _block(argp)
             if lo < 0:
                 ao, fr = _dst(adj, T, seen, T[r, A])
                 lo, hi = 0, T[r, N]
-            _op_vjp(k, T, r, F[r, 0], F[r, 1], adj, ao, fr, lo, hi)
+            vjp(T, r, F[r, 0], F[r, 1], adj, ao, fr, lo, hi)
     elif k in _BINARY_VJPS:
+        bvjp = _BINARY_VJPS[k]
+
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
             lo, hi, ao, fa, bo, fb = _block(argp)
@@ -109,7 +87,7 @@ def _vjp_kernel(k, f64):
                 lo, hi = 0, T[r, N]
             else:
                 ma, mb = _ew(T, r, T[r, A]), _ew(T, r, T[r, B])
-            _op_bvjp(k, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+            bvjp(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
     elif k == K_SUM:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
@@ -171,6 +149,15 @@ def _vjp_kernel(k, f64):
             no = r < -1
             a[_A_OUT], a[_A_ROW] = reverse_rows(T, F, L, adj, seen, r, a[_A_RESUME] != 0, no,
                                                 a[_A_ROW], no, kt, a, runs)
+    elif k == REVERSE1:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            a = carray(_ptr(argp, np.int64), ARGV)
+            runs = carray(_ptr(a[_A_RUNS], np.int64), a[_A_NRUNS])
+            kt = carray(_ptr(a[_A_KT], np.int64), NKERNELS + 1)
+            no = r < -1
+            a[_A_OUT], a[_A_ROW] = reverse_rows1(T, F, L, adj, seen, r, a[_A_RESUME] != 0,
+                                                 no, a[_A_ROW], no, kt, a, runs)
     elif k == FUSED:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
@@ -190,7 +177,10 @@ def prepare(k, f64):
         if key[0] in (K_MATMUL, K_LINEAR):
             ensure_blas()
         fn = _COMPILED[key] = _vjp_kernel(*key)
-        KTAB[key[1], key[0]] = fn.address
+        if key[0] == REVERSE1:
+            KTAB[key[1], REVERSE] = fn.address
+        elif key[0] != REVERSE or KTAB[key[1], REVERSE] == 0:
+            KTAB[key[1], key[0]] = fn.address
 
 
 @njit(**_JIT)
@@ -207,76 +197,84 @@ def tape_args(argv, T, F, L, seen, runs):
     argv[_A_NRUNS] = runs.size
 
 
-@njit(**_JIT)
-def reverse_rows(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, kt, argv, runs):
-    """Replays rows start..0 in reverse through the VJP kernels ``kt`` (addresses by
-    opcode, for ``adj``'s dtype), accumulating adjoints into ``adj``.
+def _reverse_rows(inline1):
+    """reverse_rows, with the one-element arithmetic path inline (inline1) or through the
+    kernels (compiles faster: eager backward takes this one)."""
+    @njit(**_JIT)
+    def reverse_rows(T, F, L, adj, seen, start, resume, freeing, dtflag, anomaly, kt, argv,
+                     runs):
+        """Replays rows start..0 in reverse through the VJP kernels ``kt`` (addresses by
+        opcode, for ``adj``'s dtype), accumulating adjoints into ``adj``.
 
-    Only rows already reached (``seen``) are visited; one-element elementwise rows take
-    an inline path. Returns (status, row): DONE; PAUSED at a row with hooks (call again
-    with resume=True from that row); SWITCH, CAST or PYFN at a row that needs Python;
-    NEED at a row whose kernel is not compiled yet (compile it, call again from that
-    row with resume=True); STEP after each row in anomaly mode; or
-    an error at a freed or modified row. ``runs`` (empty in eager mode) marks runs of
-    elementwise rows to replay block by block (_fused_rows).
-    """
-    T, F, L, adj, seen, runs = _raw(T), _raw(F), _raw(L), _raw(adj), _raw(seen), _raw(runs)
-    tape_args(argv, T, F, L, seen, runs)
-    argv[_A_ADJ] = adj.ctypes.data
-    argv[_A_NADJ] = adj.size
-    argv[_A_LO] = -1
-    argv[_A_KT] = kt.ctypes.data
-    av = argv.ctypes.data
-    r = start + 1
-    while r > 0:
-        r -= 1
-        if seen[r] == 0:
-            continue
-        if runs.size and runs[r] > 1:
-            argv[_A_R] = r
-            argv[_A_OUT] = 0
-            if kt[FUSED] != 0:
-                _call(kt[FUSED], av)
-            if argv[_A_OUT] == 0:
-                return NEED, r
-            r -= runs[r] - 1
-            continue
-        fl = T[r, FL]
-        if (fl & F64) != dtflag:
-            return SWITCH, r
-        if fl & PAUSE and not (resume and r == start):
-            return PAUSED, r
-        k = T[r, OP]
-        if k == K_PYOUT:
-            _touch(adj, T, seen, T[r, P0 + 2])   # so that the Function's row runs
-            continue
-        if k == K_LEAF or k == K_EXT:
-            continue
-        if fl & FREED:
-            return ERR_FREED, r
-        if fl & DIRTY:
-            return ERR_DIRTY, r
-        if k == K_CAST:
-            return CAST, r
-        if k == K_PYFN:
-            return PYFN, r
-        if T[r, N] == 1 and k <= K_DIVS and k != K_POW and k >= K_ADD and (
-                k <= K_DIV or k >= K_AFFINE):
-            _arith_vjp1(k, T, r, F[r, 0], adj, seen)
-        else:
-            fn = kt[k]
-            if fn == 0:
-                return NEED, r
-            argv[_A_R] = r
-            _call(fn, av)
-        if freeing and fl & SAVES:
-            T[r, FL] = fl | FREED
-        if anomaly:
-            return STEP, r
-    return DONE, -1
+        Only rows already reached (``seen``) are visited; one-element arithmetic rows take
+        an inline path (inline1). Returns (status, row): DONE; PAUSED at a row with hooks (call again
+        with resume=True from that row); SWITCH, CAST or PYFN at a row that needs Python;
+        NEED at a row whose kernel is not compiled yet (compile it, call again from that
+        row with resume=True); STEP after each row in anomaly mode; or
+        an error at a freed or modified row. ``runs`` (empty in eager mode) marks runs of
+        elementwise rows to replay block by block (_fused_rows).
+        """
+        T, F, L, adj, seen, runs = _raw(T), _raw(F), _raw(L), _raw(adj), _raw(seen), _raw(runs)
+        tape_args(argv, T, F, L, seen, runs)
+        argv[_A_ADJ] = adj.ctypes.data
+        argv[_A_NADJ] = adj.size
+        argv[_A_LO] = -1
+        argv[_A_KT] = kt.ctypes.data
+        av = argv.ctypes.data
+        r = start + 1
+        while r > 0:
+            r -= 1
+            if seen[r] == 0:
+                continue
+            if runs.size and runs[r] > 1:
+                argv[_A_R] = r
+                argv[_A_OUT] = 0
+                if kt[FUSED] != 0:
+                    _call(kt[FUSED], av)
+                if argv[_A_OUT] == 0:
+                    return NEED, r
+                r -= runs[r] - 1
+                continue
+            fl = T[r, FL]
+            if (fl & F64) != dtflag:
+                return SWITCH, r
+            if fl & PAUSE and not (resume and r == start):
+                return PAUSED, r
+            k = T[r, OP]
+            if k == K_PYOUT:
+                _touch(adj, T, seen, T[r, P0 + 2])   # so that the Function's row runs
+                continue
+            if k == K_LEAF or k == K_EXT:
+                continue
+            if fl & FREED:
+                return ERR_FREED, r
+            if fl & DIRTY:
+                return ERR_DIRTY, r
+            if k == K_CAST:
+                return CAST, r
+            if k == K_PYFN:
+                return PYFN, r
+            if inline1 and arith1(k, T[r, N]):
+                _arith_vjp1(k, T, r, F[r, 0], adj, seen)
+            else:
+                fn = kt[k]
+                if fn == 0:
+                    return NEED, r
+                argv[_A_R] = r
+                _call(fn, av)
+            if freeing and fl & SAVES:
+                T[r, FL] = fl | FREED
+            if anomaly:
+                return STEP, r
+        return DONE, -1
+    return reverse_rows
 
 
-@njit(**_JIT)
+reverse_rows = _reverse_rows(False)
+reverse_rows1 = _reverse_rows(True)
+
+
+@njit(**_SUB)
 def _fused_rows(T, adj, seen, top, runs, kt, argv):
     """Rows top..top-runs[top]+1, elementwise over the same n elements, replayed block
     by block so that each block's adjoints stay in cache from one row to the next.

@@ -78,8 +78,12 @@ def _reduce(op_all, op_dim, npfn, input, dim, keepdim, opname, mean_):
         count *= d.shape[k]
     if d.dtype in _FLOATS:
         out = np.empty(_reduced_shape(d.shape, dims, keepdim), d.dtype)
-        K.sum_fwd(_shape_row(d.shape), 0, mask, count if mean_ else 0,
-                  np.ascontiguousarray(d).reshape(-1), out.reshape(-1))
+        flat = np.ascontiguousarray(d).reshape(-1)
+        if dims == tuple(range(d.ndim - len(dims), d.ndim)):     # trailing dims
+            K.sum_rows(flat, out.reshape(-1), count, count if mean_ else 0)
+        else:
+            K.sum_fwd(_shape_row(d.shape), 0, mask, count if mean_ else 0, flat,
+                      out.reshape(-1))
         if mean_ and count == 0:
             out[...] = np.nan
     else:
