@@ -43,11 +43,6 @@ def _site():
     return "" if f is None else f"{f.f_code.co_filename}:{f.f_lineno}"
 
 
-def _trailing(mask, ndim):
-    """Whether the dims in bitmask ``mask`` are the last ones (and not none)."""
-    return mask != 0 and mask + (mask & -mask) == 1 << ndim
-
-
 def _root(arr):
     while arr.base is not None and isinstance(arr.base, np.ndarray):
         arr = arr.base
@@ -231,7 +226,9 @@ class Tracer:
             params = (len(self.li), len(vs)) + tuple(params[2:])
             self.li.extend(vs)
             b = -1
-        elif k == K.K_SUM and _trailing(params[0], self.arrays[a].ndim):
+        elif k in _BINARY and any(self.arrays[v].size not in (out.size, 1) for v in vs):
+            params, k = (k,), K.X_BCAST
+        elif k == K.K_SUM and K.trailing.py_func(params[0], self.arrays[a].ndim):
             k = K.X_SUMROWS
             params = (self.arrays[a].size // max(out.size, 1), params[1])
         elif k in (K.K_COPY, K.K_CAST, K.X_COPY) or k in _UNARY or k in _BINARY \

@@ -95,6 +95,8 @@ def warmup(dtypes=("float32", "float64"), progress=True):
         for k in (sorted(K._UNARY_VJPS) + sorted(K._BINARY_VJPS) + list(K._FAMILY_VJPS)
                   + [K.K_CAST, K.REVERSE, K.REVERSE1, K.FUSED]):
             K.prepare(k, f64)
+        for k in sorted(K._BINARY_VJPS) + [K.K_SUM]:
+            K.prepare(k, f64, gen=True)
         for k in K.FORWARD_OPS:
             K.prepare_forward(k, f64)
     seconds = time.perf_counter() - t0

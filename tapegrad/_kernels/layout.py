@@ -163,6 +163,28 @@ def _j(mode, i, idx):
     return idx[i]
 
 
+@njit(**_JIT)
+def trailing(mask, nd):
+    """Whether the dims in bitmask ``mask`` (of ``nd``) are the last ones, or none."""
+    return ((mask + (mask & -mask)) & ((1 << nd) - 1)) == 0
+
+
+@njit(**_JIT)
+def general(T, r):
+    """Whether row r needs its op's general VJP kernel (table slot GENERAL + op): a binary
+    op broadcasting an input (not a single value) or a sum over dims that are not the
+    last ones. The common kernels leave that code out, and compile faster for it."""
+    k = T[r, OP]
+    if k >= K_ADD and k <= K_WHERE:
+        n = T[r, N]
+        na = T[T[r, A], N]
+        nb = T[T[r, B], N]
+        return (na != n and na != 1) or (nb != n and nb != 1)
+    if k == K_SUM:
+        return T[r, N] != 1 and not trailing(T[r, P0], T[T[r, A], ND])
+    return False
+
+
 @njit(**_SUB)
 def _odometer(T, o, st, off, n):
     """Flat offsets off + sum(i_k * st[k]) over the index space of row o's shape."""

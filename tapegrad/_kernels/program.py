@@ -7,10 +7,10 @@ from numba import carray, njit
 
 from .cache import _INL, _JIT, _SUB, _safe_caches
 from .layout import (AOFF, BINARY_FIRST, BINARY_LAST, CAST, DONE, F64, FL, FUSE_BLOCK,
-                     NKERNELS, K_ADD, K_AMAX, K_CAST, K_CAT, K_COPY, K_GATHER, K_LINEAR,
+                     K_ADD, K_AMAX, K_CAST, K_CAT, K_COPY, K_GATHER, K_LINEAR,
                      K_LOGSOFTMAX, K_MATMUL, K_PROD, K_SOFTMAX, K_SUM, K_WHERE, MAXD, N,
                      NCOL, ND, OP, S0, SO, SWITCH, U8, _call, _j, _mode, _nil, _ptr,
-                     _raw, _var)
+                     _raw, _var, general)
 from .linalg import _mm_shape, ensure_blas, linear_fwd, matmul_fwd
 from .elementwise import (UNARY_FWD, _BINARY_VJPS, _SCALAR_BY_KERNEL, _UNARY_VJPS,
                           _binary_block, _binop, _scalar_unary, binary_fwd, bits_fwd,
@@ -19,7 +19,7 @@ from .reduce import (amax_fwd, argext_fwd, cat_fwd, gather_strided, prod_fwd, so
                      sum_rows,
                      sort_fwd, sum_fwd)
 from .rng import R_INT, fill_randint, fill_random
-from .reverse import (ARGV, FUSED, REVERSE, REVERSE1, _A_ADJ, _A_ADJ2, _A_KT, _A_NADJ, _A_NADJ2,
+from .reverse import (ARGV, FUSED, KCOLS, REVERSE, REVERSE1, _A_ADJ, _A_ADJ2, _A_KT, _A_NADJ, _A_NADJ2,
                       _A_OUT, _A_R, _A_RESUME, _A_ROW, _FAMILY_VJPS, _cfunc, prepare,
                       tape_args)
 
@@ -73,6 +73,8 @@ X_SORT = 86      # O (int64) = flat positions of the first P3 elements of A sort
 #                  dim of size P0 with P1 elements after it, descending when P2 = 1
 X_SUMROWS = 87   # O = sums of A's runs of P0 elements, divided by P1 when P1 > 0 (a sum
 #                  or mean over trailing dims: its kernel compiles faster than K_SUM's)
+X_BCAST = 88     # O = A (binary op P0) B, an input broadcast (neither O's elements nor one
+#                  value): index maps, in a kernel of its own
 X_CALL = 85      # stop with CALLED: Python runs the program's call P0 (a collective over
 #                  values it updates in place), then resumes past it
 X_FUSED = 72     # the next P0 instructions are elementwise over the same elements: run
@@ -187,7 +189,7 @@ def run_program(PG, PL, PF, ARGS):
     adj64 = carray(_ptr(ARGS[_H_ADJ64], w64), ARGS[_H_ADJ64 + 1])
     seen = carray(_ptr(ARGS[_H_SEEN], wb), ARGS[_H_SEEN + 1])
     KF = carray(_ptr(ARGS[_H_KF], noidx), (2, NOPS))
-    KT = carray(_ptr(ARGS[_H_KT], noidx), (2, NKERNELS + 1))
+    KT = carray(_ptr(ARGS[_H_KT], noidx), (2, KCOLS))
     blocks = carray(_ptr(ARGS[_H_ARGV], noidx), (2, ARGV))
     argf = blocks[0]
     argb = blocks[1]
@@ -401,11 +403,18 @@ def _fwd_kernel(k, f64):
             x = _val(VD, a, w)
             y = _val(VD, b, w)
             out = _val(VD, o, w)
-            if lo < 0:
-                binary_fwd(INS[i, I_OP], VD, o, a, b, out, x, y, _nil(np.int64))
-            else:
-                _binary_block(INS[i, I_OP], out[lo:hi], x if x.size == 1 else x[lo:hi],
-                              y if y.size == 1 else y[lo:hi])
+            if lo >= 0:
+                out = out[lo:hi]
+                x = x if x.size == 1 else x[lo:hi]
+                y = y if y.size == 1 else y[lo:hi]
+            _binary_block(INS[i, I_OP], out, x, y)
+    elif k == X_BCAST:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            o, a, b = INS[i, I_O], INS[i, I_A], INS[i, I_B]
+            binary_fwd(INS[i, I_P], VD, o, a, b, _val(VD, o, w), _val(VD, a, w),
+                       _val(VD, b, w), _nil(np.int64))
     elif k == K_WHERE:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
@@ -689,7 +698,7 @@ INLINE_OPS = (X_ARG, X_BACKWARD, X_ADJ, X_CHECK, X_FUSED, X_COND, X_CALL)
 FORWARD_OPS = (tuple(UNARY_FWD) + tuple(_BINARY_OPS) + (
     K_WHERE, K_SUM, K_AMAX, K_MATMUL, K_LINEAR, K_GATHER, K_SOFTMAX, K_LOGSOFTMAX, K_PROD,
     K_CAT, K_CAST, K_COPY, X_COPY, X_GATHER, X_AXPY, X_FILL, X_CMP, X_ARGEXT, X_SORT,
-    X_SCALAR, X_TOF, X_ICMP, X_ISUM, X_RAND, X_INDEX, X_TARGET, X_BITS, X_IADD, X_SUMROWS))
+    X_SCALAR, X_TOF, X_ICMP, X_ISUM, X_RAND, X_INDEX, X_TARGET, X_BITS, X_IADD, X_SUMROWS, X_BCAST))
 
 
 def prepare_program(TT, VD, INS, runs):
@@ -706,7 +715,7 @@ def prepare_program(TT, VD, INS, runs):
     for r in range(len(TT)):
         k = int(TT[r, OP])
         if k in _UNARY_VJPS or k in _BINARY_VJPS or k in _FAMILY_VJPS:
-            prepare(k, TT[r, FL] & F64)
+            prepare(k, TT[r, FL] & F64, general(TT, r))
     for d in set((TT[:, FL] & F64).tolist()):
         prepare(REVERSE, d)
         if any(arith1(int(k), int(n)) for k, n in TT[(TT[:, FL] & F64) == d][:, [OP, N]]):

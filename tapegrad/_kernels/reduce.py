@@ -12,17 +12,28 @@ from .vmath import vexp, vlog
 
 
 @njit(**_SUB)
+def _sum_rows(T, r, f0, adj, seen):
+    """Backward of a sum over trailing dims (or all): g of each output element, times
+    f0, to its run of input elements."""
+    a = T[r, A]
+    m = T[r, N]
+    inner = T[a, N] // m if m else 0
+    go = T[r, AOFF]
+    ao, fr = _dst(adj, T, seen, a)
+    for j in range(m):
+        v = adj[go + j] * f0
+        for i in range(ao + j * inner, ao + (j + 1) * inner):
+            _put(adj, i, v, fr)
+
+
+@njit(**_SUB)
 def _sum(T, r, f0, adj, seen):
-    """Backward of a sum over the dims in bitmask P0: broadcast g back, times f0."""
+    """Backward of a sum over the dims in bitmask P0 (general()): broadcast g back,
+    times f0."""
     a = T[r, A]
     n = T[a, N]
     go = T[r, AOFF]
     ao, fr = _dst(adj, T, seen, a)
-    if T[r, N] == 1:
-        v = adj[go] * f0
-        for i in range(n):
-            _put(adj, ao + i, v, fr)
-        return
     mask = T[r, P0]
     st = np.zeros(MAXD, np.int64)
     s = 1

@@ -14,10 +14,10 @@ from .layout import (A, AOFF, B, CAST, DIRTY, DONE, ERR_DIRTY, ERR_FREED, F64, F
                      K_SETIDX, K_SOFTMAX,
                      K_STRIDED, K_SUM, K_WHERE, N, NCOL, NKERNELS, OP, P0, PAUSE, PAUSED,
                      PYFN, SAVES, STEP, SWITCH, _binary_dst, _call, _dst, _ew, _mode, _nil,
-                     _ptr, _put, _raw, _touch)
+                     _ptr, _put, _raw, _touch, general)
 from .linalg import _linear_vjp, _matmul_vjp, ensure_blas
 from .elementwise import _BINARY_VJPS, _UNARY_VJPS, _arith_vjp1, arith1
-from .reduce import _amax, _cat, _indexed, _prod, _softmax, _strided, _sum
+from .reduce import _amax, _cat, _indexed, _prod, _softmax, _strided, _sum, _sum_rows
 
 
 NEED = 8          # status: the row's kernel is not compiled yet (Python compiles it)
@@ -28,12 +28,14 @@ ARGV = 24         # int64 slots of a kernel's argument block:
 #                                   RESUME: past the pause at the start row
 FUSED = K_LEAF    # the VJP table's slot of the fused-run driver (a leaf has no VJP)
 REVERSE = NKERNELS  # ... and of reverse_rows on one arena, for programs
-REVERSE1 = NKERNELS + 1     # its variant with one-element arithmetic inline (no table slot:
-#                             once compiled, it takes REVERSE's)
+GENERAL = NKERNELS + 1      # slot GENERAL + k: op k's general kernel (see general())
+KCOLS = GENERAL + NKERNELS
+REVERSE1 = KCOLS    # reverse_rows with one-element arithmetic inline (no slot of its own:
+#                     once compiled, it takes REVERSE's)
 
 _KSIG = types.void(types.int64)
-KTAB = np.zeros((2, NKERNELS + 1), np.int64)    # kernel addresses by dtype (0, F64), opcode
-_COMPILED = {}                              # (opcode, dtype flag) -> the cfunc
+KTAB = np.zeros((2, KCOLS), np.int64)       # kernel addresses by dtype (0, F64), slot
+_COMPILED = {}                              # (slot, dtype flag) -> the cfunc
 
 
 @njit(**_SUB)
@@ -58,10 +60,11 @@ def _block(argp):
     return a[_A_LO], a[_A_HI], a[_A_AO], a[_A_FA] != 0, a[_A_BO], a[_A_FB] != 0
 
 
-def _vjp_kernel(k, f64):
-    """The C function of opcode k's VJP for one dtype; it closes over constants and the
-    op's VJP function (named in its cache key), calling it directly: each level of
-    calls between a C function and the loops is a compilation of its own."""
+def _vjp_kernel(k, f64, gen):
+    """The C function of opcode k's VJP for one dtype (gen: its general kernel); it
+    closes over constants and the op's VJP function (named in its cache key), calling it
+    directly: each level of calls between a C function and the loops is a compilation
+    of its own."""
     dt = np.float64 if f64 else np.float32
     if k in _UNARY_VJPS:
         vjp = _UNARY_VJPS[k]
@@ -73,25 +76,36 @@ def _vjp_kernel(k, f64):
                 ao, fr = _dst(adj, T, seen, T[r, A])
                 lo, hi = 0, T[r, N]
             vjp(T, r, F[r, 0], F[r, 1], adj, ao, fr, lo, hi)
-    elif k in _BINARY_VJPS:
+    elif k in _BINARY_VJPS and gen:       # broadcasting: index maps (a whole row)
+        bvjp = _BINARY_VJPS[k]
+
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            noidx = _nil(np.int64)
+            ma, ia = _mode(T, r, T[r, A], noidx)
+            mb, ib = _mode(T, r, T[r, B], noidx)
+            ao, fa, bo, fb = _binary_dst(T, r, adj, seen, ma, mb)
+            bvjp(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, 0, T[r, N])
+    elif k in _BINARY_VJPS:               # inputs of the output's elements or one value
         bvjp = _BINARY_VJPS[k]
 
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
             lo, hi, ao, fa, bo, fb = _block(argp)
-            ia = ib = _nil(np.int64)
-            if lo < 0:       # one call site: each call site is a compilation of its own
-                ma, ia = _mode(T, r, T[r, A], ia)
-                mb, ib = _mode(T, r, T[r, B], ib)
+            ma, mb = _ew(T, r, T[r, A]), _ew(T, r, T[r, B])
+            if lo < 0:
                 ao, fa, bo, fb = _binary_dst(T, r, adj, seen, ma, mb)
                 lo, hi = 0, T[r, N]
-            else:
-                ma, mb = _ew(T, r, T[r, A]), _ew(T, r, T[r, B])
-            bvjp(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
-    elif k == K_SUM:
+            noidx = _nil(np.int64)
+            bvjp(T, r, adj, ao, fa, bo, fb, ma, noidx, mb, noidx, lo, hi)
+    elif k == K_SUM and gen:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
             _sum(T, r, F[r, 0], adj, seen)
+    elif k == K_SUM:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            _sum_rows(T, r, F[r, 0], adj, seen)
     elif k == K_COPY:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
@@ -145,7 +159,7 @@ def _vjp_kernel(k, f64):
             T, F, L, adj, seen, r = _open(argp, dt)
             a = carray(_ptr(argp, np.int64), ARGV)
             runs = carray(_ptr(a[_A_RUNS], np.int64), a[_A_NRUNS])
-            kt = carray(_ptr(a[_A_KT], np.int64), NKERNELS + 1)
+            kt = carray(_ptr(a[_A_KT], np.int64), KCOLS)
             no = r < -1
             a[_A_OUT], a[_A_ROW] = reverse_rows(T, F, L, adj, seen, r, a[_A_RESUME] != 0, no,
                                                 a[_A_ROW], no, kt, a, runs)
@@ -154,7 +168,7 @@ def _vjp_kernel(k, f64):
             T, F, L, adj, seen, r = _open(argp, dt)
             a = carray(_ptr(argp, np.int64), ARGV)
             runs = carray(_ptr(a[_A_RUNS], np.int64), a[_A_NRUNS])
-            kt = carray(_ptr(a[_A_KT], np.int64), NKERNELS + 1)
+            kt = carray(_ptr(a[_A_KT], np.int64), KCOLS)
             no = r < -1
             a[_A_OUT], a[_A_ROW] = reverse_rows1(T, F, L, adj, seen, r, a[_A_RESUME] != 0,
                                                  no, a[_A_ROW], no, kt, a, runs)
@@ -163,24 +177,26 @@ def _vjp_kernel(k, f64):
             T, F, L, adj, seen, r = _open(argp, dt)
             a = carray(_ptr(argp, np.int64), ARGV)
             runs = carray(_ptr(a[_A_RUNS], np.int64), a[_A_NRUNS])
-            kt = carray(_ptr(a[_A_KT], np.int64), NKERNELS + 1)
+            kt = carray(_ptr(a[_A_KT], np.int64), KCOLS)
             a[_A_OUT] = _fused_rows(T, adj, seen, r, runs, kt, a)
     else:
         raise ValueError(f"tapegrad: no VJP kernel for opcode {k}")
     return _cfunc(kern)
 
 
-def prepare(k, f64):
-    """Compiles (or loads from the cache) opcode k's VJP kernel for one dtype."""
-    key = (int(k), 1 if f64 else 0)
-    if key not in _COMPILED:
-        if key[0] in (K_MATMUL, K_LINEAR):
+def prepare(k, f64, gen=False):
+    """Compiles (or loads from the cache) opcode k's VJP kernel for one dtype (gen: its
+    general kernel, for rows where general() holds)."""
+    k, f64 = int(k), 1 if f64 else 0
+    slot = GENERAL + k if gen else k
+    if (slot, f64) not in _COMPILED:
+        if k in (K_MATMUL, K_LINEAR):
             ensure_blas()
-        fn = _COMPILED[key] = _vjp_kernel(*key)
-        if key[0] == REVERSE1:
-            KTAB[key[1], REVERSE] = fn.address
-        elif key[0] != REVERSE or KTAB[key[1], REVERSE] == 0:
-            KTAB[key[1], key[0]] = fn.address
+        fn = _COMPILED[slot, f64] = _vjp_kernel(k, f64, bool(gen))
+        if slot == REVERSE1:
+            KTAB[f64, REVERSE] = fn.address
+        elif slot != REVERSE or KTAB[f64, REVERSE] == 0:
+            KTAB[f64, slot] = fn.address
 
 
 @njit(**_JIT)
@@ -257,7 +273,7 @@ def _reverse_rows(inline1):
             if inline1 and arith1(k, T[r, N]):
                 _arith_vjp1(k, T, r, F[r, 0], adj, seen)
             else:
-                fn = kt[k]
+                fn = kt[GENERAL + k if general(T, r) else k]
                 if fn == 0:
                     return NEED, r
                 argv[_A_R] = r

@@ -189,7 +189,6 @@ def replay_function(tape, r, seen, arenas, retain):
 
 def python_vjp(tape, r, g, pyout):
     """create_graph path: gradients for the Function at row r (recorded)."""
-    T = tape.T
     cls, ctx, nout, _ = tape.fns[r]
     grads = _python_grads(tape, r, g, pyout)
     out = []

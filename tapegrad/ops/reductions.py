@@ -79,7 +79,7 @@ def _reduce(op_all, op_dim, npfn, input, dim, keepdim, opname, mean_):
     if d.dtype in _FLOATS:
         out = np.empty(_reduced_shape(d.shape, dims, keepdim), d.dtype)
         flat = np.ascontiguousarray(d).reshape(-1)
-        if dims == tuple(range(d.ndim - len(dims), d.ndim)):     # trailing dims
+        if K.trailing.py_func(mask, d.ndim):
             K.sum_rows(flat, out.reshape(-1), count, count if mean_ else 0)
         else:
             K.sum_fwd(_shape_row(d.shape), 0, mask, count if mean_ else 0, flat,
