@@ -11,159 +11,82 @@ from numba.extending import overload
 from .cache import _ARR, _INL, _JIT, _SUB, _safe_caches
 from .layout import (A, AOFF, B, K_ABS, K_ADD, K_AFFINE, K_CLAMP, K_COS, K_DIV, K_DIVS,
                      K_ERF, K_EXP, K_EXPM1, K_LOG, K_LOG1P, K_MAXIMUM, K_MINIMUM, K_MUL,
-                     K_POW, K_POWS, K_RDIVS, K_RECIP, K_RELU, K_RPOWS, K_SIGMOID, K_SIGN,
-                     K_SIN, K_SQRT, K_SUB, K_TAN, K_TANH, K_WHERE, N, P0, SA, SB, SO,
-                     UNARY_FIRST, UNARY_LAST, _dst, _j, _load, _mode, _ptr, _put, _wants)
-from .vmath import (TRIG_MAX, _dtrig, _like, _tpow, cos_array, exp_array, expm1_array,
+                     K_POW, K_POWS, K_RDIVS, K_RECIP, K_RELU, K_RPOWS, K_SIGMOID,
+                     K_SIGN, K_SIN, K_SQRT, K_SUB, K_TAN, K_TANH, K_WHERE, N, SA, SB,
+                     SO, UNARY_FIRST, UNARY_LAST, _as, _dst, _j, _load, _mode, _ptr,
+                     _put, _wants)
+from .vmath import (TRIG_MAX, _dtrig, _tpow, cos_array, exp_array, expm1_array,
                     log1p_array, log_array, sigmoid_array, sin_array, tan_array, tanh_array,
                     vcos, vexp, vsin)
 
 
-@njit(**_SUB)
-def _bv_pass(sg, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
-    """g to a, sg * g to b: add (sg = 1) and sub (sg = -1)."""
-    go = T[r, AOFF]
-    if ma == 0 and mb == 0:
-        m = hi - lo
-        g = adj[go + lo:go + hi]
-        if ao >= 0:
-            da = adj[ao + lo:ao + hi]
-            for i in range(m):
-                _put(da, i, g[i], fa)
-        if bo >= 0:
-            db = adj[bo + lo:bo + hi]
-            for i in range(m):
-                _put(db, i, sg * g[i], fb)
-        return
-    if ao >= 0:
-        for i in range(lo, hi):
-            _put(adj, ao + _j(ma, i, ia), adj[go + i], fa)
-    if bo >= 0:
-        for i in range(lo, hi):
-            _put(adj, bo + _j(mb, i, ib), sg * adj[go + i], fb)
+# Binary ops' derivatives, one pair of formulas each: (g, x, y) -> the contribution of
+# g (the output's gradient) at an element with inputs x and y to x's adjoint and to y's
+# (x and y only where the op saved them). The VJP kernels (reverse.py) run them over
+# slices (inputs of the output's elements), a single value, or broadcast index maps.
+
+@njit(**_INL)
+def _da_add(g, x, y):
+    return g
 
 
-@njit(**_SUB)
-def _bv_add(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
-    _bv_pass(1.0, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+@njit(**_INL)
+def _db_sub(g, x, y):
+    return -1.0 * g
 
 
-@njit(**_SUB)
-def _bv_sub(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
-    _bv_pass(-1.0, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+@njit(**_INL)
+def _da_mul(g, x, y):
+    return g * y
 
 
-@njit(**_SUB)
-def _operands(T, r, adj):
-    return _load(T, r, SA, T[T[r, A], N], adj), _load(T, r, SB, T[T[r, B], N], adj)
+@njit(**_INL)
+def _db_mul(g, x, y):
+    return g * x
 
 
-@njit(**_SUB)
-def _bv_mul(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
-    go = T[r, AOFF]
-    va, vb = _operands(T, r, adj)
-    if ma == 0 and mb == 0:
-        m = hi - lo
-        g = adj[go + lo:go + hi]
-        xa = va[lo:hi]
-        xb = vb[lo:hi]
-        if ao >= 0:
-            da = adj[ao + lo:ao + hi]
-            for i in range(m):
-                _put(da, i, g[i] * xb[i], fa)
-        if bo >= 0:
-            db = adj[bo + lo:bo + hi]
-            for i in range(m):
-                _put(db, i, g[i] * xa[i], fb)
-        return
-    if ao >= 0:
-        for i in range(lo, hi):
-            _put(adj, ao + _j(ma, i, ia), adj[go + i] * vb[_j(mb, i, ib)], fa)
-    if bo >= 0:
-        for i in range(lo, hi):
-            _put(adj, bo + _j(mb, i, ib), adj[go + i] * va[_j(ma, i, ia)], fb)
+@njit(**_INL)
+def _da_div(g, x, y):
+    return g / y
 
 
-@njit(**_SUB)
-def _bv_div(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
-    """g / y to x; -(g * ((x / y) / y)) to y, as PyTorch: y * y never overflows."""
-    go = T[r, AOFF]
-    va, vb = _operands(T, r, adj)
-    if ma == 0 and mb == 0:
-        m = hi - lo
-        g = adj[go + lo:go + hi]
-        xa = va[lo:hi]
-        xb = vb[lo:hi]
-        if ao >= 0:
-            da = adj[ao + lo:ao + hi]
-            for i in range(m):
-                _put(da, i, g[i] / xb[i], fa)
-        if bo >= 0:
-            db = adj[bo + lo:bo + hi]
-            for i in range(m):
-                y = xb[i]
-                _put(db, i, -(g[i] * (xa[i] / y / y)), fb)
-        return
-    if ao >= 0:
-        for i in range(lo, hi):
-            _put(adj, ao + _j(ma, i, ia), adj[go + i] / vb[_j(mb, i, ib)], fa)
-    if bo >= 0:
-        for i in range(lo, hi):
-            y = vb[_j(mb, i, ib)]
-            _put(adj, bo + _j(mb, i, ib), -(adj[go + i] * (va[_j(ma, i, ia)] / y / y)), fb)
+@njit(**_INL)
+def _db_div(g, x, y):
+    """-(g * ((x / y) / y)), as PyTorch: y * y never overflows."""
+    return -(g * (x / y / y))
 
 
-@njit(**_SUB)
-def _bv_pow(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
-    """In the inputs' dtype, as PyTorch; 0 where it masks (y = 0; x = 0 with y >= 0)."""
-    go = T[r, AOFF]
-    va, vb = _operands(T, r, adj)
-    one = np.ones(1, adj.dtype)[0]
-    if ao >= 0:
-        for i in range(lo, hi):
-            x = va[_j(ma, i, ia)]
-            y = vb[_j(mb, i, ib)]
-            d = 0.0 if y == 0.0 else y * x ** (y - one)
-            _put(adj, ao + _j(ma, i, ia), adj[go + i] * d, fa)
-    if bo >= 0:
-        for i in range(lo, hi):
-            x = va[_j(ma, i, ia)]
-            y = vb[_j(mb, i, ib)]
-            d = 0.0 if (x == 0.0 and y >= 0.0) else x ** y * np.log(x)
-            _put(adj, bo + _j(mb, i, ib), adj[go + i] * d, fb)
+@njit(**_INL)
+def _da_pow(g, x, y):
+    """In the inputs' dtype, as PyTorch; 0 where it masks (y = 0)."""
+    return g * (0.0 if y == 0.0 else y * x ** (y - _as(y, 1.0)))
 
 
-@njit(**_SUB)
-def _bv_extreme(sg, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
-    """maximum (sg = 1), minimum (sg = -1), as PyTorch: g / 2 at ties, 0 where the
-    other input wins, else g (NaN included)."""
-    go = T[r, AOFF]
-    va, vb = _operands(T, r, adj)
-    z = np.zeros(1, adj.dtype)[0]
-    if ao >= 0:
-        for i in range(lo, hi):
-            p = va[_j(ma, i, ia)]
-            q = vb[_j(mb, i, ib)]
-            v = adj[go + i]
-            h = v * 0.5
-            _put(adj, ao + _j(ma, i, ia), z if sg * p < sg * q else h if p == q else v, fa)
-    if bo >= 0:
-        for i in range(lo, hi):
-            p = va[_j(ma, i, ia)]
-            q = vb[_j(mb, i, ib)]
-            v = adj[go + i]
-            h = v * 0.5
-            _put(adj, bo + _j(mb, i, ib), z if sg * q < sg * p else h if p == q else v, fb)
+@njit(**_INL)
+def _db_pow(g, x, y):
+    """0 where PyTorch masks (x = 0 with y >= 0)."""
+    return g * (0.0 if (x == 0.0 and y >= 0.0) else x ** y * np.log(x))
 
 
-@njit(**_SUB)
-def _bv_maximum(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
-    _bv_extreme(1.0, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+@njit(**_INL)
+def _da_maximum(g, x, y):
+    """As PyTorch: g / 2 at ties, 0 where the other input wins, else g (NaN included)."""
+    return _as(g, 0.0) if x < y else g * 0.5 if x == y else g
 
 
-@njit(**_SUB)
-def _bv_minimum(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
-    _bv_extreme(-1.0, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+@njit(**_INL)
+def _db_maximum(g, x, y):
+    return _as(g, 0.0) if y < x else g * 0.5 if x == y else g
+
+
+@njit(**_INL)
+def _da_minimum(g, x, y):
+    return _as(g, 0.0) if x > y else g * 0.5 if x == y else g
+
+
+@njit(**_INL)
+def _db_minimum(g, x, y):
+    return _as(g, 0.0) if y > x else g * 0.5 if x == y else g
 
 
 @njit(**_SUB)
@@ -182,37 +105,128 @@ def _bv_where(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
             _put(adj, bo + _j(mb, i, ib), z if c[i] else v, fb)
 
 
-# Unary ops: (T, r, f0, f1, adj, ao, fr, lo, hi) add g's contribution over elements
-# lo..hi of row r into its input's adjoint at ao (fr: first contribution). Each loop
-# runs over slices, so that it indexes from 0 and vectorises.
+# Unary ops' derivatives, one formula each: du(g, x, o, f0, f1, p0) is the contribution
+# of g (the output's gradient) at an element with input x and output o to the input's
+# adjoint (x and o only where the op saved them), in the adjoint's dtype. The VJP kernel
+# (reverse.py) runs it over slices, so that the loop indexes from 0 and vectorises.
+
+@njit(**_INL)
+def _du_affine(g, x, o, f0, f1, p0):
+    return g * f0
+
+
+@njit(**_INL)
+def _du_divs(g, x, o, f0, f1, p0):
+    return g * (1.0 / f0)
+
+
+@njit(**_INL)
+def _du_sign(g, x, o, f0, f1, p0):
+    return g * 0.0
+
+
+@njit(**_INL)
+def _du_exp(g, x, o, f0, f1, p0):
+    return g * o
+
+
+@njit(**_INL)
+def _du_tanh(g, x, o, f0, f1, p0):
+    return g * (1.0 - o * o)
+
+
+@njit(**_INL)
+def _du_sigmoid(g, x, o, f0, f1, p0):
+    return g * o * (1.0 - o)
+
+
+@njit(**_INL)
+def _du_sqrt(g, x, o, f0, f1, p0):
+    return g / (2.0 * o)
+
+
+@njit(**_INL)
+def _du_relu(g, x, o, f0, f1, p0):
+    """A select, as PyTorch: 0 where the result is <= 0 (a zero of g's own type, so the
+    select needs no conversion and vectorises)."""
+    return _as(g, 0.0) if o <= 0 else g
+
+
+@njit(**_INL)
+def _du_tan(g, x, o, f0, f1, p0):
+    return g * (1.0 + o * o)
+
+
+@njit(**_INL)
+def _du_expm1(g, x, o, f0, f1, p0):
+    return g * (o + 1.0)
+
+
+@njit(**_INL)
+def _du_recip(g, x, o, f0, f1, p0):
+    return -g * o * o
+
+
+@njit(**_INL)
+def _du_rpows(g, x, o, f0, f1, p0):
+    return g * o * np.log(f0)
+
+
+@njit(**_INL)
+def _du_rdivs(g, x, o, f0, f1, p0):
+    """d(c/x) = -(c/x)/x."""
+    return -(g * o / x)
+
+
+@njit(**_INL)
+def _du_log(g, x, o, f0, f1, p0):
+    return g / x
+
+
+@njit(**_INL)
+def _du_abs(g, x, o, f0, f1, p0):
+    return g * ((x > 0) - (x < 0))
+
+
+@njit(**_INL)
+def _du_log1p(g, x, o, f0, f1, p0):
+    return g / (1.0 + x)
+
+
+_TWO_OVER_SQRT_PI = 1.1283791670955126
+
+
+@njit(**_INL)
+def _du_erf(g, x, o, f0, f1, p0):
+    return g * (_TWO_OVER_SQRT_PI * vexp(-(x * x)))
+
+
+@njit(**_INL)
+def _du_clamp(g, x, o, f0, f1, p0):
+    """g where F0 <= x <= F1 (bounds present by P0 bits 1, 2), else 0 (nan: 0)."""
+    cmin = f0 if p0 & 1 else -np.inf
+    cmax = f1 if p0 & 2 else np.inf
+    return g if (x >= cmin) & (x <= cmax) else _as(g, 0.0)
+
+
+@njit(**_INL)
+def _du_pows(g, x, o, f0, f1, p0):
+    """g * (p * x ** (p - 1)) in x's dtype, as PyTorch (0 for p = 0); squares without a
+    pow() call."""
+    pt = _as(x, f0)
+    if f0 == 2.0:
+        return g * (pt * x)
+    return g * (pt * _tpow(x, _as(x, 0.0 if f0 == 0.0 else f0 - 1.0)))
+
+
+# sin and cos: VJP functions of their own (T, r, f0, f1, adj, ao, fr, lo, hi), vectorised
+# unless an argument is beyond TRIG_MAX.
 
 @njit(**_SUB)
 def _ug(T, r, adj, ao, lo, hi):
     """The input adjoint's and the output gradient's slices for elements lo..hi."""
     go = T[r, AOFF]
     return adj[ao + lo:ao + hi], adj[go + lo:go + hi], hi - lo
-
-
-@njit(**_SUB)
-def _scaled(T, r, c, adj, ao, fr, lo, hi):
-    d, g, m = _ug(T, r, adj, ao, lo, hi)
-    for i in range(m):
-        _put(d, i, g[i] * c, fr)
-
-
-@njit(**_SUB)
-def _uv_affine(T, r, f0, f1, adj, ao, fr, lo, hi):
-    _scaled(T, r, f0, adj, ao, fr, lo, hi)
-
-
-@njit(**_SUB)
-def _uv_divs(T, r, f0, f1, adj, ao, fr, lo, hi):
-    _scaled(T, r, 1.0 / f0, adj, ao, fr, lo, hi)
-
-
-@njit(**_SUB)
-def _uv_sign(T, r, f0, f1, adj, ao, fr, lo, hi):
-    _scaled(T, r, 0.0, adj, ao, fr, lo, hi)
 
 
 @njit(**_SUB)
@@ -226,111 +240,8 @@ def _inp(T, r, adj, lo, hi):
 
 
 @njit(**_SUB)
-def _uv_exp(T, r, f0, f1, adj, ao, fr, lo, hi):
-    d, g, m = _ug(T, r, adj, ao, lo, hi)
-    o = _out(T, r, adj, lo, hi)
-    for i in range(m):
-        _put(d, i, g[i] * o[i], fr)
-
-
-@njit(**_SUB)
-def _uv_tanh(T, r, f0, f1, adj, ao, fr, lo, hi):
-    d, g, m = _ug(T, r, adj, ao, lo, hi)
-    o = _out(T, r, adj, lo, hi)
-    for i in range(m):
-        _put(d, i, g[i] * (1.0 - o[i] * o[i]), fr)
-
-
-@njit(**_SUB)
-def _uv_sigmoid(T, r, f0, f1, adj, ao, fr, lo, hi):
-    d, g, m = _ug(T, r, adj, ao, lo, hi)
-    o = _out(T, r, adj, lo, hi)
-    for i in range(m):
-        _put(d, i, g[i] * o[i] * (1.0 - o[i]), fr)
-
-
-@njit(**_SUB)
-def _uv_sqrt(T, r, f0, f1, adj, ao, fr, lo, hi):
-    d, g, m = _ug(T, r, adj, ao, lo, hi)
-    o = _out(T, r, adj, lo, hi)
-    for i in range(m):
-        _put(d, i, g[i] / (2.0 * o[i]), fr)
-
-
-@njit(**_SUB)
-def _uv_relu(T, r, f0, f1, adj, ao, fr, lo, hi):
-    """A select, as PyTorch: 0 where the result is <= 0 (a zero of adj's own type, so
-    the select needs no conversion and vectorises)."""
-    d, g, m = _ug(T, r, adj, ao, lo, hi)
-    o = _out(T, r, adj, lo, hi)
-    z = np.zeros(1, adj.dtype)[0]
-    for i in range(m):
-        v = g[i]
-        _put(d, i, z if o[i] <= 0 else v, fr)
-
-
-@njit(**_SUB)
-def _uv_tan(T, r, f0, f1, adj, ao, fr, lo, hi):
-    d, g, m = _ug(T, r, adj, ao, lo, hi)
-    o = _out(T, r, adj, lo, hi)
-    for i in range(m):
-        _put(d, i, g[i] * (1.0 + o[i] * o[i]), fr)
-
-
-@njit(**_SUB)
-def _uv_expm1(T, r, f0, f1, adj, ao, fr, lo, hi):
-    d, g, m = _ug(T, r, adj, ao, lo, hi)
-    o = _out(T, r, adj, lo, hi)
-    for i in range(m):
-        _put(d, i, g[i] * (o[i] + 1.0), fr)
-
-
-@njit(**_SUB)
-def _uv_recip(T, r, f0, f1, adj, ao, fr, lo, hi):
-    d, g, m = _ug(T, r, adj, ao, lo, hi)
-    o = _out(T, r, adj, lo, hi)
-    for i in range(m):
-        _put(d, i, -g[i] * o[i] * o[i], fr)
-
-
-@njit(**_SUB)
-def _uv_rpows(T, r, f0, f1, adj, ao, fr, lo, hi):
-    d, g, m = _ug(T, r, adj, ao, lo, hi)
-    o = _out(T, r, adj, lo, hi)
-    c = np.log(f0)
-    for i in range(m):
-        _put(d, i, g[i] * o[i] * c, fr)
-
-
-@njit(**_SUB)
-def _uv_rdivs(T, r, f0, f1, adj, ao, fr, lo, hi):
-    """d(c/x) = -(c/x)/x."""
-    d, g, m = _ug(T, r, adj, ao, lo, hi)
-    o = _out(T, r, adj, lo, hi)
-    x = _inp(T, r, adj, lo, hi)
-    for i in range(m):
-        _put(d, i, -(g[i] * o[i] / x[i]), fr)
-
-
-@njit(**_SUB)
-def _uv_log(T, r, f0, f1, adj, ao, fr, lo, hi):
-    d, g, m = _ug(T, r, adj, ao, lo, hi)
-    x = _inp(T, r, adj, lo, hi)
-    for i in range(m):
-        _put(d, i, g[i] / x[i], fr)
-
-
-@njit(**_SUB)
-def _uv_abs(T, r, f0, f1, adj, ao, fr, lo, hi):
-    d, g, m = _ug(T, r, adj, ao, lo, hi)
-    x = _inp(T, r, adj, lo, hi)
-    for i in range(m):
-        _put(d, i, g[i] * ((x[i] > 0) - (x[i] < 0)), fr)
-
-
-@njit(**_SUB)
 def _uv_trig(k, T, r, adj, ao, fr, lo, hi):
-    """sin (k = K_SIN) and cos: vectorised unless an argument is beyond TRIG_MAX."""
+    """sin (k = K_SIN) and cos."""
     d, g, m = _ug(T, r, adj, ao, lo, hi)
     x = _inp(T, r, adj, lo, hi)
     big = False
@@ -355,60 +266,6 @@ def _uv_sin(T, r, f0, f1, adj, ao, fr, lo, hi):
 @njit(**_SUB)
 def _uv_cos(T, r, f0, f1, adj, ao, fr, lo, hi):
     _uv_trig(K_COS, T, r, adj, ao, fr, lo, hi)
-
-
-@njit(**_SUB)
-def _uv_log1p(T, r, f0, f1, adj, ao, fr, lo, hi):
-    d, g, m = _ug(T, r, adj, ao, lo, hi)
-    x = _inp(T, r, adj, lo, hi)
-    for i in range(m):
-        _put(d, i, g[i] / (1.0 + x[i]), fr)
-
-
-_TWO_OVER_SQRT_PI = 1.1283791670955126
-
-
-@njit(**_SUB)
-def _uv_erf(T, r, f0, f1, adj, ao, fr, lo, hi):
-    d, g, m = _ug(T, r, adj, ao, lo, hi)
-    x = _inp(T, r, adj, lo, hi)
-    for i in range(m):
-        _put(d, i, g[i] * (_TWO_OVER_SQRT_PI * vexp(-(x[i] * x[i]))), fr)
-
-
-@njit(**_SUB)
-def _uv_clamp(T, r, f0, f1, adj, ao, fr, lo, hi):
-    d, g, m = _ug(T, r, adj, ao, lo, hi)
-    x = _inp(T, r, adj, lo, hi)
-    cmin = f0 if T[r, P0] & 1 else -np.inf
-    cmax = f1 if T[r, P0] & 2 else np.inf
-    z = np.zeros(1, adj.dtype)[0]
-    for i in range(m):
-        v = g[i]
-        _put(d, i, v if (x[i] >= cmin) & (x[i] <= cmax) else z, fr)
-
-
-@njit(**_SUB)
-def _uv_pows(T, r, f0, f1, adj, ao, fr, lo, hi):
-    """g * (p * x ** (p - 1)) in x's dtype, as PyTorch; small integer powers without a
-    pow() call per element."""
-    d, g, m = _ug(T, r, adj, ao, lo, hi)
-    x = _inp(T, r, adj, lo, hi)
-    p = f0
-    pt = _like(x, p)
-    if p == 2.0:
-        for i in range(m):
-            _put(d, i, g[i] * (pt * x[i]), fr)
-    elif p == 3.0:
-        for i in range(m):
-            _put(d, i, g[i] * (pt * (x[i] * x[i])), fr)
-    elif p == 1.0 or p == 0.0:
-        for i in range(m):
-            _put(d, i, g[i] * pt, fr)
-    else:
-        e = _like(x, p - 1.0)
-        for i in range(m):
-            _put(d, i, g[i] * (pt * _tpow(x[i], e)), fr)
 
 
 @njit(**_INL)
@@ -500,22 +357,23 @@ def _array_kernel(k):
     return kern
 
 
-# The elementwise ops of one tensor: opcode -> (forward, VJP kernel, whether one-element
-# rows of a program inline the forward). The forward is a one-element formula (f(x, f0,
-# f1, p0), inlined in the array kernel made from it) or an array kernel (x, out, f0, f1,
-# p0) of its own (vectorised math, with a second pass for some inputs).
+# The elementwise ops of one tensor: opcode -> (forward, VJP, whether one-element rows of
+# a program inline the forward). The forward is a one-element formula (f(x, f0, f1, p0),
+# inlined in the array kernel made from it) or an array kernel (x, out, f0, f1, p0) of
+# its own (vectorised math, with a second pass for some inputs); the VJP a derivative
+# formula (du above) or a VJP function of its own (sin, cos).
 UNARY_OPS = {
-    K_AFFINE: (_sf_affine, _uv_affine, True), K_DIVS: (_sf_divs, _uv_divs, True),
-    K_POWS: (_sf_pows, _uv_pows, True), K_RPOWS: (_sf_rpows, _uv_rpows, True),
-    K_RDIVS: (_sf_rdivs, _uv_rdivs, True), K_EXP: (exp_array, _uv_exp, False),
-    K_LOG: (log_array, _uv_log, False), K_SQRT: (_sf_sqrt, _uv_sqrt, True),
-    K_TANH: (tanh_array, _uv_tanh, False), K_SIGMOID: (sigmoid_array, _uv_sigmoid, False),
-    K_RELU: (_sf_relu, _uv_relu, True), K_ABS: (_sf_abs, _uv_abs, True),
+    K_AFFINE: (_sf_affine, _du_affine, True), K_DIVS: (_sf_divs, _du_divs, True),
+    K_POWS: (_sf_pows, _du_pows, True), K_RPOWS: (_sf_rpows, _du_rpows, True),
+    K_RDIVS: (_sf_rdivs, _du_rdivs, True), K_EXP: (exp_array, _du_exp, False),
+    K_LOG: (log_array, _du_log, False), K_SQRT: (_sf_sqrt, _du_sqrt, True),
+    K_TANH: (tanh_array, _du_tanh, False), K_SIGMOID: (sigmoid_array, _du_sigmoid, False),
+    K_RELU: (_sf_relu, _du_relu, True), K_ABS: (_sf_abs, _du_abs, True),
     K_SIN: (sin_array, _uv_sin, False), K_COS: (cos_array, _uv_cos, False),
-    K_TAN: (tan_array, _uv_tan, False), K_LOG1P: (log1p_array, _uv_log1p, False),
-    K_EXPM1: (expm1_array, _uv_expm1, False), K_RECIP: (_sf_recip, _uv_recip, True),
-    K_CLAMP: (_sf_clamp, _uv_clamp, True), K_SIGN: (_sf_sign, _uv_sign, True),
-    K_ERF: (_sf_erf, _uv_erf, False),
+    K_TAN: (tan_array, _du_tan, False), K_LOG1P: (log1p_array, _du_log1p, False),
+    K_EXPM1: (expm1_array, _du_expm1, False), K_RECIP: (_sf_recip, _du_recip, True),
+    K_CLAMP: (_sf_clamp, _du_clamp, True), K_SIGN: (_sf_sign, _du_sign, True),
+    K_ERF: (_sf_erf, _du_erf, False),
 }
 assert sorted(UNARY_OPS) == list(range(UNARY_FIRST, UNARY_LAST + 1))
 UNARY_FWD = {k: _array_kernel(k) if f.py_func.__code__.co_argcount == 4 else f
@@ -674,26 +532,26 @@ def arith1(k, n):
 @njit(**_INL)
 def _arith_vjp1(k, T, r, f0, adj, seen):
     """The VJP of a one-element + - * / (K_ADD..K_DIV) or affine / divide-by-constant
-    row, inlined in the reverse pass (scalar programs are made of these)."""
+    row, by the ops' formulas, inlined in the reverse pass (scalar programs are made of
+    these)."""
     g = adj[T[r, AOFF]]
     a = T[r, A]
     if k >= K_AFFINE:
         ao, fa = _dst(adj, T, seen, a)
-        _put(adj, ao, g * f0 if k == K_AFFINE else g * (1.0 / f0), fa)
+        _put(adj, ao, _du_affine(g, g, g, f0, 0.0, 0) if k == K_AFFINE else
+             _du_divs(g, g, g, f0, 0.0, 0), fa)
         return
     b = T[r, B]
-    if k == K_ADD or k == K_SUB:
-        ga = g
-        gb = g if k == K_ADD else -1.0 * g
+    x = _load(T, r, SA, 1, adj)[0] if T[r, SA] != 0 else g
+    y = _load(T, r, SB, 1, adj)[0] if T[r, SB] != 0 else g
+    if k == K_ADD:
+        ga, gb = _da_add(g, x, y), _da_add(g, x, y)
+    elif k == K_SUB:
+        ga, gb = _da_add(g, x, y), _db_sub(g, x, y)
+    elif k == K_MUL:
+        ga, gb = _da_mul(g, x, y), _db_mul(g, x, y)
     else:
-        va = _load(T, r, SA, 1, adj)[0] if _wants(T, b) else g
-        vb = _load(T, r, SB, 1, adj)[0] if _wants(T, a) or k == K_DIV else g
-        if k == K_MUL:
-            ga = g * vb
-            gb = g * va
-        else:
-            ga = g / vb
-            gb = -(g * (va / vb / vb))
+        ga, gb = _da_div(g, x, y), _db_div(g, x, y)
     if _wants(T, a):
         ao, fa = _dst(adj, T, seen, a)
         _put(adj, ao, ga, fa)
@@ -702,9 +560,11 @@ def _arith_vjp1(k, T, r, f0, adj, seen):
         _put(adj, bo, gb, fb)
 
 
-_BINARY_VJPS = {K_ADD: _bv_add, K_SUB: _bv_sub, K_MUL: _bv_mul, K_DIV: _bv_div,
-                K_POW: _bv_pow, K_MAXIMUM: _bv_maximum, K_MINIMUM: _bv_minimum,
-                K_WHERE: _bv_where}
+# opcode -> (x's, y's derivative formula), or a VJP function of its own (where)
+_BINARY_VJPS = {K_ADD: (_da_add, _da_add), K_SUB: (_da_add, _db_sub),
+                K_MUL: (_da_mul, _db_mul), K_DIV: (_da_div, _db_div),
+                K_POW: (_da_pow, _db_pow), K_MAXIMUM: (_da_maximum, _db_maximum),
+                K_MINIMUM: (_da_minimum, _db_minimum), K_WHERE: _bv_where}
 
 
 _safe_caches(globals())

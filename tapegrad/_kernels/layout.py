@@ -106,6 +106,16 @@ def _ptr(typingctx, addr, like):
 
 
 @intrinsic
+def _as(typingctx, like, v):
+    """v converted to the type of the number ``like``, so that arithmetic with it stays
+    in that dtype."""
+    def codegen(context, builder, signature, args):
+        return context.cast(builder, args[1], signature.args[1], signature.args[0])
+
+    return like(like, v), codegen
+
+
+@intrinsic
 def _var(typingctx, x):
     """``x`` typed as a variable: a constant argument (True, 0) makes Numba compile the
     callee once more, for that constant."""

@@ -19,9 +19,9 @@ from .reduce import (amax_fwd, argext_fwd, cat_fwd, gather_strided, prod_fwd, so
                      sum_rows,
                      sort_fwd, sum_fwd)
 from .rng import R_INT, fill_randint, fill_random
-from .reverse import (ARGV, FUSED, KCOLS, REVERSE, REVERSE1, _A_ADJ, _A_ADJ2, _A_KT, _A_NADJ, _A_NADJ2,
-                      _A_OUT, _A_R, _A_RESUME, _A_ROW, _FAMILY_VJPS, _cfunc, prepare,
-                      tape_args)
+from .reverse import (ARGV, FUSED, KCOLS, REVERSE, REVERSE1, _A_ADJ, _A_ADJ2, _A_KT,
+                      _A_NADJ, _A_NADJ2, _A_OUT, _A_R, _A_RESUME, _A_ROW, _FAMILY_VJPS,
+                      _cfunc, prepare, tape_args)
 
 
 # ======================================================================================

@@ -11,12 +11,12 @@ from .cache import _CACHE, _JIT, _SUB, _SafeCache, _safe_caches
 from .layout import (A, AOFF, B, CAST, DIRTY, DONE, ERR_DIRTY, ERR_FREED, F64, FL, FREED,
                      FUSE_BLOCK, K_AMAX, K_CAST, K_CAT, K_COPY, K_EXT, K_GATHER, K_LEAF,
                      K_LINEAR, K_LOGSOFTMAX, K_MATMUL, K_PROD, K_PYFN, K_PYOUT, K_SCATTER,
-                     K_SETIDX, K_SOFTMAX,
-                     K_STRIDED, K_SUM, K_WHERE, N, NCOL, NKERNELS, OP, P0, PAUSE, PAUSED,
-                     PYFN, SAVES, STEP, SWITCH, _binary_dst, _call, _dst, _ew, _mode, _nil,
-                     _ptr, _put, _raw, _touch, general)
+                     K_SETIDX, K_SOFTMAX, K_STRIDED, K_SUM, K_WHERE, N, NCOL, NKERNELS, OP,
+                     P0, PAUSE, PAUSED, PYFN, SA, SAVES, SB, SO, STEP, SWITCH, _binary_dst,
+                     _call, _dst, _ew, _j, _load, _mode, _nil, _ptr, _put, _raw, _touch,
+                     general)
 from .linalg import _linear_vjp, _matmul_vjp, ensure_blas
-from .elementwise import _BINARY_VJPS, _UNARY_VJPS, _arith_vjp1, arith1
+from .elementwise import _BINARY_VJPS, _UNARY_VJPS, _arith_vjp1, _inp, _out, _ug, arith1
 from .reduce import _amax, _cat, _indexed, _prod, _softmax, _strided, _sum, _sum_rows
 
 
@@ -66,7 +66,22 @@ def _vjp_kernel(k, f64, gen):
     directly: each level of calls between a C function and the loops is a compilation
     of its own."""
     dt = np.float64 if f64 else np.float32
-    if k in _UNARY_VJPS:
+    if k in _UNARY_VJPS and _UNARY_VJPS[k].py_func.__code__.co_argcount == 6:
+        du = _UNARY_VJPS[k]         # the derivative formula, inlined in the loop
+
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            lo, hi, ao, fr, _, _ = _block(argp)
+            if lo < 0:
+                ao, fr = _dst(adj, T, seen, T[r, A])
+                lo, hi = 0, T[r, N]
+            d, g, m = _ug(T, r, adj, ao, lo, hi)
+            x = _inp(T, r, adj, lo, hi) if T[r, SA] != 0 else g
+            o = _out(T, r, adj, lo, hi) if T[r, SO] != 0 else g
+            f0, f1, p0 = F[r, 0], F[r, 1], T[r, P0]
+            for i in range(m):
+                _put(d, i, du(g[i], x[i], o[i], f0, f1, p0), fr)
+    elif k in _UNARY_VJPS:
         vjp = _UNARY_VJPS[k]
 
         def kern(argp):
@@ -76,28 +91,61 @@ def _vjp_kernel(k, f64, gen):
                 ao, fr = _dst(adj, T, seen, T[r, A])
                 lo, hi = 0, T[r, N]
             vjp(T, r, F[r, 0], F[r, 1], adj, ao, fr, lo, hi)
-    elif k in _BINARY_VJPS and gen:       # broadcasting: index maps (a whole row)
-        bvjp = _BINARY_VJPS[k]
-
-        def kern(argp):
-            T, F, L, adj, seen, r = _open(argp, dt)
-            noidx = _nil(np.int64)
-            ma, ia = _mode(T, r, T[r, A], noidx)
-            mb, ib = _mode(T, r, T[r, B], noidx)
-            ao, fa, bo, fb = _binary_dst(T, r, adj, seen, ma, mb)
-            bvjp(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, 0, T[r, N])
-    elif k in _BINARY_VJPS:               # inputs of the output's elements or one value
+    elif k in _BINARY_VJPS and not isinstance(_BINARY_VJPS[k], tuple):
         bvjp = _BINARY_VJPS[k]
 
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
             lo, hi, ao, fa, bo, fb = _block(argp)
-            ma, mb = _ew(T, r, T[r, A]), _ew(T, r, T[r, B])
+            noidx = _nil(np.int64)
+            ma, ia = _ew(T, r, T[r, A]), noidx
+            mb, ib = _ew(T, r, T[r, B]), noidx
+            if gen:                           # broadcasting: index maps (a whole row)
+                ma, ia = _mode(T, r, T[r, A], noidx)
+                mb, ib = _mode(T, r, T[r, B], noidx)
             if lo < 0:
                 ao, fa, bo, fb = _binary_dst(T, r, adj, seen, ma, mb)
                 lo, hi = 0, T[r, N]
+            bvjp(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+    elif k in _BINARY_VJPS:
+        da, db = _BINARY_VJPS[k]            # the derivative formulas, inlined in the loops
+
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            lo, hi, ao, fa, bo, fb = _block(argp)
             noidx = _nil(np.int64)
-            bvjp(T, r, adj, ao, fa, bo, fb, ma, noidx, mb, noidx, lo, hi)
+            ma, ia = _ew(T, r, T[r, A]), noidx
+            mb, ib = _ew(T, r, T[r, B]), noidx
+            if gen:                           # broadcasting: index maps (a whole row)
+                ma, ia = _mode(T, r, T[r, A], noidx)
+                mb, ib = _mode(T, r, T[r, B], noidx)
+            if lo < 0:
+                ao, fa, bo, fb = _binary_dst(T, r, adj, seen, ma, mb)
+                lo, hi = 0, T[r, N]
+            go = T[r, AOFF]
+            g = adj[go:go + T[r, N]]
+            x = _load(T, r, SA, T[T[r, A], N], adj) if T[r, SA] != 0 else g
+            y = _load(T, r, SB, T[T[r, B], N], adj) if T[r, SB] != 0 else g
+            if ma == 0 and mb == 0:           # slices from lo: the loops vectorise
+                m = hi - lo
+                gs, xs, ys = g[lo:hi], x[lo:hi], y[lo:hi]
+                if ao >= 0:
+                    d = adj[ao + lo:ao + hi]
+                    for i in range(m):
+                        _put(d, i, da(gs[i], xs[i], ys[i]), fa)
+                if bo >= 0:
+                    d = adj[bo + lo:bo + hi]
+                    for i in range(m):
+                        _put(d, i, db(gs[i], xs[i], ys[i]), fb)
+                return
+            if ao >= 0:
+                for i in range(lo, hi):
+                    ja = _j(ma, i, ia)
+                    _put(adj, ao + ja, da(g[i], x[ja], y[_j(mb, i, ib)]), fa)
+            if bo >= 0:
+                for i in range(lo, hi):
+                    jb = _j(mb, i, ib)
+                    _put(adj, bo + jb, db(g[i], x[_j(ma, i, ia)], y[jb]), fb)
     elif k == K_SUM and gen:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
@@ -222,13 +270,13 @@ def _reverse_rows(inline1):
         """Replays rows start..0 in reverse through the VJP kernels ``kt`` (addresses by
         opcode, for ``adj``'s dtype), accumulating adjoints into ``adj``.
 
-        Only rows already reached (``seen``) are visited; one-element arithmetic rows take
-        an inline path (inline1). Returns (status, row): DONE; PAUSED at a row with hooks (call again
-        with resume=True from that row); SWITCH, CAST or PYFN at a row that needs Python;
-        NEED at a row whose kernel is not compiled yet (compile it, call again from that
-        row with resume=True); STEP after each row in anomaly mode; or
-        an error at a freed or modified row. ``runs`` (empty in eager mode) marks runs of
-        elementwise rows to replay block by block (_fused_rows).
+        Only rows already reached (``seen``) are visited; one-element arithmetic rows
+        take an inline path (inline1). Returns (status, row): DONE; PAUSED at a row with
+        hooks (call again with resume=True from that row); SWITCH, CAST or PYFN at a row
+        that needs Python; NEED at a row whose kernel is not compiled yet (compile it,
+        call again from that row with resume=True); STEP after each row in anomaly mode;
+        or an error at a freed or modified row. ``runs`` (empty in eager mode) marks runs
+        of elementwise rows to replay block by block (_fused_rows).
         """
         T, F, L, adj, seen, runs = _raw(T), _raw(F), _raw(L), _raw(adj), _raw(seen), _raw(runs)
         tape_args(argv, T, F, L, seen, runs)

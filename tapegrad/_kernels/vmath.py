@@ -523,14 +523,6 @@ def _dtrig(k, x):
 
 
 @njit(**_INL)
-def _like(arr, v):
-    """v as a scalar of arr's dtype, so that arithmetic with it stays in that dtype."""
-    z = np.empty(1, arr.dtype)
-    z[0] = v
-    return z[0]
-
-
-@njit(**_INL)
 def _tpow(x, e):
     """x ** e with PyTorch's special exponents, so that 0, inf and nan come out alike."""
     if e == 0.5:
