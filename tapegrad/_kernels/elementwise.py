@@ -209,18 +209,9 @@ def _du_clamp(g, x, o, f0, f1, p0):
     return g if (x >= cmin) & (x <= cmax) else _as(g, 0.0)
 
 
-@njit(**_INL)
-def _du_pows(g, x, o, f0, f1, p0):
-    """g * (p * x ** (p - 1)) in x's dtype, as PyTorch (0 for p = 0); squares without a
-    pow() call."""
-    pt = _as(x, f0)
-    if f0 == 2.0:
-        return g * (pt * x)
-    return g * (pt * _tpow(x, _as(x, 0.0 if f0 == 0.0 else f0 - 1.0)))
-
-
-# sin and cos: VJP functions of their own (T, r, f0, f1, adj, ao, fr, lo, hi), vectorised
-# unless an argument is beyond TRIG_MAX.
+# VJP functions of their own (T, r, f0, f1, adj, ao, fr, lo, hi), for the ops whose
+# loops a formula would not vectorise: sin and cos (unless an argument is beyond
+# TRIG_MAX) and pows (squares without a pow() call).
 
 @njit(**_SUB)
 def _ug(T, r, adj, ao, lo, hi):
@@ -256,6 +247,21 @@ def _uv_trig(k, T, r, adj, ao, fr, lo, hi):
     else:
         for i in range(m):
             _put(d, i, -g[i] * vsin(x[i]), fr)
+
+
+@njit(**_SUB)
+def _uv_pows(T, r, f0, f1, adj, ao, fr, lo, hi):
+    """g * (p * x ** (p - 1)) in x's dtype, as PyTorch (0 for p = 0)."""
+    d, g, m = _ug(T, r, adj, ao, lo, hi)
+    x = _inp(T, r, adj, lo, hi)
+    pt = _as(adj[0], f0)        # in the arena's dtype, x's
+    if f0 == 2.0:
+        for i in range(m):
+            _put(d, i, g[i] * (pt * x[i]), fr)
+        return
+    e = _as(pt, 0.0 if f0 == 0.0 else f0 - 1.0)
+    for i in range(m):
+        _put(d, i, g[i] * (pt * _tpow(x[i], e)), fr)
 
 
 @njit(**_SUB)
@@ -364,7 +370,7 @@ def _array_kernel(k):
 # formula (du above) or a VJP function of its own (sin, cos).
 UNARY_OPS = {
     K_AFFINE: (_sf_affine, _du_affine, True), K_DIVS: (_sf_divs, _du_divs, True),
-    K_POWS: (_sf_pows, _du_pows, True), K_RPOWS: (_sf_rpows, _du_rpows, True),
+    K_POWS: (_sf_pows, _uv_pows, True), K_RPOWS: (_sf_rpows, _du_rpows, True),
     K_RDIVS: (_sf_rdivs, _du_rdivs, True), K_EXP: (exp_array, _du_exp, False),
     K_LOG: (log_array, _du_log, False), K_SQRT: (_sf_sqrt, _du_sqrt, True),
     K_TANH: (tanh_array, _du_tanh, False), K_SIGMOID: (sigmoid_array, _du_sigmoid, False),
