@@ -89,7 +89,7 @@ def _db_minimum(g, x, y):
     return _as(g, 0.0) if y > x else g * 0.5 if x == y else g
 
 
-@njit(**_SUB)
+@njit(**_INL)
 def _bv_where(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
     """g where the condition (uint8 at SO) holds to a, elsewhere to b."""
     go = T[r, AOFF]
@@ -230,7 +230,7 @@ def _inp(T, r, adj, lo, hi):
     return _load(T, r, SA, T[r, N], adj)[lo:hi]
 
 
-@njit(**_SUB)
+@njit(**_INL)
 def _uv_trig(k, T, r, adj, ao, fr, lo, hi):
     """sin (k = K_SIN) and cos."""
     d, g, m = _ug(T, r, adj, ao, lo, hi)
@@ -249,7 +249,7 @@ def _uv_trig(k, T, r, adj, ao, fr, lo, hi):
             _put(d, i, -g[i] * vsin(x[i]), fr)
 
 
-@njit(**_SUB)
+@njit(**_INL)
 def _uv_pows(T, r, f0, f1, adj, ao, fr, lo, hi):
     """g * (p * x ** (p - 1)) in x's dtype, as PyTorch (0 for p = 0)."""
     d, g, m = _ug(T, r, adj, ao, lo, hi)
@@ -264,12 +264,12 @@ def _uv_pows(T, r, f0, f1, adj, ao, fr, lo, hi):
         _put(d, i, g[i] * (pt * _tpow(x[i], e)), fr)
 
 
-@njit(**_SUB)
+@njit(**_INL)
 def _uv_sin(T, r, f0, f1, adj, ao, fr, lo, hi):
     _uv_trig(K_SIN, T, r, adj, ao, fr, lo, hi)
 
 
-@njit(**_SUB)
+@njit(**_INL)
 def _uv_cos(T, r, f0, f1, adj, ao, fr, lo, hi):
     _uv_trig(K_COS, T, r, adj, ao, fr, lo, hi)
 

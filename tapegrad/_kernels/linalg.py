@@ -7,7 +7,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .cache import _JIT, _SUB, _safe_caches
+from .cache import _INL, _JIT, _SUB, _safe_caches
 from .layout import A, AOFF, B, N, ND, P0, P1, S0, SA, SB, _dst, _load, _put, _var, _wants
 
 
@@ -138,7 +138,7 @@ def _mm_shape(T, o, a, b, mode):
     return 1, m, kk, n
 
 
-@njit(**_SUB)
+@njit(**_INL)
 def _matmul_vjp(T, r, adj, seen):
     """dA = g @ B^T, dB = A^T @ g, per product of the batch."""
     a = T[r, A]
@@ -171,7 +171,7 @@ def linear_fwd(x, w, bias, out, m, kk, n, has_bias):
                 out[i * n + j] += bias[j if nb > 1 else 0]
 
 
-@njit(**_SUB)
+@njit(**_INL)
 def _linear_vjp(T, L, r, adj, seen):
     """y = x @ W.T + b: dx = g @ W, dW = g^T @ x, db = column sums of g."""
     start = T[r, P0]

@@ -4,14 +4,14 @@
 import numpy as np
 from numba import carray, njit
 
-from .cache import _JIT, _SUB, _safe_caches
+from .cache import _INL, _JIT, _SUB, _safe_caches
 from .layout import (A, AOFF, B, K_CAT, K_GATHER, K_LINEAR, K_PYFN, K_PYOUT, K_SCATTER,
                      K_SOFTMAX, MAXD, N, ND, OP, P0, P1, S0, SA, SB, SO, _dst, _load,
                      _odometer, _ptr, _put, _touch, _var, _wants)
 from .vmath import vexp, vlog
 
 
-@njit(**_SUB)
+@njit(**_INL)
 def _sum_rows(T, r, f0, adj, seen):
     """Backward of a sum over trailing dims (or all): g of each output element, times
     f0, to its run of input elements."""
@@ -26,7 +26,7 @@ def _sum_rows(T, r, f0, adj, seen):
             _put(adj, i, v, fr)
 
 
-@njit(**_SUB)
+@njit(**_INL)
 def _sum(T, r, f0, adj, seen):
     """Backward of a sum over the dims in bitmask P0 (general()): broadcast g back,
     times f0."""
@@ -46,7 +46,7 @@ def _sum(T, r, f0, adj, seen):
         _put(adj, ao + i, adj[idx[i]] * f0, fr)
 
 
-@njit(**_SUB)
+@njit(**_INL)
 def _strided(T, r, adj, seen):
     """Backward of a strided view: scatter-add g to the elements it was read from."""
     ao = _touch(adj, T, seen, T[r, A])
@@ -82,7 +82,7 @@ def _reduced_index(T, a, mask):
     return _odometer(T, a, st, _var(0), T[a, N])
 
 
-@njit(**_SUB)
+@njit(**_INL)
 def _amax(T, r, adj, seen):
     """Backward of max/min over dims, as PyTorch: amax/amin share g evenly by tied
     elements, (g / count) * hit, so a NaN result gives NaN; max()/min() of everything
@@ -111,7 +111,7 @@ def _amax(T, r, adj, seen):
             _put(adj, ao + i, v * hit[i], fr)
 
 
-@njit(**_SUB)
+@njit(**_INL)
 def _prod(T, r, adj, seen):
     """Backward of a product over dims, as PyTorch: g * (result / x) when no element
     is zero; else g times the exclusive products before and after each element (so
@@ -155,7 +155,7 @@ def _prod(T, r, adj, seen):
         acc[j] *= x[i]
 
 
-@njit(**_SUB)
+@njit(**_INL)
 def _indexed(k, T, r, adj, seen, witness):
     """Backward of gather, scatter-add and indexed assignment."""
     a = T[r, A]
@@ -187,7 +187,7 @@ def _indexed(k, T, r, adj, seen, witness):
                 _put(adj, bo + j, adj[go + idx[j]], fb)
 
 
-@njit(**_SUB)
+@njit(**_INL)
 def _softmax(k, T, r, adj, seen):
     """Backward of softmax / log_softmax along a dim of size P0 (P1 elements after it)."""
     n = T[r, N]
@@ -213,7 +213,7 @@ def _softmax(k, T, r, adj, seen):
                 _put(adj, ao + e, v, fr)
 
 
-@njit(**_SUB)
+@njit(**_INL)
 def _cat(T, L, r, adj, seen):
     """Backward of cat: each input takes its slice of the gradient."""
     inner = T[r, P0 + 2]

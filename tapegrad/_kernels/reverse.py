@@ -7,7 +7,7 @@ from numba import carray, njit, types
 from numba.core.ccallback import CFunc
 from numba.core.sigutils import normalize_signature
 
-from .cache import _CACHE, _JIT, _SUB, _SafeCache, _safe_caches
+from .cache import _CACHE, _INL, _JIT, _SUB, _SafeCache, _safe_caches
 from .layout import (A, AOFF, B, CAST, DIRTY, DONE, ERR_DIRTY, ERR_FREED, F64, FL, FREED,
                      FUSE_BLOCK, K_AMAX, K_CAST, K_CAT, K_COPY, K_EXT, K_GATHER, K_LEAF,
                      K_LINEAR, K_LOGSOFTMAX, K_MATMUL, K_PROD, K_PYFN, K_PYOUT, K_SCATTER,
@@ -338,7 +338,7 @@ reverse_rows = _reverse_rows(False)
 reverse_rows1 = _reverse_rows(True)
 
 
-@njit(**_SUB)
+@njit(**_INL)
 def _fused_rows(T, adj, seen, top, runs, kt, argv):
     """Rows top..top-runs[top]+1, elementwise over the same n elements, replayed block
     by block so that each block's adjoints stay in cache from one row to the next.
