@@ -232,6 +232,12 @@ def _vjp_kernel(k, f64, gen):
     return _cfunc(kern)
 
 
+def prepare_needed(argv, f64):
+    """prepare() for the kernel reverse_rows found missing (NEED) at slot argv[_A_OUT]."""
+    slot = int(argv[_A_OUT])
+    prepare(slot % GENERAL, f64, slot >= GENERAL)
+
+
 def prepare(k, f64, gen=False):
     """Compiles (or loads from the cache) opcode k's VJP kernel for one dtype (gen: its
     general kernel, for rows where general() holds)."""
@@ -273,9 +279,9 @@ def _reverse_rows(inline1):
         Only rows already reached (``seen``) are visited; one-element arithmetic rows
         take an inline path (inline1). Returns (status, row): DONE; PAUSED at a row with
         hooks (call again with resume=True from that row); SWITCH, CAST or PYFN at a row
-        that needs Python; NEED at a row whose kernel is not compiled yet (compile it,
-        call again from that row with resume=True); STEP after each row in anomaly mode;
-        or an error at a freed or modified row. ``runs`` (empty in eager mode) marks runs
+        that needs Python; NEED at a row whose kernel (table slot argv[_A_OUT]) is not
+        compiled yet (compile it, call again from that row with resume=True); STEP after
+        each row in anomaly mode; or an error at a freed or modified row. ``runs`` (empty in eager mode) marks runs
         of elementwise rows to replay block by block (_fused_rows).
         """
         T, F, L, adj, seen, runs = _raw(T), _raw(F), _raw(L), _raw(adj), _raw(seen), _raw(runs)
@@ -321,8 +327,10 @@ def _reverse_rows(inline1):
             if inline1 and arith1(k, T[r, N]):
                 _arith_vjp1(k, T, r, F[r, 0], adj, seen)
             else:
-                fn = kt[GENERAL + k if general(T, r) else k]
+                slot = GENERAL + k if general(T, r) else k
+                fn = kt[slot]
                 if fn == 0:
+                    argv[_A_OUT] = slot
                     return NEED, r
                 argv[_A_R] = r
                 _call(fn, av)

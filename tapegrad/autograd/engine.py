@@ -268,7 +268,7 @@ def _replay(tape, seeds, retain, sink, pending):
             if status == K.DONE:
                 break
             if status == K.NEED:
-                K.prepare(tape.T[r, K.OP], dtflag, K.general(tape.T, r))
+                K.prepare_needed(argv, dtflag)
                 start, resume = r, True
                 continue
             if status == K.STEP:
