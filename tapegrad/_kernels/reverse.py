@@ -60,14 +60,45 @@ def _block(argp):
     return a[_A_LO], a[_A_HI], a[_A_AO], a[_A_FA] != 0, a[_A_BO], a[_A_FB] != 0
 
 
+@njit(**_INL)
+def _binary_loops(da, db, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
+    """A binary row's VJP by its derivative formulas da, db (inlined): over slices when
+    both inputs are the output's elements (the loops vectorise), else by index."""
+    go = T[r, AOFF]
+    g = adj[go:go + T[r, N]]
+    x = _load(T, r, SA, T[T[r, A], N], adj) if T[r, SA] != 0 else g
+    y = _load(T, r, SB, T[T[r, B], N], adj) if T[r, SB] != 0 else g
+    if ma == 0 and mb == 0:           # slices from lo: the loops vectorise
+        m = hi - lo
+        gs, xs, ys = g[lo:hi], x[lo:hi], y[lo:hi]
+        if ao >= 0:
+            d = adj[ao + lo:ao + hi]
+            for i in range(m):
+                _put(d, i, da(gs[i], xs[i], ys[i]), fa)
+        if bo >= 0:
+            d = adj[bo + lo:bo + hi]
+            for i in range(m):
+                _put(d, i, db(gs[i], xs[i], ys[i]), fb)
+        return
+    if ao >= 0:
+        for i in range(lo, hi):
+            ja = _j(ma, i, ia)
+            _put(adj, ao + ja, da(g[i], x[ja], y[_j(mb, i, ib)]), fa)
+    if bo >= 0:
+        for i in range(lo, hi):
+            jb = _j(mb, i, ib)
+            _put(adj, bo + jb, db(g[i], x[_j(ma, i, ia)], y[jb]), fb)
+
+
 def _vjp_kernel(k, f64, gen):
     """The C function of opcode k's VJP for one dtype (gen: its general kernel); it
     closes over constants and the op's VJP function (named in its cache key), calling it
     directly: each level of calls between a C function and the loops is a compilation
     of its own."""
     dt = np.float64 if f64 else np.float32
-    if k in _UNARY_VJPS and _UNARY_VJPS[k].py_func.__code__.co_argcount == 6:
-        du = _UNARY_VJPS[k]         # the derivative formula, inlined in the loop
+    if k in _UNARY_VJPS:
+        formula = _UNARY_VJPS[k].py_func.__code__.co_argcount == 6   # else a VJP function
+        du = _UNARY_VJPS[k]
 
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
@@ -75,40 +106,18 @@ def _vjp_kernel(k, f64, gen):
             if lo < 0:
                 ao, fr = _dst(adj, T, seen, T[r, A])
                 lo, hi = 0, T[r, N]
-            d, g, m = _ug(T, r, adj, ao, lo, hi)
-            x = _inp(T, r, adj, lo, hi) if T[r, SA] != 0 else g
-            o = _out(T, r, adj, lo, hi) if T[r, SO] != 0 else g
-            f0, f1, p0 = F[r, 0], F[r, 1], T[r, P0]
-            for i in range(m):
-                _put(d, i, du(g[i], x[i], o[i], f0, f1, p0), fr)
-    elif k in _UNARY_VJPS:
-        vjp = _UNARY_VJPS[k]
-
-        def kern(argp):
-            T, F, L, adj, seen, r = _open(argp, dt)
-            lo, hi, ao, fr, _, _ = _block(argp)
-            if lo < 0:
-                ao, fr = _dst(adj, T, seen, T[r, A])
-                lo, hi = 0, T[r, N]
-            vjp(T, r, F[r, 0], F[r, 1], adj, ao, fr, lo, hi)
-    elif k in _BINARY_VJPS and not isinstance(_BINARY_VJPS[k], tuple):
-        bvjp = _BINARY_VJPS[k]
-
-        def kern(argp):
-            T, F, L, adj, seen, r = _open(argp, dt)
-            lo, hi, ao, fa, bo, fb = _block(argp)
-            noidx = _nil(np.int64)
-            ma, ia = _ew(T, r, T[r, A]), noidx
-            mb, ib = _ew(T, r, T[r, B]), noidx
-            if gen:                           # broadcasting: index maps (a whole row)
-                ma, ia = _mode(T, r, T[r, A], noidx)
-                mb, ib = _mode(T, r, T[r, B], noidx)
-            if lo < 0:
-                ao, fa, bo, fb = _binary_dst(T, r, adj, seen, ma, mb)
-                lo, hi = 0, T[r, N]
-            bvjp(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+            if formula:                       # inlined in the loop
+                d, g, m = _ug(T, r, adj, ao, lo, hi)
+                x = _inp(T, r, adj, lo, hi) if T[r, SA] != 0 else g
+                o = _out(T, r, adj, lo, hi) if T[r, SO] != 0 else g
+                f0, f1, p0 = F[r, 0], F[r, 1], T[r, P0]
+                for i in range(m):
+                    _put(d, i, du(g[i], x[i], o[i], f0, f1, p0), fr)
+            else:
+                du(T, r, F[r, 0], F[r, 1], adj, ao, fr, lo, hi)
     elif k in _BINARY_VJPS:
-        da, db = _BINARY_VJPS[k]            # the derivative formulas, inlined in the loops
+        formulas = isinstance(_BINARY_VJPS[k], tuple)   # else a VJP function (where)
+        da, db = _BINARY_VJPS[k] if formulas else (_BINARY_VJPS[k], None)
 
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
@@ -122,30 +131,10 @@ def _vjp_kernel(k, f64, gen):
             if lo < 0:
                 ao, fa, bo, fb = _binary_dst(T, r, adj, seen, ma, mb)
                 lo, hi = 0, T[r, N]
-            go = T[r, AOFF]
-            g = adj[go:go + T[r, N]]
-            x = _load(T, r, SA, T[T[r, A], N], adj) if T[r, SA] != 0 else g
-            y = _load(T, r, SB, T[T[r, B], N], adj) if T[r, SB] != 0 else g
-            if ma == 0 and mb == 0:           # slices from lo: the loops vectorise
-                m = hi - lo
-                gs, xs, ys = g[lo:hi], x[lo:hi], y[lo:hi]
-                if ao >= 0:
-                    d = adj[ao + lo:ao + hi]
-                    for i in range(m):
-                        _put(d, i, da(gs[i], xs[i], ys[i]), fa)
-                if bo >= 0:
-                    d = adj[bo + lo:bo + hi]
-                    for i in range(m):
-                        _put(d, i, db(gs[i], xs[i], ys[i]), fb)
-                return
-            if ao >= 0:
-                for i in range(lo, hi):
-                    ja = _j(ma, i, ia)
-                    _put(adj, ao + ja, da(g[i], x[ja], y[_j(mb, i, ib)]), fa)
-            if bo >= 0:
-                for i in range(lo, hi):
-                    jb = _j(mb, i, ib)
-                    _put(adj, bo + jb, db(g[i], x[_j(ma, i, ia)], y[jb]), fb)
+            if formulas:
+                _binary_loops(da, db, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+            else:
+                da(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
     elif k == K_SUM and gen:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
@@ -202,24 +191,17 @@ def _vjp_kernel(k, f64, gen):
             go = T[r, AOFF]
             for j in range(T[r, N]):
                 _put(other, so + j, adj[go + j], fr)
-    elif k == REVERSE:
+    elif k == REVERSE or k == REVERSE1:
+        replay = reverse_rows1 if k == REVERSE1 else reverse_rows
+
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
             a = carray(_ptr(argp, np.int64), ARGV)
             runs = carray(_ptr(a[_A_RUNS], np.int64), a[_A_NRUNS])
             kt = carray(_ptr(a[_A_KT], np.int64), KCOLS)
             no = r < -1
-            a[_A_OUT], a[_A_ROW] = reverse_rows(T, F, L, adj, seen, r, a[_A_RESUME] != 0, no,
-                                                a[_A_ROW], no, kt, a, runs)
-    elif k == REVERSE1:
-        def kern(argp):
-            T, F, L, adj, seen, r = _open(argp, dt)
-            a = carray(_ptr(argp, np.int64), ARGV)
-            runs = carray(_ptr(a[_A_RUNS], np.int64), a[_A_NRUNS])
-            kt = carray(_ptr(a[_A_KT], np.int64), KCOLS)
-            no = r < -1
-            a[_A_OUT], a[_A_ROW] = reverse_rows1(T, F, L, adj, seen, r, a[_A_RESUME] != 0,
-                                                 no, a[_A_ROW], no, kt, a, runs)
+            a[_A_OUT], a[_A_ROW] = replay(T, F, L, adj, seen, r, a[_A_RESUME] != 0, no,
+                                          a[_A_ROW], no, kt, a, runs)
     elif k == FUSED:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
