@@ -40,12 +40,12 @@ class MultiheadAttention(Module):
                              f"embed_dim={embed_dim} and num_heads={num_heads} instead")
         if embed_dim % num_heads:
             raise AssertionError("embed_dim must be divisible by num_heads")
-        if dropout or add_bias_kv or add_zero_attn or kdim not in (None, embed_dim) or \
+        if add_bias_kv or add_zero_attn or kdim not in (None, embed_dim) or \
                 vdim not in (None, embed_dim):
-            raise NotImplementedError("MultiheadAttention: dropout, add_bias_kv, "
-                                      "add_zero_attn and kdim/vdim other than embed_dim "
-                                      "are not supported")
+            raise NotImplementedError("MultiheadAttention: add_bias_kv, add_zero_attn and "
+                                      "kdim/vdim other than embed_dim are not supported")
         self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.dropout = dropout
         self.head_dim = embed_dim // num_heads
         self.batch_first = batch_first
         dt = dtype or tg.get_default_dtype()
@@ -91,6 +91,8 @@ class MultiheadAttention(Module):
         if mask is not None:
             scores = scores + mask
         weights = scores.softmax(-1)
+        if self.dropout > 0.0 and self.training:    # on the weights returned too, as PyTorch
+            weights = F.dropout(weights, self.dropout)
         out = (weights @ v).transpose(0, 1).reshape(lq * n, e)
         out = self.out_proj(out).reshape(lq, n, e)
         if self.batch_first and batched:
@@ -113,7 +115,7 @@ class TransformerEncoderLayer(Module):
                  layer_norm_eps=1e-5, batch_first=False, norm_first=False, bias=True,
                  device=None, dtype=None):
         super().__init__()
-        self.self_attn = MultiheadAttention(d_model, nhead, bias=bias,
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias,
                                             batch_first=batch_first, dtype=dtype)
         self.linear1 = Linear(d_model, dim_feedforward, bias=bias, dtype=dtype)
         self.dropout = Dropout(dropout)

@@ -510,11 +510,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,
                                  is_causal=False, scale=None):
     """softmax(q k^T * scale + mask) v over the last two dims; a bool mask keeps True
-    positions, a float mask is added; ``is_causal`` keeps j <= i."""
+    positions, a float mask is added; ``is_causal`` keeps j <= i; dropout_p drops
+    attention weights (always, as PyTorch: pass 0 when evaluating)."""
     for name, t in (("query", query), ("key", key), ("value", value)):
         _check_tensor(t, "scaled_dot_product_attention", name)
-    if dropout_p:
-        raise NotImplementedError("scaled_dot_product_attention: dropout_p is not supported")
+    if not 0 <= dropout_p <= 1:
+        raise RuntimeError(f"dropout probability has to be between 0 and 1, but got "
+                           f"{dropout_p}")
     if is_causal and attn_mask is not None:
         raise RuntimeError("_scaled_dot_product_attention: Explicit attn_mask should not be "
                            "set when is_causal=True")
@@ -528,7 +530,10 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
             scores = scores.masked_fill(~attn_mask, -math.inf)
         else:
             scores = scores + attn_mask
-    return scores.softmax(-1) @ value
+    weights = scores.softmax(-1)
+    if dropout_p > 0:
+        weights = dropout(weights, dropout_p)
+    return weights @ value
 
 
 def embedding(input, weight, padding_idx=None, max_norm=None, norm_type=2.0,

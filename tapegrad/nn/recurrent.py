@@ -9,6 +9,7 @@ so that the per-gate results are contiguous too: chunking one wide result by col
 would copy strided slices on every step. The stacks project the input of the whole
 sequence before the time loop, since it does not depend on the state."""
 import math
+import warnings
 
 import tapegrad as tg
 
@@ -120,9 +121,15 @@ class _RNN(Module):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, device=None, dtype=None):
         super().__init__()
-        if dropout:
-            raise NotImplementedError(f"{type(self).__name__}: dropout between layers is "
-                                      "not supported")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or \
+                not 0 <= dropout <= 1:
+            raise ValueError("dropout should be a number in range [0, 1] representing the "
+                             "probability of an element being zeroed")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn("dropout option adds dropout after all but last recurrent layer, "
+                          "so non-zero dropout expects num_layers greater than 1, but got "
+                          f"dropout={dropout} and num_layers={num_layers}")
+        self.dropout = float(dropout)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, \
             num_layers
         self.bias, self.batch_first, self.bidirectional = bias, batch_first, bidirectional
@@ -168,6 +175,8 @@ class _RNN(Module):
                 outs.append(seq)
                 finals.append(last)
             x = tg.cat(outs, 2) if dirs == 2 else outs[0]
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                x = F.dropout(x, self.dropout)
         if not batched:
             x = x.squeeze(0 if self.batch_first else 1)
         return x, self._final(finals, batched)
@@ -194,6 +203,8 @@ class _RNN(Module):
             s += f", bias={self.bias}"
         if self.batch_first is not False:
             s += f", batch_first={self.batch_first}"
+        if self.dropout != 0:
+            s += f", dropout={self.dropout}"
         if self.bidirectional is not False:
             s += f", bidirectional={self.bidirectional}"
         return s
