@@ -60,36 +60,6 @@ def _block(argp):
     return a[_A_LO], a[_A_HI], a[_A_AO], a[_A_FA] != 0, a[_A_BO], a[_A_FB] != 0
 
 
-@njit(**_INL)
-def _binary_loops(da, db, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi):
-    """A binary row's VJP by its derivative formulas da, db (inlined): over slices when
-    both inputs are the output's elements (the loops vectorise), else by index."""
-    go = T[r, AOFF]
-    g = adj[go:go + T[r, N]]
-    x = _load(T, r, SA, T[T[r, A], N], adj) if T[r, SA] != 0 else g
-    y = _load(T, r, SB, T[T[r, B], N], adj) if T[r, SB] != 0 else g
-    if ma == 0 and mb == 0:           # slices from lo: the loops vectorise
-        m = hi - lo
-        gs, xs, ys = g[lo:hi], x[lo:hi], y[lo:hi]
-        if ao >= 0:
-            d = adj[ao + lo:ao + hi]
-            for i in range(m):
-                _put(d, i, da(gs[i], xs[i], ys[i]), fa)
-        if bo >= 0:
-            d = adj[bo + lo:bo + hi]
-            for i in range(m):
-                _put(d, i, db(gs[i], xs[i], ys[i]), fb)
-        return
-    if ao >= 0:
-        for i in range(lo, hi):
-            ja = _j(ma, i, ia)
-            _put(adj, ao + ja, da(g[i], x[ja], y[_j(mb, i, ib)]), fa)
-    if bo >= 0:
-        for i in range(lo, hi):
-            jb = _j(mb, i, ib)
-            _put(adj, bo + jb, db(g[i], x[_j(ma, i, ia)], y[jb]), fb)
-
-
 def _vjp_kernel(k, f64, gen):
     """The C function of opcode k's VJP for one dtype (gen: its general kernel); it
     closes over constants and the op's VJP function (named in its cache key), calling it
@@ -131,8 +101,32 @@ def _vjp_kernel(k, f64, gen):
             if lo < 0:
                 ao, fa, bo, fb = _binary_dst(T, r, adj, seen, ma, mb)
                 lo, hi = 0, T[r, N]
-            if formulas:
-                _binary_loops(da, db, T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
+            if formulas:      # inlined: over slices when both inputs are the output's
+                #               elements (the loops vectorise), else by index
+                go = T[r, AOFF]
+                g = adj[go:go + T[r, N]]
+                x = _load(T, r, SA, T[T[r, A], N], adj) if T[r, SA] != 0 else g
+                y = _load(T, r, SB, T[T[r, B], N], adj) if T[r, SB] != 0 else g
+                if ma == 0 and mb == 0:
+                    m = hi - lo
+                    gs, xs, ys = g[lo:hi], x[lo:hi], y[lo:hi]
+                    if ao >= 0:
+                        d = adj[ao + lo:ao + hi]
+                        for i in range(m):
+                            _put(d, i, da(gs[i], xs[i], ys[i]), fa)
+                    if bo >= 0:
+                        d = adj[bo + lo:bo + hi]
+                        for i in range(m):
+                            _put(d, i, db(gs[i], xs[i], ys[i]), fb)
+                    return
+                if ao >= 0:
+                    for i in range(lo, hi):
+                        ja = _j(ma, i, ia)
+                        _put(adj, ao + ja, da(g[i], x[ja], y[_j(mb, i, ib)]), fa)
+                if bo >= 0:
+                    for i in range(lo, hi):
+                        jb = _j(mb, i, ib)
+                        _put(adj, bo + jb, db(g[i], x[_j(ma, i, ia)], y[jb]), fb)
             else:
                 da(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
     elif k == K_SUM and gen:
