@@ -181,10 +181,7 @@ def run_program(PG, PL, PF, ARGS):
     runs = PL[ntl + nli:ntl + nli + nt]
     TF = PF[:nt]
     FI = PF[nt:nt + ni]
-    w32 = np.empty(0, np.float32)
-    w64 = np.empty(0, np.float64)
-    wb = np.empty(0, np.uint8)
-    noidx = np.empty(0, np.int64)
+    w32, w64, wb, noidx = _nil(np.float32), _nil(np.float64), _nil(np.uint8), _nil(np.int64)
     adj32 = carray(_ptr(ARGS[_H_ADJ32], w32), ARGS[_H_ADJ32 + 1])
     adj64 = carray(_ptr(ARGS[_H_ADJ64], w64), ARGS[_H_ADJ64 + 1])
     seen = carray(_ptr(ARGS[_H_SEEN], wb), ARGS[_H_SEEN + 1])
@@ -285,13 +282,6 @@ def run_program(PG, PL, PF, ARGS):
                 src = carray(_ptr(ARGS[H_ARGS + INS[i, I_P]], wb), nb)
                 for j in range(nb):
                     d[j] = src[j]
-            elif k == X_COND:
-                a = INS[i, I_A]
-                out8 = _val(VD, o, wb)
-                src8 = _val(VD, a, wb)
-                ma, ia = _mode(VD, o, a, noidx)
-                for j in range(out8.size):
-                    out8[j] = src8[_j(ma, j, ia)]
             else:
                 _kernel_call(kf, k, argf, i, -1, 0)
             i += 1
@@ -429,6 +419,15 @@ def _fwd_kernel(k, f64):
             out = _val(VD, o, w)
             for j in range(out.size):
                 out[j] = x[_j(ma, j, ia)] if cond[j] else y[_j(mb, j, ib)]
+    elif k == X_COND:       # broadcast: index maps, kept out of the interpreter
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            o, a = INS[i, I_O], INS[i, I_A]
+            wb = _nil(np.uint8)
+            out, src = _val(VD, o, wb), _val(VD, a, wb)
+            ma, ia = _mode(VD, o, a, _nil(np.int64))
+            for j in range(out.size):
+                out[j] = src[_j(ma, j, ia)]
     elif k == K_SUM:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
@@ -689,16 +688,17 @@ def prepare_forward(k, f64):
             KFWD[row, op] = fn.address
 
 
-_ANY_DTYPE = (X_ICMP, X_ISUM, X_INDEX, X_TARGET, X_BITS, X_IADD)
+_ANY_DTYPE = (X_ICMP, X_ISUM, X_INDEX, X_TARGET, X_BITS, X_IADD, X_COND)
 
 
 # Program instructions that the interpreter runs itself (no kernel).
-INLINE_OPS = (X_ARG, X_BACKWARD, X_ADJ, X_CHECK, X_FUSED, X_COND, X_CALL)
+INLINE_OPS = (X_ARG, X_BACKWARD, X_ADJ, X_CHECK, X_FUSED, X_CALL)
 # Opcodes with a forward kernel (_fwd_kernel).
 FORWARD_OPS = (tuple(UNARY_FWD) + tuple(_BINARY_OPS) + (
     K_WHERE, K_SUM, K_AMAX, K_MATMUL, K_LINEAR, K_GATHER, K_SOFTMAX, K_LOGSOFTMAX, K_PROD,
     K_CAT, K_CAST, K_COPY, X_COPY, X_GATHER, X_AXPY, X_FILL, X_CMP, X_ARGEXT, X_SORT,
-    X_SCALAR, X_TOF, X_ICMP, X_ISUM, X_RAND, X_INDEX, X_TARGET, X_BITS, X_IADD, X_SUMROWS, X_BCAST))
+    X_SCALAR, X_TOF, X_ICMP, X_ISUM, X_RAND, X_INDEX, X_TARGET, X_BITS, X_IADD, X_SUMROWS, X_BCAST,
+    X_COND))
 
 
 def prepare_program(TT, VD, INS, runs):
