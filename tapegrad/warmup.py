@@ -46,7 +46,19 @@ def _ops(dt):
          .to(dt) * b),
         ("losses", lambda a, b: F.mse_loss(a, b) + F.cross_entropy(a, tg.tensor([0, 3, 1]))
          + F.binary_cross_entropy_with_logits(a, b.sigmoid())),
+        ("optimizer steps", _optimized),
     ]
+
+
+def _optimized(a, b):
+    """Eager optimizer steps (their in-place kernels), then a product to differentiate."""
+    w = tg.zeros_like(a, requires_grad=True)
+    for opt in (tg.optim.SGD([w], lr=0.1, momentum=0.9), tg.optim.Adam([w], lr=0.1)):
+        for _ in range(2):
+            opt.zero_grad()
+            (w * b).sum().backward()
+            opt.step()
+    return a * w.detach()
 
 
 def _step():
