@@ -86,7 +86,7 @@ def _shared(arr):
 def _draw(shape, dtype, kind, a=0.0, b=0.0):
     """An array of ``dtype`` from the stream (computed in float64 but for R_KEEP)."""
     out = np.empty(shape, dtype if kind == K.R_KEEP else np.float64)
-    K.fill_random(out.reshape(-1), kind, STREAM, a, b)
+    K.fill(out.reshape(-1), kind, STREAM, a, b)
     out = out.astype(dtype, copy=False)
     if TRACE[0] is not None:
         TRACE[0].random(out, kind, STREAM, a, b)

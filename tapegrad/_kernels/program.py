@@ -18,7 +18,7 @@ from .elementwise import (UNARY_FWD, _BINARY_VJPS, _SCALAR_BY_KERNEL, _UNARY_VJP
 from .reduce import (amax_fwd, argext_fwd, cat_fwd, gather_strided, prod_fwd, softmax_fwd,
                      sum_rows,
                      sort_fwd, sum_fwd)
-from .rng import R_INT, fill_randint, fill_random
+from .rng import R_INT, R_NORMAL, fill_normal, fill_randint, fill_random
 from .reverse import (ARGV, FUSED, KCOLS, REVERSE, REVERSE1, _A_ADJ, _A_ADJ2, _A_KT,
                       _A_NADJ, _A_NADJ2, _A_OUT, _A_R, _A_RESUME, _A_ROW, _FAMILY_VJPS,
                       _cfunc, prepare, tape_args)
@@ -625,6 +625,8 @@ def _fwd_kernel(k, f64):
             if INS[i, I_P] == R_INT:
                 fill_randint(_val(VD, o, _nil(np.int64)), state, INS[i, I_P + 2],
                              INS[i, I_P + 3])
+            elif INS[i, I_P] == R_NORMAL:
+                fill_normal(_val(VD, o, _nil(dt)), state)
             else:
                 fill_random(_val(VD, o, _nil(dt)), INS[i, I_P], state, FI[i, 0], FI[i, 1])
     elif k == X_BITS:

@@ -39,23 +39,39 @@ def draws(kind, n):
     return 2 * n if kind == R_NORMAL else n
 
 
+def fill(out, kind, state, a, b):
+    """Fills ``out`` with numbers of ``kind`` (R_UNIFORM, R_NORMAL, R_KEEP) from the
+    stream ``state``: the kernel of that kind."""
+    if kind == R_NORMAL:
+        fill_normal(out, state)
+    else:
+        fill_random(out, kind, state, a, b)
+
+
+@njit(**_JIT)
+def fill_normal(out, state):
+    """Standard normals (Box-Muller) from the stream ``state`` = (key, position); advances
+    it. A kernel of its own: its log and cos are most of what the draws compile."""
+    key = state[0]
+    c = state[1]
+    n = out.size
+    for j in range(n):
+        u = _uniform(key, c + 2 * j)
+        v = _uniform(key, c + 2 * j + 1)
+        out[j] = np.sqrt(-2.0 * vlog(1.0 - u)) * vcos(6.283185307179586 * v)
+    state[1] = c + 2 * n
+
+
 @njit(**_JIT)
 def fill_random(out, kind, state, a, b):
     """Fills ``out`` from the stream ``state`` = (key, position) and advances it.
 
-    R_UNIFORM: [0, 1); R_NORMAL: standard normal (Box-Muller); R_KEEP: b where a
-    uniform is below a, else 0 (a dropout mask scaled by b).
+    R_UNIFORM: [0, 1); R_KEEP: b where a uniform is below a, else 0 (a dropout mask
+    scaled by b).
     """
     key = state[0]
     c = state[1]
     n = out.size
-    if kind == R_NORMAL:
-        for j in range(n):
-            u = _uniform(key, c + 2 * j)
-            v = _uniform(key, c + 2 * j + 1)
-            out[j] = np.sqrt(-2.0 * vlog(1.0 - u)) * vcos(6.283185307179586 * v)
-        state[1] = c + 2 * n
-        return
     for j in range(n):
         u = _uniform(key, c + j)
         if kind == R_KEEP:
