@@ -47,6 +47,8 @@ def _ops(dt):
         ("losses", lambda a, b: F.mse_loss(a, b) + F.cross_entropy(a, tg.tensor([0, 3, 1]))
          + F.binary_cross_entropy_with_logits(a, b.sigmoid())),
         ("optimizer steps", _optimized),
+        ("random draws", lambda a, b: a * tg.randn(*a.shape, dtype=a.dtype)
+         + F.dropout(b, 0.5) + tg.rand(*a.shape, dtype=a.dtype)),
     ]
 
 
