@@ -16,8 +16,7 @@ from .elementwise import (UNARY_FWD, _BINARY_VJPS, _SCALAR_BY_KERNEL, _UNARY_VJP
                           _binary_block, _binop, _scalar_unary, binary_fwd, bits_fwd,
                           arith1, compare_fwd)
 from .reduce import (amax_fwd, argext_fwd, cat_fwd, gather_strided, prod_fwd, softmax_fwd,
-                     sum_rows,
-                     sort_fwd, sum_fwd)
+                     sort_fwd, sum_fwd, sum_rows)
 from .rng import R_INT, R_NORMAL, fill_normal, fill_randint, fill_random
 from .reverse import (ARGV, FUSED, KCOLS, REVERSE, REVERSE1, _A_ADJ, _A_ADJ2, _A_KT,
                       _A_NADJ, _A_NADJ2, _A_OUT, _A_R, _A_RESUME, _A_ROW, _FAMILY_VJPS,

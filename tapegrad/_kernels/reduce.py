@@ -7,7 +7,7 @@ from numba import carray, njit
 from .cache import _INL, _JIT, _SUB, _safe_caches
 from .layout import (A, AOFF, B, K_CAT, K_GATHER, K_LINEAR, K_PYFN, K_PYOUT, K_SCATTER,
                      K_SOFTMAX, MAXD, N, ND, OP, P0, P1, S0, SA, SB, SO, _dst, _load,
-                     _odometer, _ptr, _put, _touch, _var, _wants)
+                     _odometer, _ptr, _put, _touch, _var, _wants, trailing)
 from .vmath import vexp, vlog
 
 
@@ -34,16 +34,9 @@ def _sum(T, r, f0, adj, seen):
     n = T[a, N]
     go = T[r, AOFF]
     ao, fr = _dst(adj, T, seen, a)
-    mask = T[r, P0]
-    st = np.zeros(MAXD, np.int64)
-    s = 1
-    for k in range(T[a, ND] - 1, -1, -1):
-        if ((mask >> k) & 1) == 0:
-            st[k] = s
-            s *= T[a, S0 + k]
-    idx = _odometer(T, a, st, go, n)
+    idx = _reduced_index(T, a, T[r, P0])
     for i in range(n):
-        _put(adj, ao + i, adj[idx[i]] * f0, fr)
+        _put(adj, ao + i, adj[go + idx[i]] * f0, fr)
 
 
 @njit(**_INL)
@@ -321,18 +314,8 @@ def sum_fwd(VD, a, mask, count, x, out):
     row a of VD (its shape)."""
     n = x.size
     m = out.size
-    nd = VD[a, ND]
-    # trailing reduced dims read contiguous runs
-    inner = 1
-    lead = nd
-    while lead > 0 and (mask >> (lead - 1)) & 1:
-        lead -= 1
-        inner *= VD[a, S0 + lead]
-    rest = 0
-    for q in range(lead):
-        rest |= (mask >> q) & 1
-    if rest == 0:
-        sum_rows(x, out, inner, count)
+    if trailing(mask, VD[a, ND]):      # trailing reduced dims read contiguous runs
+        sum_rows(x, out, n // m if m else 0, count)
         return
     acc = np.zeros(m)
     idx = _reduced_index(VD, a, mask)

@@ -129,14 +129,12 @@ def _vjp_kernel(k, f64, gen):
                         _put(adj, bo + jb, db(g[i], x[_j(ma, i, ia)], y[jb]), fb)
             else:
                 da(T, r, adj, ao, fa, bo, fb, ma, ia, mb, ib, lo, hi)
-    elif k == K_SUM and gen:
-        def kern(argp):
-            T, F, L, adj, seen, r = _open(argp, dt)
-            _sum(T, r, F[r, 0], adj, seen)
     elif k == K_SUM:
+        vjp = _sum if gen else _sum_rows      # general: dims that are not the last ones
+
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
-            _sum_rows(T, r, F[r, 0], adj, seen)
+            vjp(T, r, F[r, 0], adj, seen)
     elif k == K_COPY:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
@@ -257,8 +255,9 @@ def _reverse_rows(inline1):
         hooks (call again with resume=True from that row); SWITCH, CAST or PYFN at a row
         that needs Python; NEED at a row whose kernel (table slot argv[_A_OUT]) is not
         compiled yet (compile it, call again from that row with resume=True); STEP after
-        each row in anomaly mode; or an error at a freed or modified row. ``runs`` (empty in eager mode) marks runs
-        of elementwise rows to replay block by block (_fused_rows).
+        each row in anomaly mode; or an error at a freed or modified row. ``runs`` (empty
+        in eager mode) marks runs of elementwise rows to replay block by block
+        (_fused_rows).
         """
         T, F, L, adj, seen, runs = _raw(T), _raw(F), _raw(L), _raw(adj), _raw(seen), _raw(runs)
         tape_args(argv, T, F, L, seen, runs)
