@@ -144,8 +144,9 @@ def _touch(adj, T, seen, r):
     off = T[r, AOFF]
     if seen[r] == 0:
         seen[r] = 1
-        for i in range(T[r, N]):
-            adj[off + i] = 0
+        d = adj[off:off + T[r, N]]
+        for i in range(d.size):
+            d[i] = 0
     return off
 
 

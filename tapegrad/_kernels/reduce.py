@@ -22,8 +22,9 @@ def _sum_rows(T, r, f0, adj, seen):
     ao, fr = _dst(adj, T, seen, a)
     for j in range(m):
         v = adj[go + j] * f0
-        for i in range(ao + j * inner, ao + (j + 1) * inner):
-            _put(adj, i, v, fr)
+        d = adj[ao + j * inner:ao + (j + 1) * inner]
+        for i in range(inner):
+            _put(d, i, v, fr)
 
 
 @njit(**_INL)
@@ -190,6 +191,20 @@ def _softmax(k, T, r, adj, seen):
     go = T[r, AOFF]
     y = _load(T, r, SO, n, adj)
     ao, fr = _dst(adj, T, seen, T[r, A])
+    if inner == 1:                  # rows: slices indexed from 0, loops that vectorise
+        for o in range(outer):
+            ys = y[o * d:(o + 1) * d]
+            gs = adj[go + o * d:go + (o + 1) * d]
+            ds = adj[ao + o * d:ao + (o + 1) * d]
+            if k == K_SOFTMAX:
+                s = _block_dot(gs, ys)
+                for j in range(d):
+                    _put(ds, j, ys[j] * (gs[j] - s), fr)
+            else:
+                s = _block_sum(gs, 0, d)
+                for j in range(d):
+                    _put(ds, j, gs[j] - vexp(ys[j]) * s, fr)
+        return
     for o in range(outer):
         for i in range(inner):
             base = o * d * inner + i
@@ -259,25 +274,24 @@ def needed_rows(T, L, alive, n):
     return need
 
 
-@njit(**_SUB)
+@njit(**_SUB, fastmath={"reassoc"})
 def _block_sum(x, lo, hi):
-    """Sum of x[lo:hi] in float64, eight lanes then pairwise (vectorisable, accurate)."""
-    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = 0.0
-    i = lo
-    while i + 8 <= hi:
-        a0 += x[i]
-        a1 += x[i + 1]
-        a2 += x[i + 2]
-        a3 += x[i + 3]
-        a4 += x[i + 4]
-        a5 += x[i + 5]
-        a6 += x[i + 6]
-        a7 += x[i + 7]
-        i += 8
-    s = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
-    while i < hi:
-        s += x[i]
-        i += 1
+    """Sum of x[lo:hi] in float64. Reassociation lets LLVM keep vector accumulators (a
+    fixed order for a given build and CPU); indexing a slice from 0 drops the negative
+    index checks that stop vectorisation."""
+    y = x[lo:hi]
+    s = 0.0
+    for i in range(y.size):
+        s += y[i]
+    return s
+
+
+@njit(**_SUB, fastmath={"reassoc"})
+def _block_dot(x, y):
+    """Sum of x[i] * y[i] in float64 (vector accumulators, as _block_sum)."""
+    s = 0.0
+    for i in range(x.size):
+        s += np.float64(x[i]) * y[i]
     return s
 
 
@@ -342,22 +356,75 @@ def amax_fwd(VD, a, mask, is_min, x, out):
                 out[j] = v
 
 
+@njit(**_SUB)
+def _nanmax(x, lo, hi, inner):
+    """Max of x[lo], x[lo + inner], ... below hi; nan if any is nan."""
+    m = x[lo]
+    for e in range(lo + inner, hi, inner):
+        v = x[e]
+        if v > m or v != v:
+            if m == m:
+                m = v
+    return m
+
+
+@njit(**_SUB)
+def _rowmax(y):
+    """Max of y (size > 0), nan if any element is nan: eight select chains that do not
+    depend on each other, and a vectorised nan count, instead of a branch per element."""
+    c = 0
+    for i in range(y.size):
+        c += y[i] != y[i]
+    if c:
+        return np.nan
+    n = y.size
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = y[0]
+    for k in range(n // 8):
+        i = 8 * k
+        m0 = y[i] if y[i] > m0 else m0
+        m1 = y[i + 1] if y[i + 1] > m1 else m1
+        m2 = y[i + 2] if y[i + 2] > m2 else m2
+        m3 = y[i + 3] if y[i + 3] > m3 else m3
+        m4 = y[i + 4] if y[i + 4] > m4 else m4
+        m5 = y[i + 5] if y[i + 5] > m5 else m5
+        m6 = y[i + 6] if y[i + 6] > m6 else m6
+        m7 = y[i + 7] if y[i + 7] > m7 else m7
+    m0 = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
+    for i in range(n - n % 8, n):
+        m0 = y[i] if y[i] > m0 else m0
+    return m0
+
+
 @njit(**_JIT)
 def softmax_fwd(x, out, d, inner, log):
     """softmax (log_softmax) along a dim of size d with ``inner`` elements after it,
     shifted by the max; sums in float64. As PyTorch, a slice whose max is not finite
-    (inf, -inf everywhere, nan) gives nan."""
+    (inf, -inf everywhere, nan) gives nan. Rows along the last dim (inner = 1) keep
+    exp(x - max) in a float64 buffer: one exp per element, in loops that vectorise."""
     n = x.size
     outer = n // (d * inner) if d * inner else 0
+    if inner == 1:
+        ex = np.empty(d)
+        for o in range(outer):
+            xs = x[o * d:(o + 1) * d]
+            ys = out[o * d:(o + 1) * d]
+            m = _rowmax(xs)
+            for j in range(d):
+                ex[j] = vexp(xs[j] - m)
+            s = _block_sum(ex, 0, d)
+            if log:
+                ls = vlog(s)
+                for j in range(d):
+                    ys[j] = (xs[j] - m) - ls
+            else:
+                r = 1.0 / s
+                for j in range(d):
+                    ys[j] = ex[j] * r
+        return
     for o in range(outer):
         for i in range(inner):
             base = o * d * inner + i
-            m = x[base]
-            for j in range(1, d):
-                v = x[base + j * inner]
-                if v > m or v != v:
-                    if m == m:
-                        m = v
+            m = _nanmax(x, base, base + d * inner, inner)
             s = 0.0
             for j in range(d):
                 z = x[base + j * inner] - m
