@@ -14,7 +14,7 @@ from .ops import (abs, add, amax, amin, argmax, argmin, bmm, broadcast_to, cat, 
                   minimum, mm, mul, narrow, neg, norm, outer, permute, pow, prod, reciprocal,
                   relu, reshape, rsub, sigmoid, sign, sin, softmax, split, sqrt, square,
                   squeeze, stack, std, sub, sum, t, tan, tanh, transpose, unsqueeze, var, view,
-                  where, masked_fill, tril, triu, repeat, roll, cumsum, einsum, sort,
+                  where, masked_fill, tril, triu, repeat, roll, flip, cumsum, einsum, sort,
                   argsort, topk)
 from .tensor import Size, Tensor
 from .tape import api as _api
@@ -30,7 +30,7 @@ for _name in ("arange", "as_tensor", "empty", "eye", "from_numpy", "full", "full
               "permute", "pow", "prod", "reciprocal", "relu", "reshape", "rsub", "sigmoid",
               "sign", "sin", "softmax", "split", "sqrt", "square", "squeeze", "stack", "std",
               "sub", "sum", "t", "tan", "tanh", "transpose", "unsqueeze", "var", "view",
-              "where", "masked_fill", "tril", "triu", "repeat", "roll", "cumsum", "einsum",
+              "where", "masked_fill", "tril", "triu", "repeat", "roll", "flip", "cumsum", "einsum",
               "sort", "argsort", "topk"):
     globals()[_name] = _api(globals()[_name])
 del _name

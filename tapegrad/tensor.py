@@ -499,7 +499,7 @@ def bind_methods(ops):
         "add_": ops.add_, "sub_": ops.sub_, "mul_": ops.mul_, "div_": ops.div_,
         "zero_": ops.zero_, "fill_": ops.fill_, "copy_": ops.copy_, "to": ops.to_dtype,
         "masked_fill": ops.masked_fill, "tril": ops.tril, "triu": ops.triu,
-        "repeat": ops.repeat, "roll": ops.roll, "cumsum": ops.cumsum, "sort": ops.sort,
+        "repeat": ops.repeat, "roll": ops.roll, "flip": ops.flip, "cumsum": ops.cumsum, "sort": ops.sort,
         "argsort": ops.argsort, "topk": ops.topk,
         "masked_fill_": lambda self, mask, value: self.copy_(ops.masked_fill(self, mask,
                                                                              value)),

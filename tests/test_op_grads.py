@@ -561,7 +561,7 @@ TIES = {
     "min_all": lambda L, x: L.min(x),
     "max_dim": lambda L, x: L.max(x, 1).values,
     "min_dim": lambda L, x: L.min(x, 0)[0],
-    "maximum_self": lambda L, x: L.maximum(x, x.flip(1) if L is not tg else x[:, ::-1]),
+    "maximum_self": lambda L, x: L.maximum(x, x.flip(1)),
     "minimum_const": lambda L, x: L.minimum(x, L.ones(4, dtype=x.dtype)),
     "clamp_at_bounds": lambda L, x: L.clamp(x, -1.0, 1.0),
     "prod_with_zero": lambda L, x: L.prod(x, 1),

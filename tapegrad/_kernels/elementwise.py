@@ -13,8 +13,8 @@ from .layout import (A, AOFF, B, K_ABS, K_ADD, K_AFFINE, K_CLAMP, K_COS, K_DIV, 
                      K_ERF, K_EXP, K_EXPM1, K_LOG, K_LOG1P, K_MAXIMUM, K_MINIMUM, K_MUL,
                      K_POW, K_POWS, K_RDIVS, K_RECIP, K_RELU, K_RPOWS, K_SIGMOID,
                      K_SIGN, K_SIN, K_SQRT, K_SUB, K_TAN, K_TANH, K_WHERE, N, SA, SB,
-                     SO, UNARY_FIRST, UNARY_LAST, _as, _dst, _j, _load, _mode, _ptr,
-                     _put, _wants)
+                     SO, UNARY_FIRST, UNARY_LAST, _as, _bcast, _dst, _j, _load, _mode,
+                     _ptr, _put, _wants)
 from .vmath import (TRIG_MAX, _dtrig, _tpow, cos_array, exp_array, expm1_array,
                     log1p_array, log_array, sigmoid_array, sin_array, tan_array, tanh_array,
                     vcos, vexp, vsin)
@@ -409,16 +409,18 @@ def _binop(k, x, y):
 
 
 @njit(**_JIT)
-def binary_fwd(k, VD, o, a, b, out, x, y, noidx):
-    """out = x (op k) y with broadcasting; VD rows o, a, b give the shapes."""
+def binary_fwd(k, VD, o, a, b, out, x, y):
+    """out = x (op k) y with broadcasting; VD rows o, a, b give the shapes. A broadcast
+    input is first laid out over the output's elements, so that the loop vectorises."""
     n = out.size
-    ma, ia = _mode(VD, o, a, noidx)
-    mb, ib = _mode(VD, o, b, noidx)
-    if ma != 2 and mb != 2:
-        _binary_block(k, out, x, y)
-        return
-    for i in range(n):
-        out[i] = _binop(k, x[_j(ma, i, ia)], y[_j(mb, i, ib)])
+    xs, ys = x, y
+    if x.size != n and x.size != 1:
+        xs = np.empty(n, x.dtype)
+        _bcast(VD, o, a, x, xs, False)
+    if y.size != n and y.size != 1:
+        ys = np.empty(n, y.dtype)
+        _bcast(VD, o, b, y, ys, False)
+    _binary_block(k, out, xs, ys)
 
 
 @njit(**_SUB)

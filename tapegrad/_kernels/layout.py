@@ -222,6 +222,105 @@ def _odometer(T, o, st, off, n):
     return out
 
 
+@njit(**_SUB, fastmath={"reassoc"})
+def _block_sum(x, lo, hi):
+    """Sum of x[lo:hi] in float64. Reassociation lets LLVM keep vector accumulators (a
+    fixed order for a given build and CPU); indexing a slice from 0 drops the negative
+    index checks that stop vectorisation."""
+    y = x[lo:hi]
+    s = 0.0
+    for i in range(y.size):
+        s += y[i]
+    return s
+
+
+@njit(**_SUB)
+def _long_sum(x, lo, hi):
+    """Sum of a long run: blocks of 4096 added with compensation."""
+    if hi - lo <= 4096:
+        return _block_sum(x, lo, hi)
+    s = 0.0
+    c = 0.0
+    for start in range(lo, hi, 4096):
+        v = _block_sum(x, start, min(start + 4096, hi))
+        t = s + v
+        if abs(s) >= abs(v):
+            c += (s - t) + v
+        else:
+            c += (v - t) + s
+        s = t
+    return s + c
+
+
+@njit(**_SUB)
+def _runs(T, o, a):
+    """Row a's strides over row o's index space (0 along broadcast dims), with adjacent
+    dims merged where a reads them as one: (nd, shape, strides). The last dim then has
+    stride 1 (a's elements in order) or 0 (one element repeated)."""
+    nd, na = T[o, ND], T[a, ND]
+    st = np.zeros(MAXD, np.int64)
+    s = 1
+    for k in range(na - 1, -1, -1):
+        if T[a, S0 + k] != 1:
+            st[nd - na + k] = s
+        s *= T[a, S0 + k]
+    sh = np.ones(MAXD, np.int64)
+    cs = np.zeros(MAXD, np.int64)
+    m = 0
+    for k in range(nd):
+        n = T[o, S0 + k]
+        if n == 1:
+            continue
+        if m > 0 and cs[m - 1] == st[k] * n:      # both broadcast, or contiguous
+            sh[m - 1] *= n
+            cs[m - 1] = st[k]
+        else:
+            sh[m] = n
+            cs[m] = st[k]
+            m += 1
+    if m == 0:
+        m = 1
+    return m, sh, cs
+
+
+@njit(**_SUB)
+def _bcast(T, o, a, x, out, reduce):
+    """Broadcast a's values x over o's elements into out (reduce=False), or add out's
+    elements into a's x (reduce=True, a broadcast's VJP): runs along the last merged
+    dim, copied or filled (summed), in a fixed order."""
+    nd, sh, st = _runs(T, o, a)
+    run = sh[nd - 1]
+    step = st[nd - 1]
+    idx = np.zeros(MAXD, np.int64)
+    src = 0
+    for j in range(out.size // run if run else 0):
+        ys = out[j * run:(j + 1) * run]
+        if step == 0:
+            if reduce:
+                x[src] += _long_sum(ys, 0, run)
+            else:
+                v = x[src]
+                for i in range(run):
+                    ys[i] = v
+        else:
+            xs = x[src:src + run]
+            if reduce:
+                for i in range(run):
+                    xs[i] += ys[i]
+            else:
+                for i in range(run):
+                    ys[i] = xs[i]
+        k = nd - 2
+        while k >= 0:
+            idx[k] += 1
+            src += st[k]
+            if idx[k] < sh[k]:
+                break
+            src -= st[k] * sh[k]
+            idx[k] = 0
+            k -= 1
+
+
 @njit(**_SUB)
 def _mode(T, o, a, noidx):
     """How row a's elements line up with row o's: same (0), scalar (1) or mapped (2),

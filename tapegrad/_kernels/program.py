@@ -403,7 +403,7 @@ def _fwd_kernel(k, f64):
             w = _nil(dt)
             o, a, b = INS[i, I_O], INS[i, I_A], INS[i, I_B]
             binary_fwd(INS[i, I_P], VD, o, a, b, _val(VD, o, w), _val(VD, a, w),
-                       _val(VD, b, w), _nil(np.int64))
+                       _val(VD, b, w))
     elif k == K_WHERE:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)

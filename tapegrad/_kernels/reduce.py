@@ -6,8 +6,9 @@ from numba import carray, njit
 
 from .cache import _INL, _JIT, _SUB, _safe_caches
 from .layout import (A, AOFF, B, K_CAT, K_GATHER, K_LINEAR, K_PYFN, K_PYOUT, K_SCATTER,
-                     K_SOFTMAX, MAXD, N, ND, OP, P0, P1, S0, SA, SB, SO, _dst, _load,
-                     _odometer, _ptr, _put, _touch, _var, _wants, trailing)
+                     K_SOFTMAX, MAXD, N, ND, OP, P0, P1, S0, SA, SB, SO, _block_sum, _dst,
+                     _load, _long_sum, _odometer, _ptr, _put, _touch, _var, _wants,
+                     trailing)
 from .vmath import vexp, vlog
 
 
@@ -40,28 +41,121 @@ def _sum(T, r, f0, adj, seen):
         _put(adj, ao + i, adj[go + idx[i]] * f0, fr)
 
 
+@njit(**_SUB)
+def _walk(shape, st, off, x, y, mode):
+    """Over the index space ``shape`` in order (element e of y), with element e at
+    x[off + sum(i_k * st[k])]: y[e] = x[.] (mode 0), x[.] += y[e] (mode 1) or
+    y[e] += x[.] (mode 2). Dims that x reads as one are merged; the last runs as a slice
+    (filled or summed where its stride is 0), the second-last as a plain loop. Strides
+    are never negative (views read forwards)."""
+    sh = np.ones(MAXD, np.int64)
+    cs = np.zeros(MAXD, np.int64)
+    nd = 0
+    for k in range(shape.size):
+        n = shape[k]
+        if n == 1:
+            continue
+        if nd > 0 and cs[nd - 1] == st[k] * n:
+            sh[nd - 1] *= n
+            cs[nd - 1] = st[k]
+        else:
+            sh[nd] = n
+            cs[nd] = st[k]
+            nd += 1
+    if nd == 0:
+        nd = 1
+    run = sh[nd - 1]
+    step = cs[nd - 1]
+    rows = sh[nd - 2] if nd > 1 else 1
+    rstep = cs[nd - 2] if nd > 1 else 0
+    idx = np.zeros(MAXD, np.int64)
+    src = off
+    e = 0
+    for j in range(y.size // (run * rows) if run * rows else 0):
+        for q in range(rows):
+            b = src + q * rstep
+            ys = y[e:e + run]
+            e += run
+            if step == 0:
+                if mode == 1:
+                    x[b] += _long_sum(ys, 0, run)
+                else:
+                    v = x[b]
+                    for i in range(run):
+                        ys[i] = v if mode == 0 else ys[i] + v
+            else:
+                xs = x[b:b + (run - 1) * step + 1:step]
+                if mode == 0:
+                    for i in range(run):
+                        ys[i] = xs[i]
+                elif mode == 1:
+                    for i in range(run):
+                        xs[i] += ys[i]
+                else:
+                    for i in range(run):
+                        ys[i] += xs[i]
+        k = nd - 3
+        while k >= 0:
+            idx[k] += 1
+            src += cs[k]
+            if idx[k] < sh[k]:
+                break
+            src -= cs[k] * sh[k]
+            idx[k] = 0
+            k -= 1
+
+
+@njit(**_SUB)
+def _permutation(T, r, st):
+    """For a view (row r, strides st) that reorders all of its input's elements (a
+    transpose or permute): its dims in the input's order, and their strides in the view,
+    so that the VJP gathers instead of scattering. Else an empty shape."""
+    nd = T[r, ND]
+    shape = np.empty(nd, np.int64)
+    vst = np.empty(nd, np.int64)
+    if T[r, P0] != 0 or T[r, N] != T[T[r, A], N]:
+        return shape[:0], vst
+    own = np.empty(nd, np.int64)       # the view's own (contiguous) strides
+    s = 1
+    for k in range(nd - 1, -1, -1):
+        own[k] = s
+        s *= T[r, S0 + k]
+    used = np.zeros(nd, np.uint8)
+    expect = 1
+    for j in range(nd - 1, -1, -1):    # the input's dims, innermost first
+        best = -1
+        for k in range(nd):
+            if not used[k] and st[k] == expect and (best < 0 or T[r, S0 + k] > 1):
+                best = k
+        if best < 0:
+            return shape[:0], vst
+        used[best] = 1
+        shape[j] = T[r, S0 + best]
+        vst[j] = own[best]
+        expect *= T[r, S0 + best]
+    return shape, vst
+
+
 @njit(**_INL)
 def _strided(T, r, adj, seen):
-    """Backward of a strided view: scatter-add g to the elements it was read from."""
-    ao = _touch(adj, T, seen, T[r, A])
+    """Backward of a strided view: its gradient gathered back where the view reorders
+    all of its input (transposes), else scatter-added to the elements it read."""
+    a = T[r, A]
     go = T[r, AOFF]
-    n = T[r, N]
-    st = np.zeros(MAXD, np.int64)
-    run = True      # the view reads consecutive elements (a slice along the first dims)
-    s = 1
-    for k in range(T[r, ND] - 1, -1, -1):
+    g = adj[go:go + T[r, N]]
+    st = np.zeros(T[r, ND], np.int64)
+    for k in range(T[r, ND]):
         st[k] = T[r, P0 + 1 + k]
-        if T[r, S0 + k] > 1 and st[k] != s:
-            run = False
-        s *= T[r, S0 + k]
-    if run:
-        base = ao + T[r, P0]
-        for i in range(n):
-            adj[base + i] += adj[go + i]
+    shape, vst = _permutation(T, r, st)
+    if shape.size or T[r, ND] == 0 and T[r, N] == T[a, N] and T[r, P0] == 0:
+        ao, fr = _dst(adj, T, seen, a)
+        _walk(shape, vst, 0, g, adj[ao:ao + T[a, N]], 0 if fr else 2)
         return
-    idx = _odometer(T, r, st, ao + T[r, P0], n)
-    for i in range(n):
-        adj[idx[i]] += adj[go + i]
+    ao = _touch(adj, T, seen, a)
+    shp = np.empty(T[r, ND], np.int64)
+    for k in range(T[r, ND]):
+        shp[k] = T[r, S0 + k]
+    _walk(shp, st, T[r, P0], adj[ao:ao + T[a, N]], g, 1)
 
 
 @njit(**_SUB)
@@ -275,42 +369,12 @@ def needed_rows(T, L, alive, n):
 
 
 @njit(**_SUB, fastmath={"reassoc"})
-def _block_sum(x, lo, hi):
-    """Sum of x[lo:hi] in float64. Reassociation lets LLVM keep vector accumulators (a
-    fixed order for a given build and CPU); indexing a slice from 0 drops the negative
-    index checks that stop vectorisation."""
-    y = x[lo:hi]
-    s = 0.0
-    for i in range(y.size):
-        s += y[i]
-    return s
-
-
-@njit(**_SUB, fastmath={"reassoc"})
 def _block_dot(x, y):
     """Sum of x[i] * y[i] in float64 (vector accumulators, as _block_sum)."""
     s = 0.0
     for i in range(x.size):
         s += np.float64(x[i]) * y[i]
     return s
-
-
-@njit(**_SUB)
-def _long_sum(x, lo, hi):
-    """Sum of a long run: blocks of 4096 added with compensation."""
-    if hi - lo <= 4096:
-        return _block_sum(x, lo, hi)
-    s = 0.0
-    c = 0.0
-    for start in range(lo, hi, 4096):
-        v = _block_sum(x, start, min(start + 4096, hi))
-        t = s + v
-        if abs(s) >= abs(v):
-            c += (s - t) + v
-        else:
-            c += (v - t) + s
-        s = t
-    return s + c
 
 
 @njit(**_JIT)
@@ -530,9 +594,10 @@ def sort_fwd(x, pos, d, inner, desc, k):
 @njit(**_JIT)
 def gather_strided(VD, o, src, off, st, out):
     """out[i] = src[off + sum(i_k * st[k])] over row o's index space (a strided view)."""
-    idx = _odometer(VD, o, st, off, out.size)
-    for i in range(out.size):
-        out[i] = src[idx[i]]
+    shape = np.empty(VD[o, ND], np.int64)
+    for k in range(shape.size):
+        shape[k] = VD[o, S0 + k]
+    _walk(shape, st, off, src, out, 0)
 
 
 _safe_caches(globals())

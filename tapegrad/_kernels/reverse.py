@@ -12,9 +12,9 @@ from .layout import (A, AOFF, B, CAST, DIRTY, DONE, ERR_DIRTY, ERR_FREED, F64, F
                      FUSE_BLOCK, K_AMAX, K_CAST, K_CAT, K_COPY, K_EXT, K_GATHER, K_LEAF,
                      K_LINEAR, K_LOGSOFTMAX, K_MATMUL, K_PROD, K_PYFN, K_PYOUT, K_SCATTER,
                      K_SETIDX, K_SOFTMAX, K_STRIDED, K_SUM, K_WHERE, N, NCOL, NKERNELS, OP,
-                     P0, PAUSE, PAUSED, PYFN, SA, SAVES, SB, SO, STEP, SWITCH, _binary_dst,
-                     _call, _dst, _ew, _j, _load, _mode, _nil, _ptr, _put, _raw, _touch,
-                     general)
+                     P0, PAUSE, PAUSED, PYFN, SA, SAVES, SB, SO, STEP, SWITCH, _bcast,
+                     _binary_dst, _call, _dst, _ew, _j, _load, _mode, _nil, _ptr, _put, _raw,
+                     _touch, general)
 from .linalg import _linear_vjp, _matmul_vjp, ensure_blas
 from .elementwise import _BINARY_VJPS, _UNARY_VJPS, _arith_vjp1, _inp, _out, _ug, arith1
 from .reduce import _amax, _cat, _indexed, _prod, _softmax, _strided, _sum, _sum_rows
@@ -60,6 +60,27 @@ def _block(argp):
     return a[_A_LO], a[_A_HI], a[_A_AO], a[_A_FA] != 0, a[_A_BO], a[_A_FB] != 0
 
 
+@njit(**_SUB)
+def _bmode(T, r, a):
+    """0: input a's elements line up with row r's; 2: a broadcasts (its adjoint then
+    accumulates into zeros)."""
+    return 0 if T[a, N] == T[r, N] else 2
+
+
+@njit(**_SUB)
+def _full(T, r, a, col, adj, g):
+    """Input a's value saved at column col, broadcast to row r's elements; g where the op
+    did not save it (its formula does not read it)."""
+    if T[r, col] == 0:
+        return g
+    x = _load(T, r, col, T[a, N], adj)
+    if T[a, N] == T[r, N]:
+        return x
+    e = np.empty(T[r, N], adj.dtype)
+    _bcast(T, r, a, x, e, False)
+    return e
+
+
 def _vjp_kernel(k, f64, gen):
     """The C function of opcode k's VJP for one dtype (gen: its general kernel); it
     closes over constants and the op's VJP function (named in its cache key), calling it
@@ -85,6 +106,38 @@ def _vjp_kernel(k, f64, gen):
                     _put(d, i, du(g[i], x[i], o[i], f0, f1, p0), fr)
             else:
                 du(T, r, F[r, 0], F[r, 1], adj, ao, fr, lo, hi)
+    elif k in _BINARY_VJPS and gen and isinstance(_BINARY_VJPS[k], tuple):
+        da, db = _BINARY_VJPS[k]
+
+        def kern(argp):        # an input broadcasts (whole rows only, never fused)
+            T, F, L, adj, seen, r = _open(argp, dt)
+            n = T[r, N]
+            ra, rb = T[r, A], T[r, B]
+            ao, fa, bo, fb = _binary_dst(T, r, adj, seen, _bmode(T, r, ra), _bmode(T, r, rb))
+            go = T[r, AOFF]
+            g = adj[go:go + n]
+            x = _full(T, r, ra, SA, adj, g)
+            y = _full(T, r, rb, SB, adj, g)
+            if ao >= 0:
+                if T[ra, N] == n:
+                    d = adj[ao:ao + n]
+                    for i in range(n):
+                        _put(d, i, da(g[i], x[i], y[i]), fa)
+                else:
+                    c = np.empty(n, adj.dtype)
+                    for i in range(n):
+                        c[i] = da(g[i], x[i], y[i])
+                    _bcast(T, r, ra, adj[ao:ao + T[ra, N]], c, True)
+            if bo >= 0:
+                if T[rb, N] == n:
+                    d = adj[bo:bo + n]
+                    for i in range(n):
+                        _put(d, i, db(g[i], x[i], y[i]), fb)
+                else:
+                    c = np.empty(n, adj.dtype)
+                    for i in range(n):
+                        c[i] = db(g[i], x[i], y[i])
+                    _bcast(T, r, rb, adj[bo:bo + T[rb, N]], c, True)
     elif k in _BINARY_VJPS:
         formulas = isinstance(_BINARY_VJPS[k], tuple)   # else a VJP function (where)
         da, db = _BINARY_VJPS[k] if formulas else (_BINARY_VJPS[k], None)
@@ -138,10 +191,12 @@ def _vjp_kernel(k, f64, gen):
     elif k == K_COPY:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
-            go = T[r, AOFF]
+            n = T[r, N]
             ao, fr = _dst(adj, T, seen, T[r, A])
-            for i in range(T[r, N]):
-                _put(adj, ao + i, adj[go + i], fr)
+            g = adj[T[r, AOFF]:T[r, AOFF] + n]
+            d = adj[ao:ao + n]
+            for i in range(n):
+                _put(d, i, g[i], fr)
     elif k == K_STRIDED:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)

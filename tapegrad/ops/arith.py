@@ -64,11 +64,8 @@ def _broadcast_kernel(kernel, da, db):
     """A broadcasting binary op through the forward kernel a compiled replay runs."""
     out = np.empty(np.broadcast_shapes(da.shape, db.shape), da.dtype)
     rows = np.concatenate([_shape_row(out.shape), _shape_row(da.shape), _shape_row(db.shape)])
-    K.binary_fwd(kernel, rows, 0, 1, 2, out.reshape(-1), _flat(da), _flat(db), _NOIDX)
+    K.binary_fwd(kernel, rows, 0, 1, 2, out.reshape(-1), _flat(da), _flat(db))
     return out
-
-
-_NOIDX = np.zeros(0, np.int64)
 
 
 def _binary_tt(op, ufunc, opname, a, b):

@@ -272,10 +272,16 @@ def broadcast_to(input, shape):
 
 
 def _basic_key(key):
-    """True when ``key`` uses only ints, slices, None and Ellipsis."""
+    """True when ``key`` uses only ints, slices, None and Ellipsis; a slice step below 1
+    is a ValueError, as in PyTorch (views read forwards)."""
     items = key if isinstance(key, tuple) else (key,)
     for k in items:
-        if k is None or k is Ellipsis or isinstance(k, slice):
+        if isinstance(k, slice):
+            if k.step is not None and not isinstance(k.step, Tensor) and k.step <= 0:
+                raise ValueError("slice step cannot be zero" if k.step == 0 else
+                                 "step must be greater than zero")
+            continue
+        if k is None or k is Ellipsis:
             continue
         if isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)):
             continue
@@ -637,6 +643,18 @@ def repeat(input, *sizes):
         raise RuntimeError(f"Trying to create tensor with negative dimension: {list(reps)}")
     pos = np.arange(input._data.size, dtype=np.int64).reshape(input._data.shape)
     return _arranged(input, np.tile(pos, reps), "repeat")
+
+
+def flip(input, dims):
+    """Elements in reverse order along ``dims`` (a copy, as PyTorch's flip)."""
+    _check_tensor(input, "flip")
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    axes = tuple(_dim(d, input.ndim or 1, "flip") for d in dims)
+    for i, d in enumerate(axes):
+        if d in axes[:i]:
+            raise RuntimeError(f"dim {d} appears multiple times in the list of dims")
+    pos = np.arange(input._data.size, dtype=np.int64).reshape(input._data.shape)
+    return _arranged(input, np.flip(pos, axes) if input.ndim else pos, "flip")
 
 
 def roll(input, shifts, dims=None):
