@@ -76,7 +76,7 @@ def _runs(T, L, keep, sizes):
     outside = set(keep)
     for c in range(len(T)):
         k = T[c, K.OP]
-        if k in (K.K_LINEAR, K.K_CAT, K.K_PYFN):
+        if k in K.LISTED:
             outside.update(int(x) for x in L[T[c, K.P0]:T[c, K.P0] + T[c, K.P0 + 1]])
         for col in (K.A, K.B):
             x = T[c, col]

@@ -217,6 +217,12 @@ case("softmax_dim_oob", [O.SOFTMAX], lambda L, e: L.softmax(e["a"], 2), IndexErr
      r"softmax.*out of range")
 case("F_softmax_dim_oob", [O.SOFTMAX], lambda L, e: F(L).softmax(e["B1"], dim=-4), IndexError,
      r"softmax.*out of range")
+case("layer_norm_shape", [O.LAYER_NORM],
+     lambda L, e: F(L).layer_norm(e["a"], (7,)), RuntimeError, r"normalized_shape")
+case("layer_norm_weight_shape", [O.LAYER_NORM],
+     lambda L, e: F(L).layer_norm(e["a"], tuple(e["a"].shape[-1:]),
+                                  L.ones(e["a"].shape[-1] + 1)), RuntimeError,
+     r"Expected weight to be of same shape")
 case("softmax_no_dim", [O.SOFTMAX], lambda L, e: L.softmax(e["a"]), TypeError, r"softmax")
 case("softmax_dim_oob_dtype", [O.SOFTMAX, O.CAST],
      lambda L, e: L.softmax(e["a"], 5, dtype=L.float64), IndexError, r"softmax.*out of range")

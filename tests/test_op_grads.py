@@ -228,6 +228,13 @@ CASES = [
     C(ops.SOFTMAX, "softmax_dim0", lambda L, x: x.softmax(0), normal(3, 4)),
     C(ops.SOFTMAX, "softmax_mid_3d", lambda L, x: L.softmax(x, 1), normal(2, 3, 4)),
     C(ops.SOFTMAX, "softmax_f32", lambda L, x: L.softmax(x, 1), normal(3, 4), **F32),
+    C(ops.LAYER_NORM, "layer_norm_affine",
+      lambda L, x, w, b: L.nn.functional.layer_norm(x, (4,), w, b), normal(3, 4), normal(4),
+      normal(4)),
+    C(ops.LAYER_NORM, "layer_norm_2d_shape",
+      lambda L, x: L.nn.functional.layer_norm(x, (3, 4)), normal(2, 3, 4)),
+    C(ops.LAYER_NORM, "layer_norm_f32",
+      lambda L, x, w: L.nn.functional.layer_norm(x, (4,), w), normal(3, 4), normal(4), **F32),
     C(ops.LOG_SOFTMAX, "log_softmax_last", lambda L, x: L.log_softmax(x, -1), normal(3, 4)),
     C(ops.LOG_SOFTMAX, "log_softmax_dim0_3d", lambda L, x: x.log_softmax(0), normal(2, 3, 4)),
 

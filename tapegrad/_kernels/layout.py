@@ -77,8 +77,11 @@ U8 = 128      # a program value of one byte per element (a bool)
  K_PYFN,         # a user Function: Python runs its backward (inputs: L[P0:P0+P1])
  K_PYOUT,        # a further output of the Function at row P2
  K_PROD,         # product over the dims in bitmask P0 (zeros handled exactly)
- NKERNELS) = range(48)
+ K_LAYERNORM,    # rows of the last P2 elements normalised, eps F0; inputs L[P0:P0+P1]: x,
+ #                 then the weight if P3 bit 1, the bias if P3 bit 2
+ NKERNELS) = range(49)
 BINARY_FIRST, BINARY_LAST = K_ADD, K_MINIMUM
+LISTED = (K_LINEAR, K_CAT, K_PYFN, K_LAYERNORM)     # inputs in L[P0:P0+P1], not A and B
 UNARY_FIRST, UNARY_LAST = K_AFFINE, K_ERF
 
 # Replay results.
@@ -172,6 +175,12 @@ def _j(mode, i, idx):
     if mode == 1:
         return 0
     return idx[i]
+
+
+@njit(**_SUB)
+def listed(k):
+    """Whether opcode k takes its inputs from the list L (LISTED)."""
+    return k == K_LINEAR or k == K_CAT or k == K_PYFN or k == K_LAYERNORM
 
 
 @njit(**_JIT)

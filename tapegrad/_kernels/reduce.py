@@ -5,10 +5,10 @@ import numpy as np
 from numba import carray, njit
 
 from .cache import _INL, _JIT, _SUB, _safe_caches
-from .layout import (A, AOFF, B, K_CAT, K_GATHER, K_LINEAR, K_PYFN, K_PYOUT, K_SCATTER,
+from .layout import (A, AOFF, B, K_GATHER, K_PYOUT, K_SCATTER,
                      K_SOFTMAX, MAXD, N, ND, OP, P0, P1, S0, SA, SB, SO, _block_sum, _dst,
                      _load, _long_sum, _odometer, _ptr, _put, _touch, _var, _wants,
-                     trailing)
+                     listed, trailing)
 from .vmath import vexp, vlog
 
 
@@ -356,7 +356,7 @@ def needed_rows(T, L, alive, n):
         if need[r] == 0:
             continue
         k = T[r, OP]
-        if k == K_CAT or k == K_PYFN or k == K_LINEAR:
+        if listed(k):
             for q in range(T[r, P0 + 1]):
                 need[L[T[r, P0] + q]] = 1
         elif k == K_PYOUT:

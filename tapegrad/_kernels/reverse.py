@@ -10,14 +10,15 @@ from numba.core.sigutils import normalize_signature
 from .cache import _CACHE, _INL, _JIT, _SUB, _SafeCache, _safe_caches
 from .layout import (A, AOFF, B, CAST, DIRTY, DONE, ERR_DIRTY, ERR_FREED, F64, FL, FREED,
                      FUSE_BLOCK, K_AMAX, K_CAST, K_CAT, K_COPY, K_EXT, K_GATHER, K_LEAF,
-                     K_LINEAR, K_LOGSOFTMAX, K_MATMUL, K_PROD, K_PYFN, K_PYOUT, K_SCATTER,
-                     K_SETIDX, K_SOFTMAX, K_STRIDED, K_SUM, K_WHERE, N, NCOL, NKERNELS, OP,
+                     K_LAYERNORM, K_LINEAR, K_LOGSOFTMAX, K_MATMUL, K_PROD, K_PYFN, K_PYOUT,
+                     K_SCATTER, K_SETIDX, K_SOFTMAX, K_STRIDED, K_SUM, K_WHERE, N, NCOL, NKERNELS, OP,
                      P0, PAUSE, PAUSED, PYFN, SA, SAVES, SB, SO, STEP, SWITCH, _bcast,
                      _binary_dst, _call, _dst, _ew, _j, _load, _mode, _nil, _ptr, _put, _raw,
                      _touch, general)
 from .linalg import _linear_vjp, _matmul_vjp, ensure_blas
 from .elementwise import _BINARY_VJPS, _UNARY_VJPS, _arith_vjp1, _inp, _out, _ug, arith1
 from .reduce import _amax, _cat, _indexed, _prod, _softmax, _strided, _sum, _sum_rows
+from .norm import _layer_norm_vjp
 
 
 NEED = 8          # status: the row's kernel is not compiled yet (Python compiles it)
@@ -229,6 +230,10 @@ def _vjp_kernel(k, f64, gen):
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
             _cat(T, L, r, adj, seen)
+    elif k == K_LAYERNORM:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            _layer_norm_vjp(T, L, r, F[r, 0], adj, seen)
     elif k == K_CAST:        # into the other dtype's arena (programs; eager does it in Python)
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
@@ -435,7 +440,7 @@ def _cfunc(kern):
 
 
 _FAMILY_VJPS = (K_SUM, K_COPY, K_STRIDED, K_MATMUL, K_LINEAR, K_AMAX, K_PROD, K_GATHER,
-                K_SCATTER, K_SETIDX, K_SOFTMAX, K_LOGSOFTMAX, K_CAT)
+                K_SCATTER, K_SETIDX, K_SOFTMAX, K_LOGSOFTMAX, K_CAT, K_LAYERNORM)
 
 
 _safe_caches(globals())

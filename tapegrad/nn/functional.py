@@ -427,10 +427,8 @@ def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
-    """(x - mean) / sqrt(var + eps) * weight + bias over the trailing normalized_shape.
-
-    Row sums and broadcasts are products with vectors of ones over the rows of
-    (*, prod(normalized_shape)), as in batch_norm."""
+    """(x - mean) / sqrt(var + eps) * weight + bias over the trailing normalized_shape,
+    as one op (statistics in float64)."""
     _check_tensor(input, "layer_norm")
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else \
         tuple(normalized_shape)
@@ -439,21 +437,21 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         raise RuntimeError(f"Given normalized_shape={list(shape)}, expected input with shape "
                            f"[*, {', '.join(map(str, shape))}], but got input of size"
                            f"{list(input.shape)}")
-    d = math.prod(shape)
-    m = input.numel() // d if d else 0
-    dt = _np_dtype(input)
-    ones_d, ones_row_d = _const(np.ones((d, 1), dt)), _const(np.ones((1, d), dt))
-    rows = input.reshape(m, d)
-    centered = rows - (rows @ ones_d / d) @ ones_row_d
-    var = (centered * centered) @ ones_d / d
-    out = centered * ((1.0 / (var + eps).sqrt()) @ ones_row_d)
-    if weight is not None or bias is not None:
-        ones_col_m = _const(np.ones((m, 1), dt))
-        if weight is not None:
-            out = out * (ones_col_m @ weight.reshape(1, d))
-        if bias is not None:
-            out = out + (ones_col_m @ bias.reshape(1, d))
-    return out.reshape(input.shape)
+    if input._data.dtype.kind != "f":
+        raise RuntimeError(f'"LayerNormKernelImpl" not implemented for '
+                           f"'{_TORCH_NAMES.get(input.dtype.name, input.dtype.name)}'")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is None:
+            continue
+        _check_tensor(t, "layer_norm", name)
+        if tuple(t.shape) != shape:
+            raise RuntimeError(f"Expected {name} to be of same shape as normalized_shape, but "
+                               f"got {name} of shape {list(t.shape)} and normalized_shape = "
+                               f"{list(shape)}")
+        if t.dtype != input.dtype:
+            raise RuntimeError(f"expected scalar type {_TORCH_NAMES.get(input.dtype.name)} "
+                               f"but found {_TORCH_NAMES.get(t.dtype.name)}")
+    return _ops.layer_norm_rows(input, math.prod(shape), weight, bias, eps)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,

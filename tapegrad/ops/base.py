@@ -100,7 +100,7 @@ class Ctx:
 
 def input_rows(tape, r):
     T = tape.T
-    if T[r, K.OP] in (K.K_CAT, K.K_PYFN, K.K_LINEAR):
+    if T[r, K.OP] in K.LISTED:
         start, count = int(T[r, K.P0]), int(T[r, K.P0 + 1])
         return [int(x) for x in tape.L[start:start + count]]
     return [int(T[r, c]) for c in (K.A, K.B) if T[r, c] >= 0]

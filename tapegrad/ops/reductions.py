@@ -1,4 +1,5 @@
-"""Reductions: sum, mean, max/min, prod, softmax and their relatives.
+"""Reductions: sum, mean, max/min, prod, softmax, layer normalisation and their
+relatives.
 """
 
 import builtins
@@ -7,10 +8,10 @@ import numpy as np
 
 from .. import _kernels as K
 from ..dtypes import as_np_dtype
-from ..tape import TRACE
-from ..tensor import Tensor, _dim, _wrap
+from ..tape import STATE, TRACE, current
+from ..tensor import Tensor, _dim, _owned_node, _wrap
 from .base import (Op, SAVE_A, SAVE_OUT, _FLOATS, _check_tensor, _flat, _float_input,
-                   _grad_needed, _shape_row, plain, record)
+                   _grad_needed, _row_of, _shape_row, input_rows, plain, proxy, record)
 from . import arith, views
 
 
@@ -453,6 +454,59 @@ def _vjp_log_softmax(c, g):
 
 SOFTMAX = Op("SoftmaxBackward0", K.K_SOFTMAX, _vjp_softmax)
 LOG_SOFTMAX = Op("LogSoftmaxBackward0", K.K_LOGSOFTMAX, _vjp_log_softmax)
+
+
+def _vjp_layer_norm(c, g):
+    tape, r = c.tape, c.r
+    rows = input_rows(tape, r)
+    held = tape.held(r)
+    d, flags = c.p(2), c.p(3)
+    x = views.reshape(proxy(tape, rows[0], held.get(K.SA)), (-1, d))
+    w = proxy(tape, rows[1], held.get(K.SB)) if flags & 1 and K.SB in held else None
+    g = views.reshape(g, (-1, d))
+    xc = x - mean(x, 1, keepdim=True)
+    rstd = (mean(xc * xc, 1, keepdim=True) + c.f0) ** -0.5
+    xhat = xc * rstd
+    gw = g * w if w is not None else g
+    wants = [bool(tape.T[q, K.FL] & K.REQ) for q in rows]
+    grads = [views.reshape(rstd * (gw - mean(gw, 1, keepdim=True)
+                                   - xhat * mean(gw * xhat, 1, keepdim=True)),
+                           c.shape(K.OP)) if wants[0] else None]
+    if flags & 1:
+        grads.append(sum(g * xhat, 0) if wants[1] else None)
+    if flags & 2:
+        grads.append(sum(g, 0) if wants[-1] else None)
+    return tuple(grads)
+
+
+LAYER_NORM = Op("NativeLayerNormBackward0", K.K_LAYERNORM, _vjp_layer_norm)
+
+
+def layer_norm_rows(input, d, weight, bias, eps):
+    """(x - mean) / sqrt(var + eps) * weight + bias over rows of the last d elements, as
+    one op; weight and bias (d elements each, or None) have input's dtype."""
+    flags = (1 if weight is not None else 0) | (2 if bias is not None else 0)
+    ins = [input] + [t for t in (weight, bias) if t is not None]
+    x = _flat(input._data)
+    out = np.empty(input._data.shape, x.dtype)
+    K.layer_norm_fwd(x, x if weight is None else _flat(weight._data),
+                     x if bias is None else _flat(bias._data), out.reshape(-1), d,
+                     float(eps), flags)
+    params = (0, len(ins), d, flags)
+    if not _grad_needed(*ins):
+        return plain(LAYER_NORM, out, ins, float(eps), 0.0, params)
+    tape = STATE.tape or current()
+    rows = [_row_of(tape, t) for t in ins]
+    params = (tape.input_list(rows),) + params[1:]
+    r = tape.row(LAYER_NORM.kernel, LAYER_NORM.index, out, True, rows[0], -1, K.SAVES)
+    tape.T[r, K.P0:K.P0 + 4] = params
+    tape.MF[2 * r] = eps
+    if TRACE[0] is not None:
+        TRACE[0].op(LAYER_NORM, out, ins, float(eps), 0.0, params, tape, r)
+    tape.save(r, K.SA, input, input._data, -1 if input._leaf else rows[0])
+    if weight is not None and input._req:
+        tape.save(r, K.SB, weight, weight._data, -1 if weight._leaf else rows[1])
+    return _owned_node(out, tape, r)
 
 
 def _softmax_op(op, input, dim, log_):

@@ -1,0 +1,120 @@
+"""Layer normalisation over rows of the last ``d`` elements: forward and VJP kernels.
+
+Row statistics are computed in float64 (two passes), and the VJP recomputes them from
+the saved input rather than keeping them: one more pass over a row in cache, and
+nothing else for a row to save or a program to carry.
+"""
+
+import numpy as np
+from numba import njit
+
+from .cache import _INL, _JIT, _SUB, _safe_caches
+from .layout import AOFF, N, P0, SA, SB, _block_sum, _dst, _load, _put, _wants
+
+
+@njit(**_SUB, fastmath={"reassoc"})
+def _sq_dev(x, mean):
+    """Sum of (x[i] - mean)**2 in float64 (vector accumulators, as _block_sum)."""
+    s = 0.0
+    for i in range(x.size):
+        v = x[i] - mean
+        s += v * v
+    return s
+
+
+@njit(**_SUB)
+def _row_stats(x, eps):
+    """mean and 1 / sqrt(biased variance + eps) of a row."""
+    d = x.size
+    mean = _block_sum(x, 0, d) / d
+    return mean, 1.0 / np.sqrt(_sq_dev(x, mean) / d + eps)
+
+
+@njit(**_SUB, fastmath={"reassoc"})
+def _grad_sums(g, w, x, affine):
+    """Sums over a row of g * w and of g * w * x (w = 1 unless affine)."""
+    s1 = 0.0
+    s2 = 0.0
+    for i in range(g.size):
+        gw = np.float64(g[i]) * w[i] if affine else np.float64(g[i])
+        s1 += gw
+        s2 += gw * x[i]
+    return s1, s2
+
+
+@njit(**_JIT)
+def layer_norm_fwd(x, w, b, out, d, eps, flags):
+    """out = (x - mean) / sqrt(var + eps) (* w if flags bit 1) (+ b if bit 2), over rows
+    of d elements; one rounding per element."""
+    for j in range(x.size // d if d else 0):
+        xs = x[j * d:(j + 1) * d]
+        ys = out[j * d:(j + 1) * d]
+        mean, rstd = _row_stats(xs, eps)
+        if flags == 3:
+            for i in range(d):
+                ys[i] = (xs[i] - mean) * rstd * w[i] + b[i]
+        elif flags == 1:
+            for i in range(d):
+                ys[i] = (xs[i] - mean) * rstd * w[i]
+        elif flags == 2:
+            for i in range(d):
+                ys[i] = (xs[i] - mean) * rstd + b[i]
+        else:
+            for i in range(d):
+                ys[i] = (xs[i] - mean) * rstd
+
+
+@njit(**_INL)
+def _layer_norm_vjp(T, L, r, f0, adj, seen):
+    """dx = rstd * (g w - mean(g w) - xhat mean(g w xhat)), arranged as PyTorch's
+    (rstd g w + p x + q, so that infinities and NaNs land alike); dw = column sums of
+    g xhat, db = column sums of g."""
+    start = T[r, P0]
+    d = T[r, P0 + 2]
+    flags = T[r, P0 + 3]
+    affine = (flags & 1) != 0
+    x = L[start]
+    wr = L[start + 1] if affine else -1
+    br = L[start + 1 + (flags & 1)] if flags & 2 else -1
+    n = T[r, N]
+    go = T[r, AOFF]
+    g = adj[go:go + n]
+    vx = _load(T, r, SA, n, adj)
+    vw = _load(T, r, SB, d, adj) if affine else vx[:0]
+    want_x = _wants(T, x)
+    want_w = affine and _wants(T, wr)
+    want_b = br >= 0 and _wants(T, br)
+    dw = np.zeros(d if want_w else 0)
+    db = np.zeros(d if want_b else 0)
+    xo, fx = _dst(adj, T, seen, x) if want_x else (0, False)
+    for j in range(n // d if d else 0):
+        xs = vx[j * d:(j + 1) * d]
+        gs = g[j * d:(j + 1) * d]
+        mean, rstd = _row_stats(xs, f0)
+        if want_w:
+            for i in range(d):
+                dw[i] += gs[i] * ((xs[i] - mean) * rstd)
+        if want_b:
+            for i in range(d):
+                db[i] += gs[i]
+        if want_x:
+            s1, s2 = _grad_sums(gs, vw, xs, affine)
+            p = (s1 * mean - s2) * rstd * rstd * rstd / d
+            q = -p * mean - s1 * rstd / d
+            ds = adj[xo + j * d:xo + (j + 1) * d]
+            for i in range(d):
+                gw = np.float64(gs[i]) * vw[i] if affine else np.float64(gs[i])
+                _put(ds, i, rstd * gw + p * xs[i] + q, fx)
+    if want_w:
+        wo, fw = _dst(adj, T, seen, wr)
+        ws = adj[wo:wo + d]
+        for i in range(d):
+            _put(ws, i, dw[i], fw)
+    if want_b:
+        bo, fb = _dst(adj, T, seen, br)
+        bs = adj[bo:bo + d]
+        for i in range(d):
+            _put(bs, i, db[i], fb)
+
+
+_safe_caches(globals())
