@@ -243,6 +243,25 @@ def _block_sum(x, lo, hi):
     return s
 
 
+@njit(**_SUB, fastmath={"reassoc"})
+def _row_sum(X, o):
+    """Sum of row o of a 2-D array in float64 (as _block_sum). Kernels over many short
+    rows index 2-D views: a slice per row costs more than the row's arithmetic."""
+    s = 0.0
+    for j in range(X.shape[1]):
+        s += X[o, j]
+    return s
+
+
+@njit(**_SUB, fastmath={"reassoc"})
+def _row_dot(X, Y, o):
+    """Sum of X[o, j] * Y[o, j] in float64 (as _row_sum)."""
+    s = 0.0
+    for j in range(X.shape[1]):
+        s += np.float64(X[o, j]) * Y[o, j]
+    return s
+
+
 @njit(**_SUB)
 def _long_sum(x, lo, hi):
     """Sum of a long run: blocks of 4096 added with compensation."""

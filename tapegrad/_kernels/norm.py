@@ -9,36 +9,36 @@ import numpy as np
 from numba import njit
 
 from .cache import _INL, _JIT, _SUB, _safe_caches
-from .layout import AOFF, N, P0, SA, SB, _block_sum, _dst, _load, _put, _wants
+from .layout import AOFF, N, P0, SA, SB, _dst, _load, _put, _row_sum, _wants
 
 
 @njit(**_SUB, fastmath={"reassoc"})
-def _sq_dev(x, mean):
-    """Sum of (x[i] - mean)**2 in float64 (vector accumulators, as _block_sum)."""
+def _sq_dev(X, o, mean):
+    """Sum of (X[o, j] - mean)**2 in float64 (vector accumulators, as _row_sum)."""
     s = 0.0
-    for i in range(x.size):
-        v = x[i] - mean
+    for j in range(X.shape[1]):
+        v = X[o, j] - mean
         s += v * v
     return s
 
 
 @njit(**_SUB)
-def _row_stats(x, eps):
-    """mean and 1 / sqrt(biased variance + eps) of a row."""
-    d = x.size
-    mean = _block_sum(x, 0, d) / d
-    return mean, 1.0 / np.sqrt(_sq_dev(x, mean) / d + eps)
+def _row_stats(X, o, eps):
+    """mean and 1 / sqrt(biased variance + eps) of row o."""
+    d = X.shape[1]
+    mean = _row_sum(X, o) / d
+    return mean, 1.0 / np.sqrt(_sq_dev(X, o, mean) / d + eps)
 
 
 @njit(**_SUB, fastmath={"reassoc"})
-def _grad_sums(g, w, x, affine):
-    """Sums over a row of g * w and of g * w * x (w = 1 unless affine)."""
+def _grad_sums(G, W, X, o, affine):
+    """Sums over row o of g * w and of g * w * x (w = 1 unless affine)."""
     s1 = 0.0
     s2 = 0.0
-    for i in range(g.size):
-        gw = np.float64(g[i]) * w[i] if affine else np.float64(g[i])
+    for j in range(G.shape[1]):
+        gw = np.float64(G[o, j]) * W[j] if affine else np.float64(G[o, j])
         s1 += gw
-        s2 += gw * x[i]
+        s2 += gw * X[o, j]
     return s1, s2
 
 
@@ -46,22 +46,23 @@ def _grad_sums(g, w, x, affine):
 def layer_norm_fwd(x, w, b, out, d, eps, flags):
     """out = (x - mean) / sqrt(var + eps) (* w if flags bit 1) (+ b if bit 2), over rows
     of d elements; one rounding per element."""
-    for j in range(x.size // d if d else 0):
-        xs = x[j * d:(j + 1) * d]
-        ys = out[j * d:(j + 1) * d]
-        mean, rstd = _row_stats(xs, eps)
+    m = x.size // d if d else 0
+    X = x.reshape((m, d))
+    Y = out.reshape((m, d))
+    for j in range(m):
+        mean, rstd = _row_stats(X, j, eps)
         if flags == 3:
             for i in range(d):
-                ys[i] = (xs[i] - mean) * rstd * w[i] + b[i]
+                Y[j, i] = (X[j, i] - mean) * rstd * w[i] + b[i]
         elif flags == 1:
             for i in range(d):
-                ys[i] = (xs[i] - mean) * rstd * w[i]
+                Y[j, i] = (X[j, i] - mean) * rstd * w[i]
         elif flags == 2:
             for i in range(d):
-                ys[i] = (xs[i] - mean) * rstd + b[i]
+                Y[j, i] = (X[j, i] - mean) * rstd + b[i]
         else:
             for i in range(d):
-                ys[i] = (xs[i] - mean) * rstd
+                Y[j, i] = (X[j, i] - mean) * rstd
 
 
 @njit(**_INL)
@@ -77,34 +78,34 @@ def _layer_norm_vjp(T, L, r, f0, adj, seen):
     wr = L[start + 1] if affine else -1
     br = L[start + 1 + (flags & 1)] if flags & 2 else -1
     n = T[r, N]
+    m = n // d if d else 0
     go = T[r, AOFF]
-    g = adj[go:go + n]
-    vx = _load(T, r, SA, n, adj)
-    vw = _load(T, r, SB, d, adj) if affine else vx[:0]
+    G = adj[go:go + n].reshape((m, d))
+    X = _load(T, r, SA, n, adj).reshape((m, d))
+    vw = _load(T, r, SB, d, adj) if affine else adj[:0]
     want_x = _wants(T, x)
     want_w = affine and _wants(T, wr)
     want_b = br >= 0 and _wants(T, br)
     dw = np.zeros(d if want_w else 0)
     db = np.zeros(d if want_b else 0)
     xo, fx = _dst(adj, T, seen, x) if want_x else (0, False)
-    for j in range(n // d if d else 0):
-        xs = vx[j * d:(j + 1) * d]
-        gs = g[j * d:(j + 1) * d]
-        mean, rstd = _row_stats(xs, f0)
+    D = adj[xo:xo + (n if want_x else 0)].reshape((m if want_x else 0, d))
+    for j in range(m):
+        mean, rstd = _row_stats(X, j, f0)
         if want_w:
             for i in range(d):
-                dw[i] += gs[i] * ((xs[i] - mean) * rstd)
+                dw[i] += G[j, i] * ((X[j, i] - mean) * rstd)
         if want_b:
             for i in range(d):
-                db[i] += gs[i]
+                db[i] += G[j, i]
         if want_x:
-            s1, s2 = _grad_sums(gs, vw, xs, affine)
+            s1, s2 = _grad_sums(G, vw, X, j, affine)
             p = (s1 * mean - s2) * rstd * rstd * rstd / d
             q = -p * mean - s1 * rstd / d
-            ds = adj[xo + j * d:xo + (j + 1) * d]
             for i in range(d):
-                gw = np.float64(gs[i]) * vw[i] if affine else np.float64(gs[i])
-                _put(ds, i, rstd * gw + p * xs[i] + q, fx)
+                gw = np.float64(G[j, i]) * vw[i] if affine else np.float64(G[j, i])
+                v = rstd * gw + p * X[j, i] + q
+                D[j, i] = v if fx else D[j, i] + v
     if want_w:
         wo, fw = _dst(adj, T, seen, wr)
         ws = adj[wo:wo + d]

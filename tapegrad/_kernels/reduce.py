@@ -5,10 +5,9 @@ import numpy as np
 from numba import carray, njit
 
 from .cache import _INL, _JIT, _SUB, _safe_caches
-from .layout import (A, AOFF, B, K_GATHER, K_PYOUT, K_SCATTER,
-                     K_SOFTMAX, MAXD, N, ND, OP, P0, P1, S0, SA, SB, SO, _block_sum, _dst,
-                     _load, _long_sum, _odometer, _ptr, _put, _touch, _var, _wants,
-                     listed, trailing)
+from .layout import (A, AOFF, B, K_GATHER, K_PYOUT, K_SCATTER, K_SOFTMAX, MAXD, N, ND, OP,
+                     P0, P1, S0, SA, SB, SO, _block_sum, _dst, _load, _long_sum, _odometer,
+                     _ptr, _put, _row_dot, _row_sum, _touch, _var, _wants, listed, trailing)
 from .vmath import vexp, vlog
 
 
@@ -285,19 +284,21 @@ def _softmax(k, T, r, adj, seen):
     go = T[r, AOFF]
     y = _load(T, r, SO, n, adj)
     ao, fr = _dst(adj, T, seen, T[r, A])
-    if inner == 1:                  # rows: slices indexed from 0, loops that vectorise
+    if inner == 1:                  # rows of 2-D views: loops that vectorise
+        Y = y.reshape((outer, d))
+        G = adj[go:go + n].reshape((outer, d))
+        D = adj[ao:ao + n].reshape((outer, d))
         for o in range(outer):
-            ys = y[o * d:(o + 1) * d]
-            gs = adj[go + o * d:go + (o + 1) * d]
-            ds = adj[ao + o * d:ao + (o + 1) * d]
             if k == K_SOFTMAX:
-                s = _block_dot(gs, ys)
+                s = _row_dot(G, Y, o)
                 for j in range(d):
-                    _put(ds, j, ys[j] * (gs[j] - s), fr)
+                    v = Y[o, j] * (G[o, j] - s)
+                    D[o, j] = v if fr else D[o, j] + v
             else:
-                s = _block_sum(gs, 0, d)
+                s = _row_sum(G, o)
                 for j in range(d):
-                    _put(ds, j, gs[j] - vexp(ys[j]) * s, fr)
+                    v = G[o, j] - vexp(Y[o, j]) * s
+                    D[o, j] = v if fr else D[o, j] + v
         return
     for o in range(outer):
         for i in range(inner):
@@ -368,15 +369,6 @@ def needed_rows(T, L, alive, n):
     return need
 
 
-@njit(**_SUB, fastmath={"reassoc"})
-def _block_dot(x, y):
-    """Sum of x[i] * y[i] in float64 (vector accumulators, as _block_sum)."""
-    s = 0.0
-    for i in range(x.size):
-        s += np.float64(x[i]) * y[i]
-    return s
-
-
 @njit(**_JIT)
 def sum_rows(x, out, inner, count):
     """out[j] = the sum of x[j * inner:(j + 1) * inner], divided by count when count > 0:
@@ -433,29 +425,30 @@ def _nanmax(x, lo, hi, inner):
 
 
 @njit(**_SUB)
-def _rowmax(y):
-    """Max of y (size > 0), nan if any element is nan: eight select chains that do not
-    depend on each other, and a vectorised nan count, instead of a branch per element."""
+def _rowmax(X, o):
+    """Max of row o of X (not empty), nan if any element is nan: eight select chains that
+    do not depend on each other, and a vectorised nan count, instead of a branch per
+    element."""
+    n = X.shape[1]
     c = 0
-    for i in range(y.size):
-        c += y[i] != y[i]
+    for i in range(n):
+        c += X[o, i] != X[o, i]
     if c:
         return np.nan
-    n = y.size
-    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = y[0]
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = X[o, 0]
     for k in range(n // 8):
         i = 8 * k
-        m0 = y[i] if y[i] > m0 else m0
-        m1 = y[i + 1] if y[i + 1] > m1 else m1
-        m2 = y[i + 2] if y[i + 2] > m2 else m2
-        m3 = y[i + 3] if y[i + 3] > m3 else m3
-        m4 = y[i + 4] if y[i + 4] > m4 else m4
-        m5 = y[i + 5] if y[i + 5] > m5 else m5
-        m6 = y[i + 6] if y[i + 6] > m6 else m6
-        m7 = y[i + 7] if y[i + 7] > m7 else m7
+        m0 = X[o, i] if X[o, i] > m0 else m0
+        m1 = X[o, i + 1] if X[o, i + 1] > m1 else m1
+        m2 = X[o, i + 2] if X[o, i + 2] > m2 else m2
+        m3 = X[o, i + 3] if X[o, i + 3] > m3 else m3
+        m4 = X[o, i + 4] if X[o, i + 4] > m4 else m4
+        m5 = X[o, i + 5] if X[o, i + 5] > m5 else m5
+        m6 = X[o, i + 6] if X[o, i + 6] > m6 else m6
+        m7 = X[o, i + 7] if X[o, i + 7] > m7 else m7
     m0 = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
     for i in range(n - n % 8, n):
-        m0 = y[i] if y[i] > m0 else m0
+        m0 = X[o, i] if X[o, i] > m0 else m0
     return m0
 
 
@@ -468,22 +461,22 @@ def softmax_fwd(x, out, d, inner, log):
     n = x.size
     outer = n // (d * inner) if d * inner else 0
     if inner == 1:
+        X = x.reshape((outer, d))
+        Y = out.reshape((outer, d))
         ex = np.empty(d)
         for o in range(outer):
-            xs = x[o * d:(o + 1) * d]
-            ys = out[o * d:(o + 1) * d]
-            m = _rowmax(xs)
+            m = _rowmax(X, o)
             for j in range(d):
-                ex[j] = vexp(xs[j] - m)
+                ex[j] = vexp(X[o, j] - m)
             s = _block_sum(ex, 0, d)
             if log:
                 ls = vlog(s)
                 for j in range(d):
-                    ys[j] = (xs[j] - m) - ls
+                    Y[o, j] = (X[o, j] - m) - ls
             else:
                 r = 1.0 / s
                 for j in range(d):
-                    ys[j] = ex[j] * r
+                    Y[o, j] = ex[j] * r
         return
     for o in range(outer):
         for i in range(inner):

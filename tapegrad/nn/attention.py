@@ -59,25 +59,34 @@ class MultiheadAttention(Module):
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
                 attn_mask=None, average_attn_weights=True, is_causal=False):
         batched = query.ndim == 3
-        if not batched:
-            query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
-            if key_padding_mask is not None:
+        same = query is key and key is value
+        if not batched or not self.batch_first:     # computed batch first: (N, L, E)
+            lay = (lambda t: t.unsqueeze(0)) if not batched else (lambda t: t.transpose(0, 1))
+            query = lay(query)
+            key, value = (query, query) if same else (lay(key), lay(value))
+            if not batched and key_padding_mask is not None:
                 key_padding_mask = key_padding_mask.unsqueeze(0)
-        elif self.batch_first:
-            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
-        lq, n, e = query.shape
-        ls = key.shape[0]
+        n, lq, e = query.shape
+        ls = key.shape[1]
         h, d = self.num_heads, self.head_dim
         if e != self.embed_dim:
             raise AssertionError(f"was expecting embedding dimension of {self.embed_dim}, "
                                  f"but got {e}")
         w, b = self.in_proj_weight, self.in_proj_bias
-        wq, wk, wv = w.chunk(3, 0)
-        bq, bk, bv = b.chunk(3, 0) if b is not None else (None, None, None)
-        heads = (lambda t, length: t.reshape(length, n * h, d).transpose(0, 1))
-        q = heads(F.linear(query, wq, bq), lq)                    # (N*H, L, d)
-        k = heads(F.linear(key, wk, bk), ls)
-        v = heads(F.linear(value, wv, bv), ls)
+
+        def heads(t, length, parts):
+            """(N, L, parts * E) -> parts x (N * H, L, d), heads of each batch together."""
+            t = t.reshape(n, length, parts, h, d).permute(2, 0, 3, 1, 4)
+            return t.reshape(parts, n * h, length, d)
+
+        if same:            # self-attention: one projection, one copy
+            q, k, v = heads(F.linear(query, w, b), lq, 3)
+        else:
+            wq, wk, wv = w.chunk(3, 0)
+            bq, bk, bv = b.chunk(3, 0) if b is not None else (None, None, None)
+            q = heads(F.linear(query, wq, bq), lq, 1)[0]
+            k = heads(F.linear(key, wk, bk), ls, 1)[0]
+            v = heads(F.linear(value, wv, bv), ls, 1)[0]
         if is_causal and attn_mask is None:
             attn_mask = tg.tensor(np.triu(np.ones((lq, ls), bool), 1))
         mask = _additive(attn_mask, query._data.dtype, "attn_mask")
@@ -93,12 +102,12 @@ class MultiheadAttention(Module):
         weights = scores.softmax(-1)
         if self.dropout > 0.0 and self.training:    # on the weights returned too, as PyTorch
             weights = F.dropout(weights, self.dropout)
-        out = (weights @ v).transpose(0, 1).reshape(lq * n, e)
-        out = self.out_proj(out).reshape(lq, n, e)
-        if self.batch_first and batched:
-            out = out.transpose(0, 1)
+        out = (weights @ v).reshape(n, h, lq, d).permute(0, 2, 1, 3).reshape(n * lq, e)
+        out = self.out_proj(out).reshape(n, lq, e)
         if not batched:
-            out = out.squeeze(1)
+            out = out.squeeze(0)
+        elif not self.batch_first:
+            out = out.transpose(0, 1)
         if not need_weights:
             return out, None
         weights = weights.reshape(n, h, lq, ls)
