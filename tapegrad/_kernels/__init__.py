@@ -1,8 +1,8 @@
 """Every Numba kernel of tapegrad and the interpreters that call them, by family:
 ``layout`` (the tape's row table, opcodes), ``vmath`` (vectorisable math), ``elementwise``,
-``reduce`` (reductions, views, indexing), ``norm`` (layer normalisation), ``linalg``, ``reverse`` (the reverse pass),
-``program`` (compiled programs) and ``rng`` (the random stream); ``cache`` holds the
-on-disk cache.
+``reduce`` (reductions, views, indexing), ``norm`` (layer normalisation), ``linalg``,
+``reverse`` (the reverse pass), ``program`` (compiled programs) and ``rng`` (the random
+stream); ``cache`` holds the on-disk cache.
 
 Each op's kernels are compiled the first time an op of that kind and dtype runs (a
 C function per op, called through a table of addresses), so a program only pays for

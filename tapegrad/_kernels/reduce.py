@@ -6,9 +6,9 @@ from numba import carray, njit
 
 from .cache import _INL, _JIT, _SUB, _safe_caches
 from .layout import (A, AOFF, B, K_GATHER, K_PYOUT, K_SCATTER, K_SOFTMAX, MAXD, N, ND, OP,
-                     P0, P1, S0, SA, SB, SO, _block_sum, _dst, _load, _long_sum, _odometer,
+                     P0, P1, S0, SA, SB, SO, _as, _block_sum, _dst, _load, _long_sum, _odometer,
                      _ptr, _put, _row_dot, _row_sum, _touch, _var, _wants, listed, trailing)
-from .vmath import vexp, vlog
+from .vmath import vexp, vexp_t, vlog
 
 
 @njit(**_INL)
@@ -297,7 +297,7 @@ def _softmax(k, T, r, adj, seen):
             else:
                 s = _row_sum(G, o)
                 for j in range(d):
-                    v = G[o, j] - vexp(Y[o, j]) * s
+                    v = G[o, j] - vexp_t(Y[o, j]) * s
                     D[o, j] = v if fr else D[o, j] + v
         return
     for o in range(outer):
@@ -434,7 +434,7 @@ def _rowmax(X, o):
     for i in range(n):
         c += X[o, i] != X[o, i]
     if c:
-        return np.nan
+        return _as(X[o, 0], np.nan)      # in X's dtype, as the max
     m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = X[o, 0]
     for k in range(n // 8):
         i = 8 * k
@@ -467,7 +467,7 @@ def softmax_fwd(x, out, d, inner, log):
         for o in range(outer):
             m = _rowmax(X, o)
             for j in range(d):
-                ex[j] = vexp(X[o, j] - m)
+                ex[j] = vexp_t(X[o, j] - m)
             s = _block_sum(ex, 0, d)
             if log:
                 ls = vlog(s)

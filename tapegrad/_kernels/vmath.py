@@ -43,7 +43,9 @@ from .layout import K_SIN
 # special values (+-inf, nan, +-0, subnormal inputs and outputs, overflow to inf,
 # underflow to 0, log(0) = -inf, log(<0) = nan, tanh(+-large) = +-1 exactly) are handled
 # by selects. float32 inputs give the float64 result rounded once: correctly rounded in
-# the tests' millions of cases (NumPy's own float32 exp/log are up to 2-3 ulp off).
+# the tests' millions of cases (NumPy's own float32 exp/log are up to 2-3 ulp off);
+# except exp (``vexp_t``, used by the exp and softmax kernels), which computes a float32
+# in float32 arithmetic, twice the lanes, within 1 ulp as PyTorch's (SLEEF's) expf.
 #
 # Notes for callers
 # -----------------
@@ -97,6 +99,29 @@ def _as_float(typingctx, i):
 
 
 @intrinsic
+def _f32_bits(typingctx, x):
+    """The bit pattern of a float32, sign-extended to an int64 (a bit cast)."""
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = context.cast(builder, args[0], sig.args[0], types.float32)
+        return builder.sext(builder.bitcast(v, ir.IntType(32)), ir.IntType(64))
+
+    return types.int64(x), codegen
+
+
+@intrinsic
+def _is_f32(typingctx, x):
+    """True for a float32 value: a constant, so that LLVM keeps one branch of
+    ``f(x) if _is_f32(x) else g(x)``."""
+    def codegen(context, builder, sig, args):
+        return ir.Constant(ir.IntType(1), int(x == types.float32))
+
+    return types.boolean(x), codegen
+
+
+@intrinsic
 def _lshr(typingctx, i, n):
     """Logical (unsigned) right shift of an int64: AVX2 has it for vectors, unlike the
     arithmetic shift that ``>>`` on a signed integer means."""
@@ -129,10 +154,28 @@ def _float3(name):
     return intrinsic(impl)
 
 
+def _float3f(name):
+    """As _float3, in float32."""
+    def impl(typingctx, a, b, c):
+        def codegen(context, builder, sig, args):
+            vals = [context.cast(builder, v, t, types.float32)
+                    for v, t in zip(args, sig.args)]
+            f = ir.FloatType()
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(f, [f, f, f]), name + ".f32")
+            return builder.call(fn, vals)
+
+        return types.float32(a, b, c), codegen
+    impl.__name__ = name.replace(".", "_") + "_f32"
+    return intrinsic(impl)
+
+
 # a*b + c rounded once (exact-product semantics on every target).
 _fma = _float3("llvm.fma")
 # a*b + c, fused only where the target has a fast FMA: for polynomials.
 _mad = _float3("llvm.fmuladd")
+_fmaf = _float3f("llvm.fma")
+_madf = _float3f("llvm.fmuladd")
 
 
 # -- constants ------------------------------------------------------------------------
@@ -267,6 +310,45 @@ def vexp(x):
     y = h + m
     s1, s2 = _pow2_split(k)
     return (y * s1) * s2                 # one rounding, also into the subnormals
+
+
+# exp of a float32 in float32 arithmetic (twice the lanes of float64), after SLEEF's
+# expf_u10: x = k ln2 + r with a two-part ln2, a degree-6 polynomial; within 1 ulp.
+_F_SHIFT = np.float32(12582912.0)                   # 1.5 * 2**23
+_F_SHIFT_BITS = 0x4B400000
+_F_INVLN2 = np.float32(1.44269502)
+_F_LN2HI = np.float32(0.693145751953125)
+_F_LN2LO = np.float32(1.428606765330187e-06)
+_F1 = np.float32(0.000198527617612853646278381)
+_F2 = np.float32(0.00139304355252534151077271)
+_F3 = np.float32(0.00833336077630519866943359)
+_F4 = np.float32(0.0416664853692054748535156)
+_F5 = np.float32(0.166666671633720397949219)
+_F6 = np.float32(0.5)
+
+
+@njit(**_INL)
+def vexpf(x):
+    """exp(x) for a float32 x, as a float64 that rounds to the float32 result within
+    1 ulp. The scaling by 2**k is done in float64, so that results that overflow, or
+    fall among the subnormals, round once when stored."""
+    xf = np.float32(x)
+    xc = np.float32(-104.0) if xf < np.float32(-104.0) else xf
+    xc = np.float32(89.0) if xc > np.float32(89.0) else xc     # NaN passes both
+    kd = _fmaf(xc, _F_INVLN2, _F_SHIFT)
+    k = _f32_bits(kd) - _F_SHIFT_BITS
+    kd = kd - _F_SHIFT
+    r = _fmaf(-kd, _F_LN2HI, xc)
+    r = _fmaf(-kd, _F_LN2LO, r)
+    u = _madf(_madf(_madf(_madf(_madf(_F1, r, _F2), r, _F3), r, _F4), r, _F5), r, _F6)
+    p = np.float32(1.0) + _madf(r * r, u, r)
+    return np.float64(p) * _as_float((k + 1023) << 52)
+
+
+@njit(**_INL)
+def vexp_t(x):
+    """exp in the precision of x: vexpf for a float32, else vexp."""
+    return vexpf(x) if _is_f32(x) else vexp(x)
 
 
 @njit(**_INL)
@@ -547,7 +629,7 @@ def _tpow(x, e):
 @njit(**_ARR)
 def exp_array(x, out, f0=0.0, f1=0.0, p0=0):
     for i in range(x.size):
-        out[i] = vexp(x[i])
+        out[i] = vexp_t(x[i])
 
 
 @njit(**_ARR)
