@@ -223,6 +223,9 @@ case("layer_norm_weight_shape", [O.LAYER_NORM],
      lambda L, e: F(L).layer_norm(e["a"], tuple(e["a"].shape[-1:]),
                                   L.ones(e["a"].shape[-1] + 1)), RuntimeError,
      r"Expected weight to be of same shape")
+case("batch_norm_weight_size", [O.BATCH_NORM],
+     lambda L, e: F(L).batch_norm(e["a"], None, None, L.ones(e["a"].shape[1] + 1),
+                                  training=True), RuntimeError, r"weight should contain")
 case("softmax_no_dim", [O.SOFTMAX], lambda L, e: L.softmax(e["a"]), TypeError, r"softmax")
 case("softmax_dim_oob_dtype", [O.SOFTMAX, O.CAST],
      lambda L, e: L.softmax(e["a"], 5, dtype=L.float64), IndexError, r"softmax.*out of range")

@@ -5,7 +5,7 @@ path.
   inputs drawn from +-0, +-inf, nan, the smallest and largest magnitudes of the dtype,
   and ordinary numbers; forward values and gradients must match PyTorch's: the same
   nan and inf positions (with signs), finite values within rounding. Ops that add up
-  many terms (sums, means, matrix products, softmax, layer norm) draw from a pool without the
+  many terms (sums, means, matrix products, softmax, normalisation) draw from a pool without the
   largest finite magnitudes, since terms of +-1e300 that cancel leave a result that
   depends on summation order in any library. So do binary ops that broadcast an input:
   its gradient is a sum.
@@ -32,7 +32,8 @@ TINY = {np.float64: 1e-300, np.float32: 1e-38}
 HUGE = {np.float64: 1e300, np.float32: 3e38}
 ORDINARY = [1.0, -2.5, 0.5, 1e-30]
 SPECIAL = [0.0, -0.0, np.inf, -np.inf, np.nan]
-SUMMING = {K.K_SUM, K.K_MATMUL, K.K_LINEAR, K.K_SOFTMAX, K.K_LOGSOFTMAX, K.K_LAYERNORM}
+SUMMING = {K.K_SUM, K.K_MATMUL, K.K_LINEAR, K.K_SOFTMAX, K.K_LOGSOFTMAX, K.K_LAYERNORM,
+           K.K_BATCHNORM}
 
 
 def pool(dtype, summing):

@@ -79,9 +79,12 @@ U8 = 128      # a program value of one byte per element (a bool)
  K_PROD,         # product over the dims in bitmask P0 (zeros handled exactly)
  K_LAYERNORM,    # rows of the last P2 elements normalised, eps F0; inputs L[P0:P0+P1]: x,
  #                 then the weight if P3 bit 1, the bias if P3 bit 2
- NKERNELS) = range(49)
+ K_BATCHNORM,    # channels of (N, P2, P3) normalised by batch statistics, eps F0; inputs
+ #                 as K_LAYERNORM's, flags in P4
+ NKERNELS) = range(50)
 BINARY_FIRST, BINARY_LAST = K_ADD, K_MINIMUM
-LISTED = (K_LINEAR, K_CAT, K_PYFN, K_LAYERNORM)     # inputs in L[P0:P0+P1], not A and B
+# Opcodes whose inputs are the list L[P0:P0+P1], not A and B.
+LISTED = (K_LINEAR, K_CAT, K_PYFN, K_LAYERNORM, K_BATCHNORM)
 UNARY_FIRST, UNARY_LAST = K_AFFINE, K_ERF
 
 # Replay results.
@@ -180,7 +183,8 @@ def _j(mode, i, idx):
 @njit(**_SUB)
 def listed(k):
     """Whether opcode k takes its inputs from the list L (LISTED)."""
-    return k == K_LINEAR or k == K_CAT or k == K_PYFN or k == K_LAYERNORM
+    return (k == K_LINEAR or k == K_CAT or k == K_PYFN or k == K_LAYERNORM
+            or k == K_BATCHNORM)
 
 
 @njit(**_JIT)

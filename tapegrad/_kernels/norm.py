@@ -1,15 +1,16 @@
-"""Layer normalisation over rows of the last ``d`` elements: forward and VJP kernels.
+"""Layer normalisation (over rows of the last ``d`` elements) and batch normalisation
+(over each channel of (N, C, S)): forward and VJP kernels.
 
-Row statistics are computed in float64 (two passes), and the VJP recomputes them from
-the saved input rather than keeping them: one more pass over a row in cache, and
-nothing else for a row to save or a program to carry.
+Statistics are computed in float64 (two passes), and the VJPs recompute them from the
+saved input rather than keeping them: one more pass over the input, and nothing else
+for a row to save or a program to carry.
 """
 
 import numpy as np
 from numba import njit
 
 from .cache import _INL, _JIT, _SUB, _safe_caches
-from .layout import AOFF, N, P0, SA, SB, _dst, _load, _put, _row_sum, _wants
+from .layout import AOFF, N, P0, SA, SB, _dst, _load, _put, _row_dot, _row_sum, _wants
 
 
 @njit(**_SUB, fastmath={"reassoc"})
@@ -115,6 +116,96 @@ def _layer_norm_vjp(T, L, r, f0, adj, seen):
         bo, fb = _dst(adj, T, seen, br)
         bs = adj[bo:bo + d]
         for i in range(d):
+            _put(bs, i, db[i], fb)
+
+
+@njit(**_SUB)
+def _channel_stats(X, c, ch, eps):
+    """mean and 1 / sqrt(biased variance + eps) of channel ch: rows ch, ch + c, ... of X
+    (the (N * C, S) view of the input)."""
+    count = X.shape[0] // c * X.shape[1]
+    t = 0.0
+    for o in range(ch, X.shape[0], c):
+        t += _row_sum(X, o)
+    mean = t / count
+    v = 0.0
+    for o in range(ch, X.shape[0], c):
+        v += _sq_dev(X, o, mean)
+    return mean, 1.0 / np.sqrt(v / count + eps)
+
+
+@njit(**_JIT)
+def batch_norm_fwd(x, w, b, out, c, sp, eps, flags):
+    """out = (x - mean) / sqrt(var + eps) (* w if flags bit 1) (+ b if bit 2), each
+    channel of (N, c, sp) by its batch statistics (biased variance)."""
+    rows = x.size // sp if sp else 0
+    X = x.reshape((rows, sp))
+    Y = out.reshape((rows, sp))
+    for ch in range(c if rows else 0):
+        mean, rstd = _channel_stats(X, c, ch, eps)
+        scale = rstd * w[ch] if flags & 1 else rstd
+        shift = b[ch] - mean * scale if flags & 2 else -mean * scale
+        for o in range(ch, rows, c):
+            for j in range(sp):
+                Y[o, j] = X[o, j] * scale + shift
+
+
+@njit(**_INL)
+def _batch_norm_vjp(T, L, r, f0, adj, seen):
+    """As _layer_norm_vjp, per channel: sums over the channel's N * S elements."""
+    start = T[r, P0]
+    c = T[r, P0 + 2]
+    sp = T[r, P0 + 3]
+    flags = T[r, P0 + 4]
+    affine = (flags & 1) != 0
+    x = L[start]
+    wr = L[start + 1] if affine else -1
+    br = L[start + 1 + (flags & 1)] if flags & 2 else -1
+    n = T[r, N]
+    rows = n // sp if sp else 0
+    go = T[r, AOFF]
+    G = adj[go:go + n].reshape((rows, sp))
+    X = _load(T, r, SA, n, adj).reshape((rows, sp))
+    vw = _load(T, r, SB, c, adj) if affine else adj[:0]
+    want_x = _wants(T, x)
+    want_w = affine and _wants(T, wr)
+    want_b = br >= 0 and _wants(T, br)
+    dw = np.zeros(c if want_w else 0)
+    db = np.zeros(c if want_b else 0)
+    xo, fx = _dst(adj, T, seen, x) if want_x else (0, False)
+    D = adj[xo:xo + (n if want_x else 0)].reshape((rows if want_x else 0, sp))
+    count = rows // c * sp if c else 0
+    for ch in range(c if rows else 0):
+        mean, rstd = _channel_stats(X, c, ch, f0)
+        sg = 0.0
+        sgx = 0.0
+        for o in range(ch, rows, c):
+            sg += _row_sum(G, o)
+            sgx += _row_dot(G, X, o)
+        if want_w:
+            dw[ch] = (sgx - mean * sg) * rstd
+        if want_b:
+            db[ch] = sg
+        if want_x:
+            wc = vw[ch] if affine else 1.0
+            s1 = sg * wc
+            s2 = sgx * wc
+            p = (s1 * mean - s2) * rstd * rstd * rstd / count
+            q = -p * mean - s1 * rstd / count
+            a = rstd * wc
+            for o in range(ch, rows, c):
+                for j in range(sp):
+                    v = a * G[o, j] + p * X[o, j] + q
+                    D[o, j] = v if fx else D[o, j] + v
+    if want_w:
+        wo, fw = _dst(adj, T, seen, wr)
+        ws = adj[wo:wo + c]
+        for i in range(c):
+            _put(ws, i, dw[i], fw)
+    if want_b:
+        bo, fb = _dst(adj, T, seen, br)
+        bs = adj[bo:bo + c]
+        for i in range(c):
             _put(bs, i, db[i], fb)
 
 

@@ -7,17 +7,17 @@ from numba import carray, njit
 
 from .cache import _INL, _JIT, _SUB, _safe_caches
 from .layout import (AOFF, BINARY_FIRST, BINARY_LAST, CAST, DONE, F64, FL, FUSE_BLOCK,
-                     K_ADD, K_AMAX, K_CAST, K_CAT, K_COPY, K_GATHER, K_LAYERNORM, K_LINEAR,
-                     K_LOGSOFTMAX, K_MATMUL, K_PROD, K_SOFTMAX, K_SUM, K_WHERE, MAXD, N,
-                     NCOL, ND, OP, S0, SO, SWITCH, U8, _call, _j, _mode, _nil, _ptr,
-                     _raw, _var, general)
+                     K_ADD, K_AMAX, K_BATCHNORM, K_CAST, K_CAT, K_COPY, K_GATHER,
+                     K_LAYERNORM, K_LINEAR, K_LOGSOFTMAX, K_MATMUL, K_PROD, K_SOFTMAX, K_SUM,
+                     K_WHERE, MAXD, N, NCOL, ND, OP, S0, SO, SWITCH, U8, _call, _j, _mode,
+                     _nil, _ptr, _raw, _var, general)
 from .linalg import _mm_shape, ensure_blas, linear_fwd, matmul_fwd
 from .elementwise import (UNARY_FWD, _BINARY_VJPS, _SCALAR_BY_KERNEL, _UNARY_VJPS,
                           _binary_block, _binop, _scalar_unary, binary_fwd, bits_fwd,
                           arith1, compare_fwd)
 from .reduce import (amax_fwd, argext_fwd, cat_fwd, gather_strided, prod_fwd, softmax_fwd,
                      sort_fwd, sum_fwd, sum_rows)
-from .norm import layer_norm_fwd
+from .norm import batch_norm_fwd, layer_norm_fwd
 from .rng import R_INT, R_NORMAL, fill_normal, fill_randint, fill_random
 from .reverse import (ARGV, FUSED, KCOLS, REVERSE, REVERSE1, _A_ADJ, _A_ADJ2, _A_KT,
                       _A_NADJ, _A_NADJ2, _A_OUT, _A_R, _A_RESUME, _A_ROW, _FAMILY_VJPS,
@@ -478,6 +478,17 @@ def _fwd_kernel(k, f64):
             layer_norm_fwd(x, _val(VD, LI[start + 1], w) if flags & 1 else x,
                            _val(VD, LI[start + 1 + (flags & 1)], w) if flags & 2 else x,
                            _val(VD, INS[i, I_O], w), INS[i, I_P + 2], FI[i, 0], flags)
+    elif k == K_BATCHNORM:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            start = INS[i, I_P]
+            flags = INS[i, I_P + 4]
+            x = _val(VD, LI[start], w)
+            batch_norm_fwd(x, _val(VD, LI[start + 1], w) if flags & 1 else x,
+                           _val(VD, LI[start + 1 + (flags & 1)], w) if flags & 2 else x,
+                           _val(VD, INS[i, I_O], w), INS[i, I_P + 2], INS[i, I_P + 3],
+                           FI[i, 0], flags)
     elif k == K_GATHER:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
@@ -708,9 +719,9 @@ INLINE_OPS = (X_ARG, X_BACKWARD, X_ADJ, X_CHECK, X_FUSED, X_CALL)
 # Opcodes with a forward kernel (_fwd_kernel).
 FORWARD_OPS = (tuple(UNARY_FWD) + tuple(_BINARY_OPS) + (
     K_WHERE, K_SUM, K_AMAX, K_MATMUL, K_LINEAR, K_GATHER, K_SOFTMAX, K_LOGSOFTMAX, K_PROD,
-    K_LAYERNORM, K_CAT, K_CAST, K_COPY, X_COPY, X_GATHER, X_AXPY, X_FILL, X_CMP, X_ARGEXT, X_SORT,
-    X_SCALAR, X_TOF, X_ICMP, X_ISUM, X_RAND, X_INDEX, X_TARGET, X_BITS, X_IADD, X_SUMROWS, X_BCAST,
-    X_COND))
+    K_LAYERNORM, K_BATCHNORM, K_CAT, K_CAST, K_COPY, X_COPY, X_GATHER, X_AXPY, X_FILL, X_CMP,
+    X_ARGEXT, X_SORT, X_SCALAR, X_TOF, X_ICMP, X_ISUM, X_RAND, X_INDEX, X_TARGET, X_BITS,
+    X_IADD, X_SUMROWS, X_BCAST, X_COND))
 
 
 def prepare_program(TT, VD, INS, runs):

@@ -9,8 +9,8 @@ from numba.core.sigutils import normalize_signature
 
 from .cache import _CACHE, _INL, _JIT, _SUB, _SafeCache, _safe_caches
 from .layout import (A, AOFF, B, CAST, DIRTY, DONE, ERR_DIRTY, ERR_FREED, F64, FL, FREED,
-                     FUSE_BLOCK, K_AMAX, K_CAST, K_CAT, K_COPY, K_EXT, K_GATHER, K_LEAF,
-                     K_LAYERNORM, K_LINEAR, K_LOGSOFTMAX, K_MATMUL, K_PROD, K_PYFN, K_PYOUT,
+                     FUSE_BLOCK, K_AMAX, K_BATCHNORM, K_CAST, K_CAT, K_COPY, K_EXT, K_GATHER,
+                     K_LEAF, K_LAYERNORM, K_LINEAR, K_LOGSOFTMAX, K_MATMUL, K_PROD, K_PYFN, K_PYOUT,
                      K_SCATTER, K_SETIDX, K_SOFTMAX, K_STRIDED, K_SUM, K_WHERE, N, NCOL,
                      NKERNELS, OP, P0, PAUSE, PAUSED, PYFN, SA, SAVES, SB, SO, STEP, SWITCH,
                      _bcast, _binary_dst, _call, _dst, _ew, _j, _load, _mode, _nil, _ptr, _put,
@@ -18,7 +18,7 @@ from .layout import (A, AOFF, B, CAST, DIRTY, DONE, ERR_DIRTY, ERR_FREED, F64, F
 from .linalg import _linear_vjp, _matmul_vjp, ensure_blas
 from .elementwise import _BINARY_VJPS, _UNARY_VJPS, _arith_vjp1, _inp, _out, _ug, arith1
 from .reduce import _amax, _cat, _indexed, _prod, _softmax, _strided, _sum, _sum_rows
-from .norm import _layer_norm_vjp
+from .norm import _batch_norm_vjp, _layer_norm_vjp
 
 
 NEED = 8          # status: the row's kernel is not compiled yet (Python compiles it)
@@ -234,6 +234,10 @@ def _vjp_kernel(k, f64, gen):
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
             _layer_norm_vjp(T, L, r, F[r, 0], adj, seen)
+    elif k == K_BATCHNORM:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            _batch_norm_vjp(T, L, r, F[r, 0], adj, seen)
     elif k == K_CAST:        # into the other dtype's arena (programs; eager does it in Python)
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
@@ -440,7 +444,7 @@ def _cfunc(kern):
 
 
 _FAMILY_VJPS = (K_SUM, K_COPY, K_STRIDED, K_MATMUL, K_LINEAR, K_AMAX, K_PROD, K_GATHER,
-                K_SCATTER, K_SETIDX, K_SOFTMAX, K_LOGSOFTMAX, K_CAT, K_LAYERNORM)
+                K_SCATTER, K_SETIDX, K_SOFTMAX, K_LOGSOFTMAX, K_CAT, K_LAYERNORM, K_BATCHNORM)
 
 
 _safe_caches(globals())

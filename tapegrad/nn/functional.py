@@ -456,53 +456,44 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5):
-    """Normalises each channel (dim 1) by the batch's statistics when ``training`` (and
-    updates the running ones in place: (1 - momentum) * running + momentum * batch, the
-    variance unbiased), else by the running ones.
-
-    Per-channel sums and broadcasts are matrix products with vectors of ones over the
-    rows of (N * C, spatial size): BLAS calls, where a reduction over dims (0, 2, ...)
-    or a broadcast of (1, C, 1, ...) would index every element (several times faster,
-    compiled or not)."""
+    """Normalises each channel (dim 1) by the batch's statistics when ``training``, as one
+    op (and updates the running ones in place: (1 - momentum) * running + momentum *
+    batch, the variance unbiased), else by the running ones."""
     _check_tensor(input, "batch_norm")
     if input.ndim < 2:
         raise ValueError(f"expected 2D or more input (got {input.ndim}D input)")
     n, c = input.shape[0], input.shape[1]
     s = math.prod(input.shape[2:])
-    dt = _np_dtype(input)
-    ones_s, ones_row_s = _const(np.ones((s, 1), dt)), _const(np.ones((1, s), dt))
-    ones_col_n = _const(np.ones((n, 1), dt))
-
-    def channel_sums(t):        # the sum over N accumulates in float64
-        return (t.reshape(n * c, s) @ ones_s).reshape(n, c).sum(0)
-
-    def broadcast(v):
-        return ((ones_col_n @ v.reshape(1, c)).reshape(n * c, 1) @ ones_row_s).reshape(
-            input.shape)
-
+    if input._data.dtype.kind != "f":
+        raise NotImplementedError(f'"batch_norm" not implemented for '
+                                  f"'{_TORCH_NAMES.get(input.dtype.name, input.dtype.name)}'")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and t.numel() != c:
+            raise RuntimeError(f"{name} should contain {c} elements not {t.numel()}")
+        if t is not None and t.dtype != input.dtype:
+            raise RuntimeError(f"mixed dtype (CPU): expect parameter to have scalar type of "
+                               f"{_TORCH_NAMES.get(input.dtype.name)}")
     if training:
         count = n * s
         if count <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got "
                              f"input size {list(input.shape)}")
-        mean = channel_sums(input) / count
-        centered = input - broadcast(mean)
-        squares = channel_sums(centered * centered)
-        var = squares / count
+        out = _ops.batch_norm_channels(input, weight, bias, eps)
         if running_mean is not None:
             with tg.no_grad():
-                running_mean.mul_(1 - momentum).add_(mean.detach() * momentum)
-                running_var.mul_(1 - momentum).add_(
-                    squares.detach() * (momentum / (count - 1)))
-    else:
-        centered, var = input - broadcast(running_mean), running_var
-    scale = 1.0 / (var + eps).sqrt()
+                rows = input.reshape(n, c, s)
+                mean = rows.sum(2).sum(0) / count
+                centered = rows - mean.reshape(1, c, 1)
+                squares = (centered * centered).sum(2).sum(0)
+                running_mean.mul_(1 - momentum).add_(mean * momentum)
+                running_var.mul_(1 - momentum).add_(squares * (momentum / (count - 1)))
+        return out
+    shape = (1, c) + (1,) * (input.ndim - 2)
+    scale = 1.0 / (running_var + eps).sqrt()
     if weight is not None:
         scale = scale * weight
-    out = centered * broadcast(scale)
-    if bias is not None:
-        out = out + broadcast(bias)
-    return out
+    out = (input - running_mean.reshape(shape)) * scale.reshape(shape)
+    return out + bias.reshape(shape) if bias is not None else out
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.0,

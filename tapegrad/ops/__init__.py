@@ -32,15 +32,14 @@ from .arith import (ABS, ADD, AFFINE_ADD, AFFINE_MUL, AFFINE_RSUB, AFFINE_SUB, C
                     masked_fill, mul, neg, pow, rdiv, reciprocal, relu, rpow, rsub, sigmoid,
                     sign, sin, sqrt, square, sub, tan, tanh, tril, triu,
                     where)  # noqa: F401
-from .reductions import (AMAX, AMIN, LAYER_NORM, LOG_SOFTMAX, MAX_ALL, MAX_DIM, MEAN,
-                         MEAN_DIM, MIN_ALL, MIN_DIM, PROD, PROD_DIM, SOFTMAX, SORT, SUM,
-                         SUM_DIM, TOPK,
-                         _ValuesIndices, _arg, _dims, _extreme, _flat_positions, _kshape,
-                         _max_min, _reduce, _reduced_shape, _softmax_op, _sqrt_masked,
-                         _vjp_amax, _vjp_log_softmax, _vjp_prod, _vjp_softmax, _vjp_sum,
-                         amax, amin, argmax, argmin, argsort, layer_norm_rows, log_softmax,
-                         logsumexp, max, mean, min, norm, prod, softmax, sort, std, sum,
-                         sum_to, topk, var)  # noqa: F401
+from .reductions import (AMAX, AMIN, BATCH_NORM, LAYER_NORM, LOG_SOFTMAX, MAX_ALL, MAX_DIM,
+                         MEAN, MEAN_DIM, MIN_ALL, MIN_DIM, PROD, PROD_DIM, SOFTMAX, SORT, SUM,
+                         SUM_DIM, TOPK, _ValuesIndices, _arg, _dims, _extreme, _flat_positions,
+                         _kshape, _max_min, _reduce, _reduced_shape, _softmax_op,
+                         _sqrt_masked, _vjp_amax, _vjp_log_softmax, _vjp_prod, _vjp_softmax,
+                         _vjp_sum, amax, amin, argmax, argmin, argsort, batch_norm_channels,
+                         layer_norm_rows, log_softmax, logsumexp, max, mean, min, norm, prod,
+                         softmax, sort, std, sum, sum_to, topk, var)  # noqa: F401
 from .views import (CAT, CLONE, EXPAND, FLATTEN, GATHER, PERMUTE, RESHAPE, SCATTER, SELECT,
                     SETIDX, SLICE, SPLIT, SQUEEZE, SQUEEZE_DIM, TRANSPOSE, T_OP, UNSQUEEZE,
                     VIEW, _basic_key, _contig_strides, _flat_index, _infer, _same_order,

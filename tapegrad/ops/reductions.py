@@ -456,57 +456,93 @@ SOFTMAX = Op("SoftmaxBackward0", K.K_SOFTMAX, _vjp_softmax)
 LOG_SOFTMAX = Op("LogSoftmaxBackward0", K.K_LOGSOFTMAX, _vjp_log_softmax)
 
 
-def _vjp_layer_norm(c, g):
-    tape, r = c.tape, c.r
-    rows = input_rows(tape, r)
-    held = tape.held(r)
-    d, flags = c.p(2), c.p(3)
-    x = views.reshape(proxy(tape, rows[0], held.get(K.SA)), (-1, d))
-    w = proxy(tape, rows[1], held.get(K.SB)) if flags & 1 and K.SB in held else None
-    g = views.reshape(g, (-1, d))
-    xc = x - mean(x, 1, keepdim=True)
-    rstd = (mean(xc * xc, 1, keepdim=True) + c.f0) ** -0.5
+def _norm_grads(c, g, x, dims, pdims, w, flags, shape):
+    """Gradients of (x - mean) / sqrt(var + eps) * w + b, statistics over ``dims``, as
+    differentiable ops (double backward); w broadcasts against x or is None, and the
+    gradients of w and b sum over ``pdims``."""
+    tape = c.tape
+    rows = input_rows(tape, c.r)
+    xc = x - mean(x, dims, keepdim=True)
+    rstd = (mean(xc * xc, dims, keepdim=True) + c.f0) ** -0.5
     xhat = xc * rstd
     gw = g * w if w is not None else g
     wants = [bool(tape.T[q, K.FL] & K.REQ) for q in rows]
-    grads = [views.reshape(rstd * (gw - mean(gw, 1, keepdim=True)
-                                   - xhat * mean(gw * xhat, 1, keepdim=True)),
-                           c.shape(K.OP)) if wants[0] else None]
+    grads = [views.reshape(rstd * (gw - mean(gw, dims, keepdim=True)
+                                   - xhat * mean(gw * xhat, dims, keepdim=True)), shape)
+             if wants[0] else None]
     if flags & 1:
-        grads.append(sum(g * xhat, 0) if wants[1] else None)
+        grads.append(views.reshape(sum(g * xhat, pdims), (-1,)) if wants[1] else None)
     if flags & 2:
-        grads.append(sum(g, 0) if wants[-1] else None)
+        grads.append(views.reshape(sum(g, pdims), (-1,)) if wants[-1] else None)
     return tuple(grads)
 
 
+def _saved_inputs(c):
+    tape, r = c.tape, c.r
+    rows = input_rows(tape, r)
+    held = tape.held(r)
+    x = proxy(tape, rows[0], held.get(K.SA))
+    w = proxy(tape, rows[1], held.get(K.SB)) if K.SB in held else None
+    return x, w
+
+
+def _vjp_layer_norm(c, g):
+    d = c.p(2)
+    x, w = _saved_inputs(c)
+    return _norm_grads(c, views.reshape(g, (-1, d)), views.reshape(x, (-1, d)), (1,), (0,),
+                       w, c.p(3), c.shape(K.OP))
+
+
+def _vjp_batch_norm(c, g):
+    ch, sp = c.p(2), c.p(3)
+    x, w = _saved_inputs(c)
+    w = views.reshape(w, (1, ch, 1)) if w is not None else None
+    return _norm_grads(c, views.reshape(g, (-1, ch, sp)), views.reshape(x, (-1, ch, sp)),
+                       (0, 2), (0, 2), w, c.p(4), c.shape(K.OP))
+
+
 LAYER_NORM = Op("NativeLayerNormBackward0", K.K_LAYERNORM, _vjp_layer_norm)
+BATCH_NORM = Op("NativeBatchNormBackward0", K.K_BATCHNORM, _vjp_batch_norm)
+
+
+def _normalised(op, fwd, input, shape, weight, bias, eps):
+    """An input normalised by op (LAYER_NORM, BATCH_NORM; ``shape``: its size params),
+    times weight plus bias (or None), as one row; weight and bias have input's dtype."""
+    flags = (1 if weight is not None else 0) | (2 if bias is not None else 0)
+    ins = [input] + [t for t in (weight, bias) if t is not None]
+    x = _flat(input._data)
+    out = np.empty(input._data.shape, x.dtype)
+    fwd(x, x if weight is None else _flat(weight._data),
+        x if bias is None else _flat(bias._data), out.reshape(-1), *shape, float(eps), flags)
+    params = (0, len(ins)) + tuple(shape) + (flags,)
+    if not _grad_needed(*ins):
+        return plain(op, out, ins, float(eps), 0.0, params)
+    tape = STATE.tape or current()
+    rows = [_row_of(tape, t) for t in ins]
+    params = (tape.input_list(rows),) + params[1:]
+    r = tape.row(op.kernel, op.index, out, True, rows[0], -1, K.SAVES)
+    tape.T[r, K.P0:K.P0 + len(params)] = params
+    tape.MF[2 * r] = eps
+    if TRACE[0] is not None:
+        TRACE[0].op(op, out, ins, float(eps), 0.0, params, tape, r)
+    tape.save(r, K.SA, input, input._data, -1 if input._leaf else rows[0])
+    if weight is not None and input._req:
+        tape.save(r, K.SB, weight, weight._data, -1 if weight._leaf else rows[1])
+    return _owned_node(out, tape, r)
 
 
 def layer_norm_rows(input, d, weight, bias, eps):
     """(x - mean) / sqrt(var + eps) * weight + bias over rows of the last d elements, as
     one op; weight and bias (d elements each, or None) have input's dtype."""
-    flags = (1 if weight is not None else 0) | (2 if bias is not None else 0)
-    ins = [input] + [t for t in (weight, bias) if t is not None]
-    x = _flat(input._data)
-    out = np.empty(input._data.shape, x.dtype)
-    K.layer_norm_fwd(x, x if weight is None else _flat(weight._data),
-                     x if bias is None else _flat(bias._data), out.reshape(-1), d,
-                     float(eps), flags)
-    params = (0, len(ins), d, flags)
-    if not _grad_needed(*ins):
-        return plain(LAYER_NORM, out, ins, float(eps), 0.0, params)
-    tape = STATE.tape or current()
-    rows = [_row_of(tape, t) for t in ins]
-    params = (tape.input_list(rows),) + params[1:]
-    r = tape.row(LAYER_NORM.kernel, LAYER_NORM.index, out, True, rows[0], -1, K.SAVES)
-    tape.T[r, K.P0:K.P0 + 4] = params
-    tape.MF[2 * r] = eps
-    if TRACE[0] is not None:
-        TRACE[0].op(LAYER_NORM, out, ins, float(eps), 0.0, params, tape, r)
-    tape.save(r, K.SA, input, input._data, -1 if input._leaf else rows[0])
-    if weight is not None and input._req:
-        tape.save(r, K.SB, weight, weight._data, -1 if weight._leaf else rows[1])
-    return _owned_node(out, tape, r)
+    return _normalised(LAYER_NORM, K.layer_norm_fwd, input, (d,), weight, bias, eps)
+
+
+def batch_norm_channels(input, weight, bias, eps):
+    """Each channel (dim 1) of input normalised by its batch statistics (biased
+    variance), times weight plus bias (C elements each, or None), as one op."""
+    c = input.shape[1]
+    sp = input.numel() // (input.shape[0] * c) if input.shape[0] * c else 0
+    return _normalised(BATCH_NORM, K.batch_norm_fwd, input, (c, sp), weight, bias, eps)
 
 
 def _softmax_op(op, input, dim, log_):

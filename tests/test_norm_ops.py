@@ -1,6 +1,6 @@
-"""F.layer_norm / nn.LayerNorm as one op: values and gradients against PyTorch for every
-combination of weight and bias, constant rows, double backward, the compiled replay bit
-for bit, and PyTorch's errors."""
+"""Layer and batch normalisation as one op each: values and gradients against PyTorch
+for every combination of weight and bias, constant rows and channels, running
+statistics, double backward, the compiled replay bit for bit, and PyTorch's errors."""
 import numpy as np
 import pytest
 
@@ -109,3 +109,67 @@ def test_compiled_training_step_bit_identical_to_eager():
     for p1, p2 in zip(m1.parameters(), m2.parameters()):
         assert np.array_equal(p1.detach().numpy(), p2.detach().numpy())
     assert comp.replays >= 2 and comp.fallbacks == 0
+
+
+def _bn(L, data, w, b, dtype, training=True):
+    dt = getattr(L, dtype)
+    c = data.shape[1]
+    x = L.tensor(data, dtype=dt, requires_grad=True)
+    wt = None if w is None else L.tensor(w, dtype=dt, requires_grad=True)
+    bt = None if b is None else L.tensor(b, dtype=dt, requires_grad=True)
+    rm, rv = L.zeros(c, dtype=dt), L.ones(c, dtype=dt)
+    y = L.nn.functional.batch_norm(x, rm, rv, wt, bt, training=training, momentum=0.3)
+    up = L.tensor(np.sin(np.arange(y.numel())).reshape(tuple(y.shape)), dtype=dt)
+    (y * up).sum().backward()
+    return [y.detach().numpy().copy(), rm.numpy().copy(), rv.numpy().copy()] + \
+        [None if t is None else t.grad.numpy().copy() for t in (x, wt, bt)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5), (2, 3, 4, 4)])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_as_pytorch(dtype, shape, affine, training):
+    rng = np.random.default_rng(3)
+    data = rng.standard_normal(shape) * 2 + 0.5
+    data[:, 1] = -1.5                                 # a constant channel: variance 0
+    w = rng.standard_normal(shape[1]) if affine else None
+    b = rng.standard_normal(shape[1]) if affine else None
+    got = _bn(tg, data, w, b, dtype, training)
+    want = _bn(torch, data, w, b, dtype, training)
+    tol = 1e-11 if dtype == "float64" else 3e-5
+    for what, g, t in zip(("value", "running mean", "running var", "x", "weight", "bias"),
+                          got, want):
+        assert (g is None) == (t is None), what
+        if g is not None:
+            np.testing.assert_allclose(g, t, rtol=tol, atol=tol, err_msg=what)
+
+
+def test_batch_norm_double_backward_as_pytorch():
+    rng = np.random.default_rng(4)
+    data, w = rng.standard_normal((4, 3, 5)), rng.standard_normal(3)
+    out = []
+    for L in (tg, torch):
+        x, wt = L.tensor(data, requires_grad=True), L.tensor(w, requires_grad=True)
+        y = L.nn.functional.batch_norm(x, None, None, wt, None, training=True)
+        gx, = L.autograd.grad((y * y.detach().cos()).sum(), (x,), create_graph=True)
+        (gx * gx).sum().backward()
+        out.append([x.grad.numpy().copy(), wt.grad.numpy().copy()])
+    for g, t in zip(*out):
+        np.testing.assert_allclose(g, t, rtol=1e-9, atol=1e-11)
+    assert tg.nn.functional.batch_norm(tg.tensor(data, requires_grad=True), None, None,
+                                       training=True).grad_fn.name() == \
+        "NativeBatchNormBackward0"
+
+
+def test_batch_norm_errors_as_pytorch():
+    x = tg.randn(4, 3)
+    with pytest.raises(RuntimeError, match="weight should contain 3 elements not 4"):
+        tg.nn.functional.batch_norm(x, None, None, tg.ones(4), training=True)
+    with pytest.raises(RuntimeError, match="mixed dtype"):
+        tg.nn.functional.batch_norm(x, None, None, tg.ones(3, dtype=tg.float64),
+                                    training=True)
+    with pytest.raises(NotImplementedError, match="not implemented for 'Long'"):
+        tg.nn.functional.batch_norm(tg.ones(4, 3, dtype=tg.int64), None, None, training=True)
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+        tg.nn.functional.batch_norm(tg.randn(1, 3), None, None, training=True)
