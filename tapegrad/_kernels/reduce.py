@@ -73,26 +73,24 @@ def _walk(shape, st, off, x, y, mode):
     for j in range(y.size // (run * rows) if run * rows else 0):
         for q in range(rows):
             b = src + q * rstep
-            ys = y[e:e + run]
-            e += run
             if step == 0:
+                ys = y[e:e + run]
                 if mode == 1:
                     x[b] += _long_sum(ys, 0, run)
                 else:
                     v = x[b]
                     for i in range(run):
                         ys[i] = v if mode == 0 else ys[i] + v
+            elif mode == 0:          # unsigned indices: no negative-index fix-ups, and
+                for i in range(run):  # no slice to build per run (runs may be short)
+                    y[np.uint64(e + i)] = x[np.uint64(b + i * step)]
+            elif mode == 1:
+                for i in range(run):
+                    x[np.uint64(b + i * step)] += y[np.uint64(e + i)]
             else:
-                xs = x[b:b + (run - 1) * step + 1:step]
-                if mode == 0:
-                    for i in range(run):
-                        ys[i] = xs[i]
-                elif mode == 1:
-                    for i in range(run):
-                        xs[i] += ys[i]
-                else:
-                    for i in range(run):
-                        ys[i] += xs[i]
+                for i in range(run):
+                    y[np.uint64(e + i)] += x[np.uint64(b + i * step)]
+            e += run
         k = nd - 3
         while k >= 0:
             idx[k] += 1
