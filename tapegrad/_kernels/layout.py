@@ -285,10 +285,70 @@ def _long_sum(x, lo, hi):
 
 
 @njit(**_SUB)
-def _runs(T, o, a):
-    """Row a's strides over row o's index space (0 along broadcast dims), with adjacent
-    dims merged where a reads them as one: (nd, shape, strides). The last dim then has
-    stride 1 (a's elements in order) or 0 (one element repeated)."""
+def _walk(shape, st, off, x, y, mode):
+    """Over the index space ``shape`` in order (element e of y), with element e at
+    x[off + sum(i_k * st[k])]: y[e] = x[.] (mode 0), x[.] += y[e] (mode 1) or
+    y[e] += x[.] (mode 2): strided views, their VJPs and broadcasts. Dims that x reads
+    as one are merged; the last two run as plain loops (the last filled or summed where
+    its stride is 0). Strides are never negative (views read forwards)."""
+    sh = np.ones(MAXD, np.int64)
+    cs = np.zeros(MAXD, np.int64)
+    nd = 0
+    for k in range(shape.size):
+        n = shape[k]
+        if n == 1:
+            continue
+        if nd > 0 and cs[nd - 1] == st[k] * n:
+            sh[nd - 1] *= n
+            cs[nd - 1] = st[k]
+        else:
+            sh[nd] = n
+            cs[nd] = st[k]
+            nd += 1
+    if nd == 0:
+        nd = 1
+    run = sh[nd - 1]
+    step = cs[nd - 1]
+    rows = sh[nd - 2] if nd > 1 else 1
+    rstep = cs[nd - 2] if nd > 1 else 0
+    idx = np.zeros(MAXD, np.int64)
+    src = off
+    e = 0
+    for j in range(y.size // (run * rows) if run * rows else 0):
+        for q in range(rows):
+            b = src + q * rstep
+            if step == 0:
+                ys = y[e:e + run]
+                if mode == 1:
+                    x[b] += _long_sum(ys, 0, run)
+                else:
+                    v = x[b]
+                    for i in range(run):
+                        ys[i] = v if mode == 0 else ys[i] + v
+            elif mode == 0:          # unsigned indices: no negative-index fix-ups, and
+                for i in range(run):  # no slice to build per run (runs may be short)
+                    y[np.uint64(e + i)] = x[np.uint64(b + i * step)]
+            elif mode == 1:
+                for i in range(run):
+                    x[np.uint64(b + i * step)] += y[np.uint64(e + i)]
+            else:
+                for i in range(run):
+                    y[np.uint64(e + i)] += x[np.uint64(b + i * step)]
+            e += run
+        k = nd - 3
+        while k >= 0:
+            idx[k] += 1
+            src += cs[k]
+            if idx[k] < sh[k]:
+                break
+            src -= cs[k] * sh[k]
+            idx[k] = 0
+            k -= 1
+
+
+@njit(**_SUB)
+def _bstrides(T, o, a):
+    """Row a's strides over row o's index space: 0 along the dims a broadcasts."""
     nd, na = T[o, ND], T[a, ND]
     st = np.zeros(MAXD, np.int64)
     s = 1
@@ -296,61 +356,17 @@ def _runs(T, o, a):
         if T[a, S0 + k] != 1:
             st[nd - na + k] = s
         s *= T[a, S0 + k]
-    sh = np.ones(MAXD, np.int64)
-    cs = np.zeros(MAXD, np.int64)
-    m = 0
-    for k in range(nd):
-        n = T[o, S0 + k]
-        if n == 1:
-            continue
-        if m > 0 and cs[m - 1] == st[k] * n:      # both broadcast, or contiguous
-            sh[m - 1] *= n
-            cs[m - 1] = st[k]
-        else:
-            sh[m] = n
-            cs[m] = st[k]
-            m += 1
-    if m == 0:
-        m = 1
-    return m, sh, cs
+    return st
 
 
 @njit(**_SUB)
 def _bcast(T, o, a, x, out, reduce):
     """Broadcast a's values x over o's elements into out (reduce=False), or add out's
-    elements into a's x (reduce=True, a broadcast's VJP): runs along the last merged
-    dim, copied or filled (summed), in a fixed order."""
-    nd, sh, st = _runs(T, o, a)
-    run = sh[nd - 1]
-    step = st[nd - 1]
-    idx = np.zeros(MAXD, np.int64)
-    src = 0
-    for j in range(out.size // run if run else 0):
-        ys = out[j * run:(j + 1) * run]
-        if step == 0:
-            if reduce:
-                x[src] += _long_sum(ys, 0, run)
-            else:
-                v = x[src]
-                for i in range(run):
-                    ys[i] = v
-        else:
-            xs = x[src:src + run]
-            if reduce:
-                for i in range(run):
-                    xs[i] += ys[i]
-            else:
-                for i in range(run):
-                    ys[i] = xs[i]
-        k = nd - 2
-        while k >= 0:
-            idx[k] += 1
-            src += st[k]
-            if idx[k] < sh[k]:
-                break
-            src -= st[k] * sh[k]
-            idx[k] = 0
-            k -= 1
+    elements into a's x (reduce=True, a broadcast's VJP), in a fixed order."""
+    shape = np.empty(T[o, ND], np.int64)
+    for k in range(shape.size):
+        shape[k] = T[o, S0 + k]
+    _walk(shape, _bstrides(T, o, a), 0, x, out, 1 if reduce else 0)
 
 
 @njit(**_SUB)
@@ -367,13 +383,7 @@ def _mode(T, o, a, noidx):
                 same = False
         if same:
             return 0, noidx
-    st = np.zeros(MAXD, np.int64)
-    s = 1
-    for k in range(na - 1, -1, -1):
-        if T[a, S0 + k] != 1:
-            st[nd - na + k] = s
-        s *= T[a, S0 + k]
-    return 2, _odometer(T, o, st, _var(0), T[o, N])
+    return 2, _odometer(T, o, _bstrides(T, o, a), _var(0), T[o, N])
 
 
 @njit(**_SUB)

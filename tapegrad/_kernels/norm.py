@@ -43,6 +43,32 @@ def _grad_sums(G, W, X, o, affine):
     return s1, s2
 
 
+@njit(**_SUB)
+def _norm_inputs(T, L, r, flags):
+    """Rows of a normalisation's input, weight and bias (-1: absent) and which of them
+    need a gradient."""
+    start = T[r, P0]
+    x = L[start]
+    wr = L[start + 1] if flags & 1 else -1
+    br = L[start + 1 + (flags & 1)] if flags & 2 else -1
+    return x, wr, br, _wants(T, x), wr >= 0 and _wants(T, wr), br >= 0 and _wants(T, br)
+
+
+@njit(**_SUB)
+def _param_grads(adj, T, seen, wr, dw, br, db):
+    """The weight's and bias's gradients (dw, db: empty when not needed) into adj."""
+    if dw.size:
+        wo, fw = _dst(adj, T, seen, wr)
+        ws = adj[wo:wo + dw.size]
+        for i in range(dw.size):
+            _put(ws, i, dw[i], fw)
+    if db.size:
+        bo, fb = _dst(adj, T, seen, br)
+        bs = adj[bo:bo + db.size]
+        for i in range(db.size):
+            _put(bs, i, db[i], fb)
+
+
 @njit(**_JIT)
 def layer_norm_fwd(x, w, b, out, d, eps, flags):
     """out = (x - mean) / sqrt(var + eps) (* w if flags bit 1) (+ b if bit 2), over rows
@@ -71,22 +97,16 @@ def _layer_norm_vjp(T, L, r, f0, adj, seen):
     """dx = rstd * (g w - mean(g w) - xhat mean(g w xhat)), arranged as PyTorch's
     (rstd g w + p x + q, so that infinities and NaNs land alike); dw = column sums of
     g xhat, db = column sums of g."""
-    start = T[r, P0]
     d = T[r, P0 + 2]
     flags = T[r, P0 + 3]
     affine = (flags & 1) != 0
-    x = L[start]
-    wr = L[start + 1] if affine else -1
-    br = L[start + 1 + (flags & 1)] if flags & 2 else -1
+    x, wr, br, want_x, want_w, want_b = _norm_inputs(T, L, r, flags)
     n = T[r, N]
     m = n // d if d else 0
     go = T[r, AOFF]
     G = adj[go:go + n].reshape((m, d))
     X = _load(T, r, SA, n, adj).reshape((m, d))
     vw = _load(T, r, SB, d, adj) if affine else adj[:0]
-    want_x = _wants(T, x)
-    want_w = affine and _wants(T, wr)
-    want_b = br >= 0 and _wants(T, br)
     dw = np.zeros(d if want_w else 0)
     db = np.zeros(d if want_b else 0)
     xo, fx = _dst(adj, T, seen, x) if want_x else (0, False)
@@ -107,16 +127,7 @@ def _layer_norm_vjp(T, L, r, f0, adj, seen):
                 gw = np.float64(G[j, i]) * vw[i] if affine else np.float64(G[j, i])
                 v = rstd * gw + p * X[j, i] + q
                 D[j, i] = v if fx else D[j, i] + v
-    if want_w:
-        wo, fw = _dst(adj, T, seen, wr)
-        ws = adj[wo:wo + d]
-        for i in range(d):
-            _put(ws, i, dw[i], fw)
-    if want_b:
-        bo, fb = _dst(adj, T, seen, br)
-        bs = adj[bo:bo + d]
-        for i in range(d):
-            _put(bs, i, db[i], fb)
+    _param_grads(adj, T, seen, wr, dw, br, db)
 
 
 @njit(**_SUB)
@@ -153,23 +164,17 @@ def batch_norm_fwd(x, w, b, out, c, sp, eps, flags):
 @njit(**_INL)
 def _batch_norm_vjp(T, L, r, f0, adj, seen):
     """As _layer_norm_vjp, per channel: sums over the channel's N * S elements."""
-    start = T[r, P0]
     c = T[r, P0 + 2]
     sp = T[r, P0 + 3]
     flags = T[r, P0 + 4]
     affine = (flags & 1) != 0
-    x = L[start]
-    wr = L[start + 1] if affine else -1
-    br = L[start + 1 + (flags & 1)] if flags & 2 else -1
+    x, wr, br, want_x, want_w, want_b = _norm_inputs(T, L, r, flags)
     n = T[r, N]
     rows = n // sp if sp else 0
     go = T[r, AOFF]
     G = adj[go:go + n].reshape((rows, sp))
     X = _load(T, r, SA, n, adj).reshape((rows, sp))
     vw = _load(T, r, SB, c, adj) if affine else adj[:0]
-    want_x = _wants(T, x)
-    want_w = affine and _wants(T, wr)
-    want_b = br >= 0 and _wants(T, br)
     dw = np.zeros(c if want_w else 0)
     db = np.zeros(c if want_b else 0)
     xo, fx = _dst(adj, T, seen, x) if want_x else (0, False)
@@ -197,16 +202,7 @@ def _batch_norm_vjp(T, L, r, f0, adj, seen):
                 for j in range(sp):
                     v = a * G[o, j] + p * X[o, j] + q
                     D[o, j] = v if fx else D[o, j] + v
-    if want_w:
-        wo, fw = _dst(adj, T, seen, wr)
-        ws = adj[wo:wo + c]
-        for i in range(c):
-            _put(ws, i, dw[i], fw)
-    if want_b:
-        bo, fb = _dst(adj, T, seen, br)
-        bs = adj[bo:bo + c]
-        for i in range(c):
-            _put(bs, i, db[i], fb)
+    _param_grads(adj, T, seen, wr, dw, br, db)
 
 
 _safe_caches(globals())

@@ -468,27 +468,23 @@ def _fwd_kernel(k, f64):
             o = INS[i, I_O]
             linear_fwd(_val(VD, x, w), _val(VD, wt, w), bias, _val(VD, o, w),
                        VD[o, N] // n if n else 0, kk, n, has_bias)
-    elif k == K_LAYERNORM:
+    elif k == K_LAYERNORM or k == K_BATCHNORM:
+        layer = k == K_LAYERNORM
+
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
             w = _nil(dt)
             start = INS[i, I_P]
-            flags = INS[i, I_P + 3]
+            flags = INS[i, I_P + (3 if layer else 4)]
             x = _val(VD, LI[start], w)
-            layer_norm_fwd(x, _val(VD, LI[start + 1], w) if flags & 1 else x,
-                           _val(VD, LI[start + 1 + (flags & 1)], w) if flags & 2 else x,
-                           _val(VD, INS[i, I_O], w), INS[i, I_P + 2], FI[i, 0], flags)
-    elif k == K_BATCHNORM:
-        def kern(argp):
-            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
-            w = _nil(dt)
-            start = INS[i, I_P]
-            flags = INS[i, I_P + 4]
-            x = _val(VD, LI[start], w)
-            batch_norm_fwd(x, _val(VD, LI[start + 1], w) if flags & 1 else x,
-                           _val(VD, LI[start + 1 + (flags & 1)], w) if flags & 2 else x,
-                           _val(VD, INS[i, I_O], w), INS[i, I_P + 2], INS[i, I_P + 3],
-                           FI[i, 0], flags)
+            wv = _val(VD, LI[start + 1], w) if flags & 1 else x
+            bv = _val(VD, LI[start + 1 + (flags & 1)], w) if flags & 2 else x
+            out = _val(VD, INS[i, I_O], w)
+            if layer:
+                layer_norm_fwd(x, wv, bv, out, INS[i, I_P + 2], FI[i, 0], flags)
+            else:
+                batch_norm_fwd(x, wv, bv, out, INS[i, I_P + 2], INS[i, I_P + 3], FI[i, 0],
+                               flags)
     elif k == K_GATHER:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)

@@ -7,7 +7,8 @@ from numba import carray, njit
 from .cache import _INL, _JIT, _SUB, _safe_caches
 from .layout import (A, AOFF, B, K_GATHER, K_PYOUT, K_SCATTER, K_SOFTMAX, MAXD, N, ND, OP,
                      P0, P1, S0, SA, SB, SO, _as, _block_sum, _dst, _load, _long_sum, _odometer,
-                     _ptr, _put, _row_dot, _row_sum, _touch, _var, _wants, listed, trailing)
+                     _ptr, _put, _row_dot, _row_sum, _touch, _var, _walk, _wants, listed,
+                     trailing)
 from .vmath import vexp, vexp_t, vlog
 
 
@@ -38,68 +39,6 @@ def _sum(T, r, f0, adj, seen):
     idx = _reduced_index(T, a, T[r, P0])
     for i in range(n):
         _put(adj, ao + i, adj[go + idx[i]] * f0, fr)
-
-
-@njit(**_SUB)
-def _walk(shape, st, off, x, y, mode):
-    """Over the index space ``shape`` in order (element e of y), with element e at
-    x[off + sum(i_k * st[k])]: y[e] = x[.] (mode 0), x[.] += y[e] (mode 1) or
-    y[e] += x[.] (mode 2). Dims that x reads as one are merged; the last runs as a slice
-    (filled or summed where its stride is 0), the second-last as a plain loop. Strides
-    are never negative (views read forwards)."""
-    sh = np.ones(MAXD, np.int64)
-    cs = np.zeros(MAXD, np.int64)
-    nd = 0
-    for k in range(shape.size):
-        n = shape[k]
-        if n == 1:
-            continue
-        if nd > 0 and cs[nd - 1] == st[k] * n:
-            sh[nd - 1] *= n
-            cs[nd - 1] = st[k]
-        else:
-            sh[nd] = n
-            cs[nd] = st[k]
-            nd += 1
-    if nd == 0:
-        nd = 1
-    run = sh[nd - 1]
-    step = cs[nd - 1]
-    rows = sh[nd - 2] if nd > 1 else 1
-    rstep = cs[nd - 2] if nd > 1 else 0
-    idx = np.zeros(MAXD, np.int64)
-    src = off
-    e = 0
-    for j in range(y.size // (run * rows) if run * rows else 0):
-        for q in range(rows):
-            b = src + q * rstep
-            if step == 0:
-                ys = y[e:e + run]
-                if mode == 1:
-                    x[b] += _long_sum(ys, 0, run)
-                else:
-                    v = x[b]
-                    for i in range(run):
-                        ys[i] = v if mode == 0 else ys[i] + v
-            elif mode == 0:          # unsigned indices: no negative-index fix-ups, and
-                for i in range(run):  # no slice to build per run (runs may be short)
-                    y[np.uint64(e + i)] = x[np.uint64(b + i * step)]
-            elif mode == 1:
-                for i in range(run):
-                    x[np.uint64(b + i * step)] += y[np.uint64(e + i)]
-            else:
-                for i in range(run):
-                    y[np.uint64(e + i)] += x[np.uint64(b + i * step)]
-            e += run
-        k = nd - 3
-        while k >= 0:
-            idx[k] += 1
-            src += cs[k]
-            if idx[k] < sh[k]:
-                break
-            src -= cs[k] * sh[k]
-            idx[k] = 0
-            k -= 1
 
 
 @njit(**_SUB)

@@ -136,37 +136,22 @@ def _lshr(typingctx, i, n):
     return types.int64(i, n), codegen
 
 
-def _float3(name):
+def _float3(name, ty=types.float64):
+    """An LLVM intrinsic of three floats (``name``.f64 or .f32), by direct call."""
     def impl(typingctx, a, b, c):
         if not all(isinstance(t, (types.Float, types.Integer)) for t in (a, b, c)):
             return None
 
         def codegen(context, builder, sig, args):
-            vals = [context.cast(builder, v, t, types.float64)
-                    for v, t in zip(args, sig.args)]
-            d = ir.DoubleType()
+            vals = [context.cast(builder, v, t, ty) for v, t in zip(args, sig.args)]
+            f = context.get_value_type(ty)
             fn = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(d, [d, d, d]), name + ".f64")
+                builder.module, ir.FunctionType(f, [f, f, f]),
+                name + (".f64" if ty == types.float64 else ".f32"))
             return builder.call(fn, vals)
 
-        return types.float64(a, b, c), codegen
-    impl.__name__ = name.replace(".", "_")
-    return intrinsic(impl)
-
-
-def _float3f(name):
-    """As _float3, in float32."""
-    def impl(typingctx, a, b, c):
-        def codegen(context, builder, sig, args):
-            vals = [context.cast(builder, v, t, types.float32)
-                    for v, t in zip(args, sig.args)]
-            f = ir.FloatType()
-            fn = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(f, [f, f, f]), name + ".f32")
-            return builder.call(fn, vals)
-
-        return types.float32(a, b, c), codegen
-    impl.__name__ = name.replace(".", "_") + "_f32"
+        return ty(a, b, c), codegen
+    impl.__name__ = name.replace(".", "_") + ("" if ty == types.float64 else "_f32")
     return intrinsic(impl)
 
 
@@ -174,8 +159,8 @@ def _float3f(name):
 _fma = _float3("llvm.fma")
 # a*b + c, fused only where the target has a fast FMA: for polynomials.
 _mad = _float3("llvm.fmuladd")
-_fmaf = _float3f("llvm.fma")
-_madf = _float3f("llvm.fmuladd")
+_fmaf = _float3("llvm.fma", types.float32)
+_madf = _float3("llvm.fmuladd", types.float32)
 
 
 # -- constants ------------------------------------------------------------------------
