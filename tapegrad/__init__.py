@@ -15,7 +15,9 @@ from .ops import (abs, add, amax, amin, argmax, argmin, bmm, broadcast_to, cat, 
                   relu, reshape, rsub, sigmoid, sign, sin, softmax, split, sqrt, square,
                   squeeze, stack, std, sub, sum, t, tan, tanh, transpose, unsqueeze, var, view,
                   where, masked_fill, tril, triu, repeat, roll, flip, cumsum, einsum, sort,
-                  argsort, topk)
+                  argsort, topk, rsqrt, isnan, isinf, isfinite, any, all, logical_and,
+                  logical_or, logical_xor, logical_not, isclose, allclose, equal, unbind,
+                  index_select)
 from .tensor import Size, Tensor
 from .tape import api as _api
 
@@ -30,12 +32,19 @@ for _name in ("arange", "as_tensor", "empty", "eye", "from_numpy", "full", "full
               "permute", "pow", "prod", "reciprocal", "relu", "reshape", "rsub", "sigmoid",
               "sign", "sin", "softmax", "split", "sqrt", "square", "squeeze", "stack", "std",
               "sub", "sum", "t", "tan", "tanh", "transpose", "unsqueeze", "var", "view",
-              "where", "masked_fill", "tril", "triu", "repeat", "roll", "flip", "cumsum", "einsum",
-              "sort", "argsort", "topk"):
+              "where", "masked_fill", "tril", "triu", "repeat", "roll", "flip", "cumsum",
+              "einsum", "sort", "argsort", "topk", "rsqrt", "isnan", "isinf", "isfinite",
+              "any", "all", "logical_and", "logical_or", "logical_xor", "logical_not",
+              "isclose", "allclose", "equal", "unbind", "index_select"):
     globals()[_name] = _api(globals()[_name])
 del _name
 bitwise_and, bitwise_or, bitwise_xor, bitwise_not = (
     Tensor.bitwise_and, Tensor.bitwise_or, Tensor.bitwise_xor, Tensor.bitwise_not)
+eq, ne, lt, le, gt, ge = (Tensor.__eq__, Tensor.__ne__, Tensor.__lt__, Tensor.__le__,
+                          Tensor.__gt__, Tensor.__ge__)
+for _name, _fn in (("eq", eq), ("ne", ne), ("lt", lt), ("le", le), ("gt", gt), ("ge", ge)):
+    setattr(Tensor, _name, _fn)
+del _name, _fn
 
 __version__ = "0.1.0"
 

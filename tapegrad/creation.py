@@ -194,3 +194,19 @@ def rand_like(t, dtype=None, requires_grad=False):
 
 def randn_like(t, dtype=None, requires_grad=False):
     return randn(*t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad)
+
+
+def _new(make):
+    """Tensor.new_zeros and friends: ``make`` in the tensor's dtype unless given one."""
+    def method(self, *args, dtype=None, requires_grad=False):
+        return make(*args, dtype=self.dtype if dtype is None else dtype,
+                    requires_grad=requires_grad)
+    method.__name__ = "new_" + make.__name__
+    return method
+
+
+Tensor.new_zeros = _new(zeros)
+Tensor.new_ones = _new(ones)
+Tensor.new_empty = _new(empty)
+Tensor.new_full = _new(full)
+Tensor.new_tensor = _new(tensor)

@@ -196,6 +196,12 @@ class Tensor:
         _read(self)
         return self._data.tolist()
 
+    def is_contiguous(self, memory_format=None):
+        return bool(self._data.flags.c_contiguous)
+
+    def cpu(self):
+        return self
+
     def __float__(self):
         return float(self.item())
 
@@ -500,7 +506,17 @@ def bind_methods(ops):
         "zero_": ops.zero_, "fill_": ops.fill_, "copy_": ops.copy_, "to": ops.to_dtype,
         "masked_fill": ops.masked_fill, "tril": ops.tril, "triu": ops.triu,
         "repeat": ops.repeat, "roll": ops.roll, "flip": ops.flip, "cumsum": ops.cumsum, "sort": ops.sort,
-        "argsort": ops.argsort, "topk": ops.topk,
+        "argsort": ops.argsort, "topk": ops.topk, "rsqrt": ops.rsqrt,
+        "contiguous": ops.contiguous, "isnan": ops.isnan, "isinf": ops.isinf,
+        "isfinite": ops.isfinite, "any": ops.any, "all": ops.all,
+        "logical_and": ops.logical_and, "logical_or": ops.logical_or,
+        "logical_xor": ops.logical_xor, "logical_not": ops.logical_not,
+        "isclose": ops.isclose, "allclose": ops.allclose, "equal": ops.equal,
+        "unbind": ops.unbind, "index_select": ops.index_select,
+        "expand_as": lambda self, other: ops.expand(self, *other.shape),
+        "view_as": lambda self, other: ops.view(self, *other.shape),
+        "reshape_as": lambda self, other: ops.reshape(self, *other.shape),
+        "type_as": lambda self, other: ops.to_dtype(self, other.dtype),
         "masked_fill_": lambda self, mask, value: self.copy_(ops.masked_fill(self, mask,
                                                                              value)),
     }

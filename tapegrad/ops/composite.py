@@ -4,8 +4,8 @@ shifted additions. Their gradients, double backward and compiled replays come fr
 the ops they use."""
 import numpy as np
 
-from ..tensor import _dim
-from . import linalg, reductions, views
+from ..tensor import Tensor, _dim
+from . import arith, linalg, reductions, views
 from .arith import _constant
 from .base import _check_tensor
 
@@ -161,3 +161,109 @@ def cumsum(input, dim, *, dtype=None):
         x = x + views.cat([zeros, views.narrow(x, d, 0, n - k)], d)
         k *= 2
     return x if x is not input else views.clone(x)
+
+
+# -- PyTorch's conveniences, written with the ops above (so they trace and replay) -------
+def rsqrt(input):
+    """1 / sqrt(x), differentiable (as x ** -0.5)."""
+    return arith.pow(input, -0.5)
+
+
+def contiguous(input, memory_format=None):
+    """input itself when its elements are in C order, else a copy that is."""
+    return input if input._data.flags.c_contiguous else views.clone(input)
+
+
+def isnan(input):
+    return input != input
+
+
+def isinf(input):
+    _check_tensor(input, "isinf")
+    if input._data.dtype.kind != "f":
+        return input != input
+    return arith.abs(input.detach()) == np.inf
+
+
+def isfinite(input):
+    _check_tensor(input, "isfinite")
+    if input._data.dtype.kind != "f":
+        return input == input
+    return (input == input) & (arith.abs(input.detach()) != np.inf)
+
+
+def _truth(t):
+    """t != 0 as a bool tensor (t itself when it is one)."""
+    return t if t._data.dtype == np.bool_ else t != 0
+
+
+def any(input, dim=None, keepdim=False):
+    """Whether any element (along ``dim``) is nonzero, as a bool tensor."""
+    _check_tensor(input, "any")
+    nonzero = _truth(input)
+    if dim is None:
+        return reductions.sum(nonzero) > 0
+    return reductions.sum(nonzero, dim, keepdim=keepdim) > 0
+
+
+def all(input, dim=None, keepdim=False):
+    """Whether every element (along ``dim``) is nonzero, as a bool tensor."""
+    _check_tensor(input, "all")
+    nonzero = _truth(input)
+    if dim is None:
+        return reductions.sum(nonzero) == input.numel()
+    d = _dim(dim, max(input.ndim, 1), "all")
+    return reductions.sum(nonzero, d, keepdim=keepdim) == (input.shape[d] if input.ndim else 1)
+
+
+def logical_and(input, other):
+    return _truth(input) & _truth(other)
+
+
+def logical_or(input, other):
+    return _truth(input) | _truth(other)
+
+
+def logical_xor(input, other):
+    return _truth(input) ^ _truth(other)
+
+
+def logical_not(input):
+    return ~_truth(input)
+
+
+def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """|input - other| <= atol + rtol * |other| elementwise (equal infinities close)."""
+    _check_tensor(input, "isclose")
+    _check_tensor(other, "isclose")
+    a, b = input.detach(), other.detach()
+    with np.errstate(invalid="ignore"):        # inf - inf: nan, not close (a == b is)
+        close = (a == b) | (arith.abs(a - b) <= arith.abs(b) * rtol + atol)
+    return close | (isnan(a) & isnan(b)) if equal_nan else close
+
+
+def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    return bool(all(isclose(input, other, rtol, atol, equal_nan)))
+
+
+def equal(input, other):
+    """Same shape and the same values."""
+    return tuple(input.shape) == tuple(other.shape) and bool(all(input == other))
+
+
+def unbind(input, dim=0):
+    """The slices along ``dim``, as a tuple of views."""
+    _check_tensor(input, "unbind")
+    d = _dim(dim, input.ndim, "unbind")
+    return tuple(input[(slice(None),) * d + (i,)] for i in range(input.shape[d]))
+
+
+def index_select(input, dim, index):
+    """The entries at ``index`` (an int64 vector) along ``dim``."""
+    _check_tensor(input, "index_select")
+    if not isinstance(index, Tensor) or index._data.dtype != np.int64 or index.ndim > 1:
+        raise IndexError("index_select(): Expected a 1-D int64 tensor as index")
+    d = _dim(dim, max(input.ndim, 1), "index_select")
+    if d == 0:
+        return input[index.reshape(-1)]
+    return views.transpose(views.transpose(input, 0, d)[index.reshape(-1)], 0, d)
