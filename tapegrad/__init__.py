@@ -17,7 +17,7 @@ from .ops import (abs, add, amax, amin, argmax, argmin, bmm, broadcast_to, cat, 
                   where, masked_fill, tril, triu, repeat, roll, flip, cumsum, einsum, sort,
                   argsort, topk, rsqrt, isnan, isinf, isfinite, any, all, logical_and,
                   logical_or, logical_xor, logical_not, isclose, allclose, equal, unbind,
-                  index_select)
+                  index_select, floor, ceil, round, trunc, frac)
 from .tensor import Size, Tensor
 from .tape import api as _api
 
@@ -35,7 +35,8 @@ for _name in ("arange", "as_tensor", "empty", "eye", "from_numpy", "full", "full
               "where", "masked_fill", "tril", "triu", "repeat", "roll", "flip", "cumsum",
               "einsum", "sort", "argsort", "topk", "rsqrt", "isnan", "isinf", "isfinite",
               "any", "all", "logical_and", "logical_or", "logical_xor", "logical_not",
-              "isclose", "allclose", "equal", "unbind", "index_select"):
+              "isclose", "allclose", "equal", "unbind", "index_select", "floor", "ceil",
+              "round", "trunc", "frac"):
     globals()[_name] = _api(globals()[_name])
 del _name
 bitwise_and, bitwise_or, bitwise_xor, bitwise_not = (

@@ -506,7 +506,7 @@ def bind_methods(ops):
         "zero_": ops.zero_, "fill_": ops.fill_, "copy_": ops.copy_, "to": ops.to_dtype,
         "masked_fill": ops.masked_fill, "tril": ops.tril, "triu": ops.triu,
         "repeat": ops.repeat, "roll": ops.roll, "flip": ops.flip, "cumsum": ops.cumsum, "sort": ops.sort,
-        "argsort": ops.argsort, "topk": ops.topk, "rsqrt": ops.rsqrt,
+        "argsort": ops.argsort, "topk": ops.topk, "rsqrt": ops.rsqrt, "frac": ops.frac,
         "contiguous": ops.contiguous, "isnan": ops.isnan, "isinf": ops.isinf,
         "isfinite": ops.isfinite, "any": ops.any, "all": ops.all,
         "logical_and": ops.logical_and, "logical_or": ops.logical_or,

@@ -113,3 +113,21 @@ def test_compiled_step_follows_new_values():
         assert comp(tg.tensor(xv), idx).item() == want
         assert np.array_equal(w.grad.numpy(), gw)
     assert comp.replays >= 2 and comp.fallbacks == 0
+
+
+def test_rounding_as_pytorch():
+    """floor, ceil, round (halves to even, decimals), trunc and frac: values on halves,
+    nan and inf, integer tensors unchanged, zero gradients (frac: one)."""
+    xv = np.array([-2.5, -1.5, -0.4, 0.5, 1.5, 2.5, 3.7, -3.7, np.nan, np.inf, -np.inf])
+    for name in ("floor", "ceil", "round", "trunc", "frac"):
+        got = getattr(tg, name)(tg.tensor(xv)).numpy()
+        want = getattr(torch, name)(torch.tensor(xv)).numpy()
+        np.testing.assert_array_equal(got, want, err_msg=name)
+    np.testing.assert_allclose(tg.round(tg.tensor([1.2345, -0.055]), decimals=2).numpy(),
+                               torch.round(torch.tensor([1.2345, -0.055]), decimals=2).numpy())
+    ints = tg.tensor([3, -2])
+    assert ints.floor().dtype == tg.int64 and ints.round().tolist() == [3, -2]
+    x = tg.tensor(xv[:8], requires_grad=True)
+    (x.floor() + x.ceil() * 2 + x.round() + x.trunc() + x.frac() * 3).sum().backward()
+    assert x.grad.tolist() == [3.0] * 8
+    assert x.floor().grad_fn.name() == "FloorBackward0"

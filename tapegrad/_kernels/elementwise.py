@@ -9,10 +9,11 @@ from numba import carray, njit
 from numba.extending import overload
 
 from .cache import _ARR, _INL, _JIT, _SUB, _safe_caches
-from .layout import (A, AOFF, B, K_ABS, K_ADD, K_AFFINE, K_CLAMP, K_COS, K_DIV, K_DIVS,
-                     K_ERF, K_EXP, K_EXPM1, K_LOG, K_LOG1P, K_MAXIMUM, K_MINIMUM, K_MUL,
-                     K_POW, K_POWS, K_RDIVS, K_RECIP, K_RELU, K_RPOWS, K_SIGMOID,
-                     K_SIGN, K_SIN, K_SQRT, K_SUB, K_TAN, K_TANH, K_WHERE, N, SA, SB,
+from .layout import (A, AOFF, B, K_ABS, K_ADD, K_AFFINE, K_CEIL, K_CLAMP, K_COS, K_DIV,
+                     K_DIVS, K_ERF, K_EXP, K_EXPM1, K_FLOOR, K_LOG, K_LOG1P, K_MAXIMUM,
+                     K_MINIMUM, K_MUL, K_POW, K_POWS, K_RDIVS, K_RECIP, K_RELU, K_ROUND,
+                     K_RPOWS, K_SIGMOID, K_SIGN, K_SIN, K_SQRT, K_SUB, K_TAN, K_TANH,
+                     K_TRUNC, K_WHERE, N, SA, SB,
                      SO, UNARY_FIRST, UNARY_LAST, _as, _bcast, _dst, _j, _load, _mode,
                      _ptr, _put, _wants)
 from .vmath import (TRIG_MAX, _dtrig, _tpow, cos_array, exp_array, expm1_array,
@@ -121,7 +122,7 @@ def _du_divs(g, x, o, f0, f1, p0):
 
 
 @njit(**_INL)
-def _du_sign(g, x, o, f0, f1, p0):
+def _du_zero(g, x, o, f0, f1, p0):
     return g * 0.0
 
 
@@ -351,6 +352,26 @@ def _sf_erf(x, f0, f1, p0):
     return math.erf(x)
 
 
+@njit(**_INL)
+def _sf_floor(x, f0, f1, p0):
+    return np.floor(x)
+
+
+@njit(**_INL)
+def _sf_ceil(x, f0, f1, p0):
+    return np.ceil(x)
+
+
+@njit(**_INL)
+def _sf_round(x, f0, f1, p0):
+    return np.rint(x)
+
+
+@njit(**_INL)
+def _sf_trunc(x, f0, f1, p0):
+    return np.trunc(x)
+
+
 def _array_kernel(k):
     """The forward array kernel of an op given by its one-element formula (inlined; the
     cache key names it)."""
@@ -378,8 +399,10 @@ UNARY_OPS = {
     K_SIN: (sin_array, _uv_sin, False), K_COS: (cos_array, _uv_cos, False),
     K_TAN: (tan_array, _du_tan, False), K_LOG1P: (log1p_array, _du_log1p, False),
     K_EXPM1: (expm1_array, _du_expm1, False), K_RECIP: (_sf_recip, _du_recip, True),
-    K_CLAMP: (_sf_clamp, _du_clamp, True), K_SIGN: (_sf_sign, _du_sign, True),
-    K_ERF: (_sf_erf, _du_erf, False),
+    K_CLAMP: (_sf_clamp, _du_clamp, True), K_SIGN: (_sf_sign, _du_zero, True),
+    K_ERF: (_sf_erf, _du_erf, False), K_FLOOR: (_sf_floor, _du_zero, True),
+    K_CEIL: (_sf_ceil, _du_zero, True), K_ROUND: (_sf_round, _du_zero, True),
+    K_TRUNC: (_sf_trunc, _du_zero, True),
 }
 assert sorted(UNARY_OPS) == list(range(UNARY_FIRST, UNARY_LAST + 1))
 UNARY_FWD = {k: _array_kernel(k) if f.py_func.__code__.co_argcount == 4 else f

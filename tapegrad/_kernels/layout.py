@@ -60,6 +60,7 @@ U8 = 128      # a program value of one byte per element (a bool)
  K_CLAMP,        # gradient passes where F0 <= x <= F1 (P0 bit 1: F0 set, bit 2: F1 set)
  K_SIGN,         # zero gradient
  K_ERF,
+ K_FLOOR, K_CEIL, K_ROUND, K_TRUNC,     # zero gradient; ROUND: half to even
  # the rest
  K_LINEAR,       # x @ W.T + b, inputs L[P0:P0+P1]
  K_SUM,          # sum over the dims in bitmask P0, times F0
@@ -81,11 +82,11 @@ U8 = 128      # a program value of one byte per element (a bool)
  #                 then the weight if P3 bit 1, the bias if P3 bit 2
  K_BATCHNORM,    # channels of (N, P2, P3) normalised by batch statistics, eps F0; inputs
  #                 as K_LAYERNORM's, flags in P4
- NKERNELS) = range(50)
+ NKERNELS) = range(54)
 BINARY_FIRST, BINARY_LAST = K_ADD, K_MINIMUM
 # Opcodes whose inputs are the list L[P0:P0+P1], not A and B.
 LISTED = (K_LINEAR, K_CAT, K_PYFN, K_LAYERNORM, K_BATCHNORM)
-UNARY_FIRST, UNARY_LAST = K_AFFINE, K_ERF
+UNARY_FIRST, UNARY_LAST = K_AFFINE, K_TRUNC
 
 # Replay results.
 DONE = 0

@@ -286,16 +286,19 @@ def _elementwise(kernel, d, f0=0.0, f1=0.0, p0=0):
 UNARY_FUNCTIONS = {}     # name -> function of one tensor; Tensor has each as a method
 
 
-def _unary_op(op, npfn, save, vec=None):
+def _unary_op(op, npfn, save, vec=None, keep_int=False):
     """An elementwise op. With ``vec`` (a kernel of _kernels, vectorised) it runs on
     tapegrad's own kernel, the one a compiled replay runs; else on NumPy's loop, which
-    gives the same floats."""
+    gives the same floats. ``keep_int``: an integer or bool tensor comes back as it is
+    (rounding)."""
     name = op.name[:-len("Backward0")].lower()
 
     def fn(input):
         if input.__class__ is not Tensor:
             _check_tensor(input, name)
         d = input._data
+        if keep_int and d.dtype.kind != "f":
+            return input.clone()
         if d.dtype.kind != "f":
             d = d.astype(_np_float())
         if vec is not None:
@@ -352,6 +355,32 @@ reciprocal = _unary_op(RECIP, np.reciprocal, SAVE_OUT)
 ERF = Op("ErfBackward0", K.K_ERF,
          lambda c, g: (g * (2.0 / math.sqrt(math.pi) * exp(-(c.a * c.a))),))
 erf = _unary_op(ERF, None, SAVE_A, K.UNARY_FWD[K.K_ERF])
+
+# Rounding: a zero gradient, as PyTorch's; integer tensors come back unchanged.
+FLOOR = Op("FloorBackward0", K.K_FLOOR, lambda c, g: (g * 0.0,))
+CEIL = Op("CeilBackward0", K.K_CEIL, lambda c, g: (g * 0.0,))
+ROUND = Op("RoundBackward0", K.K_ROUND, lambda c, g: (g * 0.0,))
+TRUNC = Op("TruncBackward0", K.K_TRUNC, lambda c, g: (g * 0.0,))
+floor = _unary_op(FLOOR, np.floor, 0, keep_int=True)
+ceil = _unary_op(CEIL, np.ceil, 0, keep_int=True)
+_round = _unary_op(ROUND, np.rint, 0, keep_int=True)
+trunc = _unary_op(TRUNC, np.trunc, 0, keep_int=True)
+
+
+def round(input, *, decimals=0):
+    """Rounded to ``decimals`` places, halves to even (as round(x * 10**d) / 10**d)."""
+    if decimals == 0:
+        return _round(input)
+    scale = 10.0 ** decimals
+    return _round(input * scale) / scale
+
+
+def frac(input):
+    """The fractional part, x - trunc(x) (gradient 1)."""
+    return input - trunc(input)
+
+
+UNARY_FUNCTIONS["round"] = round
 
 
 def square(input):
