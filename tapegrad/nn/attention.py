@@ -27,6 +27,14 @@ def _additive(mask, dtype, name):
     return mask
 
 
+def _padded(mask, extra):
+    """An additive mask with ``extra`` zero columns at the end (keys it does not name)."""
+    if mask is None or not extra:
+        return mask
+    zeros = F._const(np.zeros(tuple(mask.shape[:-1]) + (extra,), mask._data.dtype))
+    return tg.cat([mask, zeros], -1)
+
+
 class MultiheadAttention(Module):
     """Attention of queries over keys and values with num_heads heads of size
     embed_dim / num_heads; returns (output, attention weights or None)."""
@@ -40,21 +48,43 @@ class MultiheadAttention(Module):
                              f"embed_dim={embed_dim} and num_heads={num_heads} instead")
         if embed_dim % num_heads:
             raise AssertionError("embed_dim must be divisible by num_heads")
-        if add_bias_kv or add_zero_attn or kdim not in (None, embed_dim) or \
-                vdim not in (None, embed_dim):
-            raise NotImplementedError("MultiheadAttention: add_bias_kv, add_zero_attn and "
-                                      "kdim/vdim other than embed_dim are not supported")
         self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.kdim = embed_dim if kdim is None else kdim
+        self.vdim = embed_dim if vdim is None else vdim
+        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
         self.dropout = dropout
         self.head_dim = embed_dim // num_heads
         self.batch_first = batch_first
         dt = dtype or tg.get_default_dtype()
-        self.in_proj_weight = Parameter(tg.empty(3 * embed_dim, embed_dim, dtype=dt))
-        self.in_proj_bias = Parameter(tg.zeros(3 * embed_dim, dtype=dt)) if bias else None
+        if self._qkv_same_embed_dim:
+            self.in_proj_weight = Parameter(tg.empty(3 * embed_dim, embed_dim, dtype=dt))
+            for name in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                self.register_parameter(name, None)
+        else:           # keys and values of other sizes: a projection matrix each
+            self.q_proj_weight = Parameter(tg.empty(embed_dim, embed_dim, dtype=dt))
+            self.k_proj_weight = Parameter(tg.empty(embed_dim, self.kdim, dtype=dt))
+            self.v_proj_weight = Parameter(tg.empty(embed_dim, self.vdim, dtype=dt))
+            self.register_parameter("in_proj_weight", None)
+        if bias:
+            self.in_proj_bias = Parameter(tg.zeros(3 * embed_dim, dtype=dt))
+        else:
+            self.register_parameter("in_proj_bias", None)
         self.out_proj = Linear(embed_dim, embed_dim, bias=bias, dtype=dt)
-        init.xavier_uniform_(self.in_proj_weight)
+        if add_bias_kv:     # one more key and value, learned, at the end of the sequence
+            self.bias_k = Parameter(tg.empty(1, 1, embed_dim, dtype=dt))
+            self.bias_v = Parameter(tg.empty(1, 1, embed_dim, dtype=dt))
+        else:
+            self.bias_k = self.bias_v = None
+        self.add_zero_attn = add_zero_attn
+        for w in (self.in_proj_weight, self.q_proj_weight, self.k_proj_weight,
+                  self.v_proj_weight):
+            if w is not None:
+                init.xavier_uniform_(w)
         if bias:
             init.constant_(self.out_proj.bias, 0.0)
+        for b in (self.bias_k, self.bias_v):
+            if b is not None:
+                init.xavier_normal_(b)
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
                 attn_mask=None, average_attn_weights=True, is_causal=False):
@@ -79,20 +109,31 @@ class MultiheadAttention(Module):
             t = t.reshape(n, length, parts, h, d).permute(2, 0, 3, 1, 4)
             return t.reshape(parts, n * h, length, d)
 
-        if same:            # self-attention: one projection, one copy
-            q, k, v = heads(F.linear(query, w, b), lq, 3)
+        if same and self._qkv_same_embed_dim and self.bias_k is None:
+            q, k, v = heads(F.linear(query, w, b), lq, 3)    # one projection, one copy
         else:
-            wq, wk, wv = w.chunk(3, 0)
+            wq, wk, wv = w.chunk(3, 0) if self._qkv_same_embed_dim else \
+                (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)
             bq, bk, bv = b.chunk(3, 0) if b is not None else (None, None, None)
+            kp, vp = F.linear(key, wk, bk), F.linear(value, wv, bv)
+            if self.bias_k is not None:
+                kp = tg.cat([kp, self.bias_k.expand(n, 1, e)], 1)
+                vp = tg.cat([vp, self.bias_v.expand(n, 1, e)], 1)
+                ls += 1
             q = heads(F.linear(query, wq, bq), lq, 1)[0]
-            k = heads(F.linear(key, wk, bk), ls, 1)[0]
-            v = heads(F.linear(value, wv, bv), ls, 1)[0]
+            k, v = heads(kp, ls, 1)[0], heads(vp, ls, 1)[0]
+        if self.add_zero_attn:
+            zero = F._const(np.zeros((n * h, 1, d), query._data.dtype))
+            k, v = tg.cat([k, zero], 1), tg.cat([v, zero], 1)
+            ls += 1
+        extra = ls - key.shape[1]     # columns added: attended by every query
         if is_causal and attn_mask is None:
-            attn_mask = tg.tensor(np.triu(np.ones((lq, ls), bool), 1))
-        mask = _additive(attn_mask, query._data.dtype, "attn_mask")
+            attn_mask = tg.tensor(np.triu(np.ones((lq, ls - extra), bool), 1))
+        mask = _padded(_additive(attn_mask, query._data.dtype, "attn_mask"), extra)
         if mask is not None and mask.ndim == 3:
             mask = mask.reshape(n * h, lq, ls)
-        pad = _additive(key_padding_mask, query._data.dtype, "key_padding_mask")
+        pad = _padded(_additive(key_padding_mask, query._data.dtype, "key_padding_mask"),
+                      extra)
         if pad is not None:
             pad = pad.reshape(n, 1, 1, ls).expand(n, h, 1, ls).reshape(n * h, 1, ls)
             mask = pad if mask is None else mask + pad
