@@ -131,3 +131,10 @@ def test_rounding_as_pytorch():
     (x.floor() + x.ceil() * 2 + x.round() + x.trunc() + x.frac() * 3).sum().backward()
     assert x.grad.tolist() == [3.0] * 8
     assert x.floor().grad_fn.name() == "FloorBackward0"
+
+
+def test_abs_and_relu_keep_integer_dtypes():
+    for name in ("abs", "relu"):
+        got = getattr(tg, name)(tg.tensor([3, -2, 0]))
+        want = getattr(torch, name)(torch.tensor([3, -2, 0]))
+        assert got.dtype == tg.int64 and got.tolist() == want.tolist()

@@ -286,11 +286,12 @@ def _elementwise(kernel, d, f0=0.0, f1=0.0, p0=0):
 UNARY_FUNCTIONS = {}     # name -> function of one tensor; Tensor has each as a method
 
 
-def _unary_op(op, npfn, save, vec=None, keep_int=False):
+def _unary_op(op, npfn, save, vec=None, keep_int=False, int_fn=False):
     """An elementwise op. With ``vec`` (a kernel of _kernels, vectorised) it runs on
     tapegrad's own kernel, the one a compiled replay runs; else on NumPy's loop, which
-    gives the same floats. ``keep_int``: an integer or bool tensor comes back as it is
-    (rounding)."""
+    gives the same floats. Integer tensors: ``keep_int`` returns them as they are
+    (rounding), ``int_fn`` applies npfn in their dtype (abs, relu), else they become
+    floats (exp, sqrt, ...)."""
     name = op.name[:-len("Backward0")].lower()
 
     def fn(input):
@@ -299,6 +300,8 @@ def _unary_op(op, npfn, save, vec=None, keep_int=False):
         d = input._data
         if keep_int and d.dtype.kind != "f":
             return input.clone()
+        if int_fn and d.dtype.kind in "iu":
+            return plain(op, np.asarray(npfn(d)), [input])
         if d.dtype.kind != "f":
             d = d.astype(_np_float())
         if vec is not None:
@@ -336,8 +339,8 @@ log = _unary_op(LOG, np.log, SAVE_A, K.log_array)
 sqrt = _unary_op(SQRT, np.sqrt, SAVE_OUT)
 tanh = _unary_op(TANH, np.tanh, SAVE_OUT, K.tanh_array)
 sigmoid = _unary_op(SIGMOID, None, SAVE_OUT, K.sigmoid_array)
-relu = _unary_op(RELU, _relu, SAVE_OUT)
-abs = _unary_op(ABS, np.abs, SAVE_A)
+relu = _unary_op(RELU, _relu, SAVE_OUT, int_fn=True)
+abs = _unary_op(ABS, np.abs, SAVE_A, int_fn=True)
 
 SIN = Op("SinBackward0", K.K_SIN, lambda c, g: (g * cos(c.a),))
 COS = Op("CosBackward0", K.K_COS, lambda c, g: (-g * sin(c.a),))
