@@ -493,7 +493,7 @@ def _fwd_kernel(k, f64):
             x = _val(VD, INS[i, I_A], w)
             out = _val(VD, INS[i, I_O], w)
             for j in range(out.size):
-                out[j] = x[idx[j]]
+                out[j] = x[np.uint64(idx[j])]
     elif k in (K_SOFTMAX, K_LOGSOFTMAX):
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)

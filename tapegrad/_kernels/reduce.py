@@ -184,11 +184,13 @@ def _indexed(k, T, r, adj, seen, witness):
     """Backward of gather, scatter-add and indexed assignment."""
     a = T[r, A]
     go = T[r, AOFF]
-    if k == K_GATHER:
+    if k == K_GATHER:       # unsigned indices: no negative-index fix-up per element
         idx = carray(_ptr(T[r, SB], witness), T[r, N])
         ao = _touch(adj, T, seen, a)
+        dst = adj[ao:ao + T[a, N]]
+        g = adj[go:go + T[r, N]]
         for i in range(T[r, N]):
-            adj[ao + idx[i]] += adj[go + i]
+            dst[np.uint64(idx[i])] += g[i]
     elif k == K_SCATTER:
         idx = carray(_ptr(T[r, SB], witness), T[a, N])
         ao, fr = _dst(adj, T, seen, a)
