@@ -102,8 +102,9 @@ def _ew_row(T, r):
     if k in _BINARY:
         for c in (K.A, K.B):
             x = T[r, c]
-            if not (T[x, K.N] == 1 or (T[x, K.N] == n and T[x, K.ND] == T[r, K.ND] and
-                                       (T[x, K.S0:K.S0 + K.MAXD] == T[r, K.S0:K.S0 + K.MAXD]).all())):
+            same = T[x, K.N] == n and T[x, K.ND] == T[r, K.ND] and \
+                (T[x, K.S0:K.S0 + K.MAXD] == T[r, K.S0:K.S0 + K.MAXD]).all()
+            if not (T[x, K.N] == 1 or same):
                 return -1
         return n
     return -1

@@ -329,7 +329,8 @@ def _vjp_prod(c, g):
     kshape = _kshape(shape, mask)
     a = c.a
     if not np.any(a._data == 0):
-        return (views.expand(views.reshape(g, kshape), shape) * (views.expand(views.reshape(c.out, kshape), shape) / a),)
+        return (views.expand(views.reshape(g, kshape), shape)
+                * (views.expand(views.reshape(c.out, kshape), shape) / a),)
     # With zeros, g times the product of the *other* elements, built explicitly: each
     # element is replaced by 1 in its own copy of the reduced group (n^2, exact).
     red = [i for i in range(len(shape)) if (mask >> i) & 1]
