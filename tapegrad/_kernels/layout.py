@@ -183,9 +183,8 @@ def _j(mode, i, idx):
 
 @njit(**_SUB)
 def listed(k):
-    """Whether opcode k takes its inputs from the list L (LISTED)."""
-    return (k == K_LINEAR or k == K_CAT or k == K_PYFN or k == K_LAYERNORM
-            or k == K_BATCHNORM)
+    """Whether opcode k takes its inputs from the list L."""
+    return k in LISTED
 
 
 @njit(**_JIT)
@@ -348,6 +347,15 @@ def _walk(shape, st, off, x, y, mode):
 
 
 @njit(**_SUB)
+def _shape(T, o):
+    """Row o's shape, as an array."""
+    shape = np.empty(T[o, ND], np.int64)
+    for k in range(shape.size):
+        shape[k] = T[o, S0 + k]
+    return shape
+
+
+@njit(**_SUB)
 def _bstrides(T, o, a):
     """Row a's strides over row o's index space: 0 along the dims a broadcasts."""
     nd, na = T[o, ND], T[a, ND]
@@ -364,10 +372,7 @@ def _bstrides(T, o, a):
 def _bcast(T, o, a, x, out, reduce):
     """Broadcast a's values x over o's elements into out (reduce=False), or add out's
     elements into a's x (reduce=True, a broadcast's VJP), in a fixed order."""
-    shape = np.empty(T[o, ND], np.int64)
-    for k in range(shape.size):
-        shape[k] = T[o, S0 + k]
-    _walk(shape, _bstrides(T, o, a), 0, x, out, 1 if reduce else 0)
+    _walk(_shape(T, o), _bstrides(T, o, a), 0, x, out, 1 if reduce else 0)
 
 
 @njit(**_SUB)

@@ -24,11 +24,19 @@ def _sq_dev(X, o, mean):
 
 
 @njit(**_SUB)
-def _row_stats(X, o, eps):
-    """mean and 1 / sqrt(biased variance + eps) of row o."""
-    d = X.shape[1]
-    mean = _row_sum(X, o) / d
-    return mean, 1.0 / np.sqrt(_sq_dev(X, o, mean) / d + eps)
+def _stats(X, c, ch, eps):
+    """mean and 1 / sqrt(biased variance + eps) over rows ch, ch + c, ... of X: a row of
+    layer norm (c = the number of rows) or a channel of batch norm (X the (N * C, S) view
+    of the input)."""
+    count = X.shape[0] // c * X.shape[1]
+    t = 0.0
+    for o in range(ch, X.shape[0], c):
+        t += _row_sum(X, o)
+    mean = t / count
+    v = 0.0
+    for o in range(ch, X.shape[0], c):
+        v += _sq_dev(X, o, mean)
+    return mean, 1.0 / np.sqrt(v / count + eps)
 
 
 @njit(**_SUB, fastmath={"reassoc"})
@@ -55,6 +63,29 @@ def _norm_inputs(T, L, r, flags):
 
 
 @njit(**_SUB)
+def _vjp_arrays(T, r, adj, seen, x, rows, cols, nw, affine, want_x, want_w, want_b):
+    """A normalisation VJP's (rows, cols) views of g and of the saved input, the saved
+    weight (nw values), zeroed float64 weight and bias gradients (empty when not
+    needed), and x's adjoint as a view, with whether it is the first contribution."""
+    n = rows * cols
+    go = T[r, AOFF]
+    G = adj[go:go + n].reshape((rows, cols))
+    X = _load(T, r, SA, n, adj).reshape((rows, cols))
+    vw = _load(T, r, SB, nw, adj) if affine else adj[:0]
+    xo, fx = _dst(adj, T, seen, x) if want_x else (0, False)
+    D = adj[xo:xo + (n if want_x else 0)].reshape((rows if want_x else 0, cols))
+    return G, X, vw, np.zeros(nw if want_w else 0), np.zeros(nw if want_b else 0), D, fx
+
+
+@njit(**_SUB)
+def _dx_coeffs(s1, s2, mean, rstd, count):
+    """p, q of dx = rstd * g w + p x + q, from the sums of g w (s1) and g w x (s2) over
+    the count elements of a row or channel (PyTorch's arrangement)."""
+    p = (s1 * mean - s2) * rstd * rstd * rstd / count
+    return p, -p * mean - s1 * rstd / count
+
+
+@njit(**_SUB)
 def _param_grads(adj, T, seen, wr, dw, br, db):
     """The weight's and bias's gradients (dw, db: empty when not needed) into adj."""
     if dw.size:
@@ -77,7 +108,7 @@ def layer_norm_fwd(x, w, b, out, d, eps, flags):
     X = x.reshape((m, d))
     Y = out.reshape((m, d))
     for j in range(m):
-        mean, rstd = _row_stats(X, j, eps)
+        mean, rstd = _stats(X, m, j, eps)
         if flags == 3:
             for i in range(d):
                 Y[j, i] = (X[j, i] - mean) * rstd * w[i] + b[i]
@@ -101,18 +132,11 @@ def _layer_norm_vjp(T, L, r, f0, adj, seen):
     flags = T[r, P0 + 3]
     affine = (flags & 1) != 0
     x, wr, br, want_x, want_w, want_b = _norm_inputs(T, L, r, flags)
-    n = T[r, N]
-    m = n // d if d else 0
-    go = T[r, AOFF]
-    G = adj[go:go + n].reshape((m, d))
-    X = _load(T, r, SA, n, adj).reshape((m, d))
-    vw = _load(T, r, SB, d, adj) if affine else adj[:0]
-    dw = np.zeros(d if want_w else 0)
-    db = np.zeros(d if want_b else 0)
-    xo, fx = _dst(adj, T, seen, x) if want_x else (0, False)
-    D = adj[xo:xo + (n if want_x else 0)].reshape((m if want_x else 0, d))
+    m = T[r, N] // d if d else 0
+    G, X, vw, dw, db, D, fx = _vjp_arrays(T, r, adj, seen, x, m, d, d, affine, want_x,
+                                          want_w, want_b)
     for j in range(m):
-        mean, rstd = _row_stats(X, j, f0)
+        mean, rstd = _stats(X, m, j, f0)
         if want_w:
             for i in range(d):
                 dw[i] += G[j, i] * ((X[j, i] - mean) * rstd)
@@ -121,28 +145,12 @@ def _layer_norm_vjp(T, L, r, f0, adj, seen):
                 db[i] += G[j, i]
         if want_x:
             s1, s2 = _grad_sums(G, vw, X, j, affine)
-            p = (s1 * mean - s2) * rstd * rstd * rstd / d
-            q = -p * mean - s1 * rstd / d
+            p, q = _dx_coeffs(s1, s2, mean, rstd, d)
             for i in range(d):
                 gw = np.float64(G[j, i]) * vw[i] if affine else np.float64(G[j, i])
                 v = rstd * gw + p * X[j, i] + q
                 D[j, i] = v if fx else D[j, i] + v
     _param_grads(adj, T, seen, wr, dw, br, db)
-
-
-@njit(**_SUB)
-def _channel_stats(X, c, ch, eps):
-    """mean and 1 / sqrt(biased variance + eps) of channel ch: rows ch, ch + c, ... of X
-    (the (N * C, S) view of the input)."""
-    count = X.shape[0] // c * X.shape[1]
-    t = 0.0
-    for o in range(ch, X.shape[0], c):
-        t += _row_sum(X, o)
-    mean = t / count
-    v = 0.0
-    for o in range(ch, X.shape[0], c):
-        v += _sq_dev(X, o, mean)
-    return mean, 1.0 / np.sqrt(v / count + eps)
 
 
 @njit(**_JIT)
@@ -153,7 +161,7 @@ def batch_norm_fwd(x, w, b, out, c, sp, eps, flags):
     X = x.reshape((rows, sp))
     Y = out.reshape((rows, sp))
     for ch in range(c if rows else 0):
-        mean, rstd = _channel_stats(X, c, ch, eps)
+        mean, rstd = _stats(X, c, ch, eps)
         scale = rstd * w[ch] if flags & 1 else rstd
         shift = b[ch] - mean * scale if flags & 2 else -mean * scale
         for o in range(ch, rows, c):
@@ -169,19 +177,12 @@ def _batch_norm_vjp(T, L, r, f0, adj, seen):
     flags = T[r, P0 + 4]
     affine = (flags & 1) != 0
     x, wr, br, want_x, want_w, want_b = _norm_inputs(T, L, r, flags)
-    n = T[r, N]
-    rows = n // sp if sp else 0
-    go = T[r, AOFF]
-    G = adj[go:go + n].reshape((rows, sp))
-    X = _load(T, r, SA, n, adj).reshape((rows, sp))
-    vw = _load(T, r, SB, c, adj) if affine else adj[:0]
-    dw = np.zeros(c if want_w else 0)
-    db = np.zeros(c if want_b else 0)
-    xo, fx = _dst(adj, T, seen, x) if want_x else (0, False)
-    D = adj[xo:xo + (n if want_x else 0)].reshape((rows if want_x else 0, sp))
+    rows = T[r, N] // sp if sp else 0
+    G, X, vw, dw, db, D, fx = _vjp_arrays(T, r, adj, seen, x, rows, sp, c, affine, want_x,
+                                          want_w, want_b)
     count = rows // c * sp if c else 0
     for ch in range(c if rows else 0):
-        mean, rstd = _channel_stats(X, c, ch, f0)
+        mean, rstd = _stats(X, c, ch, f0)
         sg = 0.0
         sgx = 0.0
         for o in range(ch, rows, c):
@@ -193,10 +194,7 @@ def _batch_norm_vjp(T, L, r, f0, adj, seen):
             db[ch] = sg
         if want_x:
             wc = vw[ch] if affine else 1.0
-            s1 = sg * wc
-            s2 = sgx * wc
-            p = (s1 * mean - s2) * rstd * rstd * rstd / count
-            q = -p * mean - s1 * rstd / count
+            p, q = _dx_coeffs(sg * wc, sgx * wc, mean, rstd, count)
             a = rstd * wc
             for o in range(ch, rows, c):
                 for j in range(sp):

@@ -74,7 +74,7 @@ X_SORT = 86      # O (int64) = flat positions of the first P3 elements of A sort
 X_SUMROWS = 87   # O = sums of A's runs of P0 elements, divided by P1 when P1 > 0 (a sum
 #                  or mean over trailing dims: its kernel compiles faster than K_SUM's)
 X_BCAST = 88     # O = A (binary op P0) B, an input broadcast (neither O's elements nor one
-#                  value): index maps, in a kernel of its own
+#                  value): laid out over O first, in a kernel of its own
 X_CALL = 85      # stop with CALLED: Python runs the program's call P0 (a collective over
 #                  values it updates in place), then resumes past it
 X_FUSED = 72     # the next P0 instructions are elementwise over the same elements: run

@@ -7,8 +7,8 @@ from numba import carray, njit
 from .cache import _INL, _JIT, _SUB, _safe_caches
 from .layout import (A, AOFF, B, K_GATHER, K_PYOUT, K_SCATTER, K_SOFTMAX, MAXD, N, ND, OP,
                      P0, P1, S0, SA, SB, SO, _as, _block_sum, _dst, _load, _long_sum, _odometer,
-                     _ptr, _put, _row_dot, _row_sum, _touch, _var, _walk, _wants, listed,
-                     trailing)
+                     _ptr, _put, _row_dot, _row_sum, _shape, _touch, _var, _walk, _wants,
+                     listed, trailing)
 from .vmath import vexp, vexp_t, vlog
 
 
@@ -44,13 +44,13 @@ def _sum(T, r, f0, adj, seen):
 @njit(**_SUB)
 def _permutation(T, r, st):
     """For a view (row r, strides st) that reorders all of its input's elements (a
-    transpose or permute): its dims in the input's order, and their strides in the view,
-    so that the VJP gathers instead of scattering. Else an empty shape."""
+    transpose or permute): True, its dims in the input's order, and their strides in the
+    view, so that the VJP gathers instead of scattering. Else False."""
     nd = T[r, ND]
     shape = np.empty(nd, np.int64)
     vst = np.empty(nd, np.int64)
     if T[r, P0] != 0 or T[r, N] != T[T[r, A], N]:
-        return shape[:0], vst
+        return False, shape, vst
     own = np.empty(nd, np.int64)       # the view's own (contiguous) strides
     s = 1
     for k in range(nd - 1, -1, -1):
@@ -64,12 +64,12 @@ def _permutation(T, r, st):
             if not used[k] and st[k] == expect and (best < 0 or T[r, S0 + k] > 1):
                 best = k
         if best < 0:
-            return shape[:0], vst
+            return False, shape, vst
         used[best] = 1
         shape[j] = T[r, S0 + best]
         vst[j] = own[best]
         expect *= T[r, S0 + best]
-    return shape, vst
+    return True, shape, vst
 
 
 @njit(**_INL)
@@ -82,16 +82,13 @@ def _strided(T, r, adj, seen):
     st = np.zeros(T[r, ND], np.int64)
     for k in range(T[r, ND]):
         st[k] = T[r, P0 + 1 + k]
-    shape, vst = _permutation(T, r, st)
-    if shape.size or T[r, ND] == 0 and T[r, N] == T[a, N] and T[r, P0] == 0:
+    whole, shape, vst = _permutation(T, r, st)
+    if whole:
         ao, fr = _dst(adj, T, seen, a)
         _walk(shape, vst, 0, g, adj[ao:ao + T[a, N]], 0 if fr else 2)
         return
     ao = _touch(adj, T, seen, a)
-    shp = np.empty(T[r, ND], np.int64)
-    for k in range(T[r, ND]):
-        shp[k] = T[r, S0 + k]
-    _walk(shp, st, T[r, P0], adj[ao:ao + T[a, N]], g, 1)
+    _walk(_shape(T, r), st, T[r, P0], adj[ao:ao + T[a, N]], g, 1)
 
 
 @njit(**_SUB)
@@ -526,10 +523,7 @@ def sort_fwd(x, pos, d, inner, desc, k):
 @njit(**_JIT)
 def gather_strided(VD, o, src, off, st, out):
     """out[i] = src[off + sum(i_k * st[k])] over row o's index space (a strided view)."""
-    shape = np.empty(VD[o, ND], np.int64)
-    for k in range(shape.size):
-        shape[k] = VD[o, S0 + k]
-    _walk(shape, st, off, src, out, 0)
+    _walk(_shape(VD, o), st, off, src, out, 0)
 
 
 _safe_caches(globals())
