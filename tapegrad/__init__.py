@@ -41,11 +41,7 @@ for _name in ("arange", "as_tensor", "empty", "eye", "from_numpy", "full", "full
 del _name
 bitwise_and, bitwise_or, bitwise_xor, bitwise_not = (
     Tensor.bitwise_and, Tensor.bitwise_or, Tensor.bitwise_xor, Tensor.bitwise_not)
-eq, ne, lt, le, gt, ge = (Tensor.__eq__, Tensor.__ne__, Tensor.__lt__, Tensor.__le__,
-                          Tensor.__gt__, Tensor.__ge__)
-for _name, _fn in (("eq", eq), ("ne", ne), ("lt", lt), ("le", le), ("gt", gt), ("ge", ge)):
-    setattr(Tensor, _name, _fn)
-del _name, _fn
+eq, ne, lt, le, gt, ge = Tensor.eq, Tensor.ne, Tensor.lt, Tensor.le, Tensor.gt, Tensor.ge
 
 __version__ = "0.1.0"
 

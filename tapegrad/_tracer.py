@@ -222,7 +222,7 @@ class Tracer:
             f0, f1 = rounded(f0, dt), rounded(f1, dt)
         a = vs[0] if vs else -1
         b = vs[1] if len(vs) > 1 else -1
-        if k in (K.K_LINEAR, K.K_CAT, K.K_LAYERNORM, K.K_BATCHNORM):
+        if k in K.LISTED:
             params = (len(self.li), len(vs)) + tuple(params[2:])
             self.li.extend(vs)
             b = -1

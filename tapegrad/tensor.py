@@ -572,9 +572,10 @@ def bind_methods(ops):
         setattr(Tensor, name, api(bitwise(code, name, ufunc)))
     Tensor.__invert__ = Tensor.bitwise_not = api(bitwise(3, "bitwise_not", np.invert))
 
-    for name, ufunc in (("__eq__", np.equal), ("__ne__", np.not_equal),
-                        ("__lt__", np.less), ("__le__", np.less_equal),
-                        ("__gt__", np.greater), ("__ge__", np.greater_equal)):
-        setattr(Tensor, name, api(cmp(ufunc)))
+    for name, ufunc in (("eq", np.equal), ("ne", np.not_equal), ("lt", np.less),
+                        ("le", np.less_equal), ("gt", np.greater), ("ge", np.greater_equal)):
+        method = api(cmp(ufunc))
+        setattr(Tensor, name, method)
+        setattr(Tensor, f"__{name}__", method)
     Tensor.__hash__ = lambda self: id(self)
 

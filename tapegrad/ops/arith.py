@@ -90,6 +90,11 @@ def _binary_tt(op, ufunc, opname, a, b):
 
 # ---------------------------------------------------------------------------
 # Elementwise ops of one tensor (and a Python scalar)
+def _vjp_zero(c, g):
+    """A zero gradient (sign and rounding, as PyTorch's)."""
+    return (g * 0.0,)
+
+
 def _vjp_affine(c, g):
     return (g * c.f0,)
 
@@ -360,10 +365,10 @@ ERF = Op("ErfBackward0", K.K_ERF,
 erf = _unary_op(ERF, None, SAVE_A, K.UNARY_FWD[K.K_ERF])
 
 # Rounding: a zero gradient, as PyTorch's; integer tensors come back unchanged.
-FLOOR = Op("FloorBackward0", K.K_FLOOR, lambda c, g: (g * 0.0,))
-CEIL = Op("CeilBackward0", K.K_CEIL, lambda c, g: (g * 0.0,))
-ROUND = Op("RoundBackward0", K.K_ROUND, lambda c, g: (g * 0.0,))
-TRUNC = Op("TruncBackward0", K.K_TRUNC, lambda c, g: (g * 0.0,))
+FLOOR = Op("FloorBackward0", K.K_FLOOR, _vjp_zero)
+CEIL = Op("CeilBackward0", K.K_CEIL, _vjp_zero)
+ROUND = Op("RoundBackward0", K.K_ROUND, _vjp_zero)
+TRUNC = Op("TruncBackward0", K.K_TRUNC, _vjp_zero)
 floor = _unary_op(FLOOR, np.floor, 0, keep_int=True)
 ceil = _unary_op(CEIL, np.ceil, 0, keep_int=True)
 _round = _unary_op(ROUND, np.rint, 0, keep_int=True)
@@ -489,7 +494,7 @@ def minimum(input, other):
     return _binary_tt(MINIMUM, np.minimum, "minimum", input, other)
 
 
-SIGN = Op("SignBackward0", K.K_SIGN, lambda c, g: (g * 0.0,))
+SIGN = Op("SignBackward0", K.K_SIGN, _vjp_zero)
 
 
 def sign(input):

@@ -181,6 +181,20 @@ def record(op, out, a, b=None, save=0, f0=0.0, f1=0.0, params=None):
     return t
 
 
+def record_listed(op, out, ins, params=(), flags=0, f0=0.0):
+    """Appends the row of an op taking the input list ``ins`` (LISTED: P0 and P1 hold
+    the list's start and length, ``params`` follow); returns (tape, row, input rows)."""
+    tape = STATE.tape or current()
+    rows = [_row_of(tape, t) for t in ins]
+    full = (tape.input_list(rows), len(rows)) + tuple(params)
+    r = tape.row(op.kernel, op.index, out, True, rows[0], -1, flags)
+    tape.T[r, K.P0:K.P0 + len(full)] = full
+    tape.MF[2 * r] = f0
+    if TRACE[0] is not None:
+        TRACE[0].op(op, out, ins, f0, 0.0, full, tape, r)
+    return tape, r, rows
+
+
 _new = object.__new__
 
 

@@ -4,10 +4,9 @@
 import numpy as np
 
 from .. import _kernels as K
-from ..tape import STATE, TRACE, current
 from ..tensor import Tensor, _owned_node
 from .base import (Op, SAVE_A, SAVE_B, _FLOATS, _check_arg, _check_tensor, _flat,
-                   _grad_needed, _promote, _row_of, plain, proxy, record)
+                   _grad_needed, _promote, plain, proxy, record, record_listed)
 from . import reductions, views
 
 
@@ -171,14 +170,8 @@ def linear(input, weight, bias=None):
             out += bias._data
     if not _grad_needed(input, weight, bias):
         return plain(LINEAR, out, ins)
-    tape = STATE.tape or current()
-    rows = [_row_of(tape, t) for t in ins]
-    start = tape.input_list(rows)
-    flags = K.SAVES if weight._req or input._req else 0
-    r = tape.row(LINEAR.kernel, LINEAR.index, out, True, rows[0], -1, flags)
-    tape.T[r, K.P0:K.P0 + 2] = (start, len(rows))
-    if TRACE[0] is not None:
-        TRACE[0].op(LINEAR, out, ins, tape=tape, row=r)
+    tape, r, rows = record_listed(LINEAR, out, ins,
+                                  flags=K.SAVES if weight._req or input._req else 0)
     if weight._req:
         tape.save(r, K.SA, input, input._data, -1 if input._leaf else rows[0])
     if input._req:

@@ -8,10 +8,10 @@ import numpy as np
 
 from .. import _kernels as K
 from ..dtypes import as_np_dtype
-from ..tape import STATE, TRACE, current
+from ..tape import TRACE
 from ..tensor import Tensor, _dim, _owned_node, _wrap
 from .base import (Op, SAVE_A, SAVE_OUT, _FLOATS, _check_tensor, _flat, _float_input,
-                   _grad_needed, _row_of, _shape_row, input_rows, plain, proxy, record)
+                   _grad_needed, _shape_row, input_rows, plain, proxy, record, record_listed)
 from . import arith, views
 
 
@@ -515,17 +515,10 @@ def _normalised(op, fwd, input, shape, weight, bias, eps):
     out = np.empty(input._data.shape, x.dtype)
     fwd(x, x if weight is None else _flat(weight._data),
         x if bias is None else _flat(bias._data), out.reshape(-1), *shape, float(eps), flags)
-    params = (0, len(ins)) + tuple(shape) + (flags,)
+    params = tuple(shape) + (flags,)
     if not _grad_needed(*ins):
-        return plain(op, out, ins, float(eps), 0.0, params)
-    tape = STATE.tape or current()
-    rows = [_row_of(tape, t) for t in ins]
-    params = (tape.input_list(rows),) + params[1:]
-    r = tape.row(op.kernel, op.index, out, True, rows[0], -1, K.SAVES)
-    tape.T[r, K.P0:K.P0 + len(params)] = params
-    tape.MF[2 * r] = eps
-    if TRACE[0] is not None:
-        TRACE[0].op(op, out, ins, float(eps), 0.0, params, tape, r)
+        return plain(op, out, ins, float(eps), 0.0, (0, len(ins)) + params)
+    tape, r, rows = record_listed(op, out, ins, params, K.SAVES, float(eps))
     tape.save(r, K.SA, input, input._data, -1 if input._leaf else rows[0])
     if weight is not None and input._req:
         tape.save(r, K.SB, weight, weight._data, -1 if weight._leaf else rows[1])

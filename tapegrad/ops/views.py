@@ -5,10 +5,10 @@ and splitting.
 import numpy as np
 
 from .. import _kernels as K
-from ..tape import STATE, TRACE, current
+from ..tape import STATE, TRACE
 from ..tensor import Tensor, _dim, _owned_node, _wrap, shape_arg
-from .base import (Op, _check_tensor, _grad_needed, _rebase, _row_of, builtins_min,
-                   builtins_sum, bump_version, plain, proxy_copy, record)
+from .base import (Op, _check_tensor, _grad_needed, _rebase, builtins_min, builtins_sum,
+                   bump_version, plain, proxy_copy, record, record_listed)
 from . import reductions
 
 
@@ -537,14 +537,8 @@ def cat(tensors, dim=0):
     for n in out.shape[:d]:
         outer *= n
     if not _grad_needed(*tensors):
-        return plain(CAT, out, tensors, params=(0, len(tensors), inner, outer))
-    tape = STATE.tape or current()
-    rows = [_row_of(tape, t) for t in tensors]
-    start = tape.input_list(rows)
-    r = tape.row(CAT.kernel, CAT.index, out, True, rows[0], -1)
-    if TRACE[0] is not None:
-        TRACE[0].op(CAT, out, tensors, params=(0, len(tensors), inner, outer), tape=tape, row=r)
-    tape.T[r, K.P0:K.P0 + 5] = (start, len(rows), inner, outer, d)
+        return plain(CAT, out, tensors, params=(0, len(tensors), inner, outer, d))
+    tape, r, _ = record_listed(CAT, out, tensors, (inner, outer, d))
     return _owned_node(out, tape, r)
 
 
