@@ -5,6 +5,7 @@
 - ``track_record_ms``: the recording call of a fresh ``tg.compile(fn)``.
 - ``track_first_call_ms``: the recording call plus the first replay (``compare.py``'s
   first-call column).
+- ``CompiledThreads.time_step``: the large workloads per thread count.
 
 The first-call figures are the best of three fresh function objects, after ``setup``
 has compiled and replayed the same workload once, so Numba's cache is warm. When
@@ -58,3 +59,28 @@ class CompiledStep:
         return self._first_ms(2)
 
     track_first_call_ms.unit = "ms"
+
+
+class CompiledThreads:
+    """The large workloads' replayed step per thread count (``tg.set_num_threads``)."""
+    params = (["rosen_1m", "big"], [1, 2])
+    param_names = ["workload", "threads"]
+    timeout = 300
+
+    def setup(self, name, threads):
+        if not hasattr(tg, "set_num_threads"):
+            raise NotImplementedError("tg.set_num_threads is not available")
+        self.before = tg.get_num_threads()
+        tg.set_num_threads(threads)
+        w = WORKLOADS[name]
+        self.call = TensorLib(tg, tg.compile, first_calls=2).make(w, w.inputs())
+        self.i = 3
+        calls(self.call, 0, self.i)
+
+    def teardown(self, name, threads):
+        tg.set_num_threads(self.before)
+        self.call = None
+
+    def time_step(self, name, threads):
+        self.call(self.i)
+        self.i += 1

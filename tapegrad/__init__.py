@@ -20,6 +20,7 @@ from .ops import (abs, add, amax, amin, argmax, argmin, bmm, broadcast_to, cat, 
                   index_select, floor, ceil, round, trunc, frac)
 from .tensor import Size, Tensor
 from .tape import api as _api
+from .threads import get_num_threads, set_num_threads
 
 # the public ops and tensor factories, as entries that tg.compile can log and match
 for _name in ("arange", "as_tensor", "empty", "eye", "from_numpy", "full", "full_like",

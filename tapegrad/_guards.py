@@ -142,7 +142,7 @@ class _Sources:
         return vals
 
     def inputs(self, cur):
-        return tuple(cur[i] for i in self.varying)
+        return tuple([cur[i] for i in self.varying]) if self.varying else ()
 
     def changed(self, bound, cur):
         """The index of the first variable no longer bound as in ``bound``, or -1."""

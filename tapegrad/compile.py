@@ -253,7 +253,7 @@ class Recording:
                                 self.adj64.ctypes.data, self.adj64.size,
                                 self.seen.ctypes.data, self.seen.size,
                                 K.KFWD.ctypes.data, K.KTAB.ctypes.data, self.ARGV.ctypes.data,
-                                -1, -1, 0)
+                                -1, -1, 0, K.THREADS.ctypes.data)
         self.ext = [(weakref.ref(t), arr, req) for t, arr, req in tr.ext.values()]
         used = {id(t) for t, _, _ in tr.ext.values()}
         self.grads = []
@@ -376,22 +376,10 @@ class Recording:
         g = _apply_hooks(self.hooks[r], _wrap(region.reshape(shape).copy()))
         region[:] = g._data.reshape(-1)
 
-    def replay(self, args, build=True):
+    def _resume(self, status, i):
+        """Serves the program's stops for Python (calls, hooks, user Functions in a
+        backward) until it finishes or fails."""
         ARGS = self.ARGS
-        keep = []
-        addr = _tape.addr
-        for slot, j in self.slots:
-            d = args[j]._data
-            if not d.flags.c_contiguous:
-                d = np.ascontiguousarray(d)
-                keep.append(d)
-            ARGS[slot] = addr(d)
-        saved = [a.copy() for a in self.backup] if self.backup else None
-        positions = [s[1] for s in self.streams]
-        # Ctrl-C: state changes only inside this one Numba call, which Python cannot
-        # interrupt, so a step is done or not done (the .grad attributes set after it
-        # already hold these tensors, unless a guard would record again anyway)
-        status, i = _run()(self.PG, self.PL, self.PF, ARGS)
         while status == K.CALLED or (status == K.PAUSED or status == K.PYFN) and \
                 self.PG[self.nt + self.nv + i, K.I_OP] == K.X_BACKWARD:
             if status == K.CALLED:
@@ -408,11 +396,31 @@ class Recording:
                 FUNCTION_BACKWARD["replay"](self.fn_tape, r, self.seen, self.arenas, True)
                 ARGS[K.H_RESUME:K.H_RESUME + 3] = i, r - 1, 0
             status, i = _run()(self.PG, self.PL, self.PF, ARGS)
+        return status, i
+
+    def replay(self, args, build=True):
+        ARGS = self.ARGS
+        keep = []
+        addr = _tape.addr
+        for slot, j in self.slots:
+            d = args[j]._data
+            if not d.flags.c_contiguous:
+                d = np.ascontiguousarray(d)
+                keep.append(d)
+            ARGS[slot] = addr(d)
+        saved = [a.copy() for a in self.backup] if self.backup else None
+        positions = [s[1] for s in self.streams] if self.streams else None
+        # Ctrl-C: state changes only inside this one Numba call, which Python cannot
+        # interrupt, so a step is done or not done (the .grad attributes set after it
+        # already hold these tensors, unless a guard would record again anyway)
+        status, i = _run()(self.PG, self.PL, self.PF, ARGS)
+        if status:
+            status, i = self._resume(status, i)
         if status:
             if saved is not None:
                 for a, s in zip(self.backup, saved):
                     np.copyto(a, s)
-            for s, pos in zip(self.streams, positions):
+            for s, pos in zip(self.streams, positions or ()):
                 s[1] = pos
             op = self.PG[self.nt + self.nv + i, K.I_OP]
             if op == K.X_TARGET or op == K.X_INDEX:
@@ -528,7 +536,16 @@ class Compiled:
         """The cache key of a call: grad mode, then per argument its shape, dtype,
         requires_grad and whether .grad is None (tensors, also inside tuples, lists and
         dicts, which go to ``leaves``), its value (numbers, strings) or its identity."""
-        return (_tape.STATE.grad_enabled,) + tuple(_sig(a, leaves) for a in args)
+        key = [_tape.STATE.grad_enabled]
+        add = key.append
+        for a in args:
+            if a.__class__ is Tensor and a not in _Ids(leaves):
+                leaves.append(a)
+                d = a._data
+                add((d.shape, d.dtype, a._req, a._grad is None))
+            else:
+                add(_sig(a, leaves))
+        return tuple(key)
 
     def __call__(self, *args):
         if _TRACE[0] is not None and _ROUTER.current() is not None:
@@ -682,7 +699,7 @@ def _sig(a, leaves):
                 return ("same as", k)
         leaves.append(a)
         d = a._data
-        return (d.shape, d.dtype.char, a._req, a._grad is None)
+        return (d.shape, d.dtype, a._req, a._grad is None)
     if isinstance(a, (bool, int, float, str)) or a is None:
         return (type(a), a)
     if isinstance(a, (tuple, list)):
@@ -690,6 +707,20 @@ def _sig(a, leaves):
     if isinstance(a, dict) and all(isinstance(k, (str, int)) for k in a):
         return (type(a),) + tuple((k, _sig(v, leaves)) for k, v in a.items())
     return ("id", id(a))
+
+
+class _Ids:
+    """A list seen by identity (``in`` on tensors would compare their values)."""
+    __slots__ = ("items",)
+
+    def __init__(self, items):
+        self.items = items
+
+    def __contains__(self, x):
+        for y in self.items:
+            if y is x:
+                return True
+        return False
 
 
 def _holds_tensors(x):

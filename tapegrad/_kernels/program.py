@@ -3,7 +3,7 @@ forward kernels compiled on first use.
 """
 
 import numpy as np
-from numba import carray, njit
+from numba import carray, config, get_num_threads, njit, prange, threading_layer
 
 from .cache import _INL, _JIT, _SUB, _safe_caches
 from .layout import (AOFF, BINARY_FIRST, BINARY_LAST, CAST, DONE, F64, FL, FUSE_BLOCK,
@@ -81,13 +81,16 @@ X_FUSED = 72     # the next P0 instructions are elementwise over the same elemen
 #                  them block by block
 X_SCALAR = 76    # (a forward kernel, no instruction) instructions P_LO..P_HI, flagged
 #                  by P9 = the number of one-element instructions from this one on
+X_SPLIT = 89     # (a forward kernel, no instruction) the kernel at argument _P_FN over
+#                  elements 0.._P_UNITS, in chunks on _P_THREADS threads
 # ARGS: nt, nv, ni, len(TL), len(LI), then (address, size) of the adjoint arenas adj32,
 # adj64 and of seen, the addresses of the kernel tables KFWD and KTAB and of the
 # program's kernel argument blocks ARGV (2 x ARGV), the (instruction, tape row, past
 # the row's pause) to resume a backward at after Python ran (-1: start from the top),
-# then the caller's array addresses
-(_H_ADJ32, _H_ADJ64, _H_SEEN, _H_KF, _H_KT, _H_ARGV, H_RESUME) = (5, 7, 9, 11, 12, 13, 14)
-H_ARGS = 17
+# the address of THREADS, then the caller's array addresses
+(_H_ADJ32, _H_ADJ64, _H_SEEN, _H_KF, _H_KT, _H_ARGV, H_RESUME, _H_THREADS) = (
+    5, 7, 9, 11, 12, 13, 14, 17)
+H_ARGS = 18
 PAUSED_ROW = _A_ROW      # where ARGV[1] holds the row a backward paused at (hooks)
 
 MISMATCH = 1     # run_program: a value read while recording came out differently
@@ -144,14 +147,31 @@ def _backward(TT, TF, TL, adj32, adj64, seen, start, runs, KT, argv, resume):
 
 
 @njit(**_SUB)
-def _fused(INS, VD, start, count, kf, argv):
-    """A fused run (X_FUSED): its instructions block by block, so that each block stays
-    in cache from one instruction to the next."""
-    n = VD[INS[start, I_O], N]
-    for lo in range(0, n, FUSE_BLOCK):
-        hi = min(lo + FUSE_BLOCK, n)
+def _fused(INS, start, count, kf, argv, lo, hi):
+    """Elements lo..hi of a fused run (X_FUSED): its instructions block by block, so
+    that each block stays in cache from one instruction to the next."""
+    for blo in range(lo, hi, FUSE_BLOCK):
+        bhi = min(blo + FUSE_BLOCK, hi)
         for i in range(start, start + count):
-            _kernel_call(kf, INS[i, I_OP], argv, i, lo, hi)
+            _kernel_call(kf, INS[i, I_OP], argv, i, blo, bhi)
+
+
+# Fused runs over at least this many elements run on all THREADS[0] threads (X_SPLIT).
+PAR_MIN = 1 << 17
+_CORES = config.NUMBA_NUM_THREADS
+THREADS = np.array([_CORES], np.int64)      # set_num_threads
+
+
+@njit(parallel=True, **_SUB)
+def _split(fn, argv, units, threads):
+    """fn over elements 0..units in one chunk of whole blocks per thread, each with its
+    own copy of the argument block. Elementwise work: any split gives the same results."""
+    per = ((units + FUSE_BLOCK - 1) // FUSE_BLOCK + threads - 1) // threads * FUSE_BLOCK
+    for c in prange(threads):
+        av = argv.copy()
+        av[_P_LO] = min(units, c * per)
+        av[_P_HI] = min(units, c * per + per)
+        _call(fn, av.ctypes.data)
 
 
 @njit(**_JIT)
@@ -241,8 +261,17 @@ def run_program(PG, PL, PF, ARGS):
             i += 1
         elif k == X_FUSED:
             count = INS[i, I_P]
-            _fused(INS, VD, i + 1, count, KF[1 if VD[INS[i + 1, I_O], FL] & F64 else 0],
-                   argf)
+            kf = KF[1 if VD[INS[i + 1, I_O], FL] & F64 else 0]
+            n = VD[INS[i + 1, I_O], N]
+            threads = carray(_ptr(ARGS[_H_THREADS], noidx), 1)[0]
+            if threads > 1 and n >= PAR_MIN and kf[X_FUSED] != 0:
+                argf[_P_KF] = kf.ctypes.data
+                argf[_P_FN] = kf[X_FUSED]
+                argf[_P_UNITS] = n
+                argf[_P_THREADS] = threads
+                _kernel_call(kf, X_SPLIT, argf, i, 0, n)
+            else:
+                _fused(INS, i + 1, count, kf, argf, 0, n)
             i += count + 1
         elif k == X_CHECK:
             a = INS[i, I_A]
@@ -350,7 +379,8 @@ def _scalar_fwd(INS, FI, VD, i, w, kf, argv):
 
 
 (_P_INS, _P_FI, _P_LI, _P_VD, _P_NI, _P_NV, _P_NLI, _P_I, _P_LO, _P_HI, _P_KF,
- _P_ST) = range(12)  # ST: a kernel's report that a value came out of range
+ _P_ST, _P_FN, _P_UNITS, _P_THREADS) = range(15)  # ST: a kernel's report that a value
+#                                                 came out of range; FN..: X_SPLIT's
 NOPS = 128                                  # opcodes a program may hold (K_* and X_*)
 KFWD = np.zeros((2, NOPS), np.int64)        # forward kernel addresses by dtype, opcode
 _FWD_COMPILED = {}
@@ -681,9 +711,28 @@ def _fwd_kernel(k, f64):
             kf = carray(_ptr(a[_P_KF], np.int64), NOPS)
             for q in range(lo, hi):
                 _scalar_fwd(INS, FI, VD, q, w, kf, a)
+    elif k == X_FUSED:      # elements P_LO..P_HI of the run behind header P_I
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            a = carray(_ptr(argp, np.int64), ARGV)
+            kf = carray(_ptr(a[_P_KF], np.int64), NOPS)
+            _fused(INS, i + 1, INS[i, I_P], kf, a, lo, hi)
+    elif k == X_SPLIT:
+        def kern(argp):
+            a = carray(_ptr(argp, np.int64), ARGV)
+            _split(a[_P_FN], a, a[_P_UNITS], a[_P_THREADS])
     else:
         raise ValueError(f"tapegrad: no forward kernel for program opcode {k}")
     return _cfunc(kern)
+
+
+def _split_ok():
+    """Whether fused runs may be split over threads: several cores, and a thread pool
+    that takes calls from several Python threads at once (workqueue aborts then)."""
+    if _CORES < 2:
+        return False
+    get_num_threads()                   # starts the pool
+    return threading_layer() != "workqueue"
 
 
 def prepare_forward(k, f64):
@@ -700,6 +749,8 @@ def prepare_forward(k, f64):
     if fn is None:
         if k in (K_MATMUL, K_LINEAR):
             ensure_blas()
+        if k == X_SPLIT:
+            get_num_threads()       # starts the thread pool, whose symbols the code uses
         fn = _fwd_kernel(base, d)
     for op in (_BINARY_OPS if base == K_ADD else (k,)):
         for row in ((0, 1) if k in _ANY_DTYPE else (d,)):
@@ -707,7 +758,7 @@ def prepare_forward(k, f64):
             KFWD[row, op] = fn.address
 
 
-_ANY_DTYPE = (X_ICMP, X_ISUM, X_INDEX, X_TARGET, X_BITS, X_IADD, X_COND)
+_ANY_DTYPE = (X_ICMP, X_ISUM, X_INDEX, X_TARGET, X_BITS, X_IADD, X_COND, X_SPLIT)
 
 
 # Program instructions that the interpreter runs itself (no kernel).
@@ -717,7 +768,7 @@ FORWARD_OPS = (tuple(UNARY_FWD) + tuple(_BINARY_OPS) + (
     K_WHERE, K_SUM, K_AMAX, K_MATMUL, K_LINEAR, K_GATHER, K_SOFTMAX, K_LOGSOFTMAX, K_PROD,
     K_LAYERNORM, K_BATCHNORM, K_CAT, K_CAST, K_COPY, X_COPY, X_GATHER, X_AXPY, X_FILL, X_CMP,
     X_ARGEXT, X_SORT, X_SCALAR, X_TOF, X_ICMP, X_ISUM, X_RAND, X_INDEX, X_TARGET, X_BITS,
-    X_IADD, X_SUMROWS, X_BCAST, X_COND))
+    X_IADD, X_SUMROWS, X_BCAST, X_COND, X_FUSED, X_SPLIT))
 
 
 def prepare_program(TT, VD, INS, runs):
@@ -728,6 +779,10 @@ def prepare_program(TT, VD, INS, runs):
         f64 = VD[INS[i, I_A if k in (X_CMP, X_ARGEXT, X_SORT) else I_O], FL] & F64
         if k not in INLINE_OPS:
             prepare_forward(k, f64)
+        if k == X_FUSED and VD[INS[i + 1, I_O], N] >= PAR_MIN and _split_ok():
+            f64 = VD[INS[i + 1, I_O], FL] & F64
+            prepare_forward(X_FUSED, f64)
+            prepare_forward(X_SPLIT, f64)
         if INS[i, I_P + 9]:
             prepare_forward(X_SCALAR, f64)
 

@@ -1,0 +1,121 @@
+"""tg.set_num_threads / get_num_threads: PyTorch's errors, the environment variables,
+and compiled replays whose large fused runs are split over threads giving the same bits
+for every thread count, and the same bits as eager."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import tapegrad as tg
+from tapegrad import _kernels as K
+
+
+@pytest.fixture
+def restore_threads():
+    n = tg.get_num_threads()
+    yield
+    tg.set_num_threads(n)
+
+
+@pytest.mark.parametrize("bad, kind", [(0, "positive"), (-2, "positive"), (1.5, "float"),
+                                       ("2", "str"), (True, "bool")])
+def test_bad_thread_counts_raise_as_torch(bad, kind, restore_threads, torch):
+    before = tg.get_num_threads()
+    with pytest.raises(RuntimeError) as ours:
+        tg.set_num_threads(bad)
+    assert tg.get_num_threads() == before
+    if bad is True:             # torch takes a bool as the int 1
+        assert kind in str(ours.value)
+        return
+    with pytest.raises(RuntimeError) as theirs:
+        torch.set_num_threads(bad)
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_set_then_get(restore_threads):
+    tg.set_num_threads(3)
+    assert tg.get_num_threads() == 3
+    tg.set_num_threads(1)
+    assert tg.get_num_threads() == 1
+
+
+def _count_in(env):
+    out = subprocess.run([sys.executable, "-W", "always", "-c",
+                          "import tapegrad as tg; print(tg.get_num_threads())"],
+                         env={**os.environ, **env}, capture_output=True, text=True,
+                         check=True)
+    return int(out.stdout.strip()), out.stderr
+
+
+def test_environment_variables():
+    clean = {"TAPEGRAD_NUM_THREADS": "", "OMP_NUM_THREADS": ""}
+    assert _count_in({**clean, "OMP_NUM_THREADS": "3"})[0] == 3
+    assert _count_in({**clean, "TAPEGRAD_NUM_THREADS": "1", "OMP_NUM_THREADS": "3"})[0] == 1
+    default = _count_in(clean)[0]
+    assert default >= 1
+    n, err = _count_in({**clean, "TAPEGRAD_NUM_THREADS": "many"})
+    assert n == default and "TAPEGRAD_NUM_THREADS='many'" in err
+
+
+def _value_and_grad(x):
+    f = (tg.tanh(x) * x + tg.exp(-x * x) * 0.5 - x / 3.0).sum()
+    return (f, *tg.autograd.grad(f, (x,)))
+
+
+def _forward(x):
+    return tg.sigmoid(x) * x + tg.sin(x) * 2.0
+
+
+@pytest.mark.parametrize("fn", [_value_and_grad, _forward])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_thread_counts_give_the_same_bits(fn, dtype, restore_threads):
+    n = K.PAR_MIN * 2 + 1234          # chunks that end inside a block
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal(n).astype(dtype) for _ in range(2)]
+
+    def arg(i):
+        t = tg.from_numpy(xs[i].copy())
+        return t.requires_grad_() if fn is _value_and_grad else t
+
+    def bits(res):
+        res = res if isinstance(res, tuple) else (res,)
+        return [r.detach().numpy().copy() for r in res]
+    eager = [bits(fn(arg(i))) for i in range(2)]
+    c = tg.compile(fn)
+    c(arg(0))
+    if K.program._CORES > 1:        # a multi-core machine compiled the split run
+        assert K.KFWD[1 if dtype == np.float64 else 0, K.X_FUSED] != 0
+    for threads in (1, 2, 3, 2):
+        tg.set_num_threads(threads)
+        for i in range(2):
+            got = bits(c(arg(i)))
+            for a, b in zip(got, eager[i]):
+                assert a.dtype == b.dtype
+                np.testing.assert_array_equal(a, b)
+    assert c.replays == 8 and c.records == 1
+
+
+def _child(conn, c, x):
+    conn.send((tg.get_num_threads(), c(x).numpy()))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_forked_child_after_split_runs_on_one_thread(restore_threads):
+    import multiprocessing as mp
+    tg.set_num_threads(2)
+    x = tg.from_numpy(np.linspace(-3.0, 3.0, K.PAR_MIN + 99))
+    c = tg.compile(_forward)
+    want = c(x).numpy()
+    c(x)
+    ctx = mp.get_context("fork")
+    here, there = ctx.Pipe()
+    p = ctx.Process(target=_child, args=(there, c, x))
+    p.start()
+    threads, got = here.recv()
+    p.join(60)
+    assert p.exitcode == 0
+    assert threads == (1 if K.KFWD[1, K.X_SPLIT] else 2)
+    np.testing.assert_array_equal(got, want)
+    assert tg.get_num_threads() == 2
