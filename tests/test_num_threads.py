@@ -84,7 +84,9 @@ def test_thread_counts_give_the_same_bits(fn, dtype, restore_threads):
         return [r.detach().numpy().copy() for r in res]
     eager = [bits(fn(arg(i))) for i in range(2)]
     c = tg.compile(fn)
+    policy = os.environ.get("OMP_WAIT_POLICY")
     c(arg(0))
+    assert os.environ.get("OMP_WAIT_POLICY") == policy    # set for the pool's start only
     if K.program._CORES > 1:        # a multi-core machine compiled the split run
         assert K.KFWD[1 if dtype == np.float64 else 0, K.X_FUSED] != 0
     for threads in (1, 2, 3, 2):
@@ -119,3 +121,4 @@ def test_forked_child_after_split_runs_on_one_thread(restore_threads):
     assert threads == (1 if K.KFWD[1, K.X_SPLIT] else 2)
     np.testing.assert_array_equal(got, want)
     assert tg.get_num_threads() == 2
+

@@ -2,6 +2,8 @@
 forward kernels compiled on first use.
 """
 
+import os
+
 import numpy as np
 from numba import carray, config, get_num_threads, njit, prange, threading_layer
 
@@ -728,10 +730,18 @@ def _fwd_kernel(k, f64):
 
 def _split_ok():
     """Whether fused runs may be split over threads: several cores, and a thread pool
-    that takes calls from several Python threads at once (workqueue aborts then)."""
+    that takes calls from several Python threads at once (workqueue aborts then).
+    The pool starts with its threads sleeping when idle: spinning OpenMP threads would
+    take the cores from the BLAS calls between split runs (4x slower steps)."""
     if _CORES < 2:
         return False
-    get_num_threads()                   # starts the pool
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    os.environ["OMP_WAIT_POLICY"] = policy or "PASSIVE"
+    try:
+        get_num_threads()               # starts the pool, which reads the policy
+    finally:
+        if policy is None:
+            del os.environ["OMP_WAIT_POLICY"]
     return threading_layer() != "workqueue"
 
 
