@@ -63,8 +63,13 @@ def _runs(T, L, keep, sizes):
         n = _ew_row(T, r)
         q = r - 1
         if n >= K.FUSE_MIN:
+            # one-element inputs whose gradient rows of the run sum up: two such rows
+            # would interleave their sums block by block, unlike the row-by-row replay
+            summed = _summed(T, r)
             while q >= 0 and (_ew_row(T, q) == n or T[q, K.OP] == K.K_LEAF) and \
-                    (T[q, K.FL] & K.F64) == (T[r, K.FL] & K.F64):
+                    (T[q, K.FL] & K.F64) == (T[r, K.FL] & K.F64) and \
+                    not summed & _summed(T, q):
+                summed |= _summed(T, q)
                 q -= 1
             while q + 1 < r and T[q + 1, K.OP] == K.K_LEAF:
                 q += 1
@@ -108,3 +113,12 @@ def _ew_row(T, r):
                 return -1
         return n
     return -1
+
+
+def _summed(T, r):
+    """The one-element inputs of elementwise row r that need a gradient (summed over
+    the row's elements)."""
+    if T[r, K.OP] == K.K_LEAF or T[r, K.N] == 1:
+        return set()
+    return {int(x) for x in (T[r, K.A], T[r, K.B])
+            if x >= 0 and T[x, K.N] == 1 and T[x, K.FL] & K.REQ}

@@ -244,8 +244,9 @@ class Recording:
         self.PL = np.concatenate([TL, LI, runs])
         self.PF = np.concatenate([TF, FI])
         self.patches = [(len(TF) + i, col, get) for i, col, get in patches]
-        self.adj32 = np.empty(max(adj32 + extra[0], 1), np.float32)
-        self.adj64 = np.empty(max(adj64 + extra[1], 1))
+        # (scratch for each chunk of a fused run split over threads)
+        self.adj32 = np.empty(max(adj32 + extra[0] * K.SPLIT_MAX, 1), np.float32)
+        self.adj64 = np.empty(max(adj64 + extra[1] * K.SPLIT_MAX, 1))
         self.seen = np.zeros(max(len(TT), 1), np.uint8)
         self.ARGS = np.zeros(K.H_ARGS + len(self.args), np.int64)
         self.ARGS[:K.H_ARGS] = (len(TT), nv, ni, len(TL), len(LI),

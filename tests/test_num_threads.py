@@ -87,8 +87,11 @@ def test_thread_counts_give_the_same_bits(fn, dtype, restore_threads):
     policy = os.environ.get("OMP_WAIT_POLICY")
     c(arg(0))
     assert os.environ.get("OMP_WAIT_POLICY") == policy    # set for the pool's start only
-    if K.program._CORES > 1:        # a multi-core machine compiled the split run
-        assert K.KFWD[1 if dtype == np.float64 else 0, K.X_FUSED] != 0
+    if K.SPLIT_MAX > 1:        # a multi-core machine compiled the split runs
+        f64 = 1 if dtype == np.float64 else 0
+        assert K.KFWD[f64, K.X_FUSED] != 0
+        if fn is _value_and_grad:
+            assert K.KTAB[f64, K.SPLIT] != 0
     for threads in (1, 2, 3, 2):
         tg.set_num_threads(threads)
         for i in range(2):
@@ -122,3 +125,25 @@ def test_forked_child_after_split_runs_on_one_thread(restore_threads):
     np.testing.assert_array_equal(got, want)
     assert tg.get_num_threads() == 2
 
+
+
+def test_run_with_a_one_element_input_is_not_split(restore_threads):
+    """Its gradient sums over the whole run: split, the sum's order would depend on the
+    thread count."""
+    n = K.PAR_MIN + 5000
+    x0 = np.random.default_rng(2).standard_normal(n)
+
+    def fn(x, s):
+        f = (tg.tanh(x * s) * x + s).sum()
+        return (f, *tg.autograd.grad(f, (x, s)))
+
+    def args():
+        return (tg.from_numpy(x0.copy()).requires_grad_(),
+                tg.tensor([0.75], dtype=tg.float64, requires_grad=True))
+    want = [r.detach().numpy() for r in fn(*args())]
+    c = tg.compile(fn)
+    c(*args())
+    for threads in (1, 2):
+        tg.set_num_threads(threads)
+        for got, w in zip(c(*args()), want):
+            np.testing.assert_array_equal(got.detach().numpy(), w)

@@ -4,7 +4,7 @@ statuses, and the small helpers that read rows, saved values and adjoints.
 
 import numpy as np
 from llvmlite import ir
-from numba import carray, njit, types
+from numba import carray, config, njit, types
 from numba.extending import intrinsic
 
 from .cache import _INL, _JIT, _SUB, _safe_caches
@@ -425,6 +425,8 @@ def _ew(T, o, a):
 
 FUSE_BLOCK = 4096     # elements per block of a fused run of elementwise ops
 FUSE_MIN = 16384      # runs over fewer elements are replayed op by op
+PAR_MIN = 1 << 17     # runs over at least this many elements are split over threads
+SPLIT_MAX = max(1, config.NUMBA_NUM_THREADS)   # chunks of a split (the pool's threads)
 
 
 @njit(**_SUB)

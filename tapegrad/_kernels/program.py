@@ -5,13 +5,14 @@ forward kernels compiled on first use.
 import os
 
 import numpy as np
-from numba import carray, config, get_num_threads, njit, prange, threading_layer
+from numba import carray, get_num_threads, njit, prange, threading_layer
 
 from .cache import _INL, _JIT, _SUB, _safe_caches
 from .layout import (AOFF, BINARY_FIRST, BINARY_LAST, CAST, DONE, F64, FL, FUSE_BLOCK,
                      K_ADD, K_AMAX, K_BATCHNORM, K_CAST, K_CAT, K_COPY, K_GATHER,
                      K_LAYERNORM, K_LINEAR, K_LOGSOFTMAX, K_MATMUL, K_PROD, K_SOFTMAX, K_SUM,
-                     K_WHERE, MAXD, N, NCOL, ND, OP, S0, SO, SWITCH, U8, _call, _j, _mode,
+                     K_WHERE, MAXD, N, NCOL, ND, OP, PAR_MIN, S0, SO, SPLIT_MAX, SWITCH, U8,
+                     _call, _j, _mode,
                      _nil, _ptr, _raw, _var, general)
 from .linalg import _mm_shape, ensure_blas, linear_fwd, matmul_fwd
 from .elementwise import (UNARY_FWD, _BINARY_VJPS, _SCALAR_BY_KERNEL, _UNARY_VJPS,
@@ -21,8 +22,9 @@ from .reduce import (amax_fwd, argext_fwd, cat_fwd, gather_strided, prod_fwd, so
                      sort_fwd, sum_fwd, sum_rows)
 from .norm import batch_norm_fwd, layer_norm_fwd
 from .rng import R_INT, R_NORMAL, fill_normal, fill_randint, fill_random
-from .reverse import (ARGV, FUSED, KCOLS, REVERSE, REVERSE1, _A_ADJ, _A_ADJ2, _A_KT,
-                      _A_NADJ, _A_NADJ2, _A_OUT, _A_R, _A_RESUME, _A_ROW, _FAMILY_VJPS,
+from .reverse import (ARGV, BLOCKS, FUSED, KCOLS, REVERSE, REVERSE1, SPLIT, _A_ADJ,
+                      _A_ADJ2, _A_KT, _A_NADJ, _A_NADJ2, _A_OUT, _A_R, _A_RESUME, _A_ROW,
+                      _A_THREADS, _FAMILY_VJPS,
                       _cfunc, prepare, tape_args)
 
 
@@ -116,12 +118,13 @@ def _kernel_call(kf, k, argv, i, lo, hi):
 
 
 @njit(**_SUB)
-def _backward(TT, TF, TL, adj32, adj64, seen, start, runs, KT, argv, resume):
+def _backward(TT, TF, TL, adj32, adj64, seen, start, runs, KT, argv, resume, threads):
     """The reverse replay across both arenas: dtype switches, casts between them;
     ``resume``: past a pause at row ``start``."""
     dt = TT[start, FL] & F64
     tape_args(argv, TT, TF, TL, seen, runs)
     argv[_A_RESUME] = resume
+    argv[_A_THREADS] = threads
     while start >= 0:
         kt = KT[1 if dt else 0]
         argv[_A_ADJ] = adj64.ctypes.data if dt else adj32.ctypes.data
@@ -158,10 +161,9 @@ def _fused(INS, start, count, kf, argv, lo, hi):
             _kernel_call(kf, INS[i, I_OP], argv, i, blo, bhi)
 
 
-# Fused runs over at least this many elements run on all THREADS[0] threads (X_SPLIT).
-PAR_MIN = 1 << 17
-_CORES = config.NUMBA_NUM_THREADS
-THREADS = np.array([_CORES], np.int64)      # set_num_threads
+# Fused runs over at least PAR_MIN elements run on THREADS[0] threads (X_SPLIT), at most
+# SPLIT_MAX.
+THREADS = np.array([SPLIT_MAX], np.int64)      # set_num_threads
 
 
 @njit(parallel=True, **_SUB)
@@ -219,6 +221,7 @@ def run_program(PG, PL, PF, ARGS):
     argf[_P_NI] = ni
     argf[_P_NV] = nv
     argf[_P_NLI] = LI.size
+    threads = carray(_ptr(ARGS[_H_THREADS], noidx), 1)[0]
     i = 0
     resume_at = ARGS[H_RESUME]
     resume_row = ARGS[H_RESUME + 1]
@@ -238,7 +241,7 @@ def run_program(PG, PL, PF, ARGS):
         elif k == X_BACKWARD and i == resume_at:
             if resume_row >= 0:
                 status = _backward(TT, TF, TL, adj32, adj64, seen, resume_row, runs, KT,
-                                   argb, ARGS[H_RESUME + 2])
+                                   argb, ARGS[H_RESUME + 2], threads)
                 if status != 0:
                     return status, i
             i += 1
@@ -257,7 +260,7 @@ def run_program(PG, PL, PF, ARGS):
                     d[j] = src[j]
                 seen[r] = 1
             status = _backward(TT, TF, TL, adj32, adj64, seen, INS[i, I_P], runs, KT, argb,
-                               _var(0))
+                               _var(0), threads)
             if status != 0:
                 return status, i
             i += 1
@@ -265,7 +268,6 @@ def run_program(PG, PL, PF, ARGS):
             count = INS[i, I_P]
             kf = KF[1 if VD[INS[i + 1, I_O], FL] & F64 else 0]
             n = VD[INS[i + 1, I_O], N]
-            threads = carray(_ptr(ARGS[_H_THREADS], noidx), 1)[0]
             if threads > 1 and n >= PAR_MIN and kf[X_FUSED] != 0:
                 argf[_P_KF] = kf.ctypes.data
                 argf[_P_FN] = kf[X_FUSED]
@@ -733,7 +735,7 @@ def _split_ok():
     that takes calls from several Python threads at once (workqueue aborts then).
     The pool starts with its threads sleeping when idle: spinning OpenMP threads would
     take the cores from the BLAS calls between split runs (4x slower steps)."""
-    if _CORES < 2:
+    if SPLIT_MAX < 2:
         return False
     policy = os.environ.get("OMP_WAIT_POLICY")
     os.environ["OMP_WAIT_POLICY"] = policy or "PASSIVE"
@@ -809,6 +811,10 @@ def prepare_program(TT, VD, INS, runs):
     if runs.any():
         prepare(FUSED, 0)
         prepare(FUSED, 1)
+    for r in np.flatnonzero(runs > 1):
+        if TT[r, N] >= PAR_MIN and _split_ok():
+            prepare(BLOCKS, TT[r, FL] & F64)
+            prepare(SPLIT, TT[r, FL] & F64)
 
 
 _safe_caches(globals())

@@ -3,7 +3,7 @@ table of addresses, and the interpreter that replays a tape's rows in reverse.
 """
 
 import numpy as np
-from numba import carray, njit, types
+from numba import carray, njit, prange, types
 from numba.core.ccallback import CFunc
 from numba.core.sigutils import normalize_signature
 
@@ -12,7 +12,8 @@ from .layout import (A, AOFF, B, CAST, DIRTY, DONE, ERR_DIRTY, ERR_FREED, F64, F
                      FUSE_BLOCK, K_AMAX, K_BATCHNORM, K_CAST, K_CAT, K_COPY, K_EXT, K_GATHER,
                      K_LEAF, K_LAYERNORM, K_LINEAR, K_LOGSOFTMAX, K_MATMUL, K_PROD, K_PYFN, K_PYOUT,
                      K_SCATTER, K_SETIDX, K_SOFTMAX, K_STRIDED, K_SUM, K_WHERE, N, NCOL,
-                     NKERNELS, OP, P0, PAUSE, PAUSED, PYFN, SA, SAVES, SB, SO, STEP, SWITCH,
+                     NKERNELS, OP, P0, PAR_MIN, PAUSE, PAUSED, PYFN, SA, SAVES, SB, SO,
+                     SPLIT_MAX, STEP, SWITCH,
                      _bcast, _binary_dst, _call, _dst, _ew, _j, _load, _mode, _nil, _ptr, _put,
                      _raw, _touch, general)
 from .linalg import _linear_vjp, _matmul_vjp, ensure_blas
@@ -22,15 +23,18 @@ from .norm import _batch_norm_vjp, _layer_norm_vjp
 
 
 NEED = 8          # status: the row's kernel is not compiled yet (Python compiles it)
-ARGV = 24         # int64 slots of a kernel's argument block:
+ARGV = 28         # int64 slots of a kernel's argument block:
 (_A_T, _A_F, _A_L, _A_ADJ, _A_SEEN, _A_ROWS, _A_NADJ, _A_NL, _A_NSEEN, _A_R, _A_LO, _A_HI,
  _A_AO, _A_FA, _A_BO, _A_FB, _A_RUNS, _A_NRUNS, _A_KT, _A_OUT, _A_ROW, _A_ADJ2,
- _A_NADJ2, _A_RESUME) = range(24)  # LO < 0: whole row; ADJ2: the other dtype's arena;
-#                                   RESUME: past the pause at the start row
+ _A_NADJ2, _A_RESUME, _A_THREADS, _A_DST, _A_LEN, _A_SHIFT) = range(28)  # LO < 0: whole
+#   row; ADJ2: the other dtype's arena; RESUME: past the pause at the start row; THREADS:
+#   for fused runs; DST, LEN, SHIFT: a run's destinations, length and scratch shift
 FUSED = K_LEAF    # the VJP table's slot of the fused-run driver (a leaf has no VJP)
 REVERSE = NKERNELS  # ... and of reverse_rows on one arena, for programs
 GENERAL = NKERNELS + 1      # slot GENERAL + k: op k's general kernel (see general())
-KCOLS = GENERAL + NKERNELS
+BLOCKS = GENERAL + NKERNELS  # elements LO..HI of a fused run (one chunk of a split)
+SPLIT = BLOCKS + 1          # a fused run's chunks on all threads
+KCOLS = SPLIT + 1
 REVERSE1 = KCOLS    # reverse_rows with one-element arithmetic inline (no slot of its own:
 #                     once compiled, it takes REVERSE's)
 
@@ -258,6 +262,20 @@ def _vjp_kernel(k, f64, gen):
             no = r < -1
             a[_A_OUT], a[_A_ROW] = replay(T, F, L, adj, seen, r, a[_A_RESUME] != 0, no,
                                           a[_A_ROW], no, kt, a, runs)
+    elif k == BLOCKS:
+        def kern(argp):
+            T, F, L, adj, seen, r = _open(argp, dt)
+            a = carray(_ptr(argp, np.int64), ARGV)
+            runs = carray(_ptr(a[_A_RUNS], np.int64), a[_A_NRUNS])
+            kt = carray(_ptr(a[_A_KT], np.int64), KCOLS)
+            dst = carray(_ptr(a[_A_DST], np.int64), (a[_A_LEN], 4))
+            _blocks(T, r, runs, kt, a, dst, a[_A_LO], a[_A_HI], a[_A_SHIFT])
+    elif k == SPLIT:
+        def kern(argp):
+            a = carray(_ptr(argp, np.int64), ARGV)
+            T = carray(_ptr(a[_A_T], np.int64), (a[_A_ROWS], NCOL))
+            kt = carray(_ptr(a[_A_KT], np.int64), KCOLS)
+            _split_run(kt[BLOCKS], a, T, min(a[_A_THREADS], SPLIT_MAX))
     elif k == FUSED:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
@@ -411,28 +429,78 @@ def _fused_rows(T, adj, seen, top, runs, kt, argv):
         else:
             ao, fr = _dst(adj, T, seen, T[r, A])
             dst[q, 0], dst[q, 1] = ao, fr
-    av = argv.ctypes.data
     n = T[top, N]
-    for lo in range(0, n, FUSE_BLOCK):
-        hi = min(lo + FUSE_BLOCK, n)
+    threads = argv[_A_THREADS]
+    if threads > 1 and n >= PAR_MIN and kt[SPLIT] != 0 and _splittable(T, top, dst):
+        scratch = 0
+        for q in range(1, length):
+            scratch += runs[top - q] < 0
+        argv[_A_R] = top
+        argv[_A_DST] = dst.ctypes.data
+        argv[_A_LEN] = length
+        argv[_A_SHIFT] = scratch * FUSE_BLOCK
+        _call(kt[SPLIT], argv.ctypes.data)
+    else:
+        _blocks(T, top, runs, kt, argv, dst, 0, n, 0)
+    argv[_A_LO] = -1
+    return True
+
+
+@njit(**_SUB)
+def _splittable(T, top, dst):
+    """Whether a run's chunks write disjoint adjoints: no row accumulates into a
+    one-element input across the run's elements."""
+    for q in range(dst.shape[0]):
+        r = top - q
+        if dst[q, 0] >= 0 and _ew(T, r, T[r, A]) == 1:
+            return False
+        if T[r, OP] <= K_WHERE and dst[q, 2] >= 0 and _ew(T, r, T[r, B]) == 1:
+            return False
+    return True
+
+
+@njit(**_SUB)
+def _blocks(T, top, runs, kt, argv, dst, lo, hi, shift):
+    """Elements lo..hi of the fused run at row top, block by block; rows whose adjoint
+    lives in a block-sized scratch find it ``shift`` past their slot."""
+    av = argv.ctypes.data
+    length = dst.shape[0]
+    for blo in range(lo, hi, FUSE_BLOCK):
+        bhi = min(blo + FUSE_BLOCK, hi)
         for q in range(1, length):
             if runs[top - q] < 0:
-                T[top - q, AOFF] = -1 - runs[top - q] - lo
+                T[top - q, AOFF] = -1 - runs[top - q] + shift - blo
         for q in range(length):
             if dst[q, 0] == -2:
                 continue
             r = top - q
             k = T[r, OP]
             argv[_A_R] = r
-            argv[_A_LO] = lo
-            argv[_A_HI] = hi
+            argv[_A_LO] = blo
+            argv[_A_HI] = bhi
             argv[_A_AO] = T[T[r, A], AOFF] if dst[q, 0] >= 0 else -1
             argv[_A_FA] = dst[q, 1]
             argv[_A_BO] = T[T[r, B], AOFF] if k <= K_WHERE and dst[q, 2] >= 0 else -1
             argv[_A_FB] = dst[q, 3]
             _call(kt[k], av)
-    argv[_A_LO] = -1
-    return True
+
+
+@njit(parallel=True, **_SUB)
+def _split_run(fn, argv, T, chunks):
+    """The fused run at row argv[_A_R] in one chunk of whole blocks per thread, each
+    with its own argument block, copy of the tape (whose scratch offsets it moves) and
+    scratch (argv[_A_SHIFT] apart): elementwise, so any split gives the same results."""
+    n = T[argv[_A_R], N]
+    stride = argv[_A_SHIFT]
+    per = ((n + FUSE_BLOCK - 1) // FUSE_BLOCK + chunks - 1) // chunks * FUSE_BLOCK
+    for c in prange(chunks):
+        av = argv.copy()
+        tc = T.copy()
+        av[_A_T] = tc.ctypes.data
+        av[_A_LO] = min(n, c * per)
+        av[_A_HI] = min(n, c * per + per)
+        av[_A_SHIFT] = c * stride
+        _call(fn, av.ctypes.data)
 
 
 def _cfunc(kern):
