@@ -19,6 +19,7 @@ back to eager calls, with a warning.
 """
 import bisect
 import functools
+import sys
 import threading
 import warnings
 import weakref
@@ -299,6 +300,7 @@ class Recording:
         self.ids = tr.ids
         self.first_read = len(tr.log) if tr.first_read is None else tr.first_read
         self.shadow = False
+        self.lend = _lendable(self, tr, INS, TT, LI)
         self.sig = (tuple((op, o, a, b, params[1:] if op == K.X_GATHER else params,
                            f0 if f0.__class__ is not Hyper else "H",
                            f1 if f1.__class__ is not Hyper else "H")
@@ -311,6 +313,7 @@ class Recording:
         checks = INS[:, K.I_OP] == K.X_CHECK
         INS[checks, K.I_B] = INS[checks, K.I_A]
         self.shadow = True
+        self.lend = {}
 
     def miss(self, sources, cur):
         """None when the recording holds for this call, else why not."""
@@ -411,6 +414,8 @@ class Recording:
             ARGS[slot] = addr(d)
         saved = [a.copy() for a in self.backup] if self.backup else None
         positions = [s[1] for s in self.streams] if self.streams else None
+        if self.lend:
+            self._claim()
         # Ctrl-C: state changes only inside this one Numba call, which Python cannot
         # interrupt, so a step is done or not done (the .grad attributes set after it
         # already hold these tensors, unless a guard would record again anyway)
@@ -437,12 +442,96 @@ class Recording:
         if not build:
             return None
         out = self.out
-        if out[0] == "v" and not self.argrads:
+        if self.lend:
+            copies = {v: _wrap(self.arrays[v]) for v in self.lend}
+        elif out[0] == "v" and not self.argrads:
             return _wrap(self.arrays[out[1]].copy())
-        copies = {}
+        else:
+            copies = {}
         for j, v in self.argrads:
             args[j]._grad = None if v is None else _out(self.arrays[v], copies, v)
         return _build(out, self.arrays, copies)
+
+
+    def _claim(self):
+        """Before a replay, each output handed out as it is (``lend``) gets a buffer
+        that nothing outside its pool refers to any more: its last one (kept last in
+        the pool) when the caller dropped it, else the one before (a caller holding last
+        step's results while it calls), else a new one; a pool holds at most LEND_POOL."""
+        PG = self.PG
+        for v, pool in self.lend.items():
+            if _refs(pool, -1) == _FREE + 1:        # the pool's and self.arrays' refs
+                continue
+            for j in range(len(pool) - 1):
+                if _refs(pool, j) == _FREE:
+                    nxt = pool[j]
+                    break
+            else:
+                nxt = np.empty_like(pool[-1])
+                if len(pool) == LEND_POOL:
+                    pool.pop(0)
+                pool.append(nxt)
+            pool.append(pool.pop(next(i for i, b in enumerate(pool) if b is nxt)))
+            self.arrays[v] = nxt
+            PG[self.nt + v, K.SO] = _tape.addr(nxt)
+
+
+# Outputs of at least this many bytes are handed out without a copy (Recording._claim)
+LEND_BYTES = 1 << 16
+LEND_POOL = 3
+
+
+def _refs(pool, j):
+    return sys.getrefcount(pool[j])
+
+
+_FREE = _refs([np.empty(1)], 0)      # a buffer only its pool refers to
+
+
+def _values(tpl, into):
+    """The value ids a result template refers to."""
+    if tpl[0] == "v":
+        into.add(tpl[1])
+    elif tpl[0] == "seq":
+        for t in tpl[2]:
+            _values(t, into)
+    elif tpl[0] == "dict":
+        for _, t in tpl[2]:
+            _values(t, into)
+    return into
+
+
+def _lendable(rec, tr, INS, TT, LI):
+    """Pools of the outputs a replay may hand out as they are: big float buffers of the
+    program's own that one instruction writes in full, and that nothing else reads,
+    views, saves for backward, checks or restores."""
+    outs = _values(rec.out, {v for _, v in rec.argrads if v is not None})
+    cands = {v for v in outs if tr.kind[v] == "int" and tr.arrays[v].base is None
+             and tr.arrays[v].dtype.kind == "f" and tr.arrays[v].nbytes >= LEND_BYTES}
+    if not cands or rec.grads is None:
+        return {}
+    refs = INS[:, K.I_A:K.I_P + 10].copy()
+    refs[INS[:, K.I_OP] == K.X_ADJ, K.I_P - K.I_A:] = -1      # (a tape row there)
+    cands -= set(refs.ravel().tolist()) | set(LI.tolist())
+    writers = INS[:, K.I_O].tolist()
+    cands = {v for v in cands if writers.count(v) == 1 and
+             INS[writers.index(v), K.I_OP] not in (K.X_AXPY, K.X_IADD, K.X_CALL)}
+    cands -= {v for _, vs in tr.calls for v in vs}
+    held = {id(a) for a in rec.backup}
+    saved = set(TT[:, [K.SA, K.SB, K.SO]].ravel().tolist()) - {0}
+    pools = {}
+    for v in cands:
+        arr = tr.arrays[v]
+        if id(arr) in held:
+            continue
+        lo = _tape.addr(arr)
+        hi = lo + arr.nbytes
+        if any(lo <= a < hi for a in saved) or any(
+                w != v and a.size and lo <= _tape.addr(a) < hi
+                for w, a in enumerate(tr.arrays) if tr.kind[w] != "keep"):
+            continue
+        pools[v] = [arr]
+    return pools
 
 
 _MISMATCH = object()
