@@ -425,7 +425,7 @@ def _ew(T, o, a):
 
 FUSE_BLOCK = 4096     # elements per block of a fused run of elementwise ops
 FUSE_MIN = 16384      # runs over fewer elements are replayed op by op
-PAR_MIN = 1 << 17     # runs over at least this many elements are split over threads
+PAR_MIN = 1 << 18     # runs over at least this many elements are split over threads
 SPLIT_MAX = max(1, config.NUMBA_NUM_THREADS)   # chunks of a split (the pool's threads)
 
 
