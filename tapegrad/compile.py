@@ -136,10 +136,13 @@ def _function_contexts(tr, saved):
 
 def _own_buffers(tr):
     """The program's intermediate values get buffers of their own: tensors the recording
-    call handed out or that its Python kept keep that call's values."""
+    call handed out or that its Python kept keep that call's values. A buffer that only
+    the recording refers to (a temporary of the call) is taken over as it is."""
     state = {id(t._grad._data) for t in tr.grad_final.values() if t._grad is not None}
     moved = {}                           # old address -> (old root, new root)
     for v, kind in enumerate(tr.kind):
+        if kind == "int" and _refs(tr.arrays, v) == _FREE:
+            continue
         arr = tr.arrays[v]
         if kind != "int" or id(arr) in state or arr.base is not None:
             continue

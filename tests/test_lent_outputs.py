@@ -68,3 +68,27 @@ def test_forward_output_lent_and_small_outputs_copied():
     b = small(tg.ones(8) * 2)
     assert a.tolist() == [2.0] * 8 and b.tolist() == [4.0] * 8
     assert not next(iter(small.cache.values()))[0].lend
+
+
+def test_recording_call_keeps_what_it_handed_out_or_kept():
+    """Temporaries of the recording call become the program's buffers; what the call
+    returned, or its Python kept, keeps that call's values through later replays."""
+    kept = []
+
+    def fn(x):
+        h = tg.tanh(x) * 2.0
+        kept.append(h)
+        y = tg.exp(-h * h) + h        # temporaries: taken over by the program
+        return y * 3.0
+
+    x0 = np.linspace(-1.0, 1.0, N)
+    c = tg.compile(fn)
+    first = c(tg.from_numpy(x0))
+    want_first = first.numpy().copy()
+    want_kept = kept[0].numpy().copy()
+    for k in range(1, 4):
+        out = c(tg.from_numpy(x0 + k))
+        np.testing.assert_array_equal(out.numpy(), fn(tg.from_numpy(x0 + k)).numpy())
+    assert c.records == 1 and c.replays == 3
+    np.testing.assert_array_equal(first.numpy(), want_first)
+    np.testing.assert_array_equal(kept[0].numpy(), want_kept)
