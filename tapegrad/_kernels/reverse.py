@@ -58,6 +58,14 @@ def _open(argp, dtype):
 
 
 @njit(**_SUB)
+def _driver(argp):
+    """A driver kernel's argument block, the tape's fused runs and the VJP table."""
+    a = carray(_ptr(argp, np.int64), ARGV)
+    return (a, carray(_ptr(a[_A_RUNS], np.int64), a[_A_NRUNS]),
+            carray(_ptr(a[_A_KT], np.int64), KCOLS))
+
+
+@njit(**_SUB)
 def _block(argp):
     """A block of a fused run: elements lo..hi (lo < 0: the whole row) and where the
     inputs' adjoints go (ao, bo; -1: not needed) with whether first (fa, fb)."""
@@ -256,18 +264,14 @@ def _vjp_kernel(k, f64, gen):
 
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
-            a = carray(_ptr(argp, np.int64), ARGV)
-            runs = carray(_ptr(a[_A_RUNS], np.int64), a[_A_NRUNS])
-            kt = carray(_ptr(a[_A_KT], np.int64), KCOLS)
+            a, runs, kt = _driver(argp)
             no = r < -1
             a[_A_OUT], a[_A_ROW] = replay(T, F, L, adj, seen, r, a[_A_RESUME] != 0, no,
                                           a[_A_ROW], no, kt, a, runs)
     elif k == BLOCKS:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
-            a = carray(_ptr(argp, np.int64), ARGV)
-            runs = carray(_ptr(a[_A_RUNS], np.int64), a[_A_NRUNS])
-            kt = carray(_ptr(a[_A_KT], np.int64), KCOLS)
+            a, runs, kt = _driver(argp)
             dst = carray(_ptr(a[_A_DST], np.int64), (a[_A_LEN], 4))
             _blocks(T, r, runs, kt, a, dst, a[_A_LO], a[_A_HI], a[_A_SHIFT])
     elif k == SPLIT:
@@ -279,9 +283,7 @@ def _vjp_kernel(k, f64, gen):
     elif k == FUSED:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
-            a = carray(_ptr(argp, np.int64), ARGV)
-            runs = carray(_ptr(a[_A_RUNS], np.int64), a[_A_NRUNS])
-            kt = carray(_ptr(a[_A_KT], np.int64), KCOLS)
+            a, runs, kt = _driver(argp)
             a[_A_OUT] = _fused_rows(T, adj, seen, r, runs, kt, a)
     else:
         raise ValueError(f"tapegrad: no VJP kernel for opcode {k}")
