@@ -90,6 +90,7 @@ def test_thread_counts_give_the_same_bits(fn, dtype, restore_threads):
     if K.SPLIT_MAX > 1:        # a multi-core machine compiled the split runs
         f64 = 1 if dtype == np.float64 else 0
         assert K.KFWD[f64, K.X_FUSED] != 0
+        assert K.KFWD[0, K.X_MOVE] != 0           # the argument's copy
         if fn is _value_and_grad:
             assert K.KTAB[f64, K.SPLIT] != 0
     for threads in (1, 2, 3, 2):

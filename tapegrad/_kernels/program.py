@@ -87,6 +87,8 @@ X_SCALAR = 76    # (a forward kernel, no instruction) instructions P_LO..P_HI, f
 #                  by P9 = the number of one-element instructions from this one on
 X_SPLIT = 89     # (a forward kernel, no instruction) the kernel at argument _P_FN over
 #                  elements 0.._P_UNITS, in chunks on _P_THREADS threads
+X_MOVE = 90      # (a forward kernel, no instruction) bytes P_LO..P_HI from address
+#                  _P_SRC to _P_DST (big argument and gradient copies, under X_SPLIT)
 # ARGS: nt, nv, ni, len(TL), len(LI), then (address, size) of the adjoint arenas adj32,
 # adj64 and of seen, the addresses of the kernel tables KFWD and KTAB and of the
 # program's kernel argument blocks ARGV (2 x ARGV), the (instruction, tape row, past
@@ -301,7 +303,12 @@ def run_program(PG, PL, PF, ARGS):
             if k == X_ADJ:
                 r = INS[i, I_P]
                 off = TT[r, AOFF]
-                if VD[o, FL] & F64:
+                isz = 8 if VD[o, FL] & F64 else 4
+                base = adj64.ctypes.data if isz == 8 else adj32.ctypes.data
+                if seen[r] and _moves(threads, VD[o, N] * isz, KF):
+                    _move(KF[0], argf, i, base + off * isz, VD[o, SO], VD[o, N] * isz,
+                          threads)
+                elif VD[o, FL] & F64:
                     out = _val(VD, o, w64)
                     for j in range(out.size):
                         out[j] = adj64[off + j] if seen[r] else 0.0
@@ -311,14 +318,34 @@ def run_program(PG, PL, PF, ARGS):
                         out32[j] = adj32[off + j] if seen[r] else 0.0
             elif k == X_ARG:
                 nb = VD[o, N] * (1 if VD[o, FL] & U8 else 8 if VD[o, FL] & F64 else 4)
-                d = carray(_ptr(VD[o, SO], wb), nb)
-                src = carray(_ptr(ARGS[H_ARGS + INS[i, I_P]], wb), nb)
-                for j in range(nb):
-                    d[j] = src[j]
+                if _moves(threads, nb, KF):
+                    _move(KF[0], argf, i, ARGS[H_ARGS + INS[i, I_P]], VD[o, SO], nb, threads)
+                else:
+                    d = carray(_ptr(VD[o, SO], wb), nb)
+                    src = carray(_ptr(ARGS[H_ARGS + INS[i, I_P]], wb), nb)
+                    for j in range(nb):
+                        d[j] = src[j]
             else:
                 _kernel_call(kf, k, argf, i, -1, 0)
             i += 1
     return 0, -1
+
+
+@njit(**_SUB)
+def _moves(threads, nb, KF):
+    """Whether a copy of nb bytes goes over the threads (X_MOVE)."""
+    return threads > 1 and nb >= 8 * PAR_MIN and KF[0, X_MOVE] != 0
+
+
+@njit(**_SUB)
+def _move(kf, argv, i, src, dst, nb, threads):
+    """nb bytes from src to dst, in one chunk per thread."""
+    argv[_P_SRC] = src
+    argv[_P_DST] = dst
+    argv[_P_FN] = kf[X_MOVE]
+    argv[_P_UNITS] = nb
+    argv[_P_THREADS] = threads
+    _kernel_call(kf, X_SPLIT, argv, i, 0, nb)
 
 
 @njit(**_SUB)
@@ -383,8 +410,8 @@ def _scalar_fwd(INS, FI, VD, i, w, kf, argv):
 
 
 (_P_INS, _P_FI, _P_LI, _P_VD, _P_NI, _P_NV, _P_NLI, _P_I, _P_LO, _P_HI, _P_KF,
- _P_ST, _P_FN, _P_UNITS, _P_THREADS) = range(15)  # ST: a kernel's report that a value
-#                                                 came out of range; FN..: X_SPLIT's
+ _P_ST, _P_FN, _P_UNITS, _P_THREADS, _P_SRC, _P_DST) = range(17)  # ST: a kernel's
+#   report that a value came out of range; FN..THREADS: X_SPLIT's; SRC, DST: X_MOVE's
 NOPS = 128                                  # opcodes a program may hold (K_* and X_*)
 KFWD = np.zeros((2, NOPS), np.int64)        # forward kernel addresses by dtype, opcode
 _FWD_COMPILED = {}
@@ -721,6 +748,14 @@ def _fwd_kernel(k, f64):
             a = carray(_ptr(argp, np.int64), ARGV)
             kf = carray(_ptr(a[_P_KF], np.int64), NOPS)
             _fused(INS, i + 1, INS[i, I_P], kf, a, lo, hi)
+    elif k == X_MOVE:
+        def kern(argp):
+            a = carray(_ptr(argp, np.int64), ARGV)
+            lo, hi = a[_P_LO], a[_P_HI]
+            d = carray(_ptr(a[_P_DST] + lo, _nil(np.uint8)), hi - lo)
+            src = carray(_ptr(a[_P_SRC] + lo, _nil(np.uint8)), hi - lo)
+            for j in range(hi - lo):
+                d[j] = src[j]
     elif k == X_SPLIT:
         def kern(argp):
             a = carray(_ptr(argp, np.int64), ARGV)
@@ -770,7 +805,8 @@ def prepare_forward(k, f64):
             KFWD[row, op] = fn.address
 
 
-_ANY_DTYPE = (X_ICMP, X_ISUM, X_INDEX, X_TARGET, X_BITS, X_IADD, X_COND, X_SPLIT)
+_ANY_DTYPE = (X_ICMP, X_ISUM, X_INDEX, X_TARGET, X_BITS, X_IADD, X_COND, X_SPLIT,
+              X_MOVE)
 
 
 # Program instructions that the interpreter runs itself (no kernel).
@@ -780,7 +816,7 @@ FORWARD_OPS = (tuple(UNARY_FWD) + tuple(_BINARY_OPS) + (
     K_WHERE, K_SUM, K_AMAX, K_MATMUL, K_LINEAR, K_GATHER, K_SOFTMAX, K_LOGSOFTMAX, K_PROD,
     K_LAYERNORM, K_BATCHNORM, K_CAT, K_CAST, K_COPY, X_COPY, X_GATHER, X_AXPY, X_FILL, X_CMP,
     X_ARGEXT, X_SORT, X_SCALAR, X_TOF, X_ICMP, X_ISUM, X_RAND, X_INDEX, X_TARGET, X_BITS,
-    X_IADD, X_SUMROWS, X_BCAST, X_COND, X_FUSED, X_SPLIT))
+    X_IADD, X_SUMROWS, X_BCAST, X_COND, X_FUSED, X_SPLIT, X_MOVE))
 
 
 def prepare_program(TT, VD, INS, runs):
@@ -791,6 +827,9 @@ def prepare_program(TT, VD, INS, runs):
         f64 = VD[INS[i, I_A if k in (X_CMP, X_ARGEXT, X_SORT) else I_O], FL] & F64
         if k not in INLINE_OPS:
             prepare_forward(k, f64)
+        if k in (X_ARG, X_ADJ) and VD[INS[i, I_O], N] >= PAR_MIN and _split_ok():
+            prepare_forward(X_SPLIT, 0)
+            prepare_forward(X_MOVE, 0)
         if k == X_FUSED and VD[INS[i + 1, I_O], N] >= PAR_MIN and _split_ok():
             f64 = VD[INS[i + 1, I_O], FL] & F64
             prepare_forward(X_FUSED, f64)
