@@ -304,6 +304,7 @@ class Recording:
         self.first_read = len(tr.log) if tr.first_read is None else tr.first_read
         self.shadow = False
         self.lend = _lendable(self, tr, INS, TT, LI)
+        self.scratch = _run_scratch(self, tr, saved, TT, LI)
         self.sig = (tuple((op, o, a, b, params[1:] if op == K.X_GATHER else params,
                            f0 if f0.__class__ is not Hyper else "H",
                            f1 if f1.__class__ is not Hyper else "H")
@@ -317,6 +318,12 @@ class Recording:
         INS[checks, K.I_B] = INS[checks, K.I_A]
         self.shadow = True
         self.lend = {}
+        # the re-run's Python may read any value: each gets a buffer again
+        INS[:, K.I_P + 8] = 0
+        for v, (shape, dtype) in self.scratch.items():
+            self.arrays[v] = np.empty(shape, dtype)
+            self.PG[self.nt + v, K.SO] = _tape.addr(self.arrays[v])
+        self.scratch = {}
 
     def miss(self, sources, cur):
         """None when the recording holds for this call, else why not."""
@@ -535,6 +542,63 @@ def _lendable(rec, tr, INS, TT, LI):
             continue
         pools[v] = [arr]
     return pools
+
+
+def _run_scratch(rec, tr, saved, TT, LI):
+    """Values that one instruction of a fused run writes and only later instructions of
+    the same run read get no buffer: the run keeps them in a block of scratch (flag P8
+    of their instruction, scratch address in the header). Returns their shapes and
+    dtypes, by value id."""
+    INS = rec.PG[rec.nt + rec.nv:]
+    heads = np.flatnonzero(INS[:, K.I_OP] == K.X_FUSED)
+    if not len(heads):
+        return {}
+    refs = INS[:, K.I_A:K.I_P + 10].copy()
+    refs[INS[:, K.I_OP] == K.X_ADJ, K.I_P - K.I_A:] = -1      # (a tape row there)
+    first, last = {}, {}        # value -> the first and last rows referring to it
+    for i, row in enumerate(refs.tolist()):
+        for x in row:
+            first.setdefault(x, i)
+            last[x] = i
+    p_refs = set(refs[:, K.I_P - K.I_A:].ravel().tolist())
+    writers = INS[:, K.I_O].tolist()
+    busy = (set(LI.tolist()) | set(rec.lend) | {v for _, vs in tr.calls for v in vs}
+            | {v for vs in saved.values() for v in vs if v is not None}
+            | {v for _, v in rec.argrads if v is not None} | _values(rec.out, set()))
+    held = {id(a) for a in rec.backup}
+    addrs = set(TT[:, [K.SA, K.SB, K.SO]].ravel().tolist()) - {0}
+    roots = {_tape.addr(a) for w, a in enumerate(tr.arrays)
+             if a.base is not None and tr.kind[w] != "keep"}
+    out = {}
+    slots = 0
+    for h in heads:
+        end = h + INS[h, K.I_P]
+        k = 0
+        for i in range(h + 1, end + 1):
+            v = int(INS[i, K.I_O])
+            arr = tr.arrays[v]
+            if tr.kind[v] != "int" or v in busy or v in p_refs or arr.base is not None \
+                    or arr.dtype.kind != "f" or id(arr) in held or writers.count(v) != 1 \
+                    or INS[i, K.I_OP] == K.X_AXPY or first.get(v, end + 1) <= i \
+                    or last.get(v, i) > end:
+                continue
+            lo = _tape.addr(arr)
+            if any(lo <= a < lo + arr.nbytes for a in addrs | roots):
+                continue
+            k += 1
+            INS[i, K.I_P + 8] = k
+            out[v] = (arr.shape, arr.dtype)
+        slots = max(slots, k)
+    if not out:
+        return {}
+    stride = slots * K.FUSE_BLOCK * 8
+    rec.run_scratch = np.empty(stride * K.SPLIT_MAX // 8)
+    for h in heads:
+        INS[h, K.I_P + 1] = rec.run_scratch.ctypes.data
+        INS[h, K.I_P + 2] = stride
+    for v in out:
+        tr.arrays[v] = np.empty(0, out[v][1])       # its buffer is dropped
+    return out
 
 
 _MISMATCH = object()

@@ -1,6 +1,7 @@
-"""Big outputs of a compiled replay are handed out without a copy: a result the caller
-still holds (or a view of it) is never overwritten by a later replay, and buffers the
-caller dropped are reused."""
+"""A compiled program's big buffers: outputs are handed out without a copy (a result
+the caller still holds, or a view of it, is never overwritten by a later replay, and
+buffers the caller dropped are reused), and values that only a fused run reads live in
+block-sized scratch instead of buffers of their own."""
 import numpy as np
 
 import tapegrad as tg
@@ -92,3 +93,50 @@ def test_recording_call_keeps_what_it_handed_out_or_kept():
     assert c.records == 1 and c.replays == 3
     np.testing.assert_array_equal(first.numpy(), want_first)
     np.testing.assert_array_equal(kept[0].numpy(), want_kept)
+
+
+def test_values_only_a_run_reads_live_in_scratch():
+    n = 300_000                 # fused runs split over threads from 262,144
+    x0 = np.random.default_rng(5).standard_normal(n)
+    want = [r.detach().numpy() for r in value_and_grad(tg.from_numpy(x0).requires_grad_())]
+    c = tg.compile(value_and_grad)
+    for threads in (1, 2):
+        before = tg.get_num_threads()
+        tg.set_num_threads(threads)
+        try:
+            for _ in range(2):
+                got = c(tg.from_numpy(x0).requires_grad_())
+                for g, w in zip(got, want):
+                    np.testing.assert_array_equal(g.detach().numpy(), w)
+        finally:
+            tg.set_num_threads(before)
+    rec = next(iter(c.cache.values()))[0]
+    # tanh(x) * x and -x * x: written and read inside the forward run only
+    assert len(rec.scratch) == 2
+    assert all(rec.arrays[v].size == 0 for v in rec.scratch)
+
+
+total = 0.0
+
+
+def test_python_re_run_around_replays_reads_run_values():
+    """A function that assigns a global re-runs its Python around each replay, which
+    may read any value: the run's values then get buffers again."""
+    x0 = np.linspace(-2.0, 2.0, N)
+
+    def fn(x):
+        global total
+        h = tg.tanh(x) * x             # only the run reads it, but Python sums it
+        y = tg.exp(-h) + h
+        total = float(h.sum())
+        return y * 2.0
+
+    c = tg.compile(fn)
+    for k in range(4):
+        x = tg.from_numpy(x0 + k)
+        out = c(x)
+        h = (tg.tanh(x) * x)
+        np.testing.assert_array_equal(out.numpy(), ((tg.exp(-h) + h) * 2.0).numpy())
+        assert total == float(h.sum())
+    rec = next(iter(c.cache.values()))[0]
+    assert rec.shadow and not rec.scratch and c.replays == 3

@@ -82,7 +82,8 @@ X_BCAST = 88     # O = A (binary op P0) B, an input broadcast (neither O's eleme
 X_CALL = 85      # stop with CALLED: Python runs the program's call P0 (a collective over
 #                  values it updates in place), then resumes past it
 X_FUSED = 72     # the next P0 instructions are elementwise over the same elements: run
-#                  them block by block
+#                  them block by block; outputs flagged P8 = slot + 1 live in a block of
+#                  scratch at address P1 (P2 bytes per chunk of a split run), not in VD
 X_SCALAR = 76    # (a forward kernel, no instruction) instructions P_LO..P_HI, flagged
 #                  by P9 = the number of one-element instructions from this one on
 X_SPLIT = 89     # (a forward kernel, no instruction) the kernel at argument _P_FN over
@@ -154,12 +155,20 @@ def _backward(TT, TF, TL, adj32, adj64, seen, start, runs, KT, argv, resume, thr
 
 
 @njit(**_SUB)
-def _fused(INS, start, count, kf, argv, lo, hi):
-    """Elements lo..hi of a fused run (X_FUSED): its instructions block by block, so
-    that each block stays in cache from one instruction to the next."""
+def _fused(INS, VD, head, kf, argv, lo, hi, chunk):
+    """Elements lo..hi of the fused run behind header ``head`` (X_FUSED): its
+    instructions block by block, so that each block stays in cache from one
+    instruction to the next. Values only the run reads live in the chunk's scratch:
+    their VD address is moved to it for each block."""
+    count = INS[head, I_P]
+    scratch = INS[head, I_P + 1] + chunk * INS[head, I_P + 2]
     for blo in range(lo, hi, FUSE_BLOCK):
         bhi = min(blo + FUSE_BLOCK, hi)
-        for i in range(start, start + count):
+        for i in range(head + 1, head + 1 + count):
+            slot = INS[i, I_P + 8]
+            if slot:
+                isz = 8 if VD[INS[i, I_O], FL] & F64 else 4
+                VD[INS[i, I_O], SO] = scratch + ((slot - 1) * FUSE_BLOCK - blo) * isz
             _kernel_call(kf, INS[i, I_OP], argv, i, blo, bhi)
 
 
@@ -177,6 +186,7 @@ def _split(fn, argv, units, threads):
         av = argv.copy()
         av[_P_LO] = min(units, c * per)
         av[_P_HI] = min(units, c * per + per)
+        av[_P_CHUNK] = c
         _call(fn, av.ctypes.data)
 
 
@@ -223,7 +233,8 @@ def run_program(PG, PL, PF, ARGS):
     argf[_P_NI] = ni
     argf[_P_NV] = nv
     argf[_P_NLI] = LI.size
-    threads = carray(_ptr(ARGS[_H_THREADS], noidx), 1)[0]
+    # chunks of a split: at most one per thread of the pool (scratch is sized for them)
+    threads = min(carray(_ptr(ARGS[_H_THREADS], noidx), 1)[0], SPLIT_MAX)
     i = 0
     resume_at = ARGS[H_RESUME]
     resume_row = ARGS[H_RESUME + 1]
@@ -277,7 +288,7 @@ def run_program(PG, PL, PF, ARGS):
                 argf[_P_THREADS] = threads
                 _kernel_call(kf, X_SPLIT, argf, i, 0, n)
             else:
-                _fused(INS, i + 1, count, kf, argf, 0, n)
+                _fused(INS, VD, i, kf, argf, 0, n, 0)
             i += count + 1
         elif k == X_CHECK:
             a = INS[i, I_A]
@@ -410,8 +421,9 @@ def _scalar_fwd(INS, FI, VD, i, w, kf, argv):
 
 
 (_P_INS, _P_FI, _P_LI, _P_VD, _P_NI, _P_NV, _P_NLI, _P_I, _P_LO, _P_HI, _P_KF,
- _P_ST, _P_FN, _P_UNITS, _P_THREADS, _P_SRC, _P_DST) = range(17)  # ST: a kernel's
-#   report that a value came out of range; FN..THREADS: X_SPLIT's; SRC, DST: X_MOVE's
+ _P_ST, _P_FN, _P_UNITS, _P_THREADS, _P_SRC, _P_DST, _P_CHUNK) = range(18)  # ST: a
+#   kernel's report that a value came out of range; FN..THREADS: X_SPLIT's; SRC, DST:
+#   X_MOVE's; CHUNK: which chunk of a split a kernel runs
 NOPS = 128                                  # opcodes a program may hold (K_* and X_*)
 KFWD = np.zeros((2, NOPS), np.int64)        # forward kernel addresses by dtype, opcode
 _FWD_COMPILED = {}
@@ -747,7 +759,10 @@ def _fwd_kernel(k, f64):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
             a = carray(_ptr(argp, np.int64), ARGV)
             kf = carray(_ptr(a[_P_KF], np.int64), NOPS)
-            _fused(INS, i + 1, INS[i, I_P], kf, a, lo, hi)
+            if INS[i, I_P + 2]:         # scratch addresses of its own in a VD copy
+                VD = VD.copy()
+                a[_P_VD] = VD.ctypes.data
+            _fused(INS, VD, i, kf, a, lo, hi, a[_P_CHUNK])
     elif k == X_MOVE:
         def kern(argp):
             a = carray(_ptr(argp, np.int64), ARGV)
