@@ -462,7 +462,6 @@ class Recording:
             args[j]._grad = None if v is None else _out(self.arrays[v], copies, v)
         return _build(out, self.arrays, copies)
 
-
     def _claim(self):
         """Before a replay, each output handed out as it is (``lend``) gets a buffer
         that nothing outside its pool refers to any more: its last one (kept last in
