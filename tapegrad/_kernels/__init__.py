@@ -1,8 +1,9 @@
 """Every Numba kernel of tapegrad and the interpreters that call them, by family:
 ``layout`` (the tape's row table, opcodes), ``vmath`` (vectorisable math), ``elementwise``,
 ``reduce`` (reductions, views, indexing), ``norm`` (layer normalisation), ``linalg``,
-``reverse`` (the reverse pass), ``program`` (compiled programs) and ``rng`` (the random
-stream); ``cache`` holds the on-disk cache.
+``reverse`` (the reverse pass), ``program`` (compiled programs' interpreter), ``forward``
+(their forward kernels) and ``rng`` (the random stream); ``cache`` holds the on-disk
+cache.
 
 Each op's kernels are compiled the first time an op of that kind and dtype runs (a
 C function per op, called through a table of addresses), so a program only pays for
@@ -26,5 +27,6 @@ from .norm import *  # noqa: F401,F403
 from .reverse import *  # noqa: F401,F403
 from .reverse import _COMPILED, _FAMILY_VJPS  # noqa: F401
 from .program import *  # noqa: F401,F403
+from .forward import *  # noqa: F401,F403
 from .rng import *  # noqa: F401,F403
-from .program import _FWD_COMPILED  # noqa: F401
+from .forward import _FWD_COMPILED  # noqa: F401
