@@ -17,9 +17,7 @@ that every value Python read while recording (``item()``, ``bool(t)``...) is the
 A mismatch records again. What the tracer cannot express makes the recording fall
 back to eager calls, with a warning.
 """
-import bisect
 import functools
-import sys
 import threading
 import warnings
 import weakref
@@ -28,6 +26,7 @@ import numpy as np
 
 from . import _kernels as K
 from . import tape as _tape
+from ._buffers import LEND_POOL, _FREE, _lendable, _own_buffers, _refs, _run_scratch
 from ._fusion import _BINARY, _UNARY, _fuse, _runs
 from ._guards import _Sources, _same_state
 from ._shadow import Diverged, Shadow, eligible
@@ -132,56 +131,6 @@ def _function_contexts(tr, saved):
         ctx._saved = tuple(tensors)
         ctx._versions = tuple(None if t is None else 0 for t in tensors)
         ctx._freed = False
-
-
-def _own_buffers(tr):
-    """The program's intermediate values get buffers of their own: tensors the recording
-    call handed out or that its Python kept keep that call's values. A buffer that only
-    the recording refers to (a temporary of the call) is taken over as it is."""
-    state = {id(t._grad._data) for t in tr.grad_final.values() if t._grad is not None}
-    moved = {}                           # old address -> (old root, new root)
-    for v, kind in enumerate(tr.kind):
-        if kind == "int" and _refs(tr.arrays, v) == _FREE:
-            continue
-        arr = tr.arrays[v]
-        if kind != "int" or id(arr) in state or arr.base is not None:
-            continue
-        new = arr.copy()
-        moved[_tape.addr(arr)] = (arr, new)
-        tr.ids.pop(id(arr), None)
-        tr.ids[id(new)] = v
-        tr.arrays[v] = new
-    if not moved:
-        return
-    starts = sorted(moved)
-
-    def locate(address):
-        """(offset, new buffer) of an address inside a moved buffer, else None."""
-        j = bisect.bisect_right(starts, address) - 1
-        if j >= 0 and address < starts[j] + moved[starts[j]][0].nbytes:
-            return address - starts[j], moved[starts[j]][1]
-        return None
-
-    def moved_to(address):
-        hit = locate(address)
-        return address if hit is None else _tape.addr(hit[1]) + hit[0]
-    for v, kind in enumerate(tr.kind):
-        arr = tr.arrays[v]
-        hit = locate(_tape.addr(arr)) if kind == "view" and arr.size else None
-        if hit is not None:
-            new = np.ndarray(arr.shape, arr.dtype, buffer=hit[1], offset=hit[0])
-            tr.ids.pop(id(arr), None)
-            tr.ids[id(new)] = v
-            tr.arrays[v] = new
-    for i, ins in enumerate(tr.ins):
-        if ins[0] == K.X_GATHER:
-            p = ins[4]
-            tr.ins[i] = ins[:4] + ((moved_to(p[0]),) + tuple(p[1:]),) + ins[5:]
-    for tape, T, F, L in tr.tapes:
-        for c in (K.SA, K.SB, K.SO):
-            for r in range(len(T)):
-                if T[r, c]:
-                    T[r, c] = moved_to(int(T[r, c]))
 
 
 class Recording:
@@ -483,121 +432,6 @@ class Recording:
             pool.append(pool.pop(next(i for i, b in enumerate(pool) if b is nxt)))
             self.arrays[v] = nxt
             PG[self.nt + v, K.SO] = _tape.addr(nxt)
-
-
-# Outputs of at least this many bytes are handed out without a copy (Recording._claim)
-LEND_BYTES = 1 << 16
-LEND_POOL = 3
-
-
-def _refs(pool, j):
-    return sys.getrefcount(pool[j])
-
-
-_FREE = _refs([np.empty(1)], 0)      # a buffer only its pool refers to
-
-
-def _values(tpl, into):
-    """The value ids a result template refers to."""
-    if tpl[0] == "v":
-        into.add(tpl[1])
-    elif tpl[0] == "seq":
-        for t in tpl[2]:
-            _values(t, into)
-    elif tpl[0] == "dict":
-        for _, t in tpl[2]:
-            _values(t, into)
-    return into
-
-
-def _lendable(rec, tr, INS, TT, LI):
-    """Pools of the outputs a replay may hand out as they are: big float buffers of the
-    program's own that one instruction writes in full, and that nothing else reads,
-    views, saves for backward, checks or restores."""
-    outs = _values(rec.out, {v for _, v in rec.argrads if v is not None})
-    cands = {v for v in outs if tr.kind[v] == "int" and tr.arrays[v].base is None
-             and tr.arrays[v].dtype.kind == "f" and tr.arrays[v].nbytes >= LEND_BYTES}
-    if not cands or rec.grads is None:
-        return {}
-    refs = INS[:, K.I_A:K.I_P + 10].copy()
-    refs[INS[:, K.I_OP] == K.X_ADJ, K.I_P - K.I_A:] = -1      # (a tape row there)
-    cands -= set(refs.ravel().tolist()) | set(LI.tolist())
-    writers = INS[:, K.I_O].tolist()
-    cands = {v for v in cands if writers.count(v) == 1 and
-             INS[writers.index(v), K.I_OP] not in (K.X_AXPY, K.X_IADD, K.X_CALL)}
-    cands -= {v for _, vs in tr.calls for v in vs}
-    held = {id(a) for a in rec.backup}
-    saved = set(TT[:, [K.SA, K.SB, K.SO]].ravel().tolist()) - {0}
-    pools = {}
-    for v in cands:
-        arr = tr.arrays[v]
-        if id(arr) in held:
-            continue
-        lo = _tape.addr(arr)
-        hi = lo + arr.nbytes
-        if any(lo <= a < hi for a in saved) or any(
-                w != v and a.size and lo <= _tape.addr(a) < hi
-                for w, a in enumerate(tr.arrays) if tr.kind[w] != "keep"):
-            continue
-        pools[v] = [arr]
-    return pools
-
-
-def _run_scratch(rec, tr, saved, TT, LI):
-    """Values that one instruction of a fused run writes and only later instructions of
-    the same run read get no buffer: the run keeps them in a block of scratch (flag P8
-    of their instruction, scratch address in the header). Returns their shapes and
-    dtypes, by value id."""
-    INS = rec.PG[rec.nt + rec.nv:]
-    heads = np.flatnonzero(INS[:, K.I_OP] == K.X_FUSED)
-    if not len(heads):
-        return {}
-    refs = INS[:, K.I_A:K.I_P + 10].copy()
-    refs[INS[:, K.I_OP] == K.X_ADJ, K.I_P - K.I_A:] = -1      # (a tape row there)
-    first, last = {}, {}        # value -> the first and last rows referring to it
-    for i, row in enumerate(refs.tolist()):
-        for x in row:
-            first.setdefault(x, i)
-            last[x] = i
-    p_refs = set(refs[:, K.I_P - K.I_A:].ravel().tolist())
-    writers = INS[:, K.I_O].tolist()
-    busy = (set(LI.tolist()) | set(rec.lend) | {v for _, vs in tr.calls for v in vs}
-            | {v for vs in saved.values() for v in vs if v is not None}
-            | {v for _, v in rec.argrads if v is not None} | _values(rec.out, set()))
-    held = {id(a) for a in rec.backup}
-    addrs = set(TT[:, [K.SA, K.SB, K.SO]].ravel().tolist()) - {0}
-    roots = {_tape.addr(a) for w, a in enumerate(tr.arrays)
-             if a.base is not None and tr.kind[w] != "keep"}
-    out = {}
-    slots = 0
-    for h in heads:
-        end = h + INS[h, K.I_P]
-        k = 0
-        for i in range(h + 1, end + 1):
-            v = int(INS[i, K.I_O])
-            arr = tr.arrays[v]
-            if tr.kind[v] != "int" or v in busy or v in p_refs or arr.base is not None \
-                    or arr.dtype.kind != "f" or id(arr) in held or writers.count(v) != 1 \
-                    or INS[i, K.I_OP] == K.X_AXPY or first.get(v, end + 1) <= i \
-                    or last.get(v, i) > end:
-                continue
-            lo = _tape.addr(arr)
-            if any(lo <= a < lo + arr.nbytes for a in addrs | roots):
-                continue
-            k += 1
-            INS[i, K.I_P + 8] = k
-            out[v] = (arr.shape, arr.dtype)
-        slots = max(slots, k)
-    if not out:
-        return {}
-    stride = slots * K.FUSE_BLOCK * 8
-    rec.run_scratch = np.empty(stride * K.SPLIT_MAX // 8)
-    for h in heads:
-        INS[h, K.I_P + 1] = rec.run_scratch.ctypes.data
-        INS[h, K.I_P + 2] = stride
-    for v in out:
-        tr.arrays[v] = np.empty(0, out[v][1])       # its buffer is dropped
-    return out
 
 
 _MISMATCH = object()
