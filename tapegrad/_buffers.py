@@ -86,40 +86,49 @@ def _values(tpl, into):
     return into
 
 
-def _lendable(rec, tr, INS, TT, LI):
-    """Pools of the outputs a replay may hand out as they are: big float buffers of the
-    program's own that one instruction writes in full, and that nothing else reads,
-    views, saves for backward, checks or restores."""
-    outs = _values(rec.out, {v for _, v in rec.argrads if v is not None})
-    cands = {v for v in outs if tr.kind[v] == "int" and tr.arrays[v].base is None
-             and tr.arrays[v].dtype.kind == "f" and tr.arrays[v].nbytes >= LEND_BYTES}
-    if not cands or rec.grads is None:
-        return {}
-    refs = INS[:, K.I_A:K.I_P + 10].copy()
-    refs[INS[:, K.I_OP] == K.X_ADJ, K.I_P - K.I_A:] = -1      # (a tape row there)
-    cands -= set(refs.ravel().tolist()) | set(LI.tolist())
-    writers = INS[:, K.I_O].tolist()
-    cands = {v for v in cands if writers.count(v) == 1 and
-             INS[writers.index(v), K.I_OP] not in (K.X_AXPY, K.X_IADD, K.X_CALL)}
-    cands -= {v for _, vs in tr.calls for v in vs}
-    held = {id(a) for a in rec.backup}
-    saved = set(TT[:, [K.SA, K.SB, K.SO]].ravel().tolist()) - {0}
-    pools = {}
-    for v in cands:
+class _Uses:
+    """Where a program refers to its values, for what may take a value's buffer away
+    (``_lendable``, ``_run_scratch``): instruction inputs and parameters (an X_ADJ's are
+    a tape row), value lists, Python calls, restores, and addresses (saved for the
+    backward, or of other values: views)."""
+
+    def __init__(self, rec, tr, INS, TT, LI):
+        self.refs = INS[:, K.I_A:K.I_P + 10].copy()
+        self.refs[INS[:, K.I_OP] == K.X_ADJ, K.I_P - K.I_A:] = -1
+        self.ops = INS[:, K.I_OP].tolist()
+        self.writers = INS[:, K.I_O].tolist()
+        self.elsewhere = set(LI.tolist()) | {v for _, vs in tr.calls for v in vs}
+        self.held = {id(a) for a in rec.backup}
+        # (sorted, with repeats: a value's own buffer is one of them)
+        self.addrs = sorted([a for a in TT[:, [K.SA, K.SB, K.SO]].ravel().tolist() if a]
+                            + [_tape.addr(a) for w, a in enumerate(tr.arrays)
+                               if a.size and tr.kind[w] != "keep"])
+
+    def own(self, tr, v):
+        """v is a float buffer of the program's own that one instruction writes in full
+        (not one that adds to it) and that nothing restores, saves or views: the only
+        address inside it is its own."""
         arr = tr.arrays[v]
-        if id(arr) in held:
-            continue
+        if tr.kind[v] != "int" or arr.base is not None or arr.dtype.kind != "f" or \
+                id(arr) in self.held or v in self.elsewhere or self.writers.count(v) != 1 or \
+                self.ops[self.writers.index(v)] in (K.X_AXPY, K.X_IADD, K.X_CALL):
+            return False
         lo = _tape.addr(arr)
-        hi = lo + arr.nbytes
-        if any(lo <= a < hi for a in saved) or any(
-                w != v and a.size and lo <= _tape.addr(a) < hi
-                for w, a in enumerate(tr.arrays) if tr.kind[w] != "keep"):
-            continue
-        pools[v] = [arr]
-    return pools
+        inside = bisect.bisect_left(self.addrs, lo + arr.nbytes) - \
+            bisect.bisect_left(self.addrs, lo)
+        return inside <= 1
 
 
-def _run_scratch(rec, tr, saved, TT, LI):
+def _lendable(rec, tr, uses):
+    """Pools of the outputs a replay may hand out as they are: big buffers of the
+    program's own that no instruction reads."""
+    outs = _values(rec.out, {v for _, v in rec.argrads if v is not None})
+    read = set(uses.refs.ravel().tolist())
+    return {v: [tr.arrays[v]] for v in outs
+            if v not in read and tr.arrays[v].nbytes >= LEND_BYTES and uses.own(tr, v)}
+
+
+def _run_scratch(rec, tr, saved, uses):
     """Values that one instruction of a fused run writes and only later instructions of
     the same run read get no buffer: the run keeps them in a block of scratch (flag P8
     of their instruction, scratch address in the header). Returns their shapes and
@@ -128,22 +137,14 @@ def _run_scratch(rec, tr, saved, TT, LI):
     heads = np.flatnonzero(INS[:, K.I_OP] == K.X_FUSED)
     if not len(heads):
         return {}
-    refs = INS[:, K.I_A:K.I_P + 10].copy()
-    refs[INS[:, K.I_OP] == K.X_ADJ, K.I_P - K.I_A:] = -1      # (a tape row there)
     first, last = {}, {}        # value -> the first and last rows referring to it
-    for i, row in enumerate(refs.tolist()):
+    for i, row in enumerate(uses.refs.tolist()):
         for x in row:
             first.setdefault(x, i)
             last[x] = i
-    p_refs = set(refs[:, K.I_P - K.I_A:].ravel().tolist())
-    writers = INS[:, K.I_O].tolist()
-    busy = (set(LI.tolist()) | set(rec.lend) | {v for _, vs in tr.calls for v in vs}
+    busy = (set(uses.refs[:, K.I_P - K.I_A:].ravel().tolist()) | set(rec.lend)
             | {v for vs in saved.values() for v in vs if v is not None}
             | {v for _, v in rec.argrads if v is not None} | _values(rec.out, set()))
-    held = {id(a) for a in rec.backup}
-    addrs = set(TT[:, [K.SA, K.SB, K.SO]].ravel().tolist()) - {0}
-    roots = {_tape.addr(a) for w, a in enumerate(tr.arrays)
-             if a.base is not None and tr.kind[w] != "keep"}
     out = {}
     slots = 0
     for h in heads:
@@ -151,18 +152,12 @@ def _run_scratch(rec, tr, saved, TT, LI):
         k = 0
         for i in range(h + 1, end + 1):
             v = int(INS[i, K.I_O])
-            arr = tr.arrays[v]
-            if tr.kind[v] != "int" or v in busy or v in p_refs or arr.base is not None \
-                    or arr.dtype.kind != "f" or id(arr) in held or writers.count(v) != 1 \
-                    or INS[i, K.I_OP] == K.X_AXPY or first.get(v, end + 1) <= i \
-                    or last.get(v, i) > end:
-                continue
-            lo = _tape.addr(arr)
-            if any(lo <= a < lo + arr.nbytes for a in addrs | roots):
+            if v in busy or first.get(v, end + 1) <= i or last.get(v, i) > end or \
+                    not uses.own(tr, v):
                 continue
             k += 1
             INS[i, K.I_P + 8] = k
-            out[v] = (arr.shape, arr.dtype)
+            out[v] = (tr.arrays[v].shape, tr.arrays[v].dtype)
         slots = max(slots, k)
     if not out:
         return {}

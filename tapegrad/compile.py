@@ -26,7 +26,8 @@ import numpy as np
 
 from . import _kernels as K
 from . import tape as _tape
-from ._buffers import LEND_POOL, _FREE, _lendable, _own_buffers, _refs, _run_scratch
+from ._buffers import (LEND_POOL, _FREE, _Uses, _lendable, _own_buffers, _refs,
+                       _run_scratch)
 from ._fusion import _BINARY, _UNARY, _fuse, _runs
 from ._guards import _Sources, _same_state
 from ._shadow import Diverged, Shadow, eligible
@@ -252,8 +253,9 @@ class Recording:
         self.ids = tr.ids
         self.first_read = len(tr.log) if tr.first_read is None else tr.first_read
         self.shadow = False
-        self.lend = _lendable(self, tr, INS, TT, LI)
-        self.scratch = _run_scratch(self, tr, saved, TT, LI)
+        uses = _Uses(self, tr, INS, TT, LI)
+        self.lend = _lendable(self, tr, uses)
+        self.scratch = _run_scratch(self, tr, saved, uses)
         self.sig = (tuple((op, o, a, b, params[1:] if op == K.X_GATHER else params,
                            f0 if f0.__class__ is not Hyper else "H",
                            f1 if f1.__class__ is not Hyper else "H")
