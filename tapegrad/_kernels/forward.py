@@ -3,6 +3,7 @@
 of their addresses that run_program calls through.
 """
 
+import functools
 import os
 
 import numpy as np
@@ -448,11 +449,13 @@ def _fwd_kernel(k, f64):
     return _cfunc(kern)
 
 
+@functools.cache
 def _split_ok():
     """Whether fused runs may be split over threads: several cores, and a thread pool
     that takes calls from several Python threads at once (workqueue aborts then).
     The pool starts with its threads sleeping when idle: spinning OpenMP threads would
-    take the cores from the BLAS calls between split runs (4x slower steps)."""
+    take the cores from the BLAS calls between split runs (4x slower steps). Asked once
+    per process: the pool and its layer do not change once started."""
     if SPLIT_MAX < 2:
         return False
     policy = os.environ.get("OMP_WAIT_POLICY")

@@ -272,10 +272,7 @@ def run_program(PG, PL, PF, ARGS):
             n = VD[INS[i + 1, I_O], N]
             if threads > 1 and n >= PAR_MIN and kf[X_FUSED] != 0:
                 argf[_P_KF] = kf.ctypes.data
-                argf[_P_FN] = kf[X_FUSED]
-                argf[_P_UNITS] = n
-                argf[_P_THREADS] = threads
-                _kernel_call(kf, X_SPLIT, argf, i, 0, n)
+                _split_call(kf, X_FUSED, argf, i, n, threads)
             else:
                 _fused(INS, VD, i, kf, argf, 0, n, 0)
             i += count + 1
@@ -342,10 +339,16 @@ def _move(kf, argv, i, src, dst, nb, threads):
     """nb bytes from src to dst, in one chunk per thread."""
     argv[_P_SRC] = src
     argv[_P_DST] = dst
-    argv[_P_FN] = kf[X_MOVE]
-    argv[_P_UNITS] = nb
+    _split_call(kf, X_MOVE, argv, i, nb, threads)
+
+
+@njit(**_SUB)
+def _split_call(kf, k, argv, i, units, threads):
+    """Kernel k of instruction i over units 0..units, in one chunk per thread (X_SPLIT)."""
+    argv[_P_FN] = kf[k]
+    argv[_P_UNITS] = units
     argv[_P_THREADS] = threads
-    _kernel_call(kf, X_SPLIT, argv, i, 0, nb)
+    _kernel_call(kf, X_SPLIT, argv, i, 0, units)
 
 
 _safe_caches(globals())
