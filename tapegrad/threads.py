@@ -1,5 +1,5 @@
 """How many threads a compiled replay runs its large fused elementwise runs on (runs of
-at least ``PAR_MIN`` elements; each thread takes one chunk of whole blocks, so the
+enough work: ``_worth_splitting``); each thread takes one chunk of whole blocks, so the
 results do not depend on the count; at most one per core). BLAS calls never overlap
 those runs, so the two thread pools do not oversubscribe the cores. A forked child
 that inherits a started pool runs on one thread."""

@@ -148,3 +148,24 @@ def test_run_with_a_one_element_input_is_not_split(restore_threads):
         tg.set_num_threads(threads)
         for got, w in zip(c(*args()), want):
             np.testing.assert_array_equal(got.detach().numpy(), w)
+
+
+_LIGHT_THEN_HEAVY = """
+import numpy as np, tapegrad as tg
+from tapegrad import _kernels as K
+x = tg.from_numpy(np.linspace(-1.0, 1.0, K.PAR_MIN * 2))
+tg.compile(lambda x: x * 3.0 + 1.0)(x)          # an add and a multiply: memory-bound
+light = int(K.KFWD[1, K.X_FUSED])
+tg.compile(lambda x: tg.tanh(x) * tg.exp(x))(x)   # transcendental work
+print(light, int(K.KFWD[1, K.X_FUSED]))
+"""
+
+
+@pytest.mark.skipif(K.SPLIT_MAX < 2, reason="one core: nothing is split")
+def test_only_runs_with_enough_work_are_split():
+    """A split wakes the pool's threads: a run of a few additions stays on one thread,
+    a run of the same length with transcendental ops goes over the threads."""
+    out = subprocess.run([sys.executable, "-c", _LIGHT_THEN_HEAVY], capture_output=True,
+                         text=True, check=True, env={**os.environ, "TAPEGRAD_NUM_THREADS": "2"})
+    light, heavy = map(int, out.stdout.split())
+    assert light == 0 and heavy != 0

@@ -425,8 +425,21 @@ def _ew(T, o, a):
 
 FUSE_BLOCK = 4096     # elements per block of a fused run of elementwise ops
 FUSE_MIN = 16384      # runs over fewer elements are replayed op by op
-PAR_MIN = 1 << 18     # runs over at least this many elements are split over threads
+PAR_MIN = 1 << 18     # runs over fewer elements stay on one thread, and so do runs whose
+PAR_WORK = 1 << 22    # elements times their rows' WORK fall short of this: waking the
+#                       pool costs ~80 us on a VM, and a run of a few additions over
+#                       262,144 elements is memory-bound, two threads no faster than one
+WORK = np.ones(128, np.int64)       # per-element cost of an elementwise op, by opcode
+WORK[[K_POW, K_POWS, K_RPOWS, K_EXP, K_LOG, K_TANH, K_SIGMOID, K_SIN, K_COS, K_TAN,
+      K_LOG1P, K_EXPM1, K_ERF]] = 8
 SPLIT_MAX = max(1, config.NUMBA_NUM_THREADS)   # chunks of a split (the pool's threads)
+
+
+@njit(**_SUB)
+def _worth_splitting(n, work):
+    """Whether a run over n elements whose rows weigh ``work`` (WORK) goes over the
+    threads."""
+    return n >= PAR_MIN and n * work >= PAR_WORK
 
 
 @njit(**_SUB)
