@@ -294,6 +294,18 @@ def test_user_cache_directory_when_the_package_is_read_only(tmp_path):
 
 
 @pytest.mark.slow
+def test_kernels_numba_cannot_cache_still_run_with_a_warning(tmp_path):
+    """Under NUMBA_OPT=0 some kernels keep addresses Numba will not cache: they compile
+    for the process, and Numba's warning names the file instead of failing."""
+    import numpy as np
+
+    root = _copy(tmp_path)
+    res = _finish(_start(root, _env(root, NUMBA_OPT=0, NUMBA_CACHE_DIR=tmp_path / "nbc")))
+    np.testing.assert_allclose(res["grad"], _expected_grad(), rtol=1e-12)
+    assert any("Cannot cache" in w for w in res["warnings"]), res["warnings"]
+
+
+@pytest.mark.slow
 def test_damaged_cache_entries_are_compiled_again_and_replaced(tmp_path):
     import numpy as np
 

@@ -76,8 +76,9 @@ class _Locator(_CacheLocator):
     _dir = None
     _stamp = None
 
-    def __init__(self, py_func):
+    def __init__(self, py_func, py_file):
         self._lineno = py_func.__code__.co_firstlineno
+        self._py_file = py_file         # where Numba points its warnings
 
     def get_cache_path(self):
         return _Locator._dir
@@ -94,7 +95,7 @@ class _Locator(_CacheLocator):
             return None
         if cls._dir is None:
             cls._dir, cls._stamp = _find_cache_dir(), _sources_hash()
-        return cls(py_func)
+        return cls(py_func, py_file)
 
 
 CacheImpl._locator_classes.insert(0, _Locator)
