@@ -706,3 +706,40 @@ def test_replaced_param_groups_record_again():
     twin.call(2)
     twin.call(3)
     assert twin.counts() == (3, 1, 0)
+
+
+@pytest.mark.parametrize("kw", [dict(label_smoothing=0.05),
+                                dict(label_smoothing=0.2, ignore_index=1),
+                                dict(label_smoothing=0.1, weight=[1.0, 0.0, 2.5],
+                                     ignore_index=2)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_label_smoothing_replays_new_targets(kw, reduction, torch):
+    """The smoothing term's mask and weight sum are ops on the targets: a step with new
+    labels in every batch replays, bit for bit as eager and as PyTorch computes."""
+    weight = kw.get("weight")
+    opts = {**kw, "weight": None if weight is None else tg.tensor(weight)}
+    crit = nn.CrossEntropyLoss(reduction=reduction, **opts)
+    ref = torch.nn.CrossEntropyLoss(reduction=reduction, **{
+        **kw, "weight": None if weight is None else torch.tensor(weight)})
+    w = tg.randn(10, 3, requires_grad=True)
+    wt = torch.tensor(w.detach().numpy(), requires_grad=True)
+
+    def step(x, y):
+        w.grad = None
+        loss = crit(x @ w, y)
+        loss.sum().backward()
+        return loss, w.grad
+    c = tg.compile(step)
+    for _ in range(4):
+        x, y = tg.randn(32, 10), tg.randint(0, 3, (32,))
+        want, want_g = step(x, y)
+        got, got_g = c(x, y)
+        np.testing.assert_array_equal(got.detach().numpy(), want.detach().numpy())
+        np.testing.assert_array_equal(got_g.numpy(), want_g.numpy())
+        wt.grad = None
+        theirs = ref(torch.tensor(x.numpy()) @ wt, torch.tensor(y.numpy()))
+        theirs.sum().backward()
+        np.testing.assert_allclose(got.detach().numpy(), theirs.detach().numpy(),
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got_g.numpy(), wt.grad.numpy(), rtol=1e-4, atol=1e-6)
+    assert c.records == 1 and c.replays == 3

@@ -195,17 +195,16 @@ def _class_dim(input):
     return 0 if input.ndim == 1 else 1
 
 
-def _index_targets(input, target, weight, ignore_index, fname, replayable=True):
+def _index_targets(input, target, weight, ignore_index, fname):
     """Checks integer class targets; returns (class per target, its weight, valid mask).
 
-    Ignored targets get class 0 and weight 0. ``replayable``: a compiled replay
-    recomputes the classes and weights from the target's values (_picked_losses);
-    otherwise Python's reading of them is a guard of the recording.
+    Ignored targets get class 0 and weight 0. A compiled replay recomputes the classes
+    and weights from the target's values (_picked_losses).
     """
     if input.ndim == 0:
         raise ValueError(f"{fname}: input tensor should be 1D or more, got 0D")
     if isinstance(target, Tensor):
-        t = target._data if replayable else target.detach().numpy()
+        t = target._data
     else:
         t = np.asarray(target)
     if t.dtype.kind not in "iu":
@@ -305,8 +304,7 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         return _cross_entropy_probs(log_softmax(input, cdim), target, weight, reduction,
                                     label_smoothing, cdim, n_classes, wshape)
     # checked before anything is recorded
-    tt, wt, valid = _index_targets(input, target, weight, ignore_index, "cross_entropy",
-                                   replayable=label_smoothing <= 0.0)
+    tt, wt, valid = _index_targets(input, target, weight, ignore_index, "cross_entropy")
     logp = log_softmax(input, cdim)
     losses = _picked_losses(logp, tt, wt, valid, target, weight, ignore_index)
     if reduction == "none":
@@ -321,13 +319,14 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         smooth = -(logp * weight.reshape(*wshape)).sum(cdim)
     else:
         smooth = -logp.sum(cdim)
-    smooth = smooth * _const(valid.astype(wt.dtype))
+    # the mask and the weight sum as ops on the targets, so that a replay computes them
+    smooth = smooth * (target != ignore_index).to(smooth.dtype)
     if reduction == "none":
         ret = smooth
     elif reduction == "sum":
         ret = smooth.sum()
     else:
-        ret = smooth.sum() / wt.sum()
+        ret = smooth.sum() / _weight_sum(wt)
     return nll * (1.0 - label_smoothing) + ret * (label_smoothing / n_classes)
 
 
