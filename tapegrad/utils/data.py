@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 
 import tapegrad as tg
+from tapegrad.creation import numpy_rng
 
 __all__ = ["BatchSampler", "ConcatDataset", "DataLoader", "Dataset", "DistributedSampler",
            "RandomSampler",
@@ -20,12 +21,10 @@ __all__ = ["BatchSampler", "ConcatDataset", "DataLoader", "Dataset", "Distribute
 
 
 def _rng(generator):
-    """``generator`` when given, else a NumPy generator seeded from tapegrad's stream, so
-    that ``tg.manual_seed`` fixes the draws."""
-    if generator is not None:
-        return generator
-    seed = int(tg.randint(0, 2 ** 62, (1,))._data[0])
-    return np.random.default_rng(seed)
+    """A NumPy generator: ``generator`` (a NumPy one), or seeded from ``generator`` (a
+    ``tg.Generator``) or from tapegrad's stream, so that ``tg.manual_seed`` fixes the
+    draws."""
+    return numpy_rng(generator, "generator")
 
 
 def _randperm(n, generator):
@@ -105,7 +104,8 @@ class Subset(Dataset):
 def random_split(dataset, lengths, generator=None):
     """Splits ``dataset`` at random into non-overlapping Subsets of the given lengths, or of
     fractions of its length that sum to 1 (each floored, the remainder dealt round-robin).
-    The permutation comes from ``generator`` (a NumPy Generator) or tapegrad's stream."""
+    The permutation comes from ``generator`` (a ``tg.Generator`` or a NumPy Generator)
+    or tapegrad's stream."""
     if math.isclose(sum(lengths), 1) and sum(lengths) <= 1:
         subset_lengths = []
         for i, frac in enumerate(lengths):
@@ -152,7 +152,8 @@ class SequentialSampler(Sampler):
 
 class RandomSampler(Sampler):
     """A fresh permutation each epoch (or ``num_samples`` draws, with replacement if
-    asked), from ``generator`` (a NumPy Generator) or tapegrad's stream."""
+    asked), from ``generator`` (a ``tg.Generator`` or a NumPy Generator) or tapegrad's
+    stream."""
 
     def __init__(self, data_source, replacement=False, num_samples=None, generator=None):
         self.data_source = data_source
