@@ -77,6 +77,8 @@ class Tracer:
         self.ext = {}            # id(tensor) -> (tensor, array, requires_grad)
         self.grad_first = {}     # id(tensor) -> (tensor, grad at first touch, read?)
         self.grad_final = {}     # id(tensor) -> tensor whose .grad was assigned
+        self.req_flips = {}      # argument position -> requires_grad the call gave it
+        self.own = {}            # id -> a leaf this call made and made require grad
         self.optims = {}         # id(optimizer) -> (optimizer, state signature)
         self.modules = {}        # id(module) -> (module, its training flag at the start)
         self.streams = {}        # id -> random stream state drawn from
@@ -536,6 +538,20 @@ class Tracer:
             self.first_read = len(self.log)
 
     # -- gradients and backward -------------------------------------------------------
+    def requires_grad_set(self, t, flag):
+        """t's requires_grad changes. An argument's change is made again by every replay
+        (``x.requires_grad_()`` in a value-and-gradient function); a tensor this call
+        made (``tg.tensor(x, requires_grad=True)``) is the call's own. A tensor from
+        outside is state of the caller that the recording's guards do not follow."""
+        for j, a, _ in self.args:
+            if a is t:
+                self.req_flips[j] = flag
+                return
+        v = self.ids.get(id(t._data))
+        if v is None or self.kind[v] in ("ext", "view"):
+            self.fail("requires_grad of a tensor from outside the function changed")
+        self.own[id(t)] = t
+
     def grad_touch(self, t, read):
         if id(t) not in self.grad_first and not self._made_here(t):
             self.grad_first[id(t)] = (t, t._grad, read)
@@ -546,8 +562,10 @@ class Tracer:
             self.grad_final[id(t)] = t
 
     def _made_here(self, t):
-        """t is a result of an op of this call (its .grad is no state of the caller)."""
-        return not t._leaf and t._tape is not None and (t._tape.id, t._row) in self.rowvid
+        """t is a result of an op of this call, or a leaf it made (its .grad is no state
+        of the caller)."""
+        return id(t) in self.own or (not t._leaf and t._tape is not None
+                                     and (t._tape.id, t._row) in self.rowvid)
 
     @_watch
     def backward(self, tape, seeds):

@@ -219,6 +219,7 @@ class Recording:
                 self.grads.append((t, g, ident))
         self.final = []
         self.argrads = []
+        self.req_flips = list(tr.req_flips.items())
         for t in tr.grad_final.values():
             g = t._grad
             if g is not None and id(g._data) not in tr.ids:
@@ -398,6 +399,8 @@ class Recording:
             return _MISMATCH
         for t, g in self.final:
             t._grad = g
+        for j, flag in self.req_flips:
+            args[j]._req, args[j]._tape = flag, None
         for m, f in self.final_modes:
             object.__setattr__(m, "training", f)
         if not build:

@@ -131,6 +131,14 @@ def _finish(arr, requires_grad):
 
 def tensor(data, dtype=None, requires_grad=False):
     """A new tensor holding a copy of ``data``."""
+    if TRACE[0] is not None and isinstance(data, Tensor):
+        # a copy that a replay makes again, of data's value then
+        t = data.detach()
+        same = dtype is None or as_np_dtype(dtype) == t._data.dtype
+        t = t.clone() if same else t.to(dtype)
+        if requires_grad:
+            t.requires_grad = True
+        return t
     return _finish(_to_array(data, dtype), requires_grad)
 
 

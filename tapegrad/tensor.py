@@ -117,7 +117,7 @@ class Tensor:
                                "require gradients")
         if flag != self._req:
             if _TRACE[0] is not None:
-                _TRACE[0].fail("requires_grad changed inside the function")
+                _TRACE[0].requires_grad_set(self, flag)
             self._req = flag
             self._tape = None
 
@@ -403,6 +403,7 @@ def shape_arg(shape, opname, what):
 def _to_array(data, dtype=None):
     npdt = None if dtype is None else as_np_dtype(dtype)
     if isinstance(data, Tensor):
+        _read(data)
         arr = data._data.copy()
     elif isinstance(data, np.ndarray):
         arr = data.copy()

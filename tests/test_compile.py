@@ -743,3 +743,67 @@ def test_label_smoothing_replays_new_targets(kw, reduction, torch):
                                    rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(got_g.numpy(), wt.grad.numpy(), rtol=1e-4, atol=1e-6)
     assert c.records == 1 and c.replays == 3
+
+
+def test_tensor_of_an_argument_is_copied_again_on_every_replay():
+    """tg.tensor(x) of a traced tensor is a copy of its value at each call, not the
+    value it had when recorded (which replays once returned)."""
+    c = tg.compile(lambda x: tg.tensor(x) * 2.0 + tg.tensor(x, dtype=tg.float64))
+    for i in range(4):
+        x = tg.arange(3.0) * i
+        np.testing.assert_array_equal(c(x).numpy(), x.numpy() * 3.0)
+    assert c.records == 1 and c.replays == 3
+    listed = tg.compile(lambda x: tg.tensor([x[0], x[1]]) * 2.0)   # values read: guarded
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tg.CompileWarning)
+        for i in range(5):
+            np.testing.assert_array_equal(listed(tg.ones(3) * i).numpy(), [2.0 * i] * 2)
+
+
+def _value_and_grad_leaf(xn):
+    x = tg.tensor(xn, requires_grad=True)
+    f = (x * x * x).sum()
+    f.backward()
+    return f, x.grad
+
+
+def _value_and_grad_arg(x):
+    x.requires_grad_()
+    f = (tg.exp(x) * x).sum()
+    f.backward()
+    return f
+
+
+def test_requires_grad_set_inside_the_function_replays():
+    """Value-and-gradient functions as scipy.optimize users write them: a leaf made
+    inside, or the argument itself made to require grad (each replay makes it so again
+    and gives it its .grad, as eager does)."""
+    c = tg.compile(_value_and_grad_leaf)
+    for i in range(4):
+        x = tg.arange(3.0, dtype=tg.float64) + i
+        f, g = c(x)
+        np.testing.assert_array_equal(g.numpy(), 3.0 * x.numpy() ** 2)
+        assert f.item() == (x.numpy() ** 3).sum()
+    assert c.records == 1 and c.replays == 3
+    c = tg.compile(_value_and_grad_arg)
+    for i in range(4):
+        x = tg.arange(3.0, dtype=tg.float64) - i
+        want = tg.arange(3.0, dtype=tg.float64) - i
+        _value_and_grad_arg(want)
+        f = c(x)
+        assert x.requires_grad and x.is_leaf
+        np.testing.assert_array_equal(x.grad.numpy(), want.grad.numpy())
+        assert f.item() == (np.exp(x.detach().numpy()) * x.detach().numpy()).sum()
+    assert c.records == 1 and c.replays == 3
+
+
+def test_requires_grad_of_a_tensor_from_outside_runs_eagerly():
+    w = tg.ones(3)
+
+    def fn(x):
+        w.requires_grad_(not w.requires_grad)     # state of the caller, flipped
+        return x * w
+    c = tg.compile(fn)
+    with pytest.warns(tg.CompileWarning, match="requires_grad of a tensor from outside"):
+        c(tg.ones(3))
+    assert w.requires_grad and c.replays == 0
