@@ -1,14 +1,15 @@
 """tapegrad: PyTorch-style reverse-mode autograd on the CPU, recorded on a flat tape and
 replayed by a Numba interpreter."""
 from . import autograd
-from .creation import (Generator, arange, as_tensor, default_generator, empty, eye,
+from .creation import (Generator, arange, as_tensor, default_generator, empty, empty_like, eye,
                        from_numpy, full, full_like, get_rng_state, initial_seed, linspace,
                        manual_seed, ones, ones_like, rand, rand_like, randint, randn,
                        randn_like, randperm, seed, set_rng_state, tensor, zeros, zeros_like)
 from .compile import CompileWarning, compile
 from .dtypes import (bool, double, dtype, float, float32, float64, get_default_dtype,
                      int64, long, set_default_dtype)
-from .grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .grad_mode import (enable_grad, inference_mode, is_grad_enabled, no_grad,
+                        set_grad_enabled)
 from .ops import (abs, add, amax, amin, argmax, argmin, bmm, broadcast_to, cat, chunk,
                   clamp, clip, clone, cos, div, dot, erf, exp, expand, expm1, flatten,
                   log, log1p, log_softmax, logsumexp, matmul, max, maximum, mean, min,
@@ -18,7 +19,10 @@ from .ops import (abs, add, amax, amin, argmax, argmin, bmm, broadcast_to, cat, 
                   where, masked_fill, tril, triu, repeat, roll, flip, cumsum, einsum, sort,
                   argsort, topk, rsqrt, isnan, isinf, isfinite, any, all, logical_and,
                   logical_or, logical_xor, logical_not, isclose, allclose, equal, unbind,
-                  index_select, floor, ceil, round, trunc, frac)
+                  index_select, floor, ceil, round, trunc, frac, log2, log10, lerp, addmm,
+                  mv, swapaxes, movedim, count_nonzero, tile, broadcast_tensors, hstack,
+                  vstack)
+from .ops import cat as concat, cat as concatenate, movedim as moveaxis
 from .tensor import Size, Tensor
 from .tape import api as _api
 from .threads import get_num_threads, set_num_threads
@@ -38,9 +42,19 @@ for _name in ("arange", "as_tensor", "empty", "eye", "from_numpy", "full", "full
               "einsum", "sort", "argsort", "topk", "rsqrt", "isnan", "isinf", "isfinite",
               "any", "all", "logical_and", "logical_or", "logical_xor", "logical_not",
               "isclose", "allclose", "equal", "unbind", "index_select", "floor", "ceil",
-              "round", "trunc", "frac"):
+              "round", "trunc", "frac", "log2", "log10", "lerp", "addmm", "mv", "swapaxes",
+              "movedim", "moveaxis", "count_nonzero", "tile", "broadcast_tensors", "hstack",
+              "vstack", "concat", "concatenate", "randperm", "empty_like"):
     globals()[_name] = _api(globals()[_name])
 del _name
+
+
+def is_tensor(obj):
+    return isinstance(obj, Tensor)
+
+
+def numel(input):
+    return input.numel()
 bitwise_and, bitwise_or, bitwise_xor, bitwise_not = (
     Tensor.bitwise_and, Tensor.bitwise_or, Tensor.bitwise_xor, Tensor.bitwise_not)
 eq, ne, lt, le, gt, ge = Tensor.eq, Tensor.ne, Tensor.lt, Tensor.le, Tensor.gt, Tensor.ge

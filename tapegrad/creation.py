@@ -218,6 +218,11 @@ def ones_like(t, dtype=None, requires_grad=False):
                    requires_grad)
 
 
+def empty_like(t, dtype=None, requires_grad=False):
+    return _finish(np.empty(t.shape, t._data.dtype if dtype is None else as_np_dtype(dtype)),
+                   requires_grad)
+
+
 def full_like(t, fill_value, dtype=None, requires_grad=False):
     return _finish(np.full(t.shape, fill_value,
                            t._data.dtype if dtype is None else as_np_dtype(dtype)),

@@ -68,5 +68,27 @@ class set_grad_enabled(_Mode):
         return (self._flag,)
 
 
+class inference_mode(_Mode):
+    """As ``no_grad`` (tapegrad has no separate inference tensors); ``mode=False`` leaves
+    grad mode as it is."""
+
+    def __new__(cls, mode=True):
+        if callable(mode):            # used bare: @inference_mode
+            bare = super().__new__(cls)
+            bare._mode = True
+            return bare(mode)
+        return super().__new__(cls)
+
+    def __init__(self, mode=True):
+        self._mode = bool(mode)
+
+    def __enter__(self):
+        self._flag = False if self._mode else STATE.grad_enabled
+        return super().__enter__()
+
+    def _args(self):
+        return (self._mode,)
+
+
 def is_grad_enabled():
     return STATE.grad_enabled

@@ -79,6 +79,23 @@ REPRS = [  # class, args, keyword args
     ("SmoothL1Loss", (), dict(beta=0.5)),
     ("HuberLoss", (), dict(delta=2.0)),
     ("KLDivLoss", (), dict(reduction="batchmean", log_target=True)),
+    ("ReLU6", (True,), {}),
+    ("Hardsigmoid", (), {}),
+    ("Hardswish", (True,), {}),
+    ("Mish", (), {}),
+    ("SELU", (True,), {}),
+    ("CELU", (0.5,), {}),
+    ("Threshold", (0.1, 20), {}),
+    ("Threshold", (0.1, 20.0, True), {}),
+    ("Softmin", (), {}),
+    ("Softmin", (1,), {}),
+    ("GLU", (), dict(dim=0)),
+    ("Softsign", (), {}),
+    ("LogSigmoid", (), {}),
+    ("Tanhshrink", (), {}),
+    ("CosineSimilarity", (0, 1e-6), {}),
+    ("PairwiseDistance", (1.0,), dict(keepdim=True)),
+    ("Unflatten", (1, (2, 3)), {}),
 ]
 
 

@@ -15,6 +15,9 @@ from .. import ops as _ops
 from ..tape import TRACE, api
 from ..tensor import Tensor
 from ._common import _check_tensor, _const, _np_dtype
+from ._activations import (celu, cosine_similarity, glu, hardsigmoid, hardswish,
+                           logsigmoid, mish, normalize, one_hot, pairwise_distance, relu6,
+                           selu, softmin, softsign, tanhshrink, threshold)
 from ._windows import (adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, fold, max_pool2d,
                        pad, unfold)
 
@@ -24,7 +27,10 @@ __all__ = ["linear", "relu", "tanh", "sigmoid", "softmax", "log_softmax", "cross
            "embedding", "smooth_l1_loss", "huber_loss", "kl_div", "binary_cross_entropy",
            "conv2d", "conv1d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "pad",
            "unfold", "fold",
-           "batch_norm", "scaled_dot_product_attention"]
+           "batch_norm", "scaled_dot_product_attention", "relu6", "hardsigmoid",
+           "hardswish", "mish", "selu", "celu", "softsign", "logsigmoid", "softmin", "glu",
+           "tanhshrink", "threshold", "one_hot", "normalize", "cosine_similarity",
+           "pairwise_distance"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 _TORCH_NAMES = {"float32": "Float", "float64": "Double", "bool": "Bool", "int64": "Long"}

@@ -239,6 +239,7 @@ class BCEWithLogitsLoss(_Loss):
 class _Activation(Module):
     """A module calling F.<name> with the settings given at construction."""
     _fn = None
+    _shown = True       # whether its repr lists the settings (PyTorch's do not for some)
 
     def __init__(self, **settings):
         super().__init__()
@@ -249,7 +250,7 @@ class _Activation(Module):
         return type(self)._fn(input, **{k: getattr(self, k) for k in self._settings})
 
     def extra_repr(self):
-        return ", ".join(f"{k}={getattr(self, k)!r}" for k in self._settings
+        return ", ".join(f"{k}={getattr(self, k)!r}" for k in self._settings * self._shown
                          if k != "inplace" or getattr(self, k))
 
 
@@ -293,6 +294,118 @@ class Hardtanh(_Activation):
 
     def __init__(self, min_val=-1.0, max_val=1.0, inplace=False):
         super().__init__(min_val=min_val, max_val=max_val, inplace=inplace)
+
+
+class ReLU6(_Activation):
+    _fn = staticmethod(F.relu6)
+
+    def __init__(self, inplace=False):
+        super().__init__(inplace=inplace)
+
+
+class Hardsigmoid(_Activation):
+    _fn = staticmethod(F.hardsigmoid)
+    _shown = False
+
+    def __init__(self, inplace=False):
+        super().__init__(inplace=inplace)
+
+
+class Hardswish(_Activation):
+    _fn = staticmethod(F.hardswish)
+    _shown = False
+
+    def __init__(self, inplace=False):
+        super().__init__(inplace=inplace)
+
+
+class Mish(_Activation):
+    _fn = staticmethod(F.mish)
+
+    def __init__(self, inplace=False):
+        super().__init__(inplace=inplace)
+
+
+class SELU(_Activation):
+    _fn = staticmethod(F.selu)
+
+    def __init__(self, inplace=False):
+        super().__init__(inplace=inplace)
+
+
+class CELU(_Activation):
+    _fn = staticmethod(F.celu)
+
+    def __init__(self, alpha=1.0, inplace=False):
+        super().__init__(alpha=alpha, inplace=inplace)
+
+
+class Threshold(_Activation):
+    _fn = staticmethod(F.threshold)
+
+    def __init__(self, threshold, value, inplace=False):
+        super().__init__(threshold=threshold, value=value, inplace=inplace)
+
+
+class Softmin(_Activation):
+    _fn = staticmethod(F.softmin)
+
+    def __init__(self, dim=None):
+        super().__init__(dim=dim)
+
+
+class GLU(_Activation):
+    _fn = staticmethod(F.glu)
+
+    def __init__(self, dim=-1):
+        super().__init__(dim=dim)
+
+
+class Softsign(_Activation):
+    _fn = staticmethod(F.softsign)
+
+
+class LogSigmoid(_Activation):
+    _fn = staticmethod(F.logsigmoid)
+
+
+class Tanhshrink(_Activation):
+    _fn = staticmethod(F.tanhshrink)
+
+
+class CosineSimilarity(_Activation):
+    _shown = False
+
+    def __init__(self, dim=1, eps=1e-8):
+        super().__init__(dim=dim, eps=eps)
+
+    def forward(self, x1, x2):
+        return F.cosine_similarity(x1, x2, self.dim, self.eps)
+
+
+class PairwiseDistance(_Activation):
+    _shown = False
+
+    def __init__(self, p=2.0, eps=1e-6, keepdim=False):
+        super().__init__(norm=p, eps=eps, keepdim=keepdim)
+
+    def forward(self, x1, x2):
+        return F.pairwise_distance(x1, x2, self.norm, self.eps, self.keepdim)
+
+
+class Unflatten(Module):
+    """Dim ``dim`` unflattened to ``unflattened_size``."""
+
+    def __init__(self, dim, unflattened_size):
+        super().__init__()
+        self.dim, self.unflattened_size = dim, tuple(unflattened_size)
+
+    def forward(self, input):
+        d = self.dim % input.ndim
+        return input.reshape(*input.shape[:d], *self.unflattened_size, *input.shape[d + 1:])
+
+    def extra_repr(self):
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"
 
 
 class LayerNorm(Module):

@@ -575,3 +575,179 @@ class ModuleList(_Container):
         for m in modules:
             self.append(m)
         return self
+
+
+def _pairs(items, kind):
+    """(key, value) pairs of a mapping or of a sequence of pairs, as PyTorch's update()."""
+    if hasattr(items, "keys"):
+        return [(k, items[k]) for k in items.keys()]
+    pairs = []
+    for j, kv in enumerate(items):
+        kv = tuple(kv)
+        if len(kv) != 2:
+            raise ValueError(f"{kind} update sequence element #{j} has length {len(kv)}; 2 "
+                             "is required")
+        pairs.append(kv)
+    return pairs
+
+
+class ModuleDict(Module):
+    """Modules by name, registered in insertion order."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __getitem__(self, key):
+        return self._modules[key]
+
+    def __setitem__(self, key, module):
+        self.add_module(key, module)
+
+    def __delitem__(self, key):
+        _changed(self)
+        del self._modules[key]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __contains__(self, key):
+        return key in self._modules
+
+    def keys(self):
+        return self._modules.keys()
+
+    def items(self):
+        return self._modules.items()
+
+    def values(self):
+        return self._modules.values()
+
+    def pop(self, key):
+        module = self[key]
+        del self[key]
+        return module
+
+    def clear(self):
+        _changed(self)
+        self._modules.clear()
+
+    def update(self, modules):
+        for key, module in _pairs(modules, "ModuleDict"):
+            self[key] = module
+
+
+def _listing(items):
+    """PyTorch's extra_repr of a ParameterList or ParameterDict."""
+    lines = []
+    for k, p in items:
+        if isinstance(p, Tensor):
+            kind = "Parameter" if isinstance(p, Parameter) else "Tensor"
+            size = "x".join(str(n) for n in p.shape)
+            lines.append(f"  ({k}): {kind} containing: [{p.dtype} of size {size}]")
+        else:
+            lines.append(f"  ({k}): Object of type: {type(p).__name__}")
+    return "\n".join(lines)
+
+
+def _param(value):
+    """A tensor becomes a Parameter (as PyTorch's ParameterList and ParameterDict)."""
+    return value if isinstance(value, Parameter) or not isinstance(value, Tensor) \
+        else Parameter(value)
+
+
+class ParameterList(Module):
+    """Parameters in a list, registered ("0", "1", ...)."""
+
+    def __init__(self, values=None):
+        super().__init__()
+        if values is not None:
+            self.extend(values)
+
+    def _index(self, idx):
+        idx = operator.index(idx)
+        if not -len(self) <= idx < len(self):
+            raise IndexError(f"index {idx} is out of range")
+        return str(idx % len(self))
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return type(self)(list(self)[idx])
+        return getattr(self, self._index(idx))
+
+    def __setitem__(self, idx, param):
+        setattr(self, self._index(idx), _param(param))
+
+    def __len__(self):
+        return len(self._parameters)
+
+    def __iter__(self):
+        return iter(self._parameters.values())
+
+    def append(self, value):
+        setattr(self, str(len(self)), _param(value))
+        return self
+
+    def extend(self, values):
+        for v in values:
+            self.append(v)
+        return self
+
+    def extra_repr(self):
+        return _listing(enumerate(self))
+
+
+class ParameterDict(Module):
+    """Parameters by name, registered in insertion order."""
+
+    def __init__(self, parameters=None):
+        super().__init__()
+        if parameters is not None:
+            self.update(parameters)
+
+    def __getitem__(self, key):
+        return self._parameters[key]
+
+    def __setitem__(self, key, value):
+        setattr(self, key, _param(value))
+
+    def __delitem__(self, key):
+        _changed(self)
+        del self._parameters[key]
+
+    def __len__(self):
+        return len(self._parameters)
+
+    def __iter__(self):
+        return iter(self._parameters)
+
+    def __contains__(self, key):
+        return key in self._parameters
+
+    def keys(self):
+        return self._parameters.keys()
+
+    def items(self):
+        return self._parameters.items()
+
+    def values(self):
+        return self._parameters.values()
+
+    def get(self, key, default=None):
+        return self._parameters.get(key, default)
+
+    def pop(self, key):
+        value = self[key]
+        del self[key]
+        return value
+
+    def update(self, parameters):
+        for key, value in _pairs(parameters, "ParameterDict"):
+            self[key] = value
+
+    def extra_repr(self):
+        return _listing(self.items())

@@ -53,9 +53,11 @@ from .views import (CAT, CLONE, EXPAND, FLATTEN, GATHER, PERMUTE, RESHAPE, SCATT
 from .linalg import (BMM, DOT, LINEAR, MM, MV, VM, _MATMUL_MODE, _batched, _mismatch,
                      _vjp_linear, _vjp_matmul, _wants_row, bmm, dot, linear, matmul, mm,
                      outer)  # noqa: F401
-from .composite import (all, allclose, any, contiguous, cumsum, einsum, equal,  # noqa: F401
-                        index_select, isclose, isfinite, isinf, isnan, logical_and,
-                        logical_not, logical_or, logical_xor, rsqrt, unbind)
+from .composite import (addmm, all, allclose, any, broadcast_tensors,  # noqa: F401
+                        contiguous, count_nonzero, cumsum, einsum, equal, hstack,
+                        index_select, isclose, isfinite, isinf, isnan, lerp, log2, log10,
+                        logical_and, logical_not, logical_or, logical_xor, movedim, mv,
+                        rsqrt, swapaxes, tile, unbind, vstack)
 from .inplace import (CAST, PYFN, PYOUT, _INPLACE, _axpy, _inplace_binary, _trace_inplace,
                       add_, copy_, div_, fill_, mul_, sub_, to_dtype, zero_)  # noqa: F401
 

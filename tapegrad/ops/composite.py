@@ -2,6 +2,8 @@
 one batched matrix product per pair of operands, ``cumsum`` as a log-depth scan of
 shifted additions. Their gradients, double backward and compiled replays come from
 the ops they use."""
+import math
+
 import numpy as np
 
 from ..tensor import Tensor, _dim
@@ -267,3 +269,89 @@ def index_select(input, dim, index):
     if d == 0:
         return input[index.reshape(-1)]
     return views.transpose(views.transpose(input, 0, d)[index.reshape(-1)], 0, d)
+
+
+def log2(input):
+    return arith.log(input) * (1.0 / math.log(2.0))
+
+
+def log10(input):
+    return arith.log(input) * (1.0 / math.log(10.0))
+
+
+def lerp(input, end, weight):
+    """input + weight * (end - input)."""
+    _check_tensor(input, "lerp")
+    return arith.add(input, arith.mul(weight, arith.sub(end, input)))
+
+
+def addmm(input, mat1, mat2, *, beta=1, alpha=1):
+    """beta * input + alpha * (mat1 @ mat2)."""
+    _check_tensor(input, "addmm")
+    prod = linalg.mm(mat1, mat2)
+    prod = prod if alpha == 1 else arith.mul(prod, alpha)
+    return arith.add(input if beta == 1 else arith.mul(input, beta), prod) if beta else prod
+
+
+def mv(input, vec):
+    _check_tensor(input, "mv")
+    if input.ndim != 2 or getattr(vec, "ndim", None) != 1:
+        raise RuntimeError(f"vector + matrix @ vector expected, got {input.ndim}, "
+                           f"{getattr(vec, 'ndim', 0)}")
+    return linalg.matmul(input, vec)
+
+
+def swapaxes(input, axis0, axis1):
+    return views.transpose(input, axis0, axis1)
+
+
+def movedim(input, source, destination):
+    """Dims ``source`` moved to ``destination``, the others in their order."""
+    _check_tensor(input, "movedim")
+    src = [source] if isinstance(source, int) else list(source)
+    dst = [destination] if isinstance(destination, int) else list(destination)
+    if len(src) != len(dst):
+        raise RuntimeError(f"movedim: Invalid source or destination dims: source ({src} "
+                           f"dims) should contain the same number of dims as destination "
+                           f"({dst} dims)")
+    nd = max(input.ndim, 1)
+    src = [_dim(d, nd, "movedim") for d in src]
+    dst = [_dim(d, nd, "movedim") for d in dst]
+    if len(set(src)) != len(src) or len(set(dst)) != len(dst):
+        raise RuntimeError("movedim: repeated dim in `source` or `destination`")
+    order = [None] * input.ndim
+    for s, d in zip(src, dst):
+        order[d] = s
+    rest = iter(d for d in range(input.ndim) if d not in src)
+    return views.permute(input, *[o if o is not None else next(rest) for o in order])
+
+
+def count_nonzero(input, dim=None):
+    _check_tensor(input, "count_nonzero")
+    return reductions.sum((input != 0).long(), dim)
+
+
+def tile(input, dims):
+    """repeat() after prepending ones to ``dims`` (or to the input's shape)."""
+    _check_tensor(input, "tile")
+    dims = tuple(dims)
+    if len(dims) < input.ndim:
+        dims = (1,) * (input.ndim - len(dims)) + dims
+    return views.repeat(input, *dims)
+
+
+def broadcast_tensors(*tensors):
+    """The tensors expanded to their common shape."""
+    shape = np.broadcast_shapes(*(tuple(t.shape) for t in tensors))
+    return tuple(views.broadcast_to(t, shape) for t in tensors)
+
+
+def hstack(tensors):
+    """cat along dim 1, or dim 0 for 1-D tensors."""
+    tensors = list(tensors)
+    return views.cat(tensors, 0 if tensors and tensors[0].ndim == 1 else 1)
+
+
+def vstack(tensors):
+    """cat along dim 0 of the tensors viewed as at least 2-D."""
+    return views.cat([t.reshape(1, -1) if t.ndim < 2 else t for t in tensors], 0)
