@@ -13,7 +13,12 @@ STREAM = np.zeros(2, np.int64)
 
 
 def _key(seed):
-    z = (int(seed) * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % 2 ** 64
+    """The stream key of a seed: SplitMix64's mix of it, so that nearby seeds (one per
+    worker or process) start unrelated streams, not one stream shifted by a draw."""
+    z = (int(seed) + 0x632BE59BD9B4E019) % 2 ** 64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % 2 ** 64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % 2 ** 64
+    z ^= z >> 31
     return z - 2 ** 64 if z >= 2 ** 63 else z
 
 

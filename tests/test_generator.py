@@ -110,3 +110,13 @@ def test_compiled_replays_continue_a_generators_stream():
             for _ in range(4)]
     assert np.array_equal(np.array(got), np.array(want))
     assert noisy.records == 1 and noisy.replays == 3
+
+
+def test_nearby_seeds_start_unrelated_streams():
+    """Seeds one apart (a worker or a process each) must not give one stream shifted by
+    a draw: no number of one appears in the other."""
+    draws = []
+    for s in (1, 2, 3):
+        tg.manual_seed(s)
+        draws.append(set(tg.rand(2000, dtype=tg.float64).tolist()))
+    assert not (draws[0] & draws[1]) and not (draws[1] & draws[2])
