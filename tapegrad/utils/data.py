@@ -13,11 +13,14 @@ import numpy as np
 import tapegrad as tg
 from tapegrad.creation import numpy_rng
 
+from . import _workers
+from ._workers import WorkerInfo, get_worker_info
+
 __all__ = ["BatchSampler", "ConcatDataset", "DataLoader", "Dataset", "DistributedSampler",
            "RandomSampler",
            "Sampler", "SequentialSampler", "Subset", "SubsetRandomSampler", "TensorDataset",
-           "collate", "default_collate", "default_collate_fn_map", "default_convert",
-           "random_split"]
+           "WorkerInfo", "collate", "default_collate", "default_collate_fn_map",
+           "default_convert", "get_worker_info", "random_split"]
 
 
 def _rng(generator):
@@ -426,13 +429,58 @@ def default_collate(batch):
 
 # ---------------------------------------------------------------------------- loader
 
+class _Fetcher:
+    """Fetches and collates the samples of one batch (in a worker too)."""
+
+    def __init__(self, dataset, collate_fn, auto_collation):
+        self.dataset, self.collate_fn, self.auto = dataset, collate_fn, auto_collation
+
+    def __call__(self, index):
+        if not self.auto:
+            return self.collate_fn(self.dataset[index])
+        getitems = getattr(self.dataset, "__getitems__", None)
+        if callable(getitems):
+            data = getitems(index)
+        else:
+            data = [self.dataset[i] for i in index]
+        return self.collate_fn(data)
+
+
 class DataLoader:
     """Iterates over ``dataset`` in batches drawn by a sampler and joined by
-    ``collate_fn`` (single process)."""
+    ``collate_fn``, in this process or in ``num_workers`` worker processes. Tensors are in
+    the CPU's memory already: ``pin_memory`` changes nothing."""
 
     def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None,
-                 batch_sampler=None, drop_last=False, collate_fn=None, generator=None):
+                 batch_sampler=None, num_workers=0, collate_fn=None, pin_memory=False,
+                 drop_last=False, timeout=0, worker_init_fn=None,
+                 multiprocessing_context=None, generator=None, *, prefetch_factor=None,
+                 persistent_workers=False, pin_memory_device="", in_order=True):
+        if num_workers < 0:
+            raise ValueError("num_workers option should be non-negative; use num_workers=0 "
+                             "to disable multiprocessing.")
+        if timeout < 0:
+            raise ValueError("timeout option should be non-negative")
+        if num_workers == 0 and prefetch_factor is not None:
+            raise ValueError("prefetch_factor option could only be specified in "
+                             "multiprocessing.let num_workers > 0 to enable multiprocessing, "
+                             "otherwise set prefetch_factor to None.")
+        if num_workers > 0 and prefetch_factor is None:
+            prefetch_factor = 2
+        elif prefetch_factor is not None and prefetch_factor < 0:
+            raise ValueError("prefetch_factor option should be non-negative")
+        if persistent_workers and num_workers == 0:
+            raise ValueError("persistent_workers option needs num_workers > 0")
         self.dataset = dataset
+        self.num_workers = num_workers
+        self.prefetch_factor = prefetch_factor
+        self.pin_memory, self.pin_memory_device = pin_memory, pin_memory_device
+        self.timeout = timeout
+        self.worker_init_fn = worker_init_fn
+        self.multiprocessing_context = multiprocessing_context
+        self.persistent_workers = persistent_workers
+        self.in_order = in_order
+        self._iterator = None
         shuffle = bool(shuffle)
         if sampler is not None and shuffle:
             raise ValueError("sampler option is mutually exclusive with shuffle")
@@ -460,6 +508,7 @@ class DataLoader:
         if collate_fn is None:
             collate_fn = default_collate if self._auto_collation else default_convert
         self.collate_fn = collate_fn
+        self._fetcher = _Fetcher(dataset, collate_fn, self._auto_collation)
 
     @property
     def _auto_collation(self):
@@ -469,19 +518,20 @@ class DataLoader:
     def _index_sampler(self):
         return self.batch_sampler if self._auto_collation else self.sampler
 
-    def _fetch(self, index):
-        if not self._auto_collation:
-            return self.collate_fn(self.dataset[index])
-        getitems = getattr(self.dataset, "__getitems__", None)
-        if callable(getitems):
-            data = getitems(index)
-        else:
-            data = [self.dataset[i] for i in index]
-        return self.collate_fn(data)
+    def _base_seed(self):
+        """The workers' base seed, from ``generator`` or tapegrad's stream."""
+        return int(_rng(self.generator).integers(0, 2 ** 62))
 
     def __iter__(self):
-        for index in self._index_sampler:
-            yield self._fetch(index)
+        if self.num_workers == 0:
+            return map(self._fetcher, self._index_sampler)
+        if self._iterator is not None:          # persistent workers: a new pass
+            self._iterator._reset()
+            return self._iterator
+        it = _workers.WorkerIterator(self)
+        if self.persistent_workers:
+            self._iterator = it
+        return it
 
     def __len__(self):
         return len(self._index_sampler)
