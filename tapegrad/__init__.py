@@ -55,6 +55,10 @@ def is_tensor(obj):
 
 def numel(input):
     return input.numel()
+from . import _methods  # noqa: E402
+from ._methods import addcdiv, addcmul, cuda, device, gather, nonzero  # noqa: E402,F401
+
+_methods.bind()
 bitwise_and, bitwise_or, bitwise_xor, bitwise_not = (
     Tensor.bitwise_and, Tensor.bitwise_or, Tensor.bitwise_xor, Tensor.bitwise_not)
 eq, ne, lt, le, gt, ge = Tensor.eq, Tensor.ne, Tensor.lt, Tensor.le, Tensor.gt, Tensor.ge
