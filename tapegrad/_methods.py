@@ -130,9 +130,14 @@ def addcdiv(input, tensor1, tensor2, *, value=1):
     return ops.add(input, ops.mul(ops.div(tensor1, tensor2), value))
 
 
+GATHER_COMPARE = 64    # up to this size along dim, gather compares (replayable)
+
+
 def gather(input, dim, index):
-    """out[i][j][k] = input[index[i][j][k]][j][k] for dim 0, and so on: the entries
-    ``index`` picks along ``dim``, by integer indexing (replayed with new indices)."""
+    """out[i][j][k] = input[index[i][j][k]][j][k] for dim 0, and so on. Along a dim of
+    at most GATHER_COMPARE entries, by comparing ``index`` with every position (ops a
+    compiled replay computes again with new indices: policy gradients, class scores);
+    along a longer one, by integer indexing (indices read by Python)."""
     if not isinstance(index, Tensor) or index._data.dtype != np.int64:
         raise RuntimeError("gather(): Expected dtype int64 for index")
     d = _dim(dim, max(input.ndim, 1), "gather")
@@ -144,6 +149,19 @@ def gather(input, dim, index):
             raise RuntimeError(f"Size does not match at dimension {k} expected index "
                                f"{list(index.shape)} to be smaller than self "
                                f"{list(input.shape)} apart from dimension {d}")
+    if input.ndim == 0:
+        return ops.clone(input)
+    size = input.shape[d]
+    if size <= GATHER_COMPARE:
+        x = input
+        for k in range(index.ndim):
+            if k != d and index.shape[k] < input.shape[k]:
+                x = ops.narrow(x, k, 0, index.shape[k])
+        where = [1] * (index.ndim + 1)
+        where[d + 1] = size
+        hits = ops.unsqueeze(index, d + 1) == ops.reshape(arange(size), where)
+        picked = ops.where(hits, ops.unsqueeze(x, d), 0.0)
+        return ops.sum(picked, d + 1)
     key = []
     for k in range(index.ndim):
         if k == d:
