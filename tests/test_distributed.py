@@ -202,7 +202,7 @@ def test_ddp_digits_example_two_ranks_train_the_one_process_model():
     script = os.path.join(HERE, os.pardir, "examples", "ddp_digits.py")
     runs = []
     for n, extra in ((0, []), (2, []), (2, ["--compile"])):
-        cmd = [sys.executable, script, "--epochs", "20", "--no-progress", *extra]
+        cmd = [sys.executable, script, "--epochs", "25", "--no-progress", *extra]
         if n:
             cmd = [MPIEXEC, "-n", str(n)] + cmd
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
