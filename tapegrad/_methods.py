@@ -51,6 +51,7 @@ class cuda:
 
 
 _CPU = device("cpu")
+_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "meta", "hip")
 _device = device
 
 
@@ -61,10 +62,10 @@ def _to(self, *args, dtype=None, device=None, non_blocking=False, copy=False,
     for a in args:
         if isinstance(a, Tensor):
             dtype = a.dtype
-        elif isinstance(a, (_dtype, np.dtype, type)):
-            dtype = a
-        else:
+        elif isinstance(a, _device) or str(a).split(":")[0] in _DEVICE_TYPES:
             device = a
+        else:
+            dtype = a
     if device is not None:
         _device(device)                  # raises for anything but the CPU
     out = self if dtype is None else ops.to_dtype(self, dtype)
