@@ -90,7 +90,7 @@ class Tracer:
         self.inner_read = False  # a value read inside an API call
         self.settings = {}       # id(optimizer) -> _Settings (its param_groups)
         self.hguards = []        # comparisons Python made with optimizer settings
-        self.tapes = []          # (tape, T copy, row -> value id, first row)
+        self.tapes = []          # per backward pass: (tape, T, F, L copies)
         self.rowvid = {}         # (tape id, row) -> value id
         self.checks = []         # instructions checking a value read
         self.sites = []          # file:line of each value read
@@ -648,8 +648,9 @@ class Tracer:
             out = None
         if self.failed:
             return None
-        if len(self.tapes) > 1:
-            self.fail("more than one backward pass")
+        if len({id(t[0]) for t in self.tapes}) > 1:
+            # (passes over one tape replay over its last copy, which holds every row)
+            self.fail("backward passes over different tapes")
             return None
         for s in self.settings.values():
             if s.check() != 0:

@@ -176,7 +176,7 @@ class Recording:
                     VD[INS[i, K.I_O], K.FL] & K.F64 == VD[INS[i + 1, K.I_O], K.FL] & K.F64:
                 INS[i, K.I_P + 9] += INS[i + 1, K.I_P + 9]
         if tr.tapes:
-            tape, TT, TF, TL = tr.tapes[0]
+            tape, TT, TF, TL = tr.tapes[-1]
             adj32, adj64 = tape.adj32, tape.adj64
         else:
             TT = np.zeros((0, K.NCOL), np.int64)

@@ -807,3 +807,28 @@ def test_requires_grad_of_a_tensor_from_outside_runs_eagerly():
     with pytest.warns(tg.CompileWarning, match="requires_grad of a tensor from outside"):
         c(tg.ones(3))
     assert w.requires_grad and c.replays == 0
+
+
+def test_two_backward_passes_over_one_graph_replay():
+    """loss1.backward(retain_graph=True) then loss2.backward(): both passes replay, with
+    the gradients each leaves, the same bits as eager."""
+    tg.manual_seed(0)
+    w = tg.randn(3, 3, requires_grad=True)
+    v = tg.randn(3, requires_grad=True)
+
+    def step(x):
+        h = tg.tanh(x @ w)
+        first = (h * v).sum()
+        first.backward(retain_graph=True)
+        g1 = w.grad.clone()
+        second = (h ** 2).sum() + (v * v).sum()
+        second.backward()
+        out = (first + second, g1, w.grad.clone(), v.grad.clone())
+        w.grad = v.grad = None
+        return out
+    c = tg.compile(step)
+    for _ in range(4):
+        x = tg.randn(2, 3)
+        for a, b in zip(step(x), c(x)):
+            np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())
+    assert c.records == 1 and c.replays == 3
