@@ -112,3 +112,57 @@ def test_bad_worker_options_raise_as_torch(kw, match, torch):
         torch.utils.data.DataLoader(range(4), **kw)
     assert np.array_equal(next(iter(DataLoader(Samples(), pin_memory=True)))["i"].numpy(),
                           [0])
+
+
+def _plain(batch):
+    return batch.tolist() if hasattr(batch, "tolist") else batch
+
+
+def _stream_classes(lib):
+    class Count(lib.utils.data.IterableDataset):
+        def __iter__(self):
+            return iter(range(10))
+
+    class Sharded(lib.utils.data.IterableDataset):
+        """Each worker takes every num_workers-th sample (PyTorch's documented recipe)."""
+
+        def __iter__(self):
+            info = lib.utils.data.get_worker_info()
+            w, n = (info.id, info.num_workers) if info is not None else (0, 1)
+            return iter(range(w, 11, n))
+
+        def __len__(self):
+            return 11
+    return Count, Sharded
+
+
+@pytest.mark.parametrize("kw", [dict(batch_size=4), dict(batch_size=4, drop_last=True),
+                                dict(batch_size=None), dict(batch_size=3, num_workers=2),
+                                dict(batch_size=3, num_workers=2, persistent_workers=True)])
+def test_iterable_datasets_batch_as_torch(kw, torch):
+    import torch.utils.data  # noqa: F401
+    for which in (0, 1):
+        ours = _stream_classes(tg)[which]()
+        theirs = _stream_classes(torch)[which]()
+        loader = DataLoader(ours, **kw)
+        want = [_plain(b) for b in torch.utils.data.DataLoader(theirs, **kw)]
+        assert [_plain(b) for b in loader] == want
+        assert [_plain(b) for b in loader] == want        # a second epoch
+        if which == 1:
+            assert len(loader) == len(torch.utils.data.DataLoader(theirs, **kw))
+
+
+def test_iterable_dataset_options_and_chains_as_torch(torch):
+    import torch.utils.data  # noqa: F401
+    Count = _stream_classes(tg)[0]
+    TCount = _stream_classes(torch)[0]
+    for name, value in (("shuffle", True), ("sampler", [1, 2])):
+        with pytest.raises(ValueError, match=f"expected unspecified {name} option"):
+            DataLoader(Count(), **{name: value})
+        with pytest.raises(ValueError, match=f"expected unspecified {name} option"):
+            torch.utils.data.DataLoader(TCount(), **{name: value})
+    chained = [b.tolist() for b in DataLoader(Count() + Count(), batch_size=8)]
+    assert chained == [b.tolist() for b in
+                       torch.utils.data.DataLoader(TCount() + TCount(), batch_size=8)]
+    with pytest.raises(TypeError):
+        len(DataLoader(Count()))

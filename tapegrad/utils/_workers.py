@@ -49,6 +49,13 @@ class _Failure:
         raise err
 
 
+class _End:
+    """A worker's IterableDataset copy has no more batches."""
+
+    def __init__(self, worker_id):
+        self.worker_id = worker_id
+
+
 def _loop(fetch, dataset, index_q, result_q, worker_id, num_workers, seed, init_fn):
     tg.manual_seed(seed)
     np.random.seed(seed % 2 ** 32)
@@ -70,13 +77,16 @@ def _loop(fetch, dataset, index_q, result_q, worker_id, num_workers, seed, init_
             continue
         try:
             data = fetch(index)
+        except StopIteration:
+            data = _End(worker_id)
         except Exception as exc:
             data = _Failure(f"in DataLoader worker process {worker_id}", exc)
         result_q.put((key, data))
 
 
 class WorkerIterator:
-    """Batches from ``loader.num_workers`` processes, in sampler order."""
+    """Batches from ``loader.num_workers`` processes, in sampler order; for an
+    IterableDataset, from each worker's copy in turn until every copy has ended."""
 
     def __init__(self, loader):
         self.loader = loader
@@ -90,7 +100,8 @@ class WorkerIterator:
         self.workers = []
         for w in range(n):
             p = ctx.Process(target=_loop, daemon=True,
-                            args=(loader._fetcher, loader.dataset, self.index_qs[w],
+                            args=(loader._stream or loader._fetcher, loader.dataset,
+                                  self.index_qs[w],
                                   self.result_q, w, n, base + w, loader.worker_init_fn))
             p.start()
             self.workers.append(p)
@@ -100,7 +111,9 @@ class WorkerIterator:
     def _reset(self):
         """A new pass over the sampler (persistent workers keep their processes)."""
         self.epoch += 1
-        self.indices = iter(self.loader._index_sampler)
+        stream = self.loader._stream is not None
+        self.indices = None if stream else iter(self.loader._index_sampler)
+        self.active = list(range(len(self.workers))) if stream else None
         self.sent = self.received = 0
         self.ready = {}
         self.exhausted = False
@@ -110,33 +123,46 @@ class WorkerIterator:
     def _send(self):
         if self.exhausted:
             return
-        try:
-            index = next(self.indices)
-        except StopIteration:
-            self.exhausted = True
-            return
-        self.index_qs[self.sent % len(self.workers)].put(((self.epoch, self.sent), index))
+        if self.active is not None:        # an IterableDataset: the next live copy
+            if not self.active:
+                self.exhausted = True
+                return
+            w, index = self.active[self.sent % len(self.active)], self.epoch
+        else:
+            try:
+                index = next(self.indices)
+            except StopIteration:
+                self.exhausted = True
+                return
+            w = self.sent % len(self.workers)
+        self.index_qs[w].put(((self.epoch, self.sent), index))
         self.sent += 1
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        if self.received == self.sent and self.exhausted:
-            if not self.loader.persistent_workers:
+        while True:
+            if self.received == self.sent and self.exhausted:
+                if not self.loader.persistent_workers:
+                    self.shutdown()
+                raise StopIteration
+            while self.received not in self.ready:
+                (epoch, i), data = self._get()
+                if epoch == self.epoch:     # (results of an epoch left early are dropped)
+                    self.ready[i] = data
+            data = self.ready.pop(self.received)
+            self.received += 1
+            if isinstance(data, _End):
+                if data.worker_id in self.active:
+                    self.active.remove(data.worker_id)
+                self._send()
+                continue
+            self._send()
+            if isinstance(data, _Failure):
                 self.shutdown()
-            raise StopIteration
-        while self.received not in self.ready:
-            (epoch, i), data = self._get()
-            if epoch == self.epoch:       # (results of an epoch left early are dropped)
-                self.ready[i] = data
-        data = self.ready.pop(self.received)
-        self.received += 1
-        self._send()
-        if isinstance(data, _Failure):
-            self.shutdown()
-            data.reraise()
-        return data
+                data.reraise()
+            return data
 
     def _get(self):
         timeout = self.loader.timeout

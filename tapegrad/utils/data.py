@@ -16,8 +16,8 @@ from tapegrad.creation import numpy_rng
 from . import _workers
 from ._workers import WorkerInfo, get_worker_info
 
-__all__ = ["BatchSampler", "ConcatDataset", "DataLoader", "Dataset", "DistributedSampler",
-           "RandomSampler",
+__all__ = ["BatchSampler", "ChainDataset", "ConcatDataset", "DataLoader", "Dataset",
+           "DistributedSampler", "IterableDataset", "RandomSampler",
            "Sampler", "SequentialSampler", "Subset", "SubsetRandomSampler", "TensorDataset",
            "WorkerInfo", "collate", "default_collate", "default_collate_fn_map",
            "default_convert", "get_worker_info", "random_split"]
@@ -59,6 +59,33 @@ class TensorDataset(Dataset):
 
     def __len__(self):
         return self.tensors[0].size(0)
+
+
+class IterableDataset(Dataset):
+    """A stream of samples: subclasses define ``__iter__``. With worker processes each
+    worker iterates its own copy (split the stream with ``get_worker_info()``)."""
+
+    def __iter__(self):
+        raise NotImplementedError("Subclasses of IterableDataset should implement __iter__.")
+
+    def __add__(self, other):
+        return ChainDataset([self, other])
+
+
+class ChainDataset(IterableDataset):
+    """The iterable datasets one after another."""
+
+    def __init__(self, datasets):
+        self.datasets = datasets
+
+    def __iter__(self):
+        for d in self.datasets:
+            if not isinstance(d, IterableDataset):
+                raise AssertionError("ChainDataset only supports IterableDataset")
+            yield from d
+
+    def __len__(self):
+        return sum(len(d) for d in self.datasets)
 
 
 class ConcatDataset(Dataset):
@@ -446,6 +473,35 @@ class _Fetcher:
         return self.collate_fn(data)
 
 
+class _Stream:
+    """Batches of an IterableDataset (one sample at a time without auto-batching); a new
+    ``epoch`` starts the dataset's iterator again. Raises StopIteration at its end."""
+
+    def __init__(self, dataset, collate_fn, batch_size, drop_last):
+        self.dataset, self.collate_fn = dataset, collate_fn
+        self.batch_size, self.drop_last = batch_size, drop_last
+        self.epoch, self.it = None, None
+
+    def __call__(self, epoch):
+        if epoch != self.epoch:
+            self.epoch, self.it = epoch, iter(self.dataset)
+        if self.batch_size is None:
+            return self.collate_fn(next(self.it))
+        batch = list(itertools.islice(self.it, self.batch_size))
+        if not batch or (self.drop_last and len(batch) < self.batch_size):
+            raise StopIteration
+        return self.collate_fn(batch)
+
+
+def _stream_batches(stream):
+    epoch = object()
+    while True:
+        try:
+            yield stream(epoch)
+        except StopIteration:
+            return
+
+
 class DataLoader:
     """Iterates over ``dataset`` in batches drawn by a sampler and joined by
     ``collate_fn``, in this process or in ``num_workers`` worker processes. Tensors are in
@@ -481,6 +537,20 @@ class DataLoader:
         self.persistent_workers = persistent_workers
         self.in_order = in_order
         self._iterator = None
+        self._stream = None
+        if isinstance(dataset, IterableDataset):
+            for name, value in (("shuffle", shuffle or None), ("sampler", sampler),
+                                ("batch_sampler", batch_sampler)):
+                if value is not None:
+                    raise ValueError(f"DataLoader with IterableDataset: expected unspecified "
+                                     f"{name} option, but got {name}={value!r}")
+            self.dataset, self.batch_size, self.drop_last = dataset, batch_size, drop_last
+            self.sampler = self.batch_sampler = None
+            self.generator = generator
+            self.collate_fn = collate_fn or (default_collate if batch_size is not None
+                                             else default_convert)
+            self._stream = _Stream(dataset, self.collate_fn, batch_size, drop_last)
+            return
         shuffle = bool(shuffle)
         if sampler is not None and shuffle:
             raise ValueError("sampler option is mutually exclusive with shuffle")
@@ -524,6 +594,8 @@ class DataLoader:
 
     def __iter__(self):
         if self.num_workers == 0:
+            if self._stream is not None:
+                return _stream_batches(self._stream)
             return map(self._fetcher, self._index_sampler)
         if self._iterator is not None:          # persistent workers: a new pass
             self._iterator._reset()
@@ -534,4 +606,9 @@ class DataLoader:
         return it
 
     def __len__(self):
+        if self._stream is not None:        # the dataset's length, in batches
+            n = len(self.dataset)
+            if self.batch_size is None:
+                return n
+            return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
         return len(self._index_sampler)
