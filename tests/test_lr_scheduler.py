@@ -20,6 +20,26 @@ SCHEDULES = {
     "onecycle_linear_3phase": lambda L, o: L.optim.lr_scheduler.OneCycleLR(
         o, max_lr=[0.4, 0.2], epochs=4, steps_per_epoch=5, anneal_strategy="linear",
         three_phase=True),
+    "multiplicative": lambda L, o: L.optim.lr_scheduler.MultiplicativeLR(
+        o, lambda e: 0.9 if e % 2 else 0.97),
+    "constant": lambda L, o: L.optim.lr_scheduler.ConstantLR(o, factor=0.25, total_iters=4),
+    "linear": lambda L, o: L.optim.lr_scheduler.LinearLR(o, start_factor=0.1,
+                                                         end_factor=0.9, total_iters=6),
+    "polynomial": lambda L, o: L.optim.lr_scheduler.PolynomialLR(o, total_iters=8,
+                                                                 power=2.0),
+    "warm_restarts": lambda L, o: L.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        o, T_0=3, T_mult=2, eta_min=1e-3),
+    "warmup_then_cosine": lambda L, o: L.optim.lr_scheduler.SequentialLR(
+        o, [L.optim.lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=4),
+            L.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10, eta_min=1e-4)],
+        milestones=[4]),
+    "sequential_three": lambda L, o: L.optim.lr_scheduler.SequentialLR(
+        o, [L.optim.lr_scheduler.ConstantLR(o, factor=0.5, total_iters=2),
+            L.optim.lr_scheduler.ExponentialLR(o, gamma=0.8),
+            L.optim.lr_scheduler.StepLR(o, step_size=2, gamma=0.5)], milestones=[3, 9]),
+    "chained": lambda L, o: L.optim.lr_scheduler.ChainedScheduler(
+        [L.optim.lr_scheduler.ConstantLR(o, factor=0.2, total_iters=3),
+         L.optim.lr_scheduler.ExponentialLR(o, gamma=0.9)]),
 }
 
 
@@ -75,6 +95,39 @@ def test_reduce_on_plateau_equals_pytorch(mode, threshold_mode):
     assert out[0] == out[1]
 
 
+def test_warm_restarts_stepped_by_fractional_epochs_equal_pytorch():
+    out = []
+    for L in (tg, torch):
+        opt = L.optim.SGD([L.tensor([1.0], requires_grad=True)], lr=0.3)
+        s = L.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=2, T_mult=3)
+        rates = []
+        for epoch in range(12):
+            for i in range(4):
+                opt.step()
+                s.step(epoch + i / 4)
+                rates.append(s.get_last_lr()[0])
+        out.append(rates)
+    assert out[0] == out[1]
+
+
+@pytest.mark.parametrize("name", ["warmup_then_cosine", "chained", "polynomial"])
+def test_state_dicts_of_new_schedules_resume(name):
+    w, b, opt, sched = make(tg, name)
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    state = sched.state_dict()
+    w2, b2, opt2, sched2 = make(tg, name)
+    opt2.load_state_dict(opt.state_dict())
+    sched2.load_state_dict(state)
+    for _ in range(8):
+        opt.step()
+        sched.step()
+        opt2.step()
+        sched2.step()
+        assert sched.get_last_lr() == sched2.get_last_lr()
+
+
 def test_state_dict_resumes_the_schedule():
     w, b, opt, sched = make(tg, "cosine")
     for _ in range(4):
@@ -114,6 +167,23 @@ def test_errors_as_pytorch():
     one.step()
     with pytest.raises(ValueError, match="Tried to step 3 times"):
         one.step()
+
+
+@pytest.mark.parametrize("build, exc, match", [
+    (lambda S, o: S.LinearLR(o, start_factor=0.0), ValueError, "Starting multiplicative"),
+    (lambda S, o: S.ConstantLR(o, factor=1.5), ValueError, "between 0 and 1"),
+    (lambda S, o: S.CosineAnnealingWarmRestarts(o, T_0=0), ValueError, "positive integer T_0"),
+    (lambda S, o: S.SequentialLR(o, [S.StepLR(o, 2), S.StepLR(o, 3)], milestones=[]),
+     ValueError, "one more than the number of milestone points"),
+    (lambda S, o: S.SequentialLR(o, [S.ReduceLROnPlateau(o)], milestones=[]), ValueError,
+     "does not support `ReduceLROnPlateau`"),
+    (lambda S, o: S.MultiplicativeLR(o, 0.5), TypeError, "lr_lambda should be a function"),
+])
+def test_errors_of_new_schedules_as_pytorch(build, exc, match):
+    for L in (tg, torch):
+        opt = L.optim.SGD([L.tensor([1.0], requires_grad=True)], lr=1.0)
+        with pytest.raises(exc, match=match):
+            build(L.optim.lr_scheduler, opt)
 
 
 @pytest.mark.parametrize("name", ["cosine", "onecycle_sgd"])
