@@ -387,3 +387,27 @@ def test_rmsprop_adagrad_compiled_equal_eager(name):
 def test_rmsprop_adagrad_invalid_settings(make, msg):
     with pytest.raises(ValueError, match=msg):
         make([tg.tensor([1.0], requires_grad=True)])
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "SGD", "RMSprop", "Adagrad"])
+def test_implementation_choices_are_accepted_as_torch(name):
+    """foreach / fused / capturable pick PyTorch's implementation: the same param_group
+    entries, the same updates; differentiable=True is not supported."""
+    torch = pytest.importorskip("torch")
+    flags = {"foreach": False, "fused": None}
+    if name in ("Adam", "AdamW", "RMSprop"):
+        flags["capturable"] = False
+    if name == "RMSprop":
+        flags.pop("fused")
+    ours = getattr(tg.optim, name)([tg.nn.Parameter(tg.ones(2))], lr=0.1, **flags)
+    theirs = getattr(torch.optim, name)([torch.nn.Parameter(torch.ones(2))], lr=0.1, **flags)
+    assert sorted(ours.param_groups[0]) == sorted(theirs.param_groups[0])
+    plain = getattr(tg.optim, name)([tg.nn.Parameter(tg.ones(2))], lr=0.1)
+    for opt in (ours, plain):
+        p = opt.param_groups[0]["params"][0]
+        p.grad = tg.tensor([0.5, -1.0])
+        opt.step()
+    assert np.array_equal(ours.param_groups[0]["params"][0].detach().numpy(),
+                          plain.param_groups[0]["params"][0].detach().numpy())
+    with pytest.raises(NotImplementedError, match="differentiable"):
+        getattr(tg.optim, name)([tg.nn.Parameter(tg.ones(2))], lr=0.1, differentiable=True)

@@ -51,6 +51,16 @@ def check_nonnegative(**settings):
             raise ValueError(f"Invalid {_SETTING_NAMES.get(name, name + ' value')}: {value}")
 
 
+def implementation(differentiable=False, **flags):
+    """PyTorch's implementation choices (foreach, fused, capturable) as param_group
+    entries: one implementation here, the single-tensor path, so they change nothing.
+    ``differentiable=True`` (autograd through the step) is not supported."""
+    if differentiable:
+        raise NotImplementedError("differentiable=True: tapegrad's optimizer steps are not "
+                                  "differentiable")
+    return {**flags, "differentiable": False}
+
+
 def _live_update(cls):
     """True when the update ``cls`` runs is one of tapegrad's own (``_live``): it uses
     its settings only through arithmetic and comparisons, so a compiled replay may

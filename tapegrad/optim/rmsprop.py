@@ -2,7 +2,7 @@
 single-tensor paths)."""
 import tapegrad as tg
 
-from .optimizer import Optimizer, check_nonnegative
+from .optimizer import Optimizer, check_nonnegative, implementation
 
 __all__ = ["RMSprop", "Adagrad"]
 
@@ -19,11 +19,13 @@ class RMSprop(Optimizer):
     _live = True
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
-                 centered=False, *, maximize=False):
+                 centered=False, capturable=False, foreach=None, maximize=False,
+                 differentiable=False):
         check_nonnegative(lr=lr, eps=eps, weight_decay=weight_decay, momentum=momentum,
                           alpha=alpha)
         defaults = {"lr": lr, "alpha": alpha, "eps": eps, "weight_decay": weight_decay,
-                    "momentum": momentum, "centered": centered, "maximize": maximize}
+                    "momentum": momentum, "centered": centered, "maximize": maximize,
+                    **implementation(differentiable, foreach=foreach, capturable=capturable)}
         super().__init__(params, defaults)
 
     def _update_group(self, group):
@@ -78,12 +80,14 @@ class Adagrad(Optimizer):
     _live = True
 
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0,
-                 initial_accumulator_value=0, eps=1e-10, *, maximize=False):
+                 initial_accumulator_value=0, eps=1e-10, foreach=None, *, maximize=False,
+                 differentiable=False, fused=None):
         check_nonnegative(lr=lr, eps=eps, weight_decay=weight_decay, lr_decay=lr_decay,
                           initial_accumulator_value=initial_accumulator_value)
         defaults = {"lr": lr, "lr_decay": lr_decay, "eps": eps, "weight_decay": weight_decay,
                     "initial_accumulator_value": initial_accumulator_value,
-                    "maximize": maximize}
+                    "maximize": maximize,
+                    **implementation(differentiable, foreach=foreach, fused=fused)}
         super().__init__(params, defaults)
         for group in self.param_groups:
             for p in group["params"]:

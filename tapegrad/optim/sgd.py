@@ -1,5 +1,5 @@
 """Stochastic gradient descent, with PyTorch's update rule (torch/optim/sgd.py)."""
-from .optimizer import Optimizer
+from .optimizer import Optimizer, implementation
 
 __all__ = ["SGD"]
 
@@ -18,7 +18,8 @@ class SGD(Optimizer):
     _live = True
 
     def __init__(self, params, lr=1e-3, momentum=0, dampening=0, weight_decay=0,
-                 nesterov=False, *, maximize=False):
+                 nesterov=False, *, maximize=False, foreach=None, differentiable=False,
+                 fused=None):
         if lr < 0.0:
             raise ValueError(f"Invalid learning rate: {lr}")
         if momentum < 0.0:
@@ -27,7 +28,8 @@ class SGD(Optimizer):
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         defaults = {"lr": lr, "momentum": momentum, "dampening": dampening,
                     "weight_decay": weight_decay, "nesterov": nesterov,
-                    "maximize": maximize}
+                    "maximize": maximize,
+                    **implementation(differentiable, foreach=foreach, fused=fused)}
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         super().__init__(params, defaults)
