@@ -549,13 +549,16 @@ class Sequential(_Container):
         return input
 
 
-class ModuleList(_Container):
-    """A list of modules whose parameters are registered."""
+class _Numbered:
+    """List methods over one of a module's registries (``_store``), whose entries are
+    named "0", "1", ..."""
+    _store = None
 
-    def __init__(self, modules=None):
-        super().__init__()
-        if modules is not None:
-            self.extend(modules)
+    def __len__(self):
+        return len(self.__dict__[self._store])
+
+    def __iter__(self):
+        return iter(self.__dict__[self._store].values())
 
     def _index(self, idx):
         idx = operator.index(idx)
@@ -565,16 +568,26 @@ class ModuleList(_Container):
 
     def __getitem__(self, idx):
         if isinstance(idx, slice):
-            return type(self)(list(self._modules.values())[idx])
-        return self._modules[self._index(idx)]
+            return type(self)(list(self)[idx])
+        return self.__dict__[self._store][self._index(idx)]
+
+    def extend(self, values):
+        for v in values:
+            self.append(v)
+        return self
+
+
+class ModuleList(_Numbered, _Container):
+    """A list of modules whose parameters are registered."""
+    _store = "_modules"
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.extend(modules)
 
     def __setitem__(self, idx, module):
         setattr(self, self._index(idx), module)
-
-    def extend(self, modules):
-        for m in modules:
-            self.append(m)
-        return self
 
 
 def _pairs(items, kind):
@@ -591,54 +604,63 @@ def _pairs(items, kind):
     return pairs
 
 
-class ModuleDict(Module):
+class _Registry:
+    """Dict methods over one of a module's registries (``_store``)."""
+    _store = None
+
+    def _entries(self):
+        return self.__dict__[self._store]
+
+    def __getitem__(self, key):
+        return self._entries()[key]
+
+    def __delitem__(self, key):
+        _changed(self)
+        del self._entries()[key]
+
+    def __len__(self):
+        return len(self._entries())
+
+    def __iter__(self):
+        return iter(self._entries())
+
+    def __contains__(self, key):
+        return key in self._entries()
+
+    def keys(self):
+        return self._entries().keys()
+
+    def items(self):
+        return self._entries().items()
+
+    def values(self):
+        return self._entries().values()
+
+    def pop(self, key):
+        value = self[key]
+        del self[key]
+        return value
+
+    def clear(self):
+        _changed(self)
+        self._entries().clear()
+
+    def update(self, entries):
+        for key, value in _pairs(entries, type(self).__name__):
+            self[key] = value
+
+
+class ModuleDict(_Registry, Module):
     """Modules by name, registered in insertion order."""
+    _store = "_modules"
 
     def __init__(self, modules=None):
         super().__init__()
         if modules is not None:
             self.update(modules)
 
-    def __getitem__(self, key):
-        return self._modules[key]
-
     def __setitem__(self, key, module):
         self.add_module(key, module)
-
-    def __delitem__(self, key):
-        _changed(self)
-        del self._modules[key]
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules)
-
-    def __contains__(self, key):
-        return key in self._modules
-
-    def keys(self):
-        return self._modules.keys()
-
-    def items(self):
-        return self._modules.items()
-
-    def values(self):
-        return self._modules.values()
-
-    def pop(self, key):
-        module = self[key]
-        del self[key]
-        return module
-
-    def clear(self):
-        _changed(self)
-        self._modules.clear()
-
-    def update(self, modules):
-        for key, module in _pairs(modules, "ModuleDict"):
-            self[key] = module
 
 
 def _listing(items):
@@ -660,94 +682,40 @@ def _param(value):
         else Parameter(value)
 
 
-class ParameterList(Module):
+class ParameterList(_Numbered, Module):
     """Parameters in a list, registered ("0", "1", ...)."""
+    _store = "_parameters"
 
     def __init__(self, values=None):
         super().__init__()
         if values is not None:
             self.extend(values)
 
-    def _index(self, idx):
-        idx = operator.index(idx)
-        if not -len(self) <= idx < len(self):
-            raise IndexError(f"index {idx} is out of range")
-        return str(idx % len(self))
-
-    def __getitem__(self, idx):
-        if isinstance(idx, slice):
-            return type(self)(list(self)[idx])
-        return getattr(self, self._index(idx))
-
     def __setitem__(self, idx, param):
         setattr(self, self._index(idx), _param(param))
 
-    def __len__(self):
-        return len(self._parameters)
-
-    def __iter__(self):
-        return iter(self._parameters.values())
-
     def append(self, value):
         setattr(self, str(len(self)), _param(value))
-        return self
-
-    def extend(self, values):
-        for v in values:
-            self.append(v)
         return self
 
     def extra_repr(self):
         return _listing(enumerate(self))
 
 
-class ParameterDict(Module):
+class ParameterDict(_Registry, Module):
     """Parameters by name, registered in insertion order."""
+    _store = "_parameters"
 
     def __init__(self, parameters=None):
         super().__init__()
         if parameters is not None:
             self.update(parameters)
 
-    def __getitem__(self, key):
-        return self._parameters[key]
-
     def __setitem__(self, key, value):
         setattr(self, key, _param(value))
 
-    def __delitem__(self, key):
-        _changed(self)
-        del self._parameters[key]
-
-    def __len__(self):
-        return len(self._parameters)
-
-    def __iter__(self):
-        return iter(self._parameters)
-
-    def __contains__(self, key):
-        return key in self._parameters
-
-    def keys(self):
-        return self._parameters.keys()
-
-    def items(self):
-        return self._parameters.items()
-
-    def values(self):
-        return self._parameters.values()
-
     def get(self, key, default=None):
         return self._parameters.get(key, default)
-
-    def pop(self, key):
-        value = self[key]
-        del self[key]
-        return value
-
-    def update(self, parameters):
-        for key, value in _pairs(parameters, "ParameterDict"):
-            self[key] = value
 
     def extra_repr(self):
         return _listing(self.items())
