@@ -56,7 +56,8 @@ def is_tensor(obj):
 def numel(input):
     return input.numel()
 from . import _methods  # noqa: E402
-from ._methods import addcdiv, addcmul, cuda, device, gather, nonzero  # noqa: E402,F401
+from ._methods import (addcdiv, addcmul, cuda, device, gather, index_add,  # noqa: E402,F401
+                       nonzero, scatter_add)
 
 _methods.bind()
 bitwise_and, bitwise_or, bitwise_xor, bitwise_not = (

@@ -174,6 +174,57 @@ def gather(input, dim, index):
     return ops.getitem(input, tuple(key))
 
 
+def _positions(shape, dim, index):
+    """Flat positions in a tensor of ``shape`` of every entry of ``index`` along dim
+    (the other coordinates: the entry's own)."""
+    grid = np.indices(index.shape)
+    grid[dim] = index
+    return np.ravel_multi_index(tuple(grid), shape).reshape(-1)
+
+
+def _checked_index(opname, input, dim, index):
+    if not isinstance(index, Tensor) or index._data.dtype != np.int64:
+        raise RuntimeError(f"{opname}(): Expected dtype int64 for index")
+    _read(index)                   # the positions are data: a recording checks them
+    idx = index._data
+    d = _dim(dim, max(input.ndim, 1), opname)
+    size = input.shape[d] if input.ndim else 1
+    bad = idx[(idx < 0) | (idx >= size)]
+    if bad.size:
+        raise RuntimeError(f"index {int(bad[0])} is out of bounds for dimension {d} with size "
+                           f"{size}")
+    return d, idx
+
+
+def scatter_add(input, dim, index, src):
+    """input with src[i][j][k] added at [index[i][j][k]][j][k] (dim 0), and so on."""
+    d, idx = _checked_index("scatter_add", input, dim, index)
+    if idx.ndim != input.ndim or any(idx.shape[k] > src.shape[k] for k in range(idx.ndim)):
+        raise RuntimeError("scatter_add(): Expected index of the input's dimensions and no "
+                           "larger than src")
+    part = src
+    for k in range(idx.ndim):
+        if idx.shape[k] < src.shape[k]:
+            part = ops.narrow(part, k, 0, idx.shape[k])
+    pos = _positions(tuple(input.shape), d, idx)
+    return ops.add(input, ops.scatter_flat(ops.contiguous(part), pos, tuple(input.shape)))
+
+
+def index_add(input, dim, index, source, *, alpha=1):
+    """input with alpha * source's slices added at the positions ``index`` (a vector)
+    names along dim."""
+    d, idx = _checked_index("index_add", input, dim, index)
+    if idx.ndim != 1 or source.shape[d] != idx.size:
+        raise RuntimeError("index_add_(): Index should have dimension 1 and as many "
+                           "entries as source has along dim")
+    shape = list(source.shape)
+    full = np.broadcast_to(idx.reshape([-1 if k == d else 1 for k in range(len(shape))]),
+                           shape)
+    pos = _positions(tuple(input.shape), d, full)
+    part = source if alpha == 1 else ops.mul(source, alpha)
+    return ops.add(input, ops.scatter_flat(ops.contiguous(part), pos, tuple(input.shape)))
+
+
 def nonzero(input, *, as_tuple=False):
     """The indices of the nonzero entries, (n, ndim) int64 (a value read: the count
     decides the shape)."""
@@ -193,7 +244,9 @@ def bind():
         "uniform_": _uniform_, "normal_": _normal_, "bernoulli_": _bernoulli_,
         "random_": _random_, "addcmul": addcmul, "addcdiv": addcdiv,
         "addcmul_": _inplace(addcmul), "addcdiv_": _inplace(addcdiv), "gather": gather,
-        "nonzero": nonzero, "cpu": lambda self: self,
+        "nonzero": nonzero, "cpu": lambda self: self, "scatter_add": scatter_add,
+        "scatter_add_": _inplace(scatter_add), "index_add": index_add,
+        "index_add_": _inplace(index_add),
     }
     for name in ("exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "abs", "neg", "sign",
                  "relu", "sigmoid", "tanh", "sin", "cos", "tan", "erf", "floor", "ceil",

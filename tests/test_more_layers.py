@@ -199,3 +199,30 @@ def test_compiled_model_of_new_layers_replays_bit_for_bit():
         warnings.simplefilter("error", tg.CompileWarning)
         got = [c(*data[i % 2]).item() for i in range(4)]
     assert got == eager and c.replays >= 2
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(batch_first=True, padding_value=-1.0),
+                                dict(batch_first=True, padding_side="left")])
+def test_pad_sequence_matches_torch(kw, torch):
+    rng = np.random.default_rng(6)
+    seqs = [rng.standard_normal((n, 3)) for n in (4, 2, 3)]
+    ours = [tg.tensor(s, requires_grad=True) for s in seqs]
+    theirs = [torch.tensor(s, requires_grad=True) for s in seqs]
+    out = nn.utils.rnn.pad_sequence(ours, **kw)
+    ref = torch.nn.utils.rnn.pad_sequence(theirs, **kw)
+    assert_close(out, ref)
+    (out * out).sum().backward()
+    (ref * ref).sum().backward()
+    for a, b in zip(ours, theirs):
+        assert_close(a.grad, b.grad)
+
+
+def test_parameters_to_vector_and_back(torch):
+    model = nn.Linear(3, 2)
+    vec = nn.utils.parameters_to_vector(model.parameters())
+    ref = torch.nn.Linear(3, 2)
+    ref.load_state_dict({k: torch.tensor(v.numpy()) for k, v in model.state_dict().items()})
+    assert_close(vec, torch.nn.utils.parameters_to_vector(ref.parameters()))
+    nn.utils.vector_to_parameters(tg.arange(8.0), model.parameters())
+    assert model.weight.tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    assert model.bias.tolist() == [6.0, 7.0] and model.weight.requires_grad

@@ -153,3 +153,34 @@ def test_nonzero_matches_torch(torch):
     got = tg.nonzero(tg.tensor(data), as_tuple=True)
     ref = torch.nonzero(torch.tensor(data), as_tuple=True)
     assert [g.tolist() for g in got] == [r.tolist() for r in ref]
+
+
+def test_scatter_add_and_index_add_match_torch(torch):
+    rng = np.random.default_rng(5)
+    base, src = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    idx = np.array([[0, 1, 2], [0, 0, 0], [3, 2, 1], [1, 1, 1]])
+    rows = np.array([0, 2, 2, 3])
+    calls = [
+        lambda L, b, s: b.scatter_add(0, L.tensor(idx), s),
+        lambda L, b, s: b.scatter_add(1, L.tensor(idx[:3, :2] % 3), s[:3, :2]),
+        lambda L, b, s: b.index_add(0, L.tensor(rows), s, alpha=2.0),
+        lambda L, b, s: b.index_add(1, L.tensor([2, 0, 0]), s[:, :3]),
+    ]
+    for call in calls:
+        b, s = tg.tensor(base, requires_grad=True), tg.tensor(src, requires_grad=True)
+        bt, st = torch.tensor(base, requires_grad=True), torch.tensor(src, requires_grad=True)
+        out, ref = call(tg, b, s), call(torch, bt, st)
+        assert_close(out, ref, rtol=1e-12)
+        w = rng.standard_normal(tuple(ref.shape))
+        (out * tg.tensor(w)).sum().backward()
+        (ref * torch.tensor(w)).sum().backward()
+        assert_close(b.grad, bt.grad, rtol=1e-12)
+        assert_close(s.grad, st.grad, rtol=1e-12)
+    y = tg.zeros(4, 3)
+    assert y.index_add_(0, tg.tensor([1, 1]), tg.ones(2, 3)) is y
+    assert y.numpy()[1].tolist() == [2.0, 2.0, 2.0]
+    for lib in (tg, torch):
+        with pytest.raises(RuntimeError, match="index -1 is out of bounds for dimension 0"):
+            lib.zeros(2, 2).index_add(0, lib.tensor([-1]), lib.ones(1, 2))
+        with pytest.raises(RuntimeError, match="out of bounds for dimension 0 with size 2"):
+            lib.zeros(2, 2).scatter_add(0, lib.tensor([[2, 0]]), lib.ones(1, 2))

@@ -1,4 +1,5 @@
-"""tapegrad.nn.utils: gradient clipping, as ``torch.nn.utils``."""
+"""tapegrad.nn.utils: gradient clipping, parameters as one vector and padding of
+sequences (``rnn.pad_sequence``), as ``torch.nn.utils``."""
 import math
 import warnings
 
@@ -8,7 +9,7 @@ from ..tape import api
 from ..tensor import Tensor
 
 __all__ = ["clip_grad_norm_", "clip_grad_norm", "clip_grad_value_", "get_total_norm",
-           "clip_grads_with_norm_"]
+           "clip_grads_with_norm_", "parameters_to_vector", "vector_to_parameters", "rnn"]
 
 
 def _as_list(parameters):
@@ -85,7 +86,45 @@ def clip_grad_value_(parameters, clip_value, foreach=None):
             g.clamp_(-clip_value, clip_value)
 
 
+def parameters_to_vector(parameters):
+    """The parameters flattened into one vector, in order (differentiable)."""
+    return tg.cat([p.reshape(-1) for p in _as_list(parameters)])
+
+
+def vector_to_parameters(vec, parameters):
+    """Copies consecutive slices of ``vec`` into the parameters (their ``.data``)."""
+    if not isinstance(vec, Tensor):
+        raise TypeError(f"expected torch.Tensor, but got: {type(vec).__name__}")
+    start = 0
+    for p in _as_list(parameters):
+        n = p.numel()
+        p.data = vec[start:start + n].reshape(p.shape).detach().clone()
+        start += n
+
+
+class rnn:
+    """``torch.nn.utils.rnn``: padding a list of sequences into one tensor."""
+
+    @staticmethod
+    def pad_sequence(sequences, batch_first=False, padding_value=0.0, padding_side="right"):
+        """(longest, batch, *) or (batch, longest, *) from sequences of shape (L_i, *),
+        each padded with ``padding_value`` at its end (``padding_side="left"``: start)."""
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"Expected padding_side to be one of left or right, but got "
+                             f"{padding_side}.")
+        sequences = list(sequences)
+        longest = max(s.shape[0] for s in sequences)
+        padded = []
+        for s in sequences:
+            extra = longest - s.shape[0]
+            pad = [0, 0] * (s.ndim - 1) + ([extra, 0] if padding_side == "left" else [0, extra])
+            padded.append(tg.nn.functional.pad(s, pad, value=padding_value) if extra else s)
+        out = tg.stack(padded, 0)
+        return out if batch_first else out.transpose(0, 1)
+
+
 # the public functions, as entries that tg.compile can log and match
-for _name in __all__:
+for _name in __all__[:-1]:
     globals()[_name] = api(globals()[_name])
 del _name
+rnn.pad_sequence = staticmethod(api(rnn.pad_sequence))
