@@ -67,16 +67,16 @@ eq, ne, lt, le, gt, ge = Tensor.eq, Tensor.ne, Tensor.lt, Tensor.le, Tensor.gt, 
 __version__ = "0.1.0"
 
 _LAZY = {"nn": ".nn", "optim": ".optim", "utils": ".utils", "distributed": ".distributed",
-         "save": ".serialization", "load": ".serialization"}
+         "linalg": ".linalg", "save": ".serialization", "load": ".serialization"}
 
 
 def __getattr__(name):
-    """nn, optim, utils, distributed, save and load are imported on first use: start-up
+    """nn, optim, utils, distributed, linalg, save and load are imported on first use: start-up
     pays only for the engine."""
     if name in _LAZY:
         import importlib
         module = importlib.import_module(_LAZY[name], __name__)
-        value = module if name in ("nn", "optim", "utils", "distributed") \
+        value = module if name in ("nn", "optim", "utils", "distributed", "linalg") \
             else getattr(module, name)
         globals()[name] = value
         return value
