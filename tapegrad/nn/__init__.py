@@ -12,7 +12,8 @@ from .layers import (CELU, ELU, GELU, GLU, SELU, AdaptiveAvgPool2d, AvgPool2d, B
                      LogSoftmax, MaxPool2d, MSELoss, NLLLoss, ReLU, Sigmoid, SiLU,
                      SmoothL1Loss, Softmax, Softplus, Tanh, Fold, Unfold)
 from .attention import MultiheadAttention, TransformerEncoderLayer
-from .module import Module, ModuleDict, ModuleList, ParameterDict, ParameterList, Sequential
+from .module import (Module, ModuleDict, ModuleList, ParameterDict, ParameterList,
+                     Sequential)
 from .recurrent import GRU, LSTM, GRUCell, LSTMCell
 from .parameter import Parameter
 
