@@ -17,7 +17,8 @@ from .module import (Module, ModuleDict, ModuleList, ParameterDict, ParameterLis
 from .recurrent import GRU, LSTM, GRUCell, LSTMCell
 from .parameter import Parameter
 
-__all__ = ["functional", "init", "parallel", "utils", "Module", "Sequential", "ModuleList", "Parameter",
+__all__ = ["functional", "init", "parallel", "utils", "Module", "Sequential", "ModuleList",
+           "Parameter",
            "Identity", "Linear", "Flatten", "ReLU", "Tanh", "Sigmoid", "Softmax",
            "LogSoftmax", "Dropout", "MSELoss", "L1Loss", "CrossEntropyLoss", "NLLLoss",
            "BCEWithLogitsLoss", "GELU", "SiLU", "LeakyReLU", "ELU", "Softplus", "Hardtanh",
