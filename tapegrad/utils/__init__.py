@@ -1,4 +1,5 @@
-"""tapegrad.utils: data loading (``tapegrad.utils.data``), as ``torch.utils``."""
-from . import data
+"""tapegrad.utils: data loading (``tapegrad.utils.data``) and activation checkpointing
+(``tapegrad.utils.checkpoint``), as ``torch.utils``."""
+from . import checkpoint, data
 
-__all__ = ["data"]
+__all__ = ["checkpoint", "data"]
