@@ -1,7 +1,8 @@
 """Tensor methods and names that PyTorch code uses around the ops: devices (only the
 CPU exists), ``type``, storage facts, in-place forms of the unary ops, in-place random
-fills, ``addcmul``/``addcdiv``, ``gather`` and ``nonzero``. Each is written with the
-ops, so autograd, in-place rules and compiled replays are theirs."""
+fills, ``addcmul``/``addcdiv``, ``gather``, ``scatter_add``/``index_add`` and
+``nonzero``. Each is written with the ops, so autograd, in-place rules and compiled
+replays are theirs."""
 import numpy as np
 
 from . import ops
