@@ -326,6 +326,9 @@ MORE_OPTS = {
     "adagrad": lambda L, p: L.optim.Adagrad(p, lr=0.1),
     "adagrad_decay_wd_init": lambda L, p: L.optim.Adagrad(
         p, lr=0.1, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1),
+    "adamax": lambda L, p: L.optim.Adamax(p, lr=0.02),
+    "adamax_wd_maximize": lambda L, p: L.optim.Adamax(p, lr=0.01, betas=(0.8, 0.99),
+                                                      weight_decay=0.05, maximize=True),
 }
 
 
@@ -383,21 +386,23 @@ def test_rmsprop_adagrad_compiled_equal_eager(name):
     (lambda p: tg.optim.RMSprop(p, momentum=-0.1), "Invalid momentum value"),
     (lambda p: tg.optim.Adagrad(p, lr_decay=-1), "Invalid lr_decay value"),
     (lambda p: tg.optim.Adagrad(p, eps=-1), "Invalid epsilon value"),
+    (lambda p: tg.optim.Adamax(p, betas=(1.0, 0.9)), "Invalid beta parameter at index 0"),
+    (lambda p: tg.optim.Adamax(p, lr=-1), "Invalid learning rate"),
 ])
 def test_rmsprop_adagrad_invalid_settings(make, msg):
     with pytest.raises(ValueError, match=msg):
         make([tg.tensor([1.0], requires_grad=True)])
 
 
-@pytest.mark.parametrize("name", ["Adam", "AdamW", "SGD", "RMSprop", "Adagrad"])
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "Adamax"])
 def test_implementation_choices_are_accepted_as_torch(name):
     """foreach / fused / capturable pick PyTorch's implementation: the same param_group
     entries, the same updates; differentiable=True is not supported."""
     torch = pytest.importorskip("torch")
     flags = {"foreach": False, "fused": None}
-    if name in ("Adam", "AdamW", "RMSprop"):
+    if name in ("Adam", "AdamW", "RMSprop", "Adamax"):
         flags["capturable"] = False
-    if name == "RMSprop":
+    if name in ("RMSprop", "Adamax"):
         flags.pop("fused")
     ours = getattr(tg.optim, name)([tg.nn.Parameter(tg.ones(2))], lr=0.1, **flags)
     theirs = getattr(torch.optim, name)([torch.nn.Parameter(torch.ones(2))], lr=0.1, **flags)

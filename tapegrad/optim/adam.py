@@ -3,7 +3,7 @@ import tapegrad as tg
 
 from .optimizer import Optimizer, check_nonnegative, implementation
 
-__all__ = ["Adam", "AdamW"]
+__all__ = ["Adam", "AdamW", "Adamax"]
 
 
 def _scalar_dtype():
@@ -115,3 +115,57 @@ class AdamW(Adam):
         super().load_state_dict(state_dict)
         for group in self.param_groups:
             group["decoupled_weight_decay"] = True
+
+
+class Adamax(Optimizer):
+    """Adamax (Kingma & Ba), Adam with the infinity norm. Per parameter, at step t
+    (PyTorch's single-tensor path)::
+
+        g = g + wd * p
+        m = lerp(m, g, 1 - beta1);  u = max(beta2 * u, |g| + eps)
+        p = p - lr / (1 - beta1**t) * m / u
+
+    State per parameter: ``step``, ``exp_avg``, ``exp_inf``.
+    """
+
+    _live = True
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 foreach=None, *, maximize=False, differentiable=False, capturable=False):
+        check_nonnegative(lr=lr, eps=eps)
+        if not 0.0 <= betas[0] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+        if not 0.0 <= betas[1] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+        check_nonnegative(weight_decay=weight_decay)
+        defaults = {"lr": lr, "betas": (float(betas[0]), float(betas[1])), "eps": eps,
+                    "weight_decay": weight_decay, "maximize": maximize,
+                    **implementation(differentiable, foreach=foreach, capturable=capturable)}
+        super().__init__(params, defaults)
+
+    def _update_group(self, group):
+        lr = group["lr"]
+        beta1, beta2 = group["betas"]
+        eps, weight_decay = group["eps"], group["weight_decay"]
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            if group["maximize"]:
+                grad = -grad
+            state = self.state[p]
+            if len(state) == 0:
+                state["step"] = tg.tensor(0.0, dtype=_scalar_dtype())
+                state["exp_avg"] = tg.zeros_like(p)
+                state["exp_inf"] = tg.zeros_like(p)
+            exp_avg, exp_inf, step_t = state["exp_avg"], state["exp_inf"], state["step"]
+            step_t.add_(1)
+            if weight_decay != 0:
+                grad = grad.add(p, alpha=weight_decay)
+            _lerp_(exp_avg, grad, 1 - beta1)
+            exp_inf.copy_(tg.maximum(exp_inf.mul_(beta2), grad.abs().add_(eps)))
+            # lr / (1 - beta1**t) as float64 tensor ops (PyTorch's Python-float math), so
+            # that a compiled replay computes it for each step
+            clr = (lr / (1 - beta1 ** step_t.to(tg.float64))).to(p.dtype)
+            # addcdiv_(exp_avg, exp_inf, value=-clr) evaluates (value * exp_avg) / exp_inf
+            p.add_(exp_avg.mul(-clr).div_(exp_inf))
