@@ -329,6 +329,12 @@ MORE_OPTS = {
     "adamax": lambda L, p: L.optim.Adamax(p, lr=0.02),
     "adamax_wd_maximize": lambda L, p: L.optim.Adamax(p, lr=0.01, betas=(0.8, 0.99),
                                                       weight_decay=0.05, maximize=True),
+    "nadam": lambda L, p: L.optim.NAdam(p, lr=0.02),
+    "nadam_wd_decoupled": lambda L, p: L.optim.NAdam(p, lr=0.01, weight_decay=0.1,
+                                                     momentum_decay=0.01,
+                                                     decoupled_weight_decay=True),
+    "nadam_wd_maximize": lambda L, p: L.optim.NAdam(p, lr=0.01, weight_decay=0.05,
+                                                    maximize=True),
 }
 
 
@@ -394,15 +400,16 @@ def test_rmsprop_adagrad_invalid_settings(make, msg):
         make([tg.tensor([1.0], requires_grad=True)])
 
 
-@pytest.mark.parametrize("name", ["Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "Adamax"])
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "Adamax",
+                                  "NAdam"])
 def test_implementation_choices_are_accepted_as_torch(name):
     """foreach / fused / capturable pick PyTorch's implementation: the same param_group
     entries, the same updates; differentiable=True is not supported."""
     torch = pytest.importorskip("torch")
     flags = {"foreach": False, "fused": None}
-    if name in ("Adam", "AdamW", "RMSprop", "Adamax"):
+    if name in ("Adam", "AdamW", "RMSprop", "Adamax", "NAdam"):
         flags["capturable"] = False
-    if name in ("RMSprop", "Adamax"):
+    if name in ("RMSprop", "Adamax", "NAdam"):
         flags.pop("fused")
     ours = getattr(tg.optim, name)([tg.nn.Parameter(tg.ones(2))], lr=0.1, **flags)
     theirs = getattr(torch.optim, name)([torch.nn.Parameter(torch.ones(2))], lr=0.1, **flags)

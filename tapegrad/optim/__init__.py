@@ -1,11 +1,11 @@
 """tapegrad.optim: optimizers with PyTorch's update rules and learning-rate schedules
 (``lr_scheduler``), as ``torch.optim``."""
 from . import lr_scheduler
-from .adam import Adam, Adamax, AdamW
+from .adam import Adam, Adamax, AdamW, NAdam
 from .lbfgs import LBFGS
 from .optimizer import Optimizer
 from .rmsprop import Adagrad, RMSprop
 from .sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adamax", "RMSprop", "Adagrad", "LBFGS",
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adamax", "NAdam", "RMSprop", "Adagrad", "LBFGS",
            "lr_scheduler"]

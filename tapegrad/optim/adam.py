@@ -3,7 +3,7 @@ import tapegrad as tg
 
 from .optimizer import Optimizer, check_nonnegative, implementation
 
-__all__ = ["Adam", "AdamW", "Adamax"]
+__all__ = ["Adam", "AdamW", "Adamax", "NAdam"]
 
 
 def _scalar_dtype():
@@ -169,3 +169,75 @@ class Adamax(Optimizer):
             clr = (lr / (1 - beta1 ** step_t.to(tg.float64))).to(p.dtype)
             # addcdiv_(exp_avg, exp_inf, value=-clr) evaluates (value * exp_avg) / exp_inf
             p.add_(exp_avg.mul(-clr).div_(exp_inf))
+
+
+class NAdam(Optimizer):
+    """Adam with Nesterov momentum (Dozat), momentum decaying by ``momentum_decay``. Per
+    parameter, at step t (PyTorch's single-tensor path)::
+
+        mu_t = beta1 * (1 - 0.5 * 0.96 ** (t * momentum_decay));  prod *= mu_t
+        m = lerp(m, g, 1 - beta1);  v = beta2 * v + (1 - beta2) * g * g
+        d = sqrt(v / (1 - beta2**t)) + eps
+        p = p - lr (1 - mu_t) / (1 - prod) * g / d - lr mu_{t+1} / (1 - prod mu_{t+1}) * m / d
+
+    State per parameter: ``step``, ``mu_product``, ``exp_avg``, ``exp_avg_sq``.
+    """
+
+    _live = True
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None,
+                 maximize=False, capturable=False, differentiable=False):
+        check_nonnegative(lr=lr, eps=eps)
+        if not 0.0 <= betas[0] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+        if not 0.0 <= betas[1] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+        check_nonnegative(weight_decay=weight_decay, momentum_decay=momentum_decay)
+        defaults = {"lr": lr, "betas": (float(betas[0]), float(betas[1])), "eps": eps,
+                    "weight_decay": weight_decay, "momentum_decay": momentum_decay,
+                    "decoupled_weight_decay": decoupled_weight_decay, "maximize": maximize,
+                    **implementation(differentiable, foreach=foreach, capturable=capturable)}
+        super().__init__(params, defaults)
+
+    def _update_group(self, group):
+        lr = group["lr"]
+        beta1, beta2 = group["betas"]
+        eps, weight_decay = group["eps"], group["weight_decay"]
+        decay = group["momentum_decay"]
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            if group["maximize"]:
+                grad = -grad
+            state = self.state[p]
+            if len(state) == 0:
+                state["step"] = tg.tensor(0.0, dtype=_scalar_dtype())
+                state["mu_product"] = tg.tensor(1.0, dtype=_scalar_dtype())
+                state["exp_avg"] = tg.zeros_like(p)
+                state["exp_avg_sq"] = tg.zeros_like(p)
+            exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+            step_t, mu_product = state["step"], state["mu_product"]
+            step_t.add_(1)
+            # PyTorch's Python-float math as float64 tensor ops (a compiled replay computes
+            # them for each step), rounded to the dtype of what they meet
+            step = step_t.to(tg.float64)
+            bias_correction2 = 1 - beta2 ** step
+            if weight_decay != 0:
+                if group["decoupled_weight_decay"]:
+                    p.mul_(1 - lr * weight_decay)
+                else:
+                    grad = grad.add(p, alpha=weight_decay)
+            mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * decay)))
+            mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * decay)))
+            mu_product.mul_(mu.to(mu_product.dtype))
+            _lerp_(exp_avg, grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).add_(grad.mul(1 - beta2).mul_(grad))
+            denom = exp_avg_sq.div(bias_correction2.to(p.dtype)).sqrt().add_(eps)
+            product = mu_product.to(tg.float64)
+            value1 = (-lr * (1.0 - mu) / (1.0 - product)).to(p.dtype)
+            value2 = ((-lr * mu_next) / (1.0 - product * mu_next)).to(p.dtype)
+            # addcdiv_(t, denom, value=v) evaluates (v * t) / denom
+            p.add_(grad.mul(value1).div_(denom))
+            p.add_(exp_avg.mul(value2).div_(denom))
