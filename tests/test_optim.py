@@ -335,6 +335,10 @@ MORE_OPTS = {
                                                      decoupled_weight_decay=True),
     "nadam_wd_maximize": lambda L, p: L.optim.NAdam(p, lr=0.01, weight_decay=0.05,
                                                     maximize=True),
+    "radam": lambda L, p: L.optim.RAdam(p, lr=0.02),
+    "radam_wd_decoupled": lambda L, p: L.optim.RAdam(p, lr=0.01, betas=(0.8, 0.9),
+                                                     weight_decay=0.1,
+                                                     decoupled_weight_decay=True),
 }
 
 
@@ -401,15 +405,15 @@ def test_rmsprop_adagrad_invalid_settings(make, msg):
 
 
 @pytest.mark.parametrize("name", ["Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "Adamax",
-                                  "NAdam"])
+                                  "NAdam", "RAdam"])
 def test_implementation_choices_are_accepted_as_torch(name):
     """foreach / fused / capturable pick PyTorch's implementation: the same param_group
     entries, the same updates; differentiable=True is not supported."""
     torch = pytest.importorskip("torch")
     flags = {"foreach": False, "fused": None}
-    if name in ("Adam", "AdamW", "RMSprop", "Adamax", "NAdam"):
+    if name in ("Adam", "AdamW", "RMSprop", "Adamax", "NAdam", "RAdam"):
         flags["capturable"] = False
-    if name in ("RMSprop", "Adamax", "NAdam"):
+    if name in ("RMSprop", "Adamax", "NAdam", "RAdam"):
         flags.pop("fused")
     ours = getattr(tg.optim, name)([tg.nn.Parameter(tg.ones(2))], lr=0.1, **flags)
     theirs = getattr(torch.optim, name)([torch.nn.Parameter(torch.ones(2))], lr=0.1, **flags)

@@ -1,11 +1,11 @@
 """tapegrad.optim: optimizers with PyTorch's update rules and learning-rate schedules
 (``lr_scheduler``), as ``torch.optim``."""
 from . import lr_scheduler
-from .adam import Adam, Adamax, AdamW, NAdam
+from .adam import Adam, Adamax, AdamW, NAdam, RAdam
 from .lbfgs import LBFGS
 from .optimizer import Optimizer
 from .rmsprop import Adagrad, RMSprop
 from .sgd import SGD
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adamax", "NAdam", "RMSprop", "Adagrad", "LBFGS",
-           "lr_scheduler"]
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop",
+           "Adagrad", "LBFGS", "lr_scheduler"]

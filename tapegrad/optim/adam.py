@@ -3,7 +3,7 @@ import tapegrad as tg
 
 from .optimizer import Optimizer, check_nonnegative, implementation
 
-__all__ = ["Adam", "AdamW", "Adamax", "NAdam"]
+__all__ = ["Adam", "AdamW", "Adamax", "NAdam", "RAdam"]
 
 
 def _scalar_dtype():
@@ -241,3 +241,72 @@ class NAdam(Optimizer):
             # addcdiv_(t, denom, value=v) evaluates (v * t) / denom
             p.add_(grad.mul(value1).div_(denom))
             p.add_(exp_avg.mul(value2).div_(denom))
+
+
+class RAdam(Optimizer):
+    """Rectified Adam (Liu et al.): plain momentum SGD until the variance estimate is
+    reliable (rho_t > 5), then Adam scaled by the rectification term. Per parameter, at
+    step t (PyTorch's single-tensor path)::
+
+        m = lerp(m, g, 1 - beta1);  v = beta2 * v + (1 - beta2) * g * g
+        rho_t = rho_inf - 2 t beta2**t / (1 - beta2**t),  rho_inf = 2 / (1 - beta2) - 1
+        p = p - m / (1 - beta1**t) * lr * [sqrt(1 - beta2**t) / (sqrt(v) + eps) * r_t]
+
+    (the bracket only when rho_t > 5). State per parameter: ``step``, ``exp_avg``,
+    ``exp_avg_sq``.
+    """
+
+    _live = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
+                 decoupled_weight_decay=False, *, foreach=None, maximize=False,
+                 capturable=False, differentiable=False):
+        check_nonnegative(lr=lr, eps=eps)
+        if not 0.0 <= betas[0] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+        if not 0.0 <= betas[1] < 1.0:
+            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+        check_nonnegative(weight_decay=weight_decay)
+        defaults = {"lr": lr, "betas": (float(betas[0]), float(betas[1])), "eps": eps,
+                    "weight_decay": weight_decay,
+                    "decoupled_weight_decay": decoupled_weight_decay, "maximize": maximize,
+                    **implementation(differentiable, foreach=foreach, capturable=capturable)}
+        super().__init__(params, defaults)
+
+    def _update_group(self, group):
+        lr = group["lr"]
+        beta1, beta2 = group["betas"]
+        eps, weight_decay = group["eps"], group["weight_decay"]
+        rho_inf = 2 / (1 - beta2) - 1
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            if group["maximize"]:
+                grad = -grad
+            state = self.state[p]
+            if len(state) == 0:
+                state["step"] = tg.tensor(0.0, dtype=_scalar_dtype())
+                state["exp_avg"] = tg.zeros_like(p)
+                state["exp_avg_sq"] = tg.zeros_like(p)
+            exp_avg, exp_avg_sq, step_t = state["exp_avg"], state["exp_avg_sq"], state["step"]
+            step_t.add_(1)
+            if weight_decay != 0:
+                if group["decoupled_weight_decay"]:
+                    p.mul_(1 - lr * weight_decay)
+                else:
+                    grad = grad.add(p, alpha=weight_decay)
+            _lerp_(exp_avg, grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).add_(grad.mul(1 - beta2).mul_(grad))
+            # PyTorch's Python-float math as float64 tensor ops, and its branch on rho_t as
+            # a selection, so that a compiled replay takes the right one at every step
+            step = step_t.to(tg.float64)
+            bias_correction1 = 1 - beta1 ** step
+            bias_correction2 = 1 - beta2 ** step
+            corrected = exp_avg / bias_correction1.to(p.dtype)
+            rho_t = rho_inf - 2 * step * (beta2 ** step) / bias_correction2
+            rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
+                    / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+            adaptive = (bias_correction2 ** 0.5).to(p.dtype) / exp_avg_sq.sqrt().add_(eps)
+            plain = corrected * lr
+            p.sub_(tg.where(rho_t > 5.0, plain * adaptive * rect.to(p.dtype), plain))
