@@ -338,7 +338,9 @@ MORE_OPTS = {
     "radam": lambda L, p: L.optim.RAdam(p, lr=0.02),
     "radam_wd_decoupled": lambda L, p: L.optim.RAdam(p, lr=0.01, betas=(0.8, 0.9),
                                                      weight_decay=0.1,
-                                                     decoupled_weight_decay=True),
+                                                     decoupled_weight_decay=True),    "adadelta": lambda L, p: L.optim.Adadelta(p),
+    "adadelta_wd_maximize": lambda L, p: L.optim.Adadelta(p, lr=0.5, rho=0.8, eps=1e-5,
+                                                          weight_decay=0.1, maximize=True),
 }
 
 
@@ -398,6 +400,7 @@ def test_rmsprop_adagrad_compiled_equal_eager(name):
     (lambda p: tg.optim.Adagrad(p, eps=-1), "Invalid epsilon value"),
     (lambda p: tg.optim.Adamax(p, betas=(1.0, 0.9)), "Invalid beta parameter at index 0"),
     (lambda p: tg.optim.Adamax(p, lr=-1), "Invalid learning rate"),
+    (lambda p: tg.optim.Adadelta(p, rho=1.5), "Invalid rho value"),
 ])
 def test_rmsprop_adagrad_invalid_settings(make, msg):
     with pytest.raises(ValueError, match=msg):
@@ -405,15 +408,15 @@ def test_rmsprop_adagrad_invalid_settings(make, msg):
 
 
 @pytest.mark.parametrize("name", ["Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "Adamax",
-                                  "NAdam", "RAdam"])
+                                  "NAdam", "RAdam", "Adadelta"])
 def test_implementation_choices_are_accepted_as_torch(name):
     """foreach / fused / capturable pick PyTorch's implementation: the same param_group
     entries, the same updates; differentiable=True is not supported."""
     torch = pytest.importorskip("torch")
     flags = {"foreach": False, "fused": None}
-    if name in ("Adam", "AdamW", "RMSprop", "Adamax", "NAdam", "RAdam"):
+    if name in ("Adam", "AdamW", "RMSprop", "Adamax", "NAdam", "RAdam", "Adadelta"):
         flags["capturable"] = False
-    if name in ("RMSprop", "Adamax", "NAdam", "RAdam"):
+    if name in ("RMSprop", "Adamax", "NAdam", "RAdam", "Adadelta"):
         flags.pop("fused")
     ours = getattr(tg.optim, name)([tg.nn.Parameter(tg.ones(2))], lr=0.1, **flags)
     theirs = getattr(torch.optim, name)([torch.nn.Parameter(torch.ones(2))], lr=0.1, **flags)

@@ -1,10 +1,10 @@
-"""RMSprop and Adagrad, with PyTorch's update rules (torch/optim/rmsprop.py, adagrad.py,
-single-tensor paths)."""
+"""RMSprop, Adagrad and Adadelta, with PyTorch's update rules (torch/optim/rmsprop.py,
+adagrad.py, adadelta.py, single-tensor paths)."""
 import tapegrad as tg
 
 from .optimizer import Optimizer, check_nonnegative, implementation
 
-__all__ = ["RMSprop", "Adagrad"]
+__all__ = ["RMSprop", "Adagrad", "Adadelta"]
 
 
 class RMSprop(Optimizer):
@@ -116,3 +116,53 @@ class Adagrad(Optimizer):
             total.add_(grad * grad)
             std = total.sqrt().add_(eps)
             p.add_(grad.mul(-clr).div_(std))
+
+
+class Adadelta(Optimizer):
+    """Adadelta (Zeiler). Per parameter (PyTorch's single-tensor path)::
+
+        g = g + wd * p
+        v = rho * v + (1 - rho) * g * g
+        d = sqrt(u + eps) / sqrt(v + eps) * g;  u = rho * u + (1 - rho) * d * d
+        p = p - lr * d
+
+    State per parameter: ``step``, ``square_avg``, ``acc_delta``.
+    """
+
+    _live = True
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0, foreach=None, *,
+                 capturable=False, maximize=False, differentiable=False):
+        check_nonnegative(lr=lr)
+        if not 0.0 <= rho <= 1.0:
+            raise ValueError(f"Invalid rho value: {rho}")
+        check_nonnegative(eps=eps, weight_decay=weight_decay)
+        defaults = {"lr": lr, "rho": rho, "eps": eps, "weight_decay": weight_decay,
+                    "maximize": maximize,
+                    **implementation(differentiable, foreach=foreach, capturable=capturable)}
+        super().__init__(params, defaults)
+
+    def _update_group(self, group):
+        lr, rho, eps = group["lr"], group["rho"], group["eps"]
+        weight_decay = group["weight_decay"]
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
+            if group["maximize"]:
+                grad = -grad
+            state = self.state[p]
+            if len(state) == 0:
+                state["step"] = tg.tensor(0.0)
+                state["square_avg"] = tg.zeros_like(p)
+                state["acc_delta"] = tg.zeros_like(p)
+            state["step"].add_(1)
+            if weight_decay != 0:
+                grad = grad.add(p, alpha=weight_decay)
+            square_avg, acc_delta = state["square_avg"], state["acc_delta"]
+            # addcmul_(t, t, value=c) evaluates (c * t) * t
+            square_avg.mul_(rho).add_(grad.mul(1 - rho).mul_(grad))
+            std = square_avg.add(eps).sqrt_()
+            delta = acc_delta.add(eps).sqrt_().div_(std).mul_(grad)
+            acc_delta.mul_(rho).add_(delta.mul(1 - rho).mul_(delta))
+            p.add_(delta, alpha=-lr)
