@@ -346,7 +346,11 @@ class Tracer:
         vs = [self.vid(t) for t in ins]
         self._written(o)
         if self.arrays[o].dtype not in _FLOATS:
-            # counters (num_batches_tracked += 1): integer additions only
+            # counters: integer additions (num_batches_tracked += 1), and copies of
+            # int64 values (an EMA copying buffers: 8-byte moves, bit for bit)
+            if op == "copy" and self.arrays[o].dtype == _I64 == self.arrays[vs[0]].dtype:
+                self.ins.append((K.X_COPY, o, vs[0], -1, (), 0.0, 0.0))
+                return
             if op != "affine" or self.arrays[o].dtype != _I64 or num(f0) != int(num(f0)):
                 raise _Unsupported(f"an in-place update of a {self.arrays[o].dtype} tensor")
             self.ins.append((K.X_IADD, o, -1, -1, (int(num(f0)),), 0.0, 0.0))

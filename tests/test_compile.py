@@ -832,3 +832,43 @@ def test_two_backward_passes_over_one_graph_replay():
         for a, b in zip(step(x), c(x)):
             np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())
     assert c.records == 1 and c.replays == 3
+
+
+def test_int64_buffers_copied_in_place_replay_bit_for_bit():
+    """An EMA model copying every buffer, BatchNorm's num_batches_tracked among them,
+    replays; int64 copies keep every bit (values that are NaN patterns as doubles too)."""
+    import copy
+
+    def train(wrap):
+        tg.manual_seed(0)
+        net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 1))
+        ema = copy.deepcopy(net)
+        counter = tg.tensor([0x7FF0000000000001, -5, 2 ** 62 + 3])   # a signalling NaN's bits
+        mirror = tg.zeros(3, dtype=tg.int64)
+        opt = optim.SGD(net.parameters(), lr=0.05)
+
+        @wrap
+        def step(x):
+            opt.zero_grad()
+            loss = net(x).pow(2).mean()
+            loss.backward()
+            opt.step()
+            with tg.no_grad():
+                for pe, p in zip(ema.parameters(), net.parameters()):
+                    pe.lerp_(p, 0.1)
+                for be, b in zip(ema.buffers(), net.buffers()):
+                    be.copy_(b)
+                mirror.copy_(counter)
+                counter.add_(1)
+            return loss
+        for i in range(6):
+            step(tg.randn(8, 3))
+        return ([t.detach().numpy().copy() for t in ema.state_dict().values()],
+                mirror.numpy().copy(), step)
+    want, want_mirror, _ = train(lambda f: f)
+    got, got_mirror, step = train(tg.compile)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+        assert a.dtype == b.dtype
+    assert got_mirror.tolist() == want_mirror.tolist()
+    assert step.replays >= 4 and step.fallbacks == 0
