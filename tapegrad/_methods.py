@@ -7,7 +7,6 @@ import numpy as np
 
 from . import ops
 from .creation import arange, rand, randint, randn
-from .dtypes import dtype as _dtype
 from .grad_mode import is_grad_enabled
 from .tape import api
 from .tensor import Tensor, _dim, _read, _wrap

@@ -1,7 +1,7 @@
 """Adam and AdamW, with PyTorch's update rule (torch/optim/adam.py, single-tensor path)."""
 import tapegrad as tg
 
-from .optimizer import Optimizer, check_nonnegative, implementation
+from .optimizer import Optimizer, check_betas, check_nonnegative, implementation
 
 __all__ = ["Adam", "AdamW", "Adamax", "NAdam", "RAdam"]
 
@@ -17,6 +17,22 @@ def _lerp_(start, end, weight):
     # end - (end - start) * (1 - weight), written into start
     diff = end - start
     return start.copy_(end - diff.mul_(1.0 - weight))
+
+
+def _moments(p, grad, group, exp_avg, exp_avg_sq):
+    """Weight decay (decoupled: on p; else added to the gradient), then Adam's moving
+    averages of the gradient and its square; returns the gradient used."""
+    lr, weight_decay = group["lr"], group["weight_decay"]
+    beta1, beta2 = group["betas"]
+    if weight_decay != 0:
+        if group["decoupled_weight_decay"]:
+            p.mul_(1 - lr * weight_decay)
+        else:
+            grad = grad.add(p, alpha=weight_decay)
+    _lerp_(exp_avg, grad, 1 - beta1)
+    # addcmul_(grad, grad, value=1 - beta2) evaluates (value * grad) * grad
+    exp_avg_sq.mul_(beta2).add_(grad.mul(1 - beta2).mul_(grad))
+    return grad
 
 
 class Adam(Optimizer):
@@ -39,10 +55,7 @@ class Adam(Optimizer):
                  amsgrad=False, *, foreach=None, maximize=False, capturable=False,
                  differentiable=False, fused=None, decoupled_weight_decay=False):
         check_nonnegative(lr=lr, eps=eps)
-        if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+        check_betas(betas)
         check_nonnegative(weight_decay=weight_decay)
         defaults = {"lr": lr, "betas": (float(betas[0]), float(betas[1])), "eps": eps,
                     "weight_decay": weight_decay, "amsgrad": amsgrad, "maximize": maximize,
@@ -55,15 +68,8 @@ class Adam(Optimizer):
         lr = group["lr"]
         beta1, beta2 = group["betas"]
         eps = group["eps"]
-        weight_decay = group["weight_decay"]
         amsgrad = group["amsgrad"]
-        decoupled = group["decoupled_weight_decay"]
-        for p in group["params"]:
-            grad = p.grad
-            if grad is None:
-                continue
-            if group["maximize"]:
-                grad = -grad
+        for p, grad in self._with_grads(group):
             state = self.state[p]
             if len(state) == 0:
                 state["step"] = tg.tensor(0.0, dtype=_scalar_dtype())
@@ -75,14 +81,7 @@ class Adam(Optimizer):
             exp_avg_sq = state["exp_avg_sq"]
             step_t = state["step"]
             step_t.add_(1)
-            if weight_decay != 0:
-                if decoupled:
-                    p.mul_(1 - lr * weight_decay)
-                else:
-                    grad = grad.add(p, alpha=weight_decay)
-            _lerp_(exp_avg, grad, 1 - beta1)
-            # addcmul_(grad, grad, value=1 - beta2) evaluates (value * grad) * grad
-            exp_avg_sq.mul_(beta2).add_(grad.mul(1 - beta2).mul_(grad))
+            _moments(p, grad, group, exp_avg, exp_avg_sq)
             # The bias corrections are float64 tensor ops (PyTorch's Python-float math),
             # rounded to p's dtype where they meet it, so a compiled replay computes them.
             step = step_t.to(tg.float64)
@@ -133,10 +132,7 @@ class Adamax(Optimizer):
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  foreach=None, *, maximize=False, differentiable=False, capturable=False):
         check_nonnegative(lr=lr, eps=eps)
-        if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+        check_betas(betas)
         check_nonnegative(weight_decay=weight_decay)
         defaults = {"lr": lr, "betas": (float(betas[0]), float(betas[1])), "eps": eps,
                     "weight_decay": weight_decay, "maximize": maximize,
@@ -147,12 +143,7 @@ class Adamax(Optimizer):
         lr = group["lr"]
         beta1, beta2 = group["betas"]
         eps, weight_decay = group["eps"], group["weight_decay"]
-        for p in group["params"]:
-            grad = p.grad
-            if grad is None:
-                continue
-            if group["maximize"]:
-                grad = -grad
+        for p, grad in self._with_grads(group):
             state = self.state[p]
             if len(state) == 0:
                 state["step"] = tg.tensor(0.0, dtype=_scalar_dtype())
@@ -189,10 +180,7 @@ class NAdam(Optimizer):
                  momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None,
                  maximize=False, capturable=False, differentiable=False):
         check_nonnegative(lr=lr, eps=eps)
-        if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+        check_betas(betas)
         check_nonnegative(weight_decay=weight_decay, momentum_decay=momentum_decay)
         defaults = {"lr": lr, "betas": (float(betas[0]), float(betas[1])), "eps": eps,
                     "weight_decay": weight_decay, "momentum_decay": momentum_decay,
@@ -203,14 +191,8 @@ class NAdam(Optimizer):
     def _update_group(self, group):
         lr = group["lr"]
         beta1, beta2 = group["betas"]
-        eps, weight_decay = group["eps"], group["weight_decay"]
-        decay = group["momentum_decay"]
-        for p in group["params"]:
-            grad = p.grad
-            if grad is None:
-                continue
-            if group["maximize"]:
-                grad = -grad
+        eps, decay = group["eps"], group["momentum_decay"]
+        for p, grad in self._with_grads(group):
             state = self.state[p]
             if len(state) == 0:
                 state["step"] = tg.tensor(0.0, dtype=_scalar_dtype())
@@ -224,16 +206,10 @@ class NAdam(Optimizer):
             # them for each step), rounded to the dtype of what they meet
             step = step_t.to(tg.float64)
             bias_correction2 = 1 - beta2 ** step
-            if weight_decay != 0:
-                if group["decoupled_weight_decay"]:
-                    p.mul_(1 - lr * weight_decay)
-                else:
-                    grad = grad.add(p, alpha=weight_decay)
+            grad = _moments(p, grad, group, exp_avg, exp_avg_sq)
             mu = beta1 * (1.0 - 0.5 * (0.96 ** (step * decay)))
             mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * decay)))
             mu_product.mul_(mu.to(mu_product.dtype))
-            _lerp_(exp_avg, grad, 1 - beta1)
-            exp_avg_sq.mul_(beta2).add_(grad.mul(1 - beta2).mul_(grad))
             denom = exp_avg_sq.div(bias_correction2.to(p.dtype)).sqrt().add_(eps)
             product = mu_product.to(tg.float64)
             value1 = (-lr * (1.0 - mu) / (1.0 - product)).to(p.dtype)
@@ -262,10 +238,7 @@ class RAdam(Optimizer):
                  decoupled_weight_decay=False, *, foreach=None, maximize=False,
                  capturable=False, differentiable=False):
         check_nonnegative(lr=lr, eps=eps)
-        if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+        check_betas(betas)
         check_nonnegative(weight_decay=weight_decay)
         defaults = {"lr": lr, "betas": (float(betas[0]), float(betas[1])), "eps": eps,
                     "weight_decay": weight_decay,
@@ -276,14 +249,9 @@ class RAdam(Optimizer):
     def _update_group(self, group):
         lr = group["lr"]
         beta1, beta2 = group["betas"]
-        eps, weight_decay = group["eps"], group["weight_decay"]
+        eps = group["eps"]
         rho_inf = 2 / (1 - beta2) - 1
-        for p in group["params"]:
-            grad = p.grad
-            if grad is None:
-                continue
-            if group["maximize"]:
-                grad = -grad
+        for p, grad in self._with_grads(group):
             state = self.state[p]
             if len(state) == 0:
                 state["step"] = tg.tensor(0.0, dtype=_scalar_dtype())
@@ -291,13 +259,7 @@ class RAdam(Optimizer):
                 state["exp_avg_sq"] = tg.zeros_like(p)
             exp_avg, exp_avg_sq, step_t = state["exp_avg"], state["exp_avg_sq"], state["step"]
             step_t.add_(1)
-            if weight_decay != 0:
-                if group["decoupled_weight_decay"]:
-                    p.mul_(1 - lr * weight_decay)
-                else:
-                    grad = grad.add(p, alpha=weight_decay)
-            _lerp_(exp_avg, grad, 1 - beta1)
-            exp_avg_sq.mul_(beta2).add_(grad.mul(1 - beta2).mul_(grad))
+            _moments(p, grad, group, exp_avg, exp_avg_sq)
             # PyTorch's Python-float math as float64 tensor ops, and its branch on rho_t as
             # a selection, so that a compiled replay takes the right one at every step
             step = step_t.to(tg.float64)

@@ -51,6 +51,12 @@ def check_nonnegative(**settings):
             raise ValueError(f"Invalid {_SETTING_NAMES.get(name, name + ' value')}: {value}")
 
 
+def check_betas(betas):
+    for i, b in enumerate(betas):
+        if not 0.0 <= b < 1.0:
+            raise ValueError(f"Invalid beta parameter at index {i}: {b}")
+
+
 def implementation(differentiable=False, **flags):
     """PyTorch's implementation choices (foreach, fused, capturable) as param_group
     entries: one implementation here, the single-tensor path, so they change nothing.
@@ -189,6 +195,14 @@ class Optimizer:
 
     def _update_group(self, group):
         raise NotImplementedError
+
+    @staticmethod
+    def _with_grads(group):
+        """(parameter, its gradient, negated under ``maximize``) for each parameter of
+        the group that has a gradient."""
+        for p in group["params"]:
+            if p.grad is not None:
+                yield p, (-p.grad if group["maximize"] else p.grad)
 
     # -- state dicts -------------------------------------------------------------
     def state_dict(self):

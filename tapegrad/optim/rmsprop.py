@@ -31,12 +31,7 @@ class RMSprop(Optimizer):
     def _update_group(self, group):
         lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
         weight_decay, momentum = group["weight_decay"], group["momentum"]
-        for p in group["params"]:
-            grad = p.grad
-            if grad is None:
-                continue
-            if group["maximize"]:
-                grad = -grad
+        for p, grad in self._with_grads(group):
             state = self.state[p]
             if len(state) == 0:
                 state["step"] = tg.tensor(0.0)
@@ -97,12 +92,7 @@ class Adagrad(Optimizer):
     def _update_group(self, group):
         lr, lr_decay, eps = group["lr"], group["lr_decay"], group["eps"]
         weight_decay = group["weight_decay"]
-        for p in group["params"]:
-            grad = p.grad
-            if grad is None:
-                continue
-            if group["maximize"]:
-                grad = -grad
+        for p, grad in self._with_grads(group):
             state = self.state[p]
             step_t = state["step"]
             step_t.add_(1)
@@ -145,12 +135,7 @@ class Adadelta(Optimizer):
     def _update_group(self, group):
         lr, rho, eps = group["lr"], group["rho"], group["eps"]
         weight_decay = group["weight_decay"]
-        for p in group["params"]:
-            grad = p.grad
-            if grad is None:
-                continue
-            if group["maximize"]:
-                grad = -grad
+        for p, grad in self._with_grads(group):
             state = self.state[p]
             if len(state) == 0:
                 state["step"] = tg.tensor(0.0)

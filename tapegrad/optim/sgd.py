@@ -40,12 +40,7 @@ class SGD(Optimizer):
         dampening = group["dampening"]
         weight_decay = group["weight_decay"]
         nesterov = group["nesterov"]
-        for p in group["params"]:
-            grad = p.grad
-            if grad is None:
-                continue
-            if group["maximize"]:
-                grad = -grad
+        for p, grad in self._with_grads(group):
             if weight_decay != 0:
                 grad = grad.add(p, alpha=weight_decay)
             if momentum != 0:
