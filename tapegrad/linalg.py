@@ -1,4 +1,4 @@
-"""tapegrad.linalg: norms, solve, inv, det and slogdet, as ``torch.linalg``.
+"""tapegrad.linalg: norms, solve, inv, det, slogdet and cholesky, as ``torch.linalg``.
 
 Norms are compositions of the core ops. The factorisation-based functions run LAPACK
 through NumPy in an ``autograd.Function`` whose backward is written with these same
@@ -13,7 +13,8 @@ import tapegrad as tg
 
 from .autograd import Function
 
-__all__ = ["vector_norm", "matrix_norm", "norm", "solve", "inv", "det", "slogdet"]
+__all__ = ["vector_norm", "matrix_norm", "norm", "solve", "inv", "det", "slogdet",
+           "cholesky"]
 
 SlogdetResult = namedtuple("linalg_slogdet", ["sign", "logabsdet"])
 
@@ -122,6 +123,37 @@ class _SlogDet(Function):
     def backward(ctx, gsign, glog):
         (A,) = ctx.saved_tensors
         return glog[..., None, None] * _mT(inv(A))
+
+
+class _Cholesky(Function):
+    @staticmethod
+    def forward(ctx, A):
+        try:
+            L = tg.tensor(np.linalg.cholesky(A.detach().numpy()))
+        except np.linalg.LinAlgError:
+            raise RuntimeError("linalg.cholesky: The factorization could not be completed "
+                               "because the input is not positive-definite.") from None
+        ctx.save_for_backward(L)
+        return L
+
+    @staticmethod
+    def backward(ctx, G):
+        """PyTorch's formula: with Phi(X) the lower triangle of X, diagonal halved,
+        gA = sym(L^-H Phi(L^H G) L^-1)."""
+        (L,) = ctx.saved_tensors
+        n = L.shape[-1]
+        half = 1.0 - 0.5 * tg.eye(n, dtype=L.dtype)
+        phi = (_mT(L) @ G).tril() * half
+        Linv = inv(L)
+        g = _mT(Linv) @ phi @ Linv
+        return (g + _mT(g)) * 0.5
+
+
+def cholesky(A, *, upper=False):
+    """L lower-triangular with A = L L^T (A symmetric positive-definite); ``upper``: L^T."""
+    _square(A, "cholesky")
+    L = _Cholesky.apply(A)
+    return _mT(L) if upper else L
 
 
 def solve(A, B, *, left=True):

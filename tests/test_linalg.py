@@ -32,6 +32,9 @@ CALLS = {
                          (A,)),
     "norm": (lambda L, a: L.linalg.norm(a[0]), (A,)),
     "norm_dim": (lambda L, a: L.linalg.norm(a, dim=(1, 2)), (A,)),
+    "cholesky": (lambda L, a: L.linalg.cholesky(a @ a.transpose(-2, -1)), (A,)),
+    "cholesky_upper": (lambda L, a: L.linalg.cholesky(a @ a.transpose(-2, -1), upper=True),
+                       (A,)),
 }
 
 
@@ -49,7 +52,8 @@ def test_values_and_gradients_match_torch(name, torch):
         assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-11)
 
 
-@pytest.mark.parametrize("name", ["solve", "inv", "det", "slogdet", "matrix_norm_fro"])
+@pytest.mark.parametrize("name", ["solve", "inv", "det", "slogdet", "matrix_norm_fro",
+                                  "cholesky"])
 def test_gradcheck_and_gradgradcheck(name):
     fn, arrays = CALLS[name]
     ts = tuple(tg.tensor(a[0], requires_grad=True) for a in arrays)
@@ -65,6 +69,8 @@ def test_slogdet_sign_and_errors_as_torch(torch):
     for lib in (tg, torch):
         with pytest.raises(RuntimeError, match="square"):
             lib.linalg.inv(lib.ones(2, 3, dtype=lib.float64))
+        with pytest.raises(RuntimeError, match="not positive-definite"):
+            lib.linalg.cholesky(lib.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=lib.float64))
         with pytest.raises(RuntimeError, match="singular"):
             lib.linalg.solve(lib.zeros(2, 2, dtype=lib.float64),
                              lib.ones(2, dtype=lib.float64))
