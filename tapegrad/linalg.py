@@ -1,4 +1,5 @@
-"""tapegrad.linalg: norms, solve, inv, det, slogdet and cholesky, as ``torch.linalg``.
+"""tapegrad.linalg: norms, solve, inv, det, slogdet, cholesky and eigh, as
+``torch.linalg``.
 
 Norms are compositions of the core ops. The factorisation-based functions run LAPACK
 through NumPy in an ``autograd.Function`` whose backward is written with these same
@@ -14,9 +15,10 @@ import tapegrad as tg
 from .autograd import Function
 
 __all__ = ["vector_norm", "matrix_norm", "norm", "solve", "inv", "det", "slogdet",
-           "cholesky"]
+           "cholesky", "eigh", "eigvalsh"]
 
 SlogdetResult = namedtuple("linalg_slogdet", ["sign", "logabsdet"])
+EighResult = namedtuple("linalg_eigh", ["eigenvalues", "eigenvectors"])
 
 
 def _square(A, fname):
@@ -147,6 +149,42 @@ class _Cholesky(Function):
         Linv = inv(L)
         g = _mT(Linv) @ phi @ Linv
         return (g + _mT(g)) * 0.5
+
+
+class _Eigh(Function):
+    @staticmethod
+    def forward(ctx, A, uplo):
+        w, V = np.linalg.eigh(A.detach().numpy(), UPLO=uplo)
+        w, V = tg.tensor(w), tg.tensor(V)
+        ctx.save_for_backward(w, V)
+        return w, V
+
+    @staticmethod
+    def backward(ctx, gw, gV):
+        """PyTorch's formula: V (diag(gw) + skew(V^T gV) / (w_j - w_i)) V^T; equal
+        eigenvalues make it infinite, as in PyTorch."""
+        w, V = ctx.saved_tensors
+        eye = tg.eye(w.shape[-1], dtype=w.dtype)
+        inner = tg.zeros_like(V) if gw is None else gw.unsqueeze(-1) * eye
+        if gV is not None:
+            VhgV = _mT(V) @ gV
+            gap = w.unsqueeze(-2) - w.unsqueeze(-1) + eye
+            inner = inner + 0.5 * (VhgV - _mT(VhgV)) / gap
+        return V @ inner @ _mT(V), None
+
+
+def eigh(A, UPLO="L"):
+    """Eigenvalues (ascending) and eigenvectors of symmetric matrices, read from the
+    triangle ``UPLO``. Each eigenvector's sign is LAPACK's, which may differ from
+    PyTorch's."""
+    _square(A, "eigh")
+    if UPLO not in ("L", "U"):
+        raise RuntimeError(f"Expected UPLO argument to be 'L' or 'U', but got {UPLO}")
+    return EighResult(*_Eigh.apply(A, UPLO))
+
+
+def eigvalsh(A, UPLO="L"):
+    return eigh(A, UPLO).eigenvalues
 
 
 def cholesky(A, *, upper=False):

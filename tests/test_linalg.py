@@ -15,6 +15,11 @@ A = RNG.standard_normal((2, 3, 3)) + 3.0 * np.eye(3)     # well conditioned, bat
 B = RNG.standard_normal((2, 3, 2))
 V = RNG.standard_normal((2, 3))
 
+def _eigh_sign_free(res):
+    w, V = res
+    return (V * V * w.unsqueeze(-2)).sum(-1) + w.sum(-1, keepdim=True) * 0.5
+
+
 CALLS = {
     "solve": (lambda L, a, b: L.linalg.solve(a, b), (A, B)),
     "solve_vector": (lambda L, a, v: L.linalg.solve(a, v), (A, V)),
@@ -35,6 +40,11 @@ CALLS = {
     "cholesky": (lambda L, a: L.linalg.cholesky(a @ a.transpose(-2, -1)), (A,)),
     "cholesky_upper": (lambda L, a: L.linalg.cholesky(a @ a.transpose(-2, -1), upper=True),
                        (A,)),
+    # eigenvectors up to sign (LAPACK's choice): squares are sign-free
+    "eigh": (lambda L, a: _eigh_sign_free(L.linalg.eigh(a + a.transpose(-2, -1))), (A,)),
+    "eigh_upper": (lambda L, a: _eigh_sign_free(L.linalg.eigh(a + a.transpose(-2, -1),
+                                                              UPLO="U")), (A,)),
+    "eigvalsh": (lambda L, a: L.linalg.eigvalsh(a + a.transpose(-2, -1)), (A,)),
 }
 
 
@@ -53,7 +63,7 @@ def test_values_and_gradients_match_torch(name, torch):
 
 
 @pytest.mark.parametrize("name", ["solve", "inv", "det", "slogdet", "matrix_norm_fro",
-                                  "cholesky"])
+                                  "cholesky", "eigh", "eigvalsh"])
 def test_gradcheck_and_gradgradcheck(name):
     fn, arrays = CALLS[name]
     ts = tuple(tg.tensor(a[0], requires_grad=True) for a in arrays)
