@@ -13,7 +13,7 @@ from .cache import _INL, _SUB, _safe_caches
 from .layout import (BINARY_FIRST, BINARY_LAST, F64, FL, K_ADD, K_AMAX, K_BATCHNORM,
                      K_CAST, K_CAT, K_COPY, K_GATHER, K_LAYERNORM, K_LINEAR, K_LOGSOFTMAX,
                      K_MATMUL, K_PROD, K_SOFTMAX, K_SUM, K_WHERE, MAXD, N, NCOL, ND, OP,
-                     PAR_MIN, S0, SPLIT_MAX, U8, WORK, _j, _mode, _nil, _ptr,
+                     PAR_MIN, S0, SPLIT_MAX, U8, _j, _mode, _nil, _ptr, _work,
                      _worth_splitting, general)
 from .linalg import _mm_shape, ensure_blas, linear_fwd, matmul_fwd
 from .elementwise import (UNARY_FWD, _BINARY_VJPS, _SCALAR_BY_KERNEL, _UNARY_VJPS,
@@ -518,7 +518,7 @@ def prepare_program(TT, VD, INS, runs):
             prepare_forward(X_SPLIT, 0)
             prepare_forward(X_MOVE, 0)
         if k == X_FUSED and _worth_splitting.py_func(
-                VD[INS[i + 1, I_O], N], WORK[INS[i + 1:i + 1 + INS[i, I_P], I_OP]].sum()) \
+                VD[INS[i + 1, I_O], N], _work.py_func(INS, I_OP, i + 1, i + 1 + INS[i, I_P])) \
                 and _split_ok():
             f64 = VD[INS[i + 1, I_O], FL] & F64
             prepare_forward(X_FUSED, f64)
@@ -540,7 +540,7 @@ def prepare_program(TT, VD, INS, runs):
         prepare(FUSED, 0)
         prepare(FUSED, 1)
     for r in np.flatnonzero(runs > 1):
-        if _worth_splitting.py_func(TT[r, N], WORK[TT[r - runs[r] + 1:r + 1, OP]].sum()) \
+        if _worth_splitting.py_func(TT[r, N], _work.py_func(TT, OP, r - runs[r] + 1, r + 1)) \
                 and _split_ok():
             prepare(BLOCKS, TT[r, FL] & F64)
             prepare(SPLIT, TT[r, FL] & F64)

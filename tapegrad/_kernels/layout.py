@@ -436,6 +436,16 @@ SPLIT_MAX = max(1, config.NUMBA_NUM_THREADS)   # chunks of a split (the pool's t
 
 
 @njit(**_SUB)
+def _work(table, col, lo, hi):
+    """The WORK of the ops in column col of rows lo..hi-1 (a fused run's instructions or
+    tape rows)."""
+    w = 0
+    for r in range(lo, hi):
+        w += WORK[table[r, col]]
+    return w
+
+
+@njit(**_SUB)
 def _worth_splitting(n, work):
     """Whether a run over n elements whose rows weigh ``work`` (WORK) goes over the
     threads."""

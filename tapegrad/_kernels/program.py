@@ -7,7 +7,7 @@ from numba import carray, njit, prange
 
 from .cache import _JIT, _SUB, _safe_caches
 from .layout import (AOFF, CAST, DONE, F64, FL, FUSE_BLOCK, K_CAST, N, PAR_MIN, SO,
-                     SPLIT_MAX, SWITCH, U8, WORK, _call, _nil, _ptr, _raw, _var,
+                     SPLIT_MAX, SWITCH, U8, _call, _nil, _ptr, _raw, _var, _work,
                      _worth_splitting)
 from .reverse import (ARGV, KCOLS, REVERSE, _A_ADJ, _A_ADJ2, _A_KT, _A_NADJ, _A_NADJ2,
                       _A_OUT, _A_R, _A_RESUME, _A_ROW, _A_THREADS, tape_args)
@@ -271,7 +271,8 @@ def run_program(PG, PL, PF, ARGS):
             count = INS[i, I_P]
             kf = KF[1 if VD[INS[i + 1, I_O], FL] & F64 else 0]
             n = VD[INS[i + 1, I_O], N]
-            if threads > 1 and kf[X_FUSED] != 0 and _worth_splitting(n, _work(INS, i, count)):
+            if threads > 1 and kf[X_FUSED] != 0 and \
+                    _worth_splitting(n, _work(INS, I_OP, i + 1, i + 1 + count)):
                 argf[_P_KF] = kf.ctypes.data
                 _split_call(kf, X_FUSED, argf, i, n, threads)
             else:
@@ -327,15 +328,6 @@ def run_program(PG, PL, PF, ARGS):
                 _kernel_call(kf, k, argf, i, -1, 0)
             i += 1
     return 0, -1
-
-
-@njit(**_SUB)
-def _work(INS, i, count):
-    """The WORK of the fused run headed by instruction i."""
-    w = 0
-    for q in range(i + 1, i + 1 + count):
-        w += WORK[INS[q, I_OP]]
-    return w
 
 
 @njit(**_SUB)

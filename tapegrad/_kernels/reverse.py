@@ -13,9 +13,9 @@ from .layout import (A, AOFF, B, CAST, DIRTY, DONE, ERR_DIRTY, ERR_FREED, F64, F
                      K_LEAF, K_LAYERNORM, K_LINEAR, K_LOGSOFTMAX, K_MATMUL, K_PROD, K_PYFN, K_PYOUT,
                      K_SCATTER, K_SETIDX, K_SOFTMAX, K_STRIDED, K_SUM, K_WHERE, N, NCOL,
                      NKERNELS, OP, P0, PAUSE, PAUSED, PYFN, SA, SAVES, SB, SO,
-                     SPLIT_MAX, STEP, SWITCH, WORK,
+                     SPLIT_MAX, STEP, SWITCH,
                      _bcast, _binary_dst, _call, _dst, _ew, _j, _load, _mode, _nil, _ptr, _put,
-                     _raw, _touch, _worth_splitting, general)
+                     _raw, _touch, _work, _worth_splitting, general)
 from .linalg import _linear_vjp, _matmul_vjp, ensure_blas
 from .elementwise import _BINARY_VJPS, _UNARY_VJPS, _arith_vjp1, _inp, _out, _ug, arith1
 from .reduce import _amax, _cat, _indexed, _prod, _softmax, _strided, _sum, _sum_rows
@@ -433,8 +433,9 @@ def _fused_rows(T, adj, seen, top, runs, kt, argv):
             dst[q, 0], dst[q, 1] = ao, fr
     n = T[top, N]
     threads = argv[_A_THREADS]
-    if threads > 1 and kt[SPLIT] != 0 and _worth_splitting(n, _run_work(T, top, length)) \
-            and _splittable(T, top, dst):
+    if threads > 1 and kt[SPLIT] != 0 and \
+            _worth_splitting(n, _work(T, OP, top - length + 1, top + 1)) and \
+            _splittable(T, top, dst):
         scratch = 0
         for q in range(1, length):
             scratch += runs[top - q] < 0
@@ -447,15 +448,6 @@ def _fused_rows(T, adj, seen, top, runs, kt, argv):
         _blocks(T, top, runs, kt, argv, dst, 0, n, 0)
     argv[_A_LO] = -1
     return True
-
-
-@njit(**_SUB)
-def _run_work(T, top, length):
-    """The WORK of the fused run of ``length`` rows from row top down."""
-    w = 0
-    for r in range(top - length + 1, top + 1):
-        w += WORK[T[r, OP]]
-    return w
 
 
 @njit(**_SUB)
