@@ -226,6 +226,18 @@ def test_exp_subnormal_outputs():
     assert ulp_err(s, np.exp(x)).max() <= 1.0
 
 
+def test_exp_float32_subnormal_and_overflow_outputs():
+    """float32 exp scales by 2**k in float32: results among the subnormals round once,
+    and results past float32's range are inf."""
+    x = np.concatenate([np.linspace(-104.5, -86.0, 400_001), np.linspace(88.0, 89.5, 100_001)])
+    x32 = x.astype(np.float32)
+    got = _run(vm.exp_array, x32)
+    with np.errstate(over="ignore"):
+        ref = np.exp(x32.astype(np.float64)).astype(np.float32)
+    assert ulp_err(got, ref).max() <= 1.0
+    assert (got[ref == 0] == 0).all() and np.isinf(got[np.isinf(ref)]).all()
+
+
 def test_near_zero_accuracy():
     """expm1, log1p, tanh, sin, tan of small arguments: no cancellation."""
     r = _rng("near0")

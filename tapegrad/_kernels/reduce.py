@@ -6,7 +6,7 @@ from numba import carray, njit
 
 from .cache import _INL, _JIT, _SUB, _safe_caches
 from .layout import (A, AOFF, B, K_GATHER, K_PYOUT, K_SCATTER, K_SOFTMAX, MAXD, N, ND, OP,
-                     P0, P1, S0, SA, SB, SO, _as, _block_sum, _dst, _load, _long_sum, _odometer,
+                     P0, P1, S0, SA, SB, SO, _as, _dst, _load, _long_sum, _odometer,
                      _ptr, _put, _row_dot, _row_sum, _shape, _touch, _var, _walk, _wants,
                      listed, trailing)
 from .vmath import vexp, vexp_t, vlog
@@ -393,26 +393,31 @@ def softmax_fwd(x, out, d, inner, log):
     """softmax (log_softmax) along a dim of size d with ``inner`` elements after it,
     shifted by the max; sums in float64. As PyTorch, a slice whose max is not finite
     (inf, -inf everywhere, nan) gives nan. Rows along the last dim (inner = 1) keep
-    exp(x - max) in a float64 buffer: one exp per element, in loops that vectorise."""
+    exp(x - max) in ``out`` (exact in x's dtype but for subnormals) and take one pass per
+    step over all rows: each pass is a short loop that vectorises, and fused they do not."""
     n = x.size
     outer = n // (d * inner) if d * inner else 0
     if inner == 1:
         X = x.reshape((outer, d))
         Y = out.reshape((outer, d))
-        ex = np.empty(d)
+        M = np.empty(outer, x.dtype)
         for o in range(outer):
-            m = _rowmax(X, o)
+            M[o] = _rowmax(X, o)
+        for o in range(outer):
+            m = M[o]
             for j in range(d):
-                ex[j] = vexp_t(X[o, j] - m)
-            s = _block_sum(ex, 0, d)
+                Y[o, j] = vexp_t(X[o, j] - m)
+        for o in range(outer):
+            s = _row_sum(Y, o)
             if log:
+                m = M[o]
                 ls = vlog(s)
                 for j in range(d):
                     Y[o, j] = (X[o, j] - m) - ls
             else:
                 r = 1.0 / s
                 for j in range(d):
-                    Y[o, j] = ex[j] * r
+                    Y[o, j] = Y[o, j] * r
         return
     for o in range(outer):
         for i in range(inner):

@@ -99,16 +99,25 @@ def _as_float(typingctx, i):
 
 
 @intrinsic
-def _f32_bits(typingctx, x):
-    """The bit pattern of a float32, sign-extended to an int64 (a bit cast)."""
-    if not isinstance(x, types.Float):
+def _scale2f(typingctx, p, kd):
+    """p * 2**k for float32 p, where kd is the float32 k + 1.5 * 2**23 (k's bits in its
+    mantissa), k in [-151, 128]: two exact power-of-two factors, so that a subnormal or
+    overflowing result rounds once. All in 32-bit lanes, twice as many as float64."""
+    if not (p == types.float32 and kd == types.float32):
         return None
 
     def codegen(context, builder, sig, args):
-        v = context.cast(builder, args[0], sig.args[0], types.float32)
-        return builder.sext(builder.bitcast(v, ir.IntType(32)), ir.IntType(64))
+        i32 = ir.IntType(32)
+        k = builder.sub(builder.bitcast(args[1], i32), i32(_F_SHIFT_BITS))
+        k1 = builder.ashr(k, i32(1))
 
-    return types.int64(x), codegen
+        def pow2(e):
+            return builder.bitcast(builder.shl(builder.add(e, i32(127)), i32(23)),
+                                   ir.FloatType())
+
+        return builder.fmul(builder.fmul(args[0], pow2(k1)), pow2(builder.sub(k, k1)))
+
+    return types.float32(p, kd), codegen
 
 
 @intrinsic
@@ -314,20 +323,17 @@ _F6 = np.float32(0.5)
 
 @njit(**_INL)
 def vexpf(x):
-    """exp(x) for a float32 x, as a float64 that rounds to the float32 result within
-    1 ulp. The scaling by 2**k is done in float64, so that results that overflow, or
-    fall among the subnormals, round once when stored."""
+    """exp(x) for a float32 x, as a float32 within 1 ulp, in float32 arithmetic only."""
     xf = np.float32(x)
     xc = np.float32(-104.0) if xf < np.float32(-104.0) else xf
     xc = np.float32(89.0) if xc > np.float32(89.0) else xc     # NaN passes both
-    kd = _fmaf(xc, _F_INVLN2, _F_SHIFT)
-    k = _f32_bits(kd) - _F_SHIFT_BITS
-    kd = kd - _F_SHIFT
+    ks = _fmaf(xc, _F_INVLN2, _F_SHIFT)
+    kd = ks - _F_SHIFT
     r = _fmaf(-kd, _F_LN2HI, xc)
     r = _fmaf(-kd, _F_LN2LO, r)
     u = _madf(_madf(_madf(_madf(_madf(_F1, r, _F2), r, _F3), r, _F4), r, _F5), r, _F6)
     p = np.float32(1.0) + _madf(r * r, u, r)
-    return np.float64(p) * _as_float((k + 1023) << 52)
+    return _scale2f(p, ks)
 
 
 @njit(**_INL)
