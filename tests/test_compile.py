@@ -872,3 +872,57 @@ def test_int64_buffers_copied_in_place_replay_bit_for_bit():
         assert a.dtype == b.dtype
     assert got_mirror.tolist() == want_mirror.tolist()
     assert step.replays >= 4 and step.fallbacks == 0
+
+
+@pytest.mark.parametrize("op", ["mul_", "add_", "sub_", "div_"])
+@pytest.mark.parametrize("other", [np.float64([0.1, 0.2, 0.3]), np.float64(0.1),
+                                   np.int64([1, 2, 3]), np.int64(3)],
+                         ids=["f64", "f64-0d", "i64", "i64-0d"])
+def test_inplace_op_with_other_dtype_replays_its_values(op, other):
+    """A float32 tensor updated in place by a tensor of another dtype (an optimizer
+    scaling a parameter by a float64 0-d state) replays PyTorch's values; the replay
+    once read the float64 operand as float32 and wrote zeros."""
+    torch = pytest.importorskip("torch")
+    a = np.float32([1.1, 2.3, 3.7])
+    want = torch.tensor(a)
+    getattr(want, op)(torch.tensor(other))
+    p = tg.tensor(a)
+
+    @tg.compile
+    def f(o):
+        with tg.no_grad():
+            getattr(p, op)(o)
+        return p
+    for _ in range(3):
+        p.copy_(tg.tensor(a))
+        got = f(tg.tensor(other))
+        assert np.array_equal(got.numpy(), want.numpy())
+    assert f.replays == 2 and f.fallbacks == 0
+
+
+def test_clamp_inplace_replays_clip_grad_value():
+    """clamp_ under no_grad (clip_grad_value_, Rprop's step sizes) replays, where it
+    used to make the step run eagerly."""
+    def train(wrap):
+        tg.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+        opt = optim.SGD(model.parameters(), lr=0.1)
+
+        @wrap
+        def step(x, y):
+            opt.zero_grad()
+            loss = F.mse_loss(model(x), y)
+            loss.backward()
+            nn.utils.clip_grad_value_(model.parameters(), 0.05)
+            opt.step()
+            return loss
+        rng = np.random.default_rng(2)
+        for _ in range(6):
+            step(tg.tensor(rng.standard_normal((5, 4)) * 3, dtype=tg.float32),
+                 tg.tensor(rng.standard_normal((5, 2)), dtype=tg.float32))
+        return [p.detach().numpy().copy() for p in model.parameters()], step
+    want, _ = train(lambda f: f)
+    got, step = train(tg.compile)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert step.fallbacks == 0 and step.replays == 6 - step.records

@@ -28,7 +28,7 @@ from .arith import (ABS, ADD, AFFINE_ADD, AFFINE_MUL, AFFINE_RSUB, AFFINE_SUB, C
                     _binary_tt, _broadcast_kernel, _constant, _elementwise, _relu,
                     _scalar_out, _unary_op, _vjp_add, _vjp_affine, _vjp_clamp, _vjp_div,
                     _vjp_divs, _vjp_minmax, _vjp_mul, _vjp_pow, _vjp_pows, _vjp_rdivs,
-                    _vjp_rpows, _vjp_sub, _vjp_where, abs, add, clamp, clamp_, clip, cos,
+                    _vjp_rpows, _vjp_sub, _vjp_where, abs, add, clamp, clip, cos,
                     div, erf, exp, expm1, full_like_const, log, log1p, maximum, minimum,
                     masked_fill, mul, neg, pow, rdiv, reciprocal, relu, rpow, rsub, sigmoid,
                     sign, sin, sqrt, square, sub, tan, tanh, tril, triu,
@@ -59,6 +59,6 @@ from .composite import (addmm, all, allclose, any, broadcast_tensors,  # noqa: F
                         logical_and, logical_not, logical_or, logical_xor, movedim, mv,
                         rsqrt, swapaxes, tile, unbind, vstack)
 from .inplace import (CAST, PYFN, PYOUT, _INPLACE, _axpy, _inplace_binary, _trace_inplace,
-                      add_, copy_, div_, fill_, mul_, sub_, to_dtype, zero_)  # noqa: F401
+                      add_, clamp_, copy_, div_, fill_, mul_, sub_, to_dtype, zero_)  # noqa: F401
 
 bind_methods(sys.modules[__name__])

@@ -451,19 +451,6 @@ def _constant(arr):
     return _wrap(arr)
 
 
-def clamp_(t, min=None, max=None):
-    _check_tensor(t, "clamp_")
-    _leaf_inplace_check(t)
-    if _grad_needed(t):
-        # (the backward reads the input: a copy, as t's storage takes the result)
-        return _rebase(t, clamp(proxy_copy(t), min, max))
-    if TRACE[0] is not None:
-        TRACE[0].fail("clamp_")
-    np.clip(t._data, min, max, out=t._data)
-    bump_version(t)
-    return t
-
-
 def _vjp_minmax(sign_):
     def vjp(c, g):
         # PyTorch: g / 2 at ties, 0 where the other input wins, else g (NaN included)

@@ -54,6 +54,10 @@ def _inplace_binary(t, other, outofplace, ufunc, opname):
         if res._data.dtype != t._data.dtype:     # computed in the wider dtype
             res = res.to(t._data.dtype)
         return _rebase(t, res)
+    if isinstance(other_t, Tensor) and other_t._data.dtype != t._data.dtype:
+        # the op's own type promotion (a 0-d float64 other does not widen a float32 t),
+        # then a cast into t: one kernel never reads another dtype's values
+        return copy_(t, outofplace(t, other_t))
     o = other_t._data if isinstance(other_t, Tensor) else other_t
     if TRACE[0] is not None:
         _trace_inplace(t, other_t, ufunc)
@@ -122,6 +126,20 @@ def mul_(t, other):
 
 def div_(t, other):
     return _inplace_binary(t, other, arith.div, np.divide, "div_")
+
+
+def clamp_(t, min=None, max=None):
+    _check_tensor(t, "clamp_")
+    _leaf_inplace_check(t)
+    if _grad_needed(t):
+        # (the backward reads the input: a copy, as t's storage takes the result)
+        return _rebase(t, arith.clamp(proxy_copy(t), min, max))
+    if TRACE[0] is not None or min is None and max is None or \
+            isinstance(min, Tensor) or isinstance(max, Tensor):
+        return copy_(t, arith.clamp(t, min, max))
+    np.clip(t._data, min, max, out=t._data)
+    bump_version(t)
+    return t
 
 
 def fill_(t, value):
