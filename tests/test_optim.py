@@ -338,9 +338,18 @@ MORE_OPTS = {
     "radam": lambda L, p: L.optim.RAdam(p, lr=0.02),
     "radam_wd_decoupled": lambda L, p: L.optim.RAdam(p, lr=0.01, betas=(0.8, 0.9),
                                                      weight_decay=0.1,
-                                                     decoupled_weight_decay=True),    "adadelta": lambda L, p: L.optim.Adadelta(p),
+                                                     decoupled_weight_decay=True),
+    "adadelta": lambda L, p: L.optim.Adadelta(p),
     "adadelta_wd_maximize": lambda L, p: L.optim.Adadelta(p, lr=0.5, rho=0.8, eps=1e-5,
                                                           weight_decay=0.1, maximize=True),
+    "rprop": lambda L, p: L.optim.Rprop(p),
+    "rprop_etas_sizes_maximize": lambda L, p: L.optim.Rprop(p, lr=0.05, etas=(0.3, 1.5),
+                                                            step_sizes=(1e-3, 0.08),
+                                                            maximize=True),
+    "asgd": lambda L, p: L.optim.ASGD(p, lr=0.05),
+    "asgd_averaging_wd_maximize": lambda L, p: L.optim.ASGD(p, lr=0.05, lambd=0.01,
+                                                            alpha=0.5, t0=5,
+                                                            weight_decay=0.1, maximize=True),
 }
 
 
@@ -401,6 +410,9 @@ def test_rmsprop_adagrad_compiled_equal_eager(name):
     (lambda p: tg.optim.Adamax(p, betas=(1.0, 0.9)), "Invalid beta parameter at index 0"),
     (lambda p: tg.optim.Adamax(p, lr=-1), "Invalid learning rate"),
     (lambda p: tg.optim.Adadelta(p, rho=1.5), "Invalid rho value"),
+    (lambda p: tg.optim.Rprop(p, etas=(1.2, 0.5)), "Invalid eta values: 1.2, 0.5"),
+    (lambda p: tg.optim.Rprop(p, lr=-1), "Invalid learning rate"),
+    (lambda p: tg.optim.ASGD(p, weight_decay=-1), "Invalid weight_decay value"),
 ])
 def test_rmsprop_adagrad_invalid_settings(make, msg):
     with pytest.raises(ValueError, match=msg):
@@ -408,15 +420,16 @@ def test_rmsprop_adagrad_invalid_settings(make, msg):
 
 
 @pytest.mark.parametrize("name", ["Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "Adamax",
-                                  "NAdam", "RAdam", "Adadelta"])
+                                  "NAdam", "RAdam", "Adadelta", "Rprop", "ASGD"])
 def test_implementation_choices_are_accepted_as_torch(name):
     """foreach / fused / capturable pick PyTorch's implementation: the same param_group
     entries, the same updates; differentiable=True is not supported."""
     torch = pytest.importorskip("torch")
     flags = {"foreach": False, "fused": None}
-    if name in ("Adam", "AdamW", "RMSprop", "Adamax", "NAdam", "RAdam", "Adadelta"):
+    if name in ("Adam", "AdamW", "RMSprop", "Adamax", "NAdam", "RAdam", "Adadelta", "Rprop",
+                "ASGD"):
         flags["capturable"] = False
-    if name in ("RMSprop", "Adamax", "NAdam", "RAdam", "Adadelta"):
+    if name in ("RMSprop", "Adamax", "NAdam", "RAdam", "Adadelta", "Rprop", "ASGD"):
         flags.pop("fused")
     ours = getattr(tg.optim, name)([tg.nn.Parameter(tg.ones(2))], lr=0.1, **flags)
     theirs = getattr(torch.optim, name)([torch.nn.Parameter(torch.ones(2))], lr=0.1, **flags)

@@ -1,10 +1,11 @@
-"""RMSprop, Adagrad and Adadelta, with PyTorch's update rules (torch/optim/rmsprop.py,
-adagrad.py, adadelta.py, single-tensor paths)."""
+"""RMSprop, Adagrad, Adadelta, Rprop and ASGD, with PyTorch's update rules
+(torch/optim/rmsprop.py, adagrad.py, adadelta.py, rprop.py, asgd.py, single-tensor
+paths), written as tensor ops so that a compiled replay runs them."""
 import tapegrad as tg
 
 from .optimizer import Optimizer, check_nonnegative, implementation
 
-__all__ = ["RMSprop", "Adagrad", "Adadelta"]
+__all__ = ["RMSprop", "Adagrad", "Adadelta", "Rprop", "ASGD"]
 
 
 class RMSprop(Optimizer):
@@ -151,3 +152,90 @@ class Adadelta(Optimizer):
             delta = acc_delta.add(eps).sqrt_().div_(std).mul_(grad)
             acc_delta.mul_(rho).add_(delta.mul(1 - rho).mul_(delta))
             p.add_(delta, alpha=-lr)
+
+
+class Rprop(Optimizer):
+    """Resilient backpropagation. Per parameter and element::
+
+        s = sign(g * prev)
+        step_size = clamp(step_size * (etaplus if s > 0, etaminus if s < 0, 1 if s == 0),
+                          *step_sizes)
+        g = 0 where s < 0;  p = p - sign(g) * step_size;  prev = g
+
+    State per parameter: ``step``, ``prev``, ``step_size`` (starting at ``lr``).
+    """
+
+    _live = True
+
+    def __init__(self, params, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), *,
+                 capturable=False, foreach=None, maximize=False, differentiable=False):
+        check_nonnegative(lr=lr)
+        if not 0.0 < etas[0] < 1.0 < etas[1]:
+            raise ValueError(f"Invalid eta values: {etas[0]}, {etas[1]}")
+        defaults = {"lr": lr, "etas": etas, "step_sizes": step_sizes, "maximize": maximize,
+                    **implementation(differentiable, foreach=foreach, capturable=capturable)}
+        super().__init__(params, defaults)
+
+    def _update_group(self, group):
+        etaminus, etaplus = group["etas"]
+        lo, hi = group["step_sizes"]
+        for p, grad in self._with_grads(group):
+            state = self.state[p]
+            if len(state) == 0:
+                state["step"] = tg.tensor(0.0)
+                state["prev"] = tg.zeros_like(p)
+                state["step_size"] = tg.full_like(grad, group["lr"])
+            state["step"].add_(1)
+            prev, step_size = state["prev"], state["step_size"]
+            s = grad.mul(prev).sign()
+            # selections, not masked writes: a NaN sign stays NaN, as PyTorch's
+            factor = tg.where(s > 0, etaplus, tg.where(s < 0, etaminus, tg.where(s == 0, 1.0, s)))
+            step_size.mul_(factor).clamp_(lo, hi)
+            grad = tg.where(factor == etaminus, 0.0, grad)
+            p.addcmul_(grad.sign(), step_size, value=-1)
+            prev.copy_(grad)
+
+
+class ASGD(Optimizer):
+    """Averaged SGD (Polyak and Juditsky). Per parameter::
+
+        g = g + wd * p
+        p = p * (1 - lambd * eta) - eta * g
+        ax = p if mu == 1 else ax + (p - ax) * mu
+        eta = lr / (1 + lambd * lr * step) ** alpha;  mu = 1 / max(1, step - t0)
+
+    State per parameter: ``step``, ``eta``, ``mu`` (float32 scalars, as PyTorch's) and
+    ``ax``, the average. The scalar arithmetic is in float64, as PyTorch's Python floats.
+    """
+
+    _live = True
+
+    def __init__(self, params, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0,
+                 foreach=None, maximize=False, differentiable=False, capturable=False):
+        check_nonnegative(lr=lr, weight_decay=weight_decay)
+        defaults = {"lr": lr, "lambd": lambd, "alpha": alpha, "t0": t0,
+                    "weight_decay": weight_decay, "maximize": maximize,
+                    **implementation(differentiable, foreach=foreach, capturable=capturable)}
+        super().__init__(params, defaults)
+
+    def _update_group(self, group):
+        lr, lambd, alpha, t0 = group["lr"], group["lambd"], group["alpha"], group["t0"]
+        weight_decay = group["weight_decay"]
+        for p, grad in self._with_grads(group):
+            state = self.state[p]
+            if len(state) == 0:
+                state["step"] = tg.tensor(0.0)
+                state["eta"] = tg.tensor(float(lr))
+                state["mu"] = tg.tensor(1.0)
+                state["ax"] = tg.zeros_like(p)
+            step, eta, mu, ax = state["step"], state["eta"], state["mu"], state["ax"]
+            step.add_(1)
+            if weight_decay != 0:
+                grad = grad.add(p, alpha=weight_decay)
+            e = eta.double()
+            p.mul_(1 - lambd * e)
+            p.sub_(grad * e)
+            ax.copy_(tg.where(mu == 1, p, ax + (p - ax) * mu))
+            t = step.double()
+            eta.copy_(lr / (1 + lambd * lr * t) ** alpha)
+            mu.copy_(1 / tg.clamp(t - t0, min=1))
