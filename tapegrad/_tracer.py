@@ -363,11 +363,8 @@ class Tracer:
             kernel = K.K_DIVS if op == "divs" else K.K_AFFINE
             f0, f1 = (c, 0.0) if op != "affine" else (1.0, c)
             self.ins.append((kernel, o, o, -1, (), f0, f1))
-        elif op == "copy":
-            if self.arrays[vs[0]].dtype != self.arrays[o].dtype:
-                self.ins.append((K.K_CAST, o, vs[0], -1, (), 0.0, 0.0))
-            else:
-                self.ins.append((K.X_COPY, o, vs[0], -1, (), 0.0, 0.0))
+        elif op == "copy":      # (of a value of the target's dtype)
+            self.ins.append((K.X_COPY, o, vs[0], -1, (), 0.0, 0.0))
         else:
             self.ins.append((op, o, vs[0], vs[1] if len(vs) > 1 else -1, (), 0.0, 0.0))
 

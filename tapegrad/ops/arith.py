@@ -138,12 +138,16 @@ def _affine(op, a, f0, f1, out):
 
 
 def _scalar_out(t, c, fn):
+    """fn(t's values, Python number c) in PyTorch's result dtype: a float c makes integers
+    float, an int c makes bools int64, a bool c keeps bools bool (NumPy: int8)."""
     data = t._data
     if data.dtype not in _FLOATS and isinstance(c, (float, np.floating)):
         data = data.astype(_np_float())
+    elif data.dtype == np.bool_ and not isinstance(c, (bool, np.bool_)):
+        data = data.astype(np.int64)
     out = fn(data, c)
-    if out.__class__ is not np.ndarray:
-        out = np.asarray(out, dtype=data.dtype)
+    if out.__class__ is not np.ndarray or out.dtype != data.dtype and data.dtype == np.bool_:
+        out = np.asarray(out).astype(data.dtype)
     return out
 
 
@@ -167,10 +171,24 @@ def add(input, other, *, alpha=1):
     return _affine(AFFINE_ADD, input, 1.0, num(other), _scalar_out(input, other, np.add))
 
 
+def _no_bool_sub(a, b):
+    """PyTorch's error for a subtraction with a bool operand (a tensor or Python bool)."""
+    ab, bb = (isinstance(x, (bool, np.bool_)) or isinstance(x, Tensor) and
+              x._data.dtype == np.bool_ for x in (a, b))
+    if ab and bb:
+        raise RuntimeError("Subtraction, the `-` operator, with two bool tensors is not "
+                           "supported. Use the `^` or `logical_xor()` operator instead.")
+    if ab or bb:
+        raise RuntimeError("Subtraction, the `-` operator, with a bool tensor is not "
+                           "supported. If you are trying to invert a mask, use the `~` or "
+                           "`logical_not()` operator instead.")
+
+
 def sub(input, other, *, alpha=1):
     """input - alpha * other."""
     if not isinstance(input, Tensor):
         return rsub(other, input, alpha=alpha)
+    _no_bool_sub(input, other)
     other = _as_operand(other, "sub")
     if alpha != 1:
         _check_broadcast("sub", input, other)
@@ -186,6 +204,7 @@ def rsub(input, other, *, alpha=1):
     if isinstance(other, Tensor):
         return sub(other, input * alpha if alpha != 1 else input)
     _check_tensor(input, "rsub")
+    _no_bool_sub(input, other)
     other = _as_operand(other, "sub")
     if alpha != 1:
         input = input * alpha
@@ -244,6 +263,8 @@ def pow(input, exponent):
         raise TypeError(f"pow(): argument 'input' must be Tensor, not {type(input).__name__}")
     exponent = _as_operand(exponent, "pow")
     if isinstance(exponent, Tensor):
+        if input._data.dtype == exponent._data.dtype == np.bool_:
+            raise NotImplementedError("\"pow\" not implemented for 'Bool'")
         return _binary_tt(POW, np.power, "pow", input, exponent)
     if input._data.dtype.kind != "f" and isinstance(exponent, (int, np.integer)) \
             and exponent < 0:
@@ -260,8 +281,11 @@ def pow(input, exponent):
 def rpow(input, base):
     """base ** input for a Python scalar ``base``."""
     _check_tensor(input, "pow")
-    data = input._data if input._data.dtype.kind == "f" else \
-        input._data.astype(_np_float()) if isinstance(base, float) else input._data
+    data = input._data
+    if data.dtype == np.bool_ and isinstance(base, (bool, np.bool_)):
+        raise NotImplementedError("\"pow\" not implemented for 'Bool'")
+    if data.dtype.kind != "f":
+        data = data.astype(_np_float() if isinstance(base, float) else np.int64)
     if data.dtype in _FLOATS and isinstance(base, (int, float, np.number)):
         out = _elementwise(K.K_RPOWS, data, base)
     else:

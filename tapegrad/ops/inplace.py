@@ -36,16 +36,22 @@ def to_dtype(input, dtype):
     return plain(CAST, out, [input])
 
 
+_TORCH_TYPE = {"bool": "Bool", "int64": "Long"}
+
+
 def _inplace_binary(t, other, outofplace, ufunc, opname):
     _check_tensor(t, opname)
     _leaf_inplace_check(t)
     other_t = _as_operand(other, opname)
     _check_broadcast(opname, t, other_t, t._data.shape)
     okind = other_t._data.dtype.kind if isinstance(other_t, Tensor) else \
-        "f" if isinstance(other_t, (float, np.floating)) else "i"
-    if t._data.dtype.kind in "iub" and (okind == "f" or ufunc is np.divide):
-        raise RuntimeError(f"{opname}: result type Float can't be cast to the desired output "
-                           f"type {t.dtype.name.capitalize()}")
+        "f" if isinstance(other_t, (float, np.floating)) else \
+        "b" if isinstance(other_t, (bool, np.bool_)) else "i"
+    wider = "Float" if okind == "f" or ufunc is np.divide else \
+        "Long" if t._data.dtype == np.bool_ and okind != "b" else None
+    if t._data.dtype.kind in "iub" and wider:
+        raise RuntimeError(f"{opname}: result type {wider} can't be cast to the desired "
+                           f"output type {_TORCH_TYPE.get(t._data.dtype.name, 'Long')}")
     if _grad_needed(t, other_t if isinstance(other_t, Tensor) else None):
         src = t
         if isinstance(other_t, Tensor) and other_t._req and ufunc in (np.multiply, np.divide):
@@ -182,7 +188,8 @@ def copy_(t, src):
             src._data.astype(t._data.dtype))
         return _rebase(t, t * 0.0 + views.expand(s, *t.shape))
     if TRACE[0] is not None:
-        TRACE[0].write("copy", t, [src])
+        # the conversion as an op of its own: the recorded copy moves values of one dtype
+        TRACE[0].write("copy", t, [to_dtype(src, t.dtype)])
     np.copyto(t._data, src._data, casting="unsafe")
     bump_version(t)
     return t
