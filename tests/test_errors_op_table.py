@@ -101,7 +101,10 @@ case("rdiv_none", [O.RDIVS], lambda L, e: None / e["h"], TypeError, r"div|/")
 for _name, _op in (("exp", O.EXP), ("log", O.LOG), ("sqrt", O.SQRT), ("tanh", O.TANH),
                    ("sigmoid", O.SIGMOID), ("relu", O.RELU), ("abs", O.ABS), ("sin", O.SIN),
                    ("cos", O.COS), ("tan", O.TAN), ("log1p", O.LOG1P), ("expm1", O.EXPM1),
-                   ("erf", O.ERF), ("reciprocal", O.RECIP), ("floor", O.FLOOR),
+                   ("erf", O.ERF), ("atan", O.ATAN), ("asin", O.ASIN), ("acos", O.ACOS),
+                   ("sinh", O.SINH), ("cosh", O.COSH), ("asinh", O.ASINH),
+                   ("acosh", O.ACOSH), ("atanh", O.ATANH),
+                   ("reciprocal", O.RECIP), ("floor", O.FLOOR),
                    ("ceil", O.CEIL), ("round", O.ROUND), ("trunc", O.TRUNC)):
     case(f"{_name}_list", [_op], lambda L, e, n=_name: getattr(L, n)([1.0, 2.0]), TypeError,
          _name)

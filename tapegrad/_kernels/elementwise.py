@@ -9,7 +9,8 @@ from numba import carray, njit
 from numba.extending import overload
 
 from .cache import _ARR, _INL, _JIT, _SUB, _safe_caches
-from .layout import (A, AOFF, B, K_ABS, K_ADD, K_AFFINE, K_CEIL, K_CLAMP, K_COS, K_DIV,
+from .layout import (A, AOFF, B, K_ABS, K_ACOS, K_ACOSH, K_ADD, K_AFFINE, K_ASIN, K_ASINH,
+                     K_ATAN, K_ATANH, K_CEIL, K_COSH, K_SINH, K_CLAMP, K_COS, K_DIV,
                      K_DIVS, K_ERF, K_EXP, K_EXPM1, K_FLOOR, K_LOG, K_LOG1P, K_MAXIMUM,
                      K_MINIMUM, K_MUL, K_POW, K_POWS, K_RDIVS, K_RECIP, K_RELU, K_ROUND,
                      K_RPOWS, K_SIGMOID, K_SIGN, K_SIN, K_SQRT, K_SUB, K_TAN, K_TANH,
@@ -202,6 +203,46 @@ def _du_erf(g, x, o, f0, f1, p0):
 
 
 @njit(**_INL)
+def _du_atan(g, x, o, f0, f1, p0):
+    return g / (x * x + 1.0)
+
+
+@njit(**_INL)
+def _du_asin(g, x, o, f0, f1, p0):
+    return g / np.sqrt(1.0 - x * x)
+
+
+@njit(**_INL)
+def _du_acos(g, x, o, f0, f1, p0):
+    return -g / np.sqrt(1.0 - x * x)
+
+
+@njit(**_INL)
+def _du_sinh(g, x, o, f0, f1, p0):
+    return g * np.cosh(x)
+
+
+@njit(**_INL)
+def _du_cosh(g, x, o, f0, f1, p0):
+    return g * np.sinh(x)
+
+
+@njit(**_INL)
+def _du_asinh(g, x, o, f0, f1, p0):
+    return g / np.sqrt(x * x + 1.0)
+
+
+@njit(**_INL)
+def _du_acosh(g, x, o, f0, f1, p0):
+    return g / np.sqrt(x * x - 1.0)
+
+
+@njit(**_INL)
+def _du_atanh(g, x, o, f0, f1, p0):
+    return g / (1.0 - x * x)
+
+
+@njit(**_INL)
 def _du_clamp(g, x, o, f0, f1, p0):
     """g where F0 <= x <= F1 (bounds present by P0 bits 1, 2), else 0 (nan: 0)."""
     cmin = f0 if p0 & 1 else -np.inf
@@ -352,6 +393,46 @@ def _sf_erf(x, f0, f1, p0):
 
 
 @njit(**_INL)
+def _sf_atan(x, f0, f1, p0):
+    return math.atan(x)
+
+
+@njit(**_INL)
+def _sf_asin(x, f0, f1, p0):
+    return math.asin(x)
+
+
+@njit(**_INL)
+def _sf_acos(x, f0, f1, p0):
+    return math.acos(x)
+
+
+@njit(**_INL)
+def _sf_sinh(x, f0, f1, p0):
+    return math.sinh(x)
+
+
+@njit(**_INL)
+def _sf_cosh(x, f0, f1, p0):
+    return math.cosh(x)
+
+
+@njit(**_INL)
+def _sf_asinh(x, f0, f1, p0):
+    return math.asinh(x)
+
+
+@njit(**_INL)
+def _sf_acosh(x, f0, f1, p0):
+    return math.acosh(x)
+
+
+@njit(**_INL)
+def _sf_atanh(x, f0, f1, p0):
+    return math.atanh(x)
+
+
+@njit(**_INL)
 def _sf_floor(x, f0, f1, p0):
     return np.floor(x)
 
@@ -399,7 +480,11 @@ UNARY_OPS = {
     K_TAN: (tan_array, _du_tan, False), K_LOG1P: (log1p_array, _du_log1p, False),
     K_EXPM1: (expm1_array, _du_expm1, False), K_RECIP: (_sf_recip, _du_recip, True),
     K_CLAMP: (_sf_clamp, _du_clamp, True), K_SIGN: (_sf_sign, _du_zero, True),
-    K_ERF: (_sf_erf, _du_erf, False), K_FLOOR: (_sf_floor, _du_zero, True),
+    K_ERF: (_sf_erf, _du_erf, False), K_ATAN: (_sf_atan, _du_atan, False),
+    K_ASIN: (_sf_asin, _du_asin, False), K_ACOS: (_sf_acos, _du_acos, False),
+    K_SINH: (_sf_sinh, _du_sinh, False), K_COSH: (_sf_cosh, _du_cosh, False),
+    K_ASINH: (_sf_asinh, _du_asinh, False), K_ACOSH: (_sf_acosh, _du_acosh, False),
+    K_ATANH: (_sf_atanh, _du_atanh, False), K_FLOOR: (_sf_floor, _du_zero, True),
     K_CEIL: (_sf_ceil, _du_zero, True), K_ROUND: (_sf_round, _du_zero, True),
     K_TRUNC: (_sf_trunc, _du_zero, True),
 }

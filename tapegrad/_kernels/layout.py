@@ -60,6 +60,7 @@ U8 = 128      # a program value of one byte per element (a bool)
  K_CLAMP,        # gradient passes where F0 <= x <= F1 (P0 bit 1: F0 set, bit 2: F1 set)
  K_SIGN,         # zero gradient
  K_ERF,
+ K_ATAN, K_ASIN, K_ACOS, K_SINH, K_COSH, K_ASINH, K_ACOSH, K_ATANH,
  K_FLOOR, K_CEIL, K_ROUND, K_TRUNC,     # zero gradient; ROUND: half to even
  # the rest
  K_LINEAR,       # x @ W.T + b, inputs L[P0:P0+P1]
@@ -82,7 +83,7 @@ U8 = 128      # a program value of one byte per element (a bool)
  #                 then the weight if P3 bit 1, the bias if P3 bit 2
  K_BATCHNORM,    # channels of (N, P2, P3) normalised by batch statistics, eps F0; inputs
  #                 as K_LAYERNORM's, flags in P4
- NKERNELS) = range(54)
+ NKERNELS) = range(62)
 BINARY_FIRST, BINARY_LAST = K_ADD, K_MINIMUM
 # Opcodes whose inputs are the list L[P0:P0+P1], not A and B.
 LISTED = (K_LINEAR, K_CAT, K_PYFN, K_LAYERNORM, K_BATCHNORM)
@@ -431,7 +432,8 @@ PAR_WORK = 1 << 22    # elements times their rows' WORK fall short of this: waki
 #                       262,144 elements is memory-bound, two threads no faster than one
 WORK = np.ones(128, np.int64)       # per-element cost of an elementwise op, by opcode
 WORK[[K_POW, K_POWS, K_RPOWS, K_EXP, K_LOG, K_TANH, K_SIGMOID, K_SIN, K_COS, K_TAN,
-      K_LOG1P, K_EXPM1, K_ERF]] = 8
+      K_LOG1P, K_EXPM1, K_ERF, K_ATAN, K_ASIN, K_ACOS, K_SINH, K_COSH, K_ASINH, K_ACOSH,
+      K_ATANH]] = 8
 SPLIT_MAX = max(1, config.NUMBA_NUM_THREADS)   # chunks of a split (the pool's threads)
 
 

@@ -29,6 +29,8 @@ from .arith import (ABS, ADD, AFFINE_ADD, AFFINE_MUL, AFFINE_RSUB, AFFINE_SUB, C
                     _scalar_out, _unary_op, _vjp_add, _vjp_affine, _vjp_clamp, _vjp_div,
                     _vjp_divs, _vjp_minmax, _vjp_mul, _vjp_pow, _vjp_pows, _vjp_rdivs,
                     _vjp_rpows, _vjp_sub, _vjp_where, abs, add, clamp, clip, cos,
+                    ACOS, ACOSH, ASIN, ASINH, ATAN, ATANH, COSH, SINH, acos, acosh, asin,
+                    asinh, atan, atanh, cosh, sinh,
                     div, erf, exp, expm1, full_like_const, log, log1p, maximum, minimum,
                     masked_fill, mul, neg, pow, rdiv, reciprocal, relu, rpow, rsub, sigmoid,
                     sign, sin, sqrt, square, sub, tan, tanh, tril, triu,
@@ -53,7 +55,9 @@ from .views import (CAT, CLONE, EXPAND, FLATTEN, GATHER, PERMUTE, RESHAPE, SCATT
 from .linalg import (BMM, DOT, LINEAR, MM, MV, VM, _MATMUL_MODE, _batched, _mismatch,
                      _vjp_linear, _vjp_matmul, _wants_row, bmm, dot, linear, matmul, mm,
                      outer)  # noqa: F401
-from .composite import (addmm, all, allclose, any, broadcast_tensors,  # noqa: F401
+from .composite import (addmm, all, allclose, any, arctan2, atan2, broadcast_tensors,  # noqa: F401
+                        cdist, clamp_max, clamp_min, cross, deg2rad, diag, diagonal, diff,
+                        exp2, hypot, logaddexp, meshgrid, rad2deg, trace,
                         contiguous, count_nonzero, cumsum, einsum, equal, hstack,
                         index_select, isclose, isfinite, isinf, isnan, lerp, log2, log10,
                         logical_and, logical_not, logical_or, logical_xor, movedim, mv,

@@ -388,6 +388,24 @@ ERF = Op("ErfBackward0", K.K_ERF,
          lambda c, g: (g * (2.0 / math.sqrt(math.pi) * exp(-(c.a * c.a))),))
 erf = _unary_op(ERF, None, SAVE_A, K.UNARY_FWD[K.K_ERF])
 
+# Inverse trigonometric and hyperbolic functions; derivatives as PyTorch writes them.
+ATAN = Op("AtanBackward0", K.K_ATAN, lambda c, g: (g / (c.a * c.a + 1.0),))
+ASIN = Op("AsinBackward0", K.K_ASIN, lambda c, g: (g * pow(1.0 - c.a * c.a, -0.5),))
+ACOS = Op("AcosBackward0", K.K_ACOS, lambda c, g: (-g * pow(1.0 - c.a * c.a, -0.5),))
+SINH = Op("SinhBackward0", K.K_SINH, lambda c, g: (g * cosh(c.a),))
+COSH = Op("CoshBackward0", K.K_COSH, lambda c, g: (g * sinh(c.a),))
+ASINH = Op("AsinhBackward0", K.K_ASINH, lambda c, g: (g * pow(c.a * c.a + 1.0, -0.5),))
+ACOSH = Op("AcoshBackward0", K.K_ACOSH, lambda c, g: (g * pow(c.a * c.a - 1.0, -0.5),))
+ATANH = Op("AtanhBackward0", K.K_ATANH, lambda c, g: (g / (1.0 - c.a * c.a),))
+atan = _unary_op(ATAN, None, SAVE_A, K.UNARY_FWD[K.K_ATAN])
+asin = _unary_op(ASIN, None, SAVE_A, K.UNARY_FWD[K.K_ASIN])
+acos = _unary_op(ACOS, None, SAVE_A, K.UNARY_FWD[K.K_ACOS])
+sinh = _unary_op(SINH, None, SAVE_A, K.UNARY_FWD[K.K_SINH])
+cosh = _unary_op(COSH, None, SAVE_A, K.UNARY_FWD[K.K_COSH])
+asinh = _unary_op(ASINH, None, SAVE_A, K.UNARY_FWD[K.K_ASINH])
+acosh = _unary_op(ACOSH, None, SAVE_A, K.UNARY_FWD[K.K_ACOSH])
+atanh = _unary_op(ATANH, None, SAVE_A, K.UNARY_FWD[K.K_ATANH])
+
 # Rounding: a zero gradient, as PyTorch's; integer tensors come back unchanged.
 FLOOR = Op("FloorBackward0", K.K_FLOOR, _vjp_zero)
 CEIL = Op("CeilBackward0", K.K_CEIL, _vjp_zero)
@@ -535,10 +553,12 @@ def where(condition, input, other):
     cond = condition._data if isinstance(condition, Tensor) else np.asarray(condition)
     if cond.dtype != np.bool_:
         raise RuntimeError(f"where: expected condition to be a bool tensor, got {cond.dtype}")
-    if not isinstance(input, Tensor) and not isinstance(other, Tensor):
-        return _wrap(np.asarray(np.where(cond, input, other)))
-    ref = input if isinstance(input, Tensor) else other
-    dt = ref._data.dtype
+    if isinstance(input, Tensor) or isinstance(other, Tensor):
+        dt = (input if isinstance(input, Tensor) else other)._data.dtype
+    else:       # two numbers: PyTorch's default float dtype, int64 or bool
+        kinds = {np.asarray(v).dtype.kind for v in (input, other)}
+        dt = _np_float() if "f" in kinds else np.dtype(np.int64) if "i" in kinds else \
+            np.dtype(np.bool_)
     if not isinstance(input, Tensor):
         input = _constant(np.asarray(input, dtype=dt))
     if not isinstance(other, Tensor):

@@ -355,3 +355,216 @@ def hstack(tensors):
 def vstack(tensors):
     """cat along dim 0 of the tensors viewed as at least 2-D."""
     return views.cat([t.reshape(1, -1) if t.ndim < 2 else t for t in tensors], 0)
+
+
+# -- elementwise functions of two tensors, and angles --------------------------------------
+def _float_operands(a, b, opname):
+    """a and b as tensors (either may be a number) in their promoted floating dtype."""
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        raise TypeError(f"{opname}(): argument 'input' must be Tensor, not "
+                        f"{type(a).__name__}")
+    like = a if isinstance(a, Tensor) else b
+    a, b = (x if isinstance(x, Tensor) else _constant(np.asarray(x, like._data.dtype
+            if like._data.dtype.kind == "f" else np.float32)) for x in (a, b))
+    if a._data.dtype.kind != "f" and b._data.dtype.kind != "f":
+        a = a.float()
+    return a, b
+
+
+def atan2(input, other):
+    """The angle of (other, input) in (-pi, pi], gradients other / r^2 and -input / r^2,
+    as PyTorch's. atan of the smaller over the larger coordinate, each with a safe
+    denominator, so that the branch not taken has finite gradients (then zero)."""
+    _check_tensor(input, "atan2")
+    y, x = _float_operands(input, other, "atan2")
+    ay, ax = arith.abs(y.detach()), arith.abs(x.detach())
+    flat = ax >= ay                                  # |angle| <= pi/4 away from the x axis
+    xs = arith.where(flat & (x != 0), x, 1.0)
+    ys = arith.where(flat, 1.0, y)
+    with np.errstate(divide="ignore"):             # 1 / -0 = -inf tells -0 from 0
+        x_neg, y_neg = [(v < 0) | ((v == 0) & (1.0 / v < 0)) for v in (x.detach(), y.detach())]
+    half = arith.where(y_neg, -1.0, 1.0).to(y.dtype) * math.pi      # pi in y's dtype
+    near = arith.atan(y / xs)
+    near = arith.where(x_neg, near + half, near)       # (adding 0 would lose -0's sign)
+    steep = half * 0.5 - arith.atan(x / ys)
+    return arith.where(flat, near, steep)
+
+
+def arctan2(input, other):
+    return atan2(input, other)
+
+
+def hypot(input, other):
+    """sqrt(input^2 + other^2) without overflow: scaled by the larger magnitude."""
+    _check_tensor(input, "hypot")
+    a, b = _float_operands(input, other, "hypot")
+    m = arith.maximum(arith.abs(a.detach()), arith.abs(b.detach()))
+    m = arith.where((m == 0) | isinf(m), 1.0, m)
+    out = m * arith.sqrt(arith.square(a / m) + arith.square(b / m))
+    return arith.where(isinf(a) | isinf(b), math.inf, out)
+
+
+def logaddexp(input, other):
+    """log(exp(input) + exp(other)): max + log1p(exp(-|difference|)); equal inputs
+    (infinities too) give x + log 2."""
+    _check_tensor(input, "logaddexp")
+    a, b = _float_operands(input, other, "logaddexp")
+    with np.errstate(invalid="ignore"):             # inf - inf, not taken
+        d = arith.where(a == b, 0.0, a - b)
+    return arith.maximum(a, b) + arith.log1p(arith.exp(-arith.abs(d)))
+
+
+def clamp_min(input, min):
+    return arith.clamp(input, min=min)
+
+
+def clamp_max(input, max):
+    return arith.clamp(input, max=max)
+
+
+def deg2rad(input):
+    _check_tensor(input, "deg2rad")
+    return arith.mul(input, math.pi / 180.0)
+
+
+def rad2deg(input):
+    _check_tensor(input, "rad2deg")
+    return arith.mul(input, 180.0 / math.pi)
+
+
+def exp2(input):
+    _check_tensor(input, "exp2")
+    return arith.rpow(input, 2.0)
+
+
+# -- diagonals, grids, distances, differences --------------------------------------------
+def diagonal(input, offset=0, dim1=0, dim2=1):
+    """The diagonal ``offset`` of the planes of dims dim1 and dim2, as the last dim."""
+    _check_tensor(input, "diagonal")
+    nd = input.ndim
+    if nd < 2:
+        raise RuntimeError(f"diagonal dimensions requires ndim larger than 1, but got {nd}")
+    d1, d2 = _dim(dim1, nd, "diagonal"), _dim(dim2, nd, "diagonal")
+    if d1 == d2:
+        raise RuntimeError(f"diagonal dimensions cannot be identical {dim1}, {dim2}")
+    x = movedim(input, (d1, d2), (-2, -1))
+    rows, cols = x.shape[-2], x.shape[-1]
+    if offset >= 0:
+        n = max(0, min(rows, cols - offset))
+        x = views.narrow(views.narrow(x, -2, 0, n), -1, min(offset, cols), n)
+    else:
+        n = max(0, min(rows + offset, cols))
+        x = views.narrow(views.narrow(x, -2, min(-offset, rows), n), -1, 0, n)
+    return einsum("...ii->...i", x) if n else reductions.sum(x, -2)
+
+
+def diag(input, diagonal=0):
+    """A 1-D input as the diagonal ``diagonal`` of a square matrix, or the diagonal of a
+    2-D input."""
+    _check_tensor(input, "diag")
+    if input.ndim == 2:
+        return globals()["diagonal"](input, diagonal)
+    if input.ndim != 1:
+        raise RuntimeError("diag(): Supports 1D or 2D tensors. Got " f"{input.ndim}D")
+    n, k = input.shape[0], abs(diagonal)
+    square = input.unsqueeze(1) * _constant(np.eye(n, dtype=input._data.dtype))
+    if k == 0:
+        return square
+    dt = input._data.dtype
+    side = _constant(np.zeros((n, k), dt))
+    band = views.cat([side, square] if diagonal > 0 else [square, side], 1)
+    end = _constant(np.zeros((k, n + k), dt))
+    return views.cat([band, end] if diagonal > 0 else [end, band], 0)
+
+
+def trace(input):
+    _check_tensor(input, "trace")
+    if input.ndim != 2:
+        raise RuntimeError(f"trace: expected a matrix, but got tensor with dim {input.ndim}")
+    return reductions.sum(diagonal(input))
+
+
+def meshgrid(*tensors, indexing="ij"):
+    """Coordinate grids: tensor i expanded along every dim but its own (``ij``), or with
+    the first two dims swapped (``xy``)."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if indexing not in ("ij", "xy"):
+        raise RuntimeError(f"torch.meshgrid: indexing must be one of \"xy\" or \"ij\", but "
+                           f"received: {indexing}")
+    for t in tensors:
+        _check_tensor(t, "meshgrid")
+        if t.ndim > 1:
+            raise RuntimeError(f"torch.meshgrid: Expected 0D or 1D tensor in the tensor "
+                               f"list but got: {t}")
+    sizes = [t.numel() for t in tensors]
+    order = list(range(len(tensors)))
+    if indexing == "xy" and len(tensors) >= 2:
+        order[0], order[1] = 1, 0
+    shape = [sizes[i] for i in order]
+    grids = []
+    for i, t in enumerate(tensors):
+        view = [1] * len(tensors)
+        view[order.index(i)] = -1
+        grids.append(views.expand(t.reshape(*view), *shape))
+    return tuple(grids)
+
+
+def cdist(x1, x2, p=2.0, compute_mode=None):
+    """p-norm distances between the rows of x1 (..., P, M) and x2 (..., R, M), computed
+    from the differences (no matrix-product shortcut: exact near zero distance)."""
+    _check_tensor(x1, "cdist")
+    _check_tensor(x2, "cdist")
+    if x1.ndim < 2 or x2.ndim < 2:
+        raise RuntimeError(f"cdist only supports at least 2D tensors, X1 got: {x1.ndim}D")
+    if x1.shape[-1] != x2.shape[-1]:
+        raise RuntimeError(f"X1 and X2 must have the same number of columns. X1: "
+                           f"{x1.shape[-1]} X2: {x2.shape[-1]}")
+    if p < 0:
+        raise RuntimeError("cdist only supports non-negative p values")
+    d = arith.abs(x1.unsqueeze(-2) - x2.unsqueeze(-3))
+    if p == 2:
+        return reductions._sqrt_masked(reductions.sum(d * d, -1))
+    if p == 1:
+        return reductions.sum(d, -1)
+    if p == math.inf:
+        return reductions.amax(d, -1)
+    if p == 0:
+        return reductions.sum((d != 0).to(d.dtype), -1)
+    s = reductions.sum(arith.where(d == 0, 0.0, arith.pow(arith.where(d == 0, 1.0, d), p)), -1)
+    return arith.where(s == 0, 0.0, arith.pow(arith.where(s == 0, 1.0, s), 1.0 / p))
+
+
+def diff(input, n=1, dim=-1, prepend=None, append=None):
+    """n-th forward differences along dim, after concatenating prepend and append."""
+    _check_tensor(input, "diff")
+    if input.ndim == 0:
+        raise RuntimeError("diff expects input to be at least one-dimensional")
+    d = _dim(dim, input.ndim, "diff")
+    parts = [t if isinstance(t, Tensor) else _constant(np.asarray(t, input._data.dtype))
+             for t in (prepend, input, append) if t is not None]
+    x = views.cat(parts, d) if len(parts) > 1 else input
+    for _ in range(n):
+        m = x.shape[d]
+        if m == 0:
+            break
+        x = views.narrow(x, d, 1, m - 1) - views.narrow(x, d, 0, m - 1)
+    return x
+
+
+def cross(input, other, dim=None):
+    """The cross product of 3-vectors along dim (the first dim of size 3 when None)."""
+    _check_tensor(input, "cross")
+    _check_tensor(other, "cross")
+    if dim is None:
+        dim = next((i for i, s in enumerate(input.shape) if s == 3), None)
+        if dim is None:
+            raise RuntimeError("no dimension of size 3 in input")
+    d, e = _dim(dim, input.ndim, "cross"), _dim(dim, other.ndim, "cross")
+    if input.shape[d] != 3 or other.shape[e] != 3:
+        raise RuntimeError(f"linalg.cross: inputs dimension {dim} must have length 3. Got "
+                           f"{input.shape[d]} and {other.shape[e]}")
+    a = [views.narrow(input, d, i, 1) for i in range(3)]
+    b = [views.narrow(other, e, i, 1) for i in range(3)]
+    return views.cat([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2],
+                      a[0] * b[1] - a[1] * b[0]], d)
