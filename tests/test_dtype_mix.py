@@ -44,6 +44,8 @@ OPS = {
     "add_": lambda L, a, b: a.clone().add_(b),
     "mul_": lambda L, a, b: a.clone().mul_(b),
     "setitem": _setitem,
+    "cat": lambda L, a, b: L.cat([a.reshape(-1), b.reshape(-1)]),
+    "stack": lambda L, a, b: L.stack([a.reshape(-1)[:1], b.reshape(-1)[:1]]),
 }
 CASES = [(name, da, db, za, zb)
          for name, da, db, za, zb in itertools.product(OPS, DTYPES, DTYPES, (False, True),

@@ -5,8 +5,7 @@ once, for ``L`` = tapegrad or torch), the exception type and a regex for the mes
 (naming the op). Two tests per case:
 
 - ``test_table_matches_torch``: PyTorch 2.13 raises the declared type for the same call
-  (an ``AttributeError`` there counts for ``TypeError``, API.md "Errors"); cases marked
-  ``api=`` follow an API.md rule where PyTorch does not raise (mixed float32/float64).
+  (an ``AttributeError`` there counts for ``TypeError``, API.md "Errors").
 - ``test_bad_call_changes_nothing``: tapegrad raises that type with that message, the
   tape's row count and all inputs (values, flags, ``.grad``) are unchanged, and a
   backward of the graph recorded before the call gives PyTorch's gradients.
@@ -33,22 +32,20 @@ torch = pytest.importorskip("torch")
 # Entries with no public function of their own: tape bookkeeping and user Functions.
 BOOKKEEPING = (O.LEAF, O.EXT, O.PYFN, O.PYOUT)
 
-Case = collections.namedtuple("Case", "cid ops bad exc msg prep api")
+Case = collections.namedtuple("Case", "cid ops bad exc msg prep")
 CASES = []
 
 
-def case(cid, ops, bad, exc, msg, prep=None, api=None):
+def case(cid, ops, bad, exc, msg, prep=None):
     """``bad(L, e)`` makes the failing call; ``prep(L, e)`` -> dict of extra tensors the
-    call needs, built (and recorded) before the row count is taken; ``api``: why the
-    type comes from API.md rather than from PyTorch."""
-    CASES.append(Case(cid, tuple(ops), bad, exc, msg, prep, api))
+    call needs, built (and recorded) before the row count is taken."""
+    CASES.append(Case(cid, tuple(ops), bad, exc, msg, prep))
 
 
 def F(L):
     return L.nn.functional
 
 
-MIXED = "API.md: mixed float32/float64 raises RuntimeError (PyTorch promotes)"
 LEAF_MSG = re.escape("a leaf Variable that requires grad is being used in an in-place "
                      "operation.")
 OOR = r"(?i)out of range|out of bounds|index"
@@ -413,8 +410,6 @@ case("cat_empty", [O.CAT], lambda L, e: L.cat([]), ValueError, r"cat.*non-empty"
 case("cat_0d", [O.CAT], lambda L, e: L.cat([e["s"], e["s"]]), RuntimeError,
      r"cat.*zero-dimensional")
 case("cat_tensor_not_list", [O.CAT], lambda L, e: L.cat(e["a"]), TypeError, r"cat")
-case("cat_mixed_float", [O.CAT], lambda L, e: L.cat([e["a"], e["d"]]), RuntimeError,
-     r"cat.*dtype", api=MIXED)
 case("stack_sizes", [O.CAT, O.UNSQUEEZE], lambda L, e: L.stack([e["a"], e["m1"]]),
      RuntimeError, r"stack expects each tensor to be equal size")
 case("stack_dim_oob", [O.CAT, O.UNSQUEEZE], lambda L, e: L.stack([e["a"], e["h"]], dim=4),
@@ -422,8 +417,6 @@ case("stack_dim_oob", [O.CAT, O.UNSQUEEZE], lambda L, e: L.stack([e["a"], e["h"]
 case("stack_empty", [O.CAT], lambda L, e: L.stack([]), RuntimeError, r"stack")
 case("stack_first_not_tensor", [O.CAT, O.UNSQUEEZE], lambda L, e: L.stack([[1.0], e["v"]]),
      TypeError, r"stack")
-case("stack_mixed_float", [O.CAT, O.UNSQUEEZE], lambda L, e: L.stack([e["a"], e["d"]]),
-     RuntimeError, r"(stack|cat).*dtype", api=MIXED)
 case("split_sizes_sum", [O.SPLIT], lambda L, e: e["a"].split([1, 1]), RuntimeError,
      r"split.*sum exactly to 3")
 case("split_dim_oob", [O.SPLIT], lambda L, e: L.split(e["a"], 1, dim=2), IndexError,
@@ -516,10 +509,6 @@ def test_every_op_entry_has_a_bad_input_case():
 @pytest.mark.parametrize("c", CASES, ids=IDS)
 def test_table_matches_torch(c):
     got = torch_outcome(c)
-    if c.api is not None:
-        assert got is None or not isinstance(got, c.exc), \
-            f"torch raises {type(got).__name__} here: the case need not be marked api="
-        return
     assert got is not None, f"torch does not raise (table expects {c.exc.__name__})"
     ok = isinstance(got, c.exc) or (c.exc is TypeError and isinstance(got, AttributeError))
     assert ok, f"torch raises {type(got).__name__}: {got}; table says {c.exc.__name__}"

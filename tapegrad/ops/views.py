@@ -2,13 +2,15 @@
 and splitting.
 """
 
+import functools
+
 import numpy as np
 
 from .. import _kernels as K
 from ..tape import STATE, TRACE
 from ..tensor import Tensor, _dim, _owned_node, _wrap, shape_arg
-from .base import (Op, _check_tensor, _grad_needed, _rebase, builtins_min, builtins_sum,
-                   bump_version, plain, proxy_copy, record, record_listed)
+from .base import (Op, _CATEGORY, _check_tensor, _grad_needed, _rebase, builtins_min,
+                   builtins_sum, bump_version, plain, proxy_copy, record, record_listed)
 from . import reductions
 
 
@@ -526,9 +528,12 @@ def cat(tensors, dim=0):
                 raise RuntimeError(f"cat(): Sizes of tensors must match except in dimension "
                                    f"{d}. Expected size {ref.shape[k]} but got size "
                                    f"{t.shape[k]} for tensor number {i} in the list.")
-        if t._data.dtype != ref._data.dtype:
-            raise RuntimeError(f"cat(): expected all tensors to have the same dtype, got "
-                               f"{ref.dtype} and {t.dtype}")
+    dtypes = {t._data.dtype for t in tensors}
+    if len(dtypes) > 1:         # PyTorch's promotion: the highest kind, its widest dtype
+        top = max(_CATEGORY[dt.kind] for dt in dtypes)
+        dt = functools.reduce(np.promote_types, [d for d in dtypes
+                                                 if _CATEGORY[d.kind] == top])
+        tensors = [t if t._data.dtype == dt else t.to(dt) for t in tensors]
     out = np.concatenate([t._data for t in tensors], axis=d)
     inner = 1
     for n in out.shape[d + 1:]:
@@ -546,9 +551,6 @@ def stack(tensors, dim=0):
     tensors = _tensor_list(tensors, "stack", RuntimeError)
     shape = tensors[0].shape
     for i, t in enumerate(tensors):
-        if t._data.dtype != tensors[0]._data.dtype:
-            raise RuntimeError(f"stack(): expected all tensors to have the same dtype, got "
-                               f"{tensors[0].dtype} and {t.dtype}")
         if t.shape != shape:
             raise RuntimeError(f"stack expects each tensor to be equal size, but got "
                                f"{list(shape)} at entry 0 and {list(t.shape)} at entry {i}")
