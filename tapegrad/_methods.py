@@ -251,8 +251,12 @@ def bind():
     for name in ("exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "abs", "neg", "sign",
                  "relu", "sigmoid", "tanh", "sin", "cos", "tan", "erf", "floor", "ceil",
                  "round", "trunc", "frac", "reciprocal", "square", "pow", "log2", "log10",
-                 "lerp"):
+                 "lerp", "atan", "asin", "acos", "sinh", "cosh", "asinh", "acosh", "atanh",
+                 "atan2", "hypot", "logaddexp", "exp2", "deg2rad", "rad2deg", "clamp_min",
+                 "clamp_max"):
         table[name + "_"] = _inplace(getattr(ops, name))
+    for name in ("atan", "asin", "acos", "asinh", "acosh", "atanh", "atan2"):
+        table["arc" + name[1:] + "_"] = table[name + "_"]
     for name, fn in table.items():
         setattr(Tensor, name, fn if name in ("type", "element_size", "nelement", "stride",
                                              "data_ptr", "cuda", "cpu") else api(fn))

@@ -51,7 +51,8 @@ def test_type_and_storage_facts_match_torch(torch):
 
 
 @pytest.mark.parametrize("name", ["exp", "log", "sqrt", "abs", "neg", "sigmoid", "tanh",
-                                  "sin", "reciprocal", "square", "relu", "floor"])
+                                  "sin", "reciprocal", "square", "relu", "floor", "atan",
+                                  "arctan", "sinh", "cosh", "exp2", "deg2rad"])
 def test_inplace_unary_ops_match_torch(name, torch):
     data = np.random.default_rng(0).uniform(0.5, 2.0, (2, 3))
     for lib in (tg, torch):
