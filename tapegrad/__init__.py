@@ -23,7 +23,7 @@ from .ops import (abs, add, amax, amin, argmax, argmin, bmm, broadcast_to, cat, 
                   mv, swapaxes, movedim, count_nonzero, tile, broadcast_tensors, hstack,
                   vstack, atan, asin, acos, sinh, cosh, asinh, acosh, atanh, atan2, arctan2,
                   hypot, logaddexp, clamp_min, clamp_max, deg2rad, rad2deg, exp2, diagonal,
-                  diag, trace, meshgrid, cdist, diff, cross)
+                  diag, trace, meshgrid, cdist, diff, cross, fmod, remainder, floor_divide)
 from .ops import (acos as arccos, acosh as arccosh, asin as arcsin,
                   asinh as arcsinh, atan as arctan, atanh as arctanh)
 from .ops import cat as concat, cat as concatenate, movedim as moveaxis
@@ -52,7 +52,8 @@ for _name in ("arange", "as_tensor", "empty", "eye", "from_numpy", "full", "full
               "atan", "asin", "acos", "sinh", "cosh", "asinh", "acosh", "atanh", "arccos",
               "arccosh", "arcsin", "arcsinh", "arctan", "arctanh", "atan2", "arctan2",
               "hypot", "logaddexp", "clamp_min", "clamp_max", "deg2rad", "rad2deg",
-              "exp2", "diagonal", "diag", "trace", "meshgrid", "cdist", "diff", "cross"):
+              "exp2", "diagonal", "diag", "trace", "meshgrid", "cdist", "diff", "cross",
+              "fmod", "remainder", "floor_divide"):
     globals()[_name] = _api(globals()[_name])
 del _name
 

@@ -253,7 +253,7 @@ def bind():
                  "round", "trunc", "frac", "reciprocal", "square", "pow", "log2", "log10",
                  "lerp", "atan", "asin", "acos", "sinh", "cosh", "asinh", "acosh", "atanh",
                  "atan2", "hypot", "logaddexp", "exp2", "deg2rad", "rad2deg", "clamp_min",
-                 "clamp_max"):
+                 "clamp_max", "fmod", "remainder", "floor_divide"):
         table[name + "_"] = _inplace(getattr(ops, name))
     for name in ("atan", "asin", "acos", "asinh", "acosh", "atanh", "atan2"):
         table["arc" + name[1:] + "_"] = table[name + "_"]

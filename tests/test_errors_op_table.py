@@ -94,6 +94,13 @@ case("rpow_fn_str_base", [O.RPOWS], lambda L, e: L.pow("x", e["a"]), TypeError, 
 case("rdiv_str", [O.RDIVS], lambda L, e: "x" / e["a"], TypeError, r"div|/")
 case("rdiv_none", [O.RDIVS], lambda L, e: None / e["h"], TypeError, r"div|/")
 
+case("remainder_bcast", [O.REMAINDER], lambda L, e: e["a"] % e["m1"], RuntimeError,
+     r"remainder.*size|size.*match")
+case("remainder_number_str", [O.REMAINDER_S], lambda L, e: e["a"] % "x", TypeError, r"%|remainder")
+case("fmod_bcast", [O.FMOD], lambda L, e: L.fmod(e["a"], e["m1"]), RuntimeError,
+     r"fmod.*size|size.*match")
+case("fmod_none", [O.FMOD_S], lambda L, e: L.fmod(e["a"], None), TypeError, r"fmod")
+
 # -- elementwise functions of one tensor ----------------------------------------------
 for _name, _op in (("exp", O.EXP), ("log", O.LOG), ("sqrt", O.SQRT), ("tanh", O.TANH),
                    ("sigmoid", O.SIGMOID), ("relu", O.RELU), ("abs", O.ABS), ("sin", O.SIN),

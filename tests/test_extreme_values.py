@@ -7,8 +7,9 @@ path.
   nan and inf positions (with signs), finite values within rounding. Ops that add up
   many terms (sums, means, matrix products, softmax, normalisation) draw from a pool without the
   largest finite magnitudes, since terms of +-1e300 that cancel leave a result that
-  depends on summation order in any library. So do binary ops that broadcast an input:
-  its gradient is a sum.
+  depends on summation order in any library. So do binary ops that broadcast an input
+  (its gradient is a sum), and fmod and remainder: where x / y overflows, PyTorch's
+  vectorised fmod gives nan and C's (ours) the exact remainder.
 - The division gradient and the NaN/inf cases found by users, checked in each path:
   eager arrays, one-element rows, fused blocks of a compiled replay, the compiled
   replay and the tensor-level VJPs (``create_graph=True``).
@@ -33,7 +34,7 @@ HUGE = {np.float64: 1e300, np.float32: 3e38}
 ORDINARY = [1.0, -2.5, 0.5, 1e-30]
 SPECIAL = [0.0, -0.0, np.inf, -np.inf, np.nan]
 SUMMING = {K.K_SUM, K.K_MATMUL, K.K_LINEAR, K.K_SOFTMAX, K.K_LOGSOFTMAX, K.K_LAYERNORM,
-           K.K_BATCHNORM}
+           K.K_BATCHNORM, K.K_FMOD, K.K_REMAINDER}
 
 
 def pool(dtype, summing):

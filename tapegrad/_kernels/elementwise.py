@@ -11,7 +11,7 @@ from numba.extending import overload
 from .cache import _ARR, _INL, _JIT, _SUB, _safe_caches
 from .layout import (A, AOFF, B, K_ABS, K_ACOS, K_ACOSH, K_ADD, K_AFFINE, K_ASIN, K_ASINH,
                      K_ATAN, K_ATANH, K_CEIL, K_COSH, K_SINH, K_CLAMP, K_COS, K_DIV,
-                     K_DIVS, K_ERF, K_EXP, K_EXPM1, K_FLOOR, K_LOG, K_LOG1P, K_MAXIMUM,
+                     K_DIVS, K_ERF, K_EXP, K_EXPM1, K_FLOOR, K_FMOD, K_REMAINDER, K_LOG, K_LOG1P, K_MAXIMUM,
                      K_MINIMUM, K_MUL, K_POW, K_POWS, K_RDIVS, K_RECIP, K_RELU, K_ROUND,
                      K_RPOWS, K_SIGMOID, K_SIGN, K_SIN, K_SQRT, K_SUB, K_TAN, K_TANH,
                      K_TRUNC, K_WHERE, N, SA, SB, SO, UNARY_FIRST, UNARY_LAST, _as, _bcast,
@@ -61,6 +61,28 @@ def _db_div(g, x, y):
 def _da_pow(g, x, y):
     """In the inputs' dtype, as PyTorch; 0 where it masks (y = 0)."""
     return g * (0.0 if y == 0.0 else y * x ** (y - _as(y, 1.0)))
+
+
+@njit(**_INL)
+def _db_fmod(g, x, y):
+    """-g * trunc(x / y), as PyTorch's."""
+    return -g * np.trunc(x / y)
+
+
+@njit(**_INL)
+def _db_remainder(g, x, y):
+    """-g * (x // y), the floor division PyTorch computes: (x - fmod(x, y)) / y rounded,
+    nan where fmod is (x infinite)."""
+    if y == 0:
+        return -g * (x / y)
+    m = np.fmod(x, y)
+    q = (x - m) / y
+    if m != 0 and (y < 0) != (m < 0):
+        q -= 1
+    if q == 0:
+        return -g * np.copysign(_as(q, 0.0), x / y)
+    f = np.floor(q)
+    return -g * (f + 1 if q - f > 0.5 else f)
 
 
 @njit(**_INL)
@@ -512,6 +534,11 @@ def _binop(k, x, y):
         return x if x >= y or x != x else y
     if k == K_MINIMUM:
         return x if x <= y or x != x else y
+    if k == K_FMOD:
+        return np.fmod(x, y)
+    if k == K_REMAINDER:
+        m = np.fmod(x, y)
+        return m + y if m != 0 and (y < 0) != (m < 0) else m
     raise ValueError("tapegrad: no binary forward for opcode", k)
 
 
@@ -679,7 +706,8 @@ def _arith_vjp1(k, T, r, f0, adj, seen):
 _BINARY_VJPS = {K_ADD: (_da_add, _da_add), K_SUB: (_da_add, _db_sub),
                 K_MUL: (_da_mul, _db_mul), K_DIV: (_da_div, _db_div),
                 K_POW: (_da_pow, _db_pow), K_MAXIMUM: (_da_maximum, _db_maximum),
-                K_MINIMUM: (_da_minimum, _db_minimum), K_WHERE: _bv_where}
+                K_MINIMUM: (_da_minimum, _db_minimum), K_FMOD: (_da_add, _db_fmod),
+                K_REMAINDER: (_da_add, _db_remainder), K_WHERE: _bv_where}
 
 
 _safe_caches(globals())

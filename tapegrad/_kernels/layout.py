@@ -48,6 +48,8 @@ U8 = 128      # a program value of one byte per element (a bool)
  K_ADD, K_SUB, K_MUL, K_DIV, K_POW,
  K_MAXIMUM,      # ties split the gradient in half, as PyTorch does
  K_MINIMUM,
+ K_FMOD,         # C's fmod (the sign of x), exact
+ K_REMAINDER,    # Python's % (the sign of y), as PyTorch's: fmod, plus y across a sign
  K_WHERE,        # SO: the condition, uint8, broadcast to the output's shape
  # elementwise ops of one tensor (UNARY_OPS)
  K_AFFINE,       # x * F0 + F1
@@ -83,8 +85,8 @@ U8 = 128      # a program value of one byte per element (a bool)
  #                 then the weight if P3 bit 1, the bias if P3 bit 2
  K_BATCHNORM,    # channels of (N, P2, P3) normalised by batch statistics, eps F0; inputs
  #                 as K_LAYERNORM's, flags in P4
- NKERNELS) = range(62)
-BINARY_FIRST, BINARY_LAST = K_ADD, K_MINIMUM
+ NKERNELS) = range(64)
+BINARY_FIRST, BINARY_LAST = K_ADD, K_REMAINDER
 # Opcodes whose inputs are the list L[P0:P0+P1], not A and B.
 LISTED = (K_LINEAR, K_CAT, K_PYFN, K_LAYERNORM, K_BATCHNORM)
 UNARY_FIRST, UNARY_LAST = K_AFFINE, K_TRUNC
@@ -431,7 +433,7 @@ PAR_WORK = 1 << 22    # elements times their rows' WORK fall short of this: waki
 #                       pool costs ~80 us on a VM, and a run of a few additions over
 #                       262,144 elements is memory-bound, two threads no faster than one
 WORK = np.ones(128, np.int64)       # per-element cost of an elementwise op, by opcode
-WORK[[K_POW, K_POWS, K_RPOWS, K_EXP, K_LOG, K_TANH, K_SIGMOID, K_SIN, K_COS, K_TAN,
+WORK[[K_POW, K_FMOD, K_REMAINDER, K_POWS, K_RPOWS, K_EXP, K_LOG, K_TANH, K_SIGMOID, K_SIN, K_COS, K_TAN,
       K_LOG1P, K_EXPM1, K_ERF, K_ATAN, K_ASIN, K_ACOS, K_SINH, K_COSH, K_ASINH, K_ACOSH,
       K_ATANH]] = 8
 SPLIT_MAX = max(1, config.NUMBA_NUM_THREADS)   # chunks of a split (the pool's threads)

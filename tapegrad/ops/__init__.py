@@ -31,6 +31,7 @@ from .arith import (ABS, ADD, AFFINE_ADD, AFFINE_MUL, AFFINE_RSUB, AFFINE_SUB, C
                     _vjp_rpows, _vjp_sub, _vjp_where, abs, add, clamp, clip, cos,
                     ACOS, ACOSH, ASIN, ASINH, ATAN, ATANH, COSH, SINH, acos, acosh, asin,
                     asinh, atan, atanh, cosh, sinh,
+                    FMOD, FMOD_S, REMAINDER, REMAINDER_S, floor_divide, fmod, remainder,
                     div, erf, exp, expm1, full_like_const, log, log1p, maximum, minimum,
                     masked_fill, mul, neg, pow, rdiv, reciprocal, relu, rpow, rsub, sigmoid,
                     sign, sin, sqrt, square, sub, tan, tanh, tril, triu,

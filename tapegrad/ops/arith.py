@@ -49,15 +49,34 @@ def _vjp_pow(c, g):
     return ga, gb
 
 
+def _vjp_mod(rounding):
+    """fmod / remainder: gradient g for x, -g * rounding(x / y) for y (None: the floor
+    division x // y), as PyTorch's."""
+    def vjp(c, g):
+        if not c.wants(K.B):
+            return reductions.sum_to(g, c.shape(K.A)), None
+        q = floor_divide(c.a, c.b) if rounding is None else rounding(c.a / c.b)
+        return (reductions.sum_to(g, c.shape(K.A)) if c.wants(K.A) else None,
+                reductions.sum_to(-g * q, c.shape(K.B)))
+    return vjp
+
+
 ADD = Op("AddBackward0", K.K_ADD, _vjp_add)
 SUB = Op("SubBackward0", K.K_SUB, _vjp_sub)
 MUL = Op("MulBackward0", K.K_MUL, _vjp_mul)
 DIV = Op("DivBackward0", K.K_DIV, _vjp_div)
 POW = Op("PowBackward1", K.K_POW, _vjp_pow)
+FMOD = Op("FmodBackward1", K.K_FMOD, _vjp_mod(lambda q: trunc(q)))
+REMAINDER = Op("RemainderBackward1", K.K_REMAINDER, _vjp_mod(None))
+FMOD_S = Op("FmodBackward0", K.K_FMOD, _vjp_mod(lambda q: trunc(q)))
+REMAINDER_S = Op("RemainderBackward0", K.K_REMAINDER, _vjp_mod(None))
 
 # Values the backward of a tensor-tensor op reads: (when a needs grad, when b does).
 _BIN_SAVES = {K.K_ADD: (0, 0), K.K_SUB: (0, 0), K.K_MUL: (2, 1), K.K_DIV: (2, 3),
-              K.K_POW: (3, 3)}
+              K.K_POW: (3, 3), K.K_FMOD: (0, 3), K.K_REMAINDER: (0, 3)}
+
+
+_OWN_KERNEL = (K.K_POW, K.K_FMOD, K.K_REMAINDER)
 
 
 def _broadcast_kernel(kernel, da, db):
@@ -73,8 +92,9 @@ def _binary_tt(op, ufunc, opname, a, b):
     da = a._data
     db = b._data
     try:
-        if op.kernel == K.K_POW and da.dtype in _FLOATS:
-            out = _broadcast_kernel(K.K_POW, da, db)   # NumPy's SIMD power may differ
+        if op.kernel in _OWN_KERNEL and da.dtype in _FLOATS:
+            # NumPy's SIMD power may differ; its remainder signs zeros by the divisor
+            out = _broadcast_kernel(op.kernel, da, db)
         else:
             out = ufunc(da, db, order="C")     # (results in C order, as programs keep them)
     except ValueError:
@@ -228,7 +248,17 @@ def mul(input, other):
                    _scalar_out(input, other, np.multiply))
 
 
-def div(input, other):
+def div(input, other, *, rounding_mode=None):
+    if rounding_mode is not None:
+        if rounding_mode == "floor":
+            return floor_divide(input, other)
+        if rounding_mode != "trunc":
+            raise RuntimeError(f"div expected rounding_mode to be one of None, 'trunc', or "
+                               f"'floor' but found '{rounding_mode}'")
+        a, b, _ = _mod_operands(input, other, "div")
+        if a._data.dtype.kind != "f":
+            return _int_division(a, b, _trunc_div, "div")
+        return trunc(div(a, b))             # zero gradient, as PyTorch's
     if not isinstance(input, Tensor):
         return rdiv(other, input)
     other = _as_operand(other, "div")
@@ -241,6 +271,76 @@ def div(input, other):
     if _grad_needed(input):
         return record(DIVS, out, input, f0=num(other))
     return plain(DIVS, out, [input], num(other))
+
+
+def _int_division(a, b, ufunc, name):
+    """An integer floor or truncating division or remainder (NumPy's, as PyTorch's), run
+    eagerly (compiled replays keep to floats); a zero divisor raises as PyTorch."""
+    if TRACE[0] is not None:
+        TRACE[0].fail(f"{name} of integer tensors")
+    if not np.all(b._data):
+        raise RuntimeError("ZeroDivisionError")
+    return plain(DIV, np.asarray(ufunc(a._data, b._data)), [a, b])
+
+
+def _trunc_div(x, y):
+    """Integer division rounded toward zero."""
+    return x // y + ((x % y != 0) & ((x < 0) != (y < 0)))
+
+
+def _mod_operands(input, other, name):
+    """input and other as tensors of the result dtype (a number as a constant)."""
+    _check_tensor(input, name)
+    other = _as_operand(other, name)
+    if input._data.dtype == np.bool_ and (not isinstance(other, Tensor) or
+                                          other._data.dtype == np.bool_):
+        if not isinstance(other, Tensor) and not isinstance(other, (bool, np.bool_)):
+            input = input.to(np.int64 if isinstance(other, (int, np.integer)) else _np_float())
+        else:
+            raise NotImplementedError(f"\"{name}_cpu\" not implemented for 'Bool'")
+    if isinstance(other, Tensor):
+        return (*_promote(input, other, name), False)
+    if input._data.dtype.kind != "f" and isinstance(other, (float, np.floating)):
+        input = input.to(_np_float())
+    return input, _constant(np.asarray(other, dtype=input._data.dtype)), True
+
+
+def fmod(input, other):
+    """C's fmod: the remainder of x / y truncated, with x's sign; exact."""
+    a, b, number = _mod_operands(input, other, "fmod")
+    if a._data.dtype.kind != "f":
+        return _int_division(a, b, np.fmod, "fmod")
+    return _binary_tt(FMOD_S if number else FMOD, np.fmod, "fmod", a, b)
+
+
+def remainder(input, other):
+    """Python's %: the remainder with the divisor's sign, as PyTorch's."""
+    if not isinstance(input, Tensor) and isinstance(other, Tensor):
+        a, b = _mod_operands(other, input, "remainder")[1::-1]
+        return _binary_tt(REMAINDER, np.remainder, "remainder", a, b) \
+            if a._data.dtype.kind == "f" else _int_division(a, b, np.remainder, "remainder")
+    a, b, number = _mod_operands(input, other, "remainder")
+    if a._data.dtype.kind != "f":
+        return _int_division(a, b, np.remainder, "remainder")
+    return _binary_tt(REMAINDER_S if number else REMAINDER, np.remainder, "remainder", a, b)
+
+
+def floor_divide(input, other):
+    """floor(x / y) as PyTorch computes it, (x - fmod(x, y)) / y rounded, so that
+    x == y * (x // y) + x % y; not differentiable (the result is detached)."""
+    if not isinstance(input, Tensor) and isinstance(other, Tensor):
+        a, b = _mod_operands(other, input, "floor_divide")[1::-1]
+    else:
+        a, b, _ = _mod_operands(input, other, "floor_divide")
+    if a._data.dtype.kind != "f":
+        return _int_division(a, b, np.floor_divide, "floor_divide")
+    a, b = a.detach(), b.detach()
+    mod = fmod(a, b)
+    q = (a - mod) / b
+    q = where((mod != 0) & ((b < 0) != (mod < 0)), q - 1.0, q)
+    f = floor(q)
+    f = where(q - f > 0.5, f + 1.0, f)
+    return where(b == 0, a / b, where(q == 0, a / b * 0.0, f))
 
 
 def rdiv(input, other):
