@@ -2,6 +2,7 @@
 (settings a replay may read anew, everything else fixed) and their state."""
 import dis
 from operator import is_ as _is
+from types import CellType, ModuleType
 
 from .hyper import is_live_value
 
@@ -91,6 +92,65 @@ def _assigned(code):
     return names
 
 
+def _paths(code, free, names, fast=()):
+    """The attribute and constant-subscript chains read from variables: ``cfg.lr``,
+    ``state["scale"]``, ``self.beta`` (from the free variables ``free``, the globals
+    ``names`` or the locals ``fast``), in code and in the code it defines (globals only
+    there)."""
+    found = set()
+    ins = list(dis.get_instructions(code))
+    for i, x in enumerate(ins):
+        if not (x.opname == "LOAD_GLOBAL" and x.argval in names or
+                x.opname == "LOAD_DEREF" and x.argval in free or
+                x.opname == "LOAD_FAST" and x.argval in fast):
+            continue
+        steps = []
+        j = i + 1
+        while j < len(ins):
+            y = ins[j]
+            if y.opname == "LOAD_ATTR":
+                steps.append((True, y.argval))
+                j += 1
+            elif (y.opname == "LOAD_CONST" and j + 1 < len(ins) and
+                  ins[j + 1].opname == "BINARY_SUBSCR" and
+                  y.argval.__class__ in (int, str)):
+                steps.append((False, y.argval))
+                j += 2
+            else:
+                break
+        if steps and (j == len(ins) or ins[j].opname != "LOAD_METHOD"):   # (not an
+            found.add((x.argval, tuple(steps)))        # object whose method is called)
+    for c in code.co_consts:
+        if hasattr(c, "co_code"):
+            found |= _paths(c, (), names)
+    return found
+
+
+class _Snap(tuple):
+    """The numbers of a short list or tuple a recording read (compared by value)."""
+
+
+def _plain_or_snap(v):
+    """What a guard compares of a value read through a chain: a number as it is, the
+    numbers of a short list of numbers, else None (other guards see the rest)."""
+    if v.__class__ in _PLAIN:
+        return v
+    if v.__class__ in (list, tuple) and len(v) <= 64 and all(e.__class__ in _PLAIN for e in v):
+        return _Snap(v)
+    return None
+
+
+def _path_name(root, steps):
+    return root + "".join(f".{k}" if attr else f"[{k!r}]" for attr, k in steps)
+
+
+def _unguarded(root):
+    """Roots whose chains need no guard: modules (``math.pi``, ``F.relu``) and
+    optimizers and schedulers, whose settings a replay reads anew."""
+    return root.__class__ is ModuleType or \
+        type(root).__module__.startswith("tapegrad.optim")
+
+
 def _names(code):
     names = set(code.co_names)
     for c in code.co_consts:
@@ -104,17 +164,29 @@ class _Sources:
     globals. A recording holds while each is bound to the object it saw (plain numbers:
     an equal value); a variable seen bound to one tensor (or tuple, list or dict of
     tensors) and then another ``varies``: it becomes an input of the recordings, read on
-    every call like an argument."""
+    every call like an argument. Numbers read through attributes and constant
+    subscripts of those variables (``cfg.lr``, ``state["scale"]``) hold by value."""
 
     def __init__(self, fn):
         code = getattr(fn, "__code__", None)
         self.cells = list(getattr(fn, "__closure__", None) or ())
         self.names = list(code.co_freevars) if self.cells else []
+        free = set(self.names)
+        fast = set()
+        if getattr(fn, "__self__", None) is not None and code is not None \
+                and code.co_argcount:           # a bound method: its instance, as ``self``
+            self.cells.append(CellType(fn.__self__))
+            self.names.append(code.co_varnames[0])
+            fast.add(code.co_varnames[0])
         self.glob = getattr(fn, "__globals__", None)
         self.gnames = []
         if code is not None and self.glob is not None:
             self.gnames = sorted(n for n in _names(code) if n in self.glob)
         self.names += self.gnames
+        index = {n: i for i, n in enumerate(self.names)}
+        found = _paths(code, free, set(self.gnames), fast) if code is not None else set()
+        self.paths = sorted((index[r], steps) for r, steps in found if r in index)
+        self.names += [_path_name(self.names[i], steps) for i, steps in self.paths]
         self.where = (f"{code.co_filename}:{code.co_firstlineno}" if code is not None
                       else "")
         self.varying = []
@@ -132,6 +204,17 @@ class _Sources:
         g = self.glob
         for n in self.gnames:
             vals.append(g.get(n, _MISSING))
+        for i, steps in self.paths:
+            v = vals[i]
+            if _unguarded(v):
+                vals.append(None)
+                continue
+            try:
+                for attr, k in steps:
+                    v = getattr(v, k) if attr else v[k]
+            except Exception:
+                v = _MISSING
+            vals.append(_plain_or_snap(v))
         return vals
 
     def bound(self, cur):
@@ -151,13 +234,15 @@ class _Sources:
         for i, (a, b) in enumerate(zip(bound, cur)):
             if a is b or a is VARY:
                 continue
-            if a.__class__ is b.__class__ and a.__class__ in _PLAIN and a == b:
+            if a.__class__ is b.__class__ and (a.__class__ in _PLAIN or a.__class__ is _Snap) \
+                    and a == b:
                 continue
             return i
         return -1
 
     def describe(self, i, old, new):
-        kind = "closure variable" if i < len(self.cells) else "global"
+        kind = "closure variable" if i < len(self.cells) else "global" \
+            if i < len(self.cells) + len(self.gnames) else "value"
         return (f"the {kind} '{self.names[i]}' of the function defined at {self.where} "
                 f"changed ({_short(old)} -> {_short(new)})")
 

@@ -30,6 +30,7 @@ _I64 = np.dtype(np.int64)
 _CMP = {np.equal: 0, np.not_equal: 1, np.less: 2, np.less_equal: 3, np.greater: 4,
         np.greater_equal: 5}
 _FLOATS = (np.dtype(np.float32), _F64)
+_NUMBERS = (int, float, bool)
 
 
 _PKG = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -81,6 +82,7 @@ class Tracer:
         self.own = {}            # id -> a leaf this call made and made require grad
         self.optims = {}         # id(optimizer) -> (optimizer, state signature)
         self.modules = {}        # id(module) -> (module, its training flag at the start)
+        self.attrs = []          # (module, name, value) of the modules' number attributes
         self.streams = {}        # id -> random stream state drawn from
         self.hooks = {}          # tape row -> its tensor hooks (the replay calls them)
         self.fns = {}            # the user Functions of the backward, as tape.fns
@@ -616,9 +618,12 @@ class Tracer:
         return [live_group(g) for g in opt.param_groups] if live else None
 
     def module(self, m, training):
-        """Module m is called, or its training flag set: its flag before the call counts."""
+        """Module m is called, or its training flag set: its flag before the call counts,
+        and so do its number attributes (a dropout's ``p``, a temperature)."""
         if id(m) not in self.modules:
             self.modules[id(m)] = (m, training)
+            self.attrs += [(m, k, v) for k, v in vars(m).items()
+                           if v.__class__ in _NUMBERS and k != "training"]
 
     @_watch
     def pycall(self, fn, tensors):

@@ -238,6 +238,7 @@ class Recording:
         self.arenas = {0: self.adj32, K.F64: self.adj64}
         self.streams = list(tr.streams.values())
         self.modes = list(tr.modules.values())
+        self.attrs = tr.attrs
         # the flags a replay leaves, as the function's train()/eval() calls did
         self.final_modes = [(m, m.training) for m, f in self.modes if m.training != f]
         self.structure = _tape.STRUCTURE[0]
@@ -287,6 +288,10 @@ class Recording:
         for m, f in self.modes:
             if m.training != f:
                 return f"{type(m).__name__}'s train/eval mode changed"
+        for m, k, v in self.attrs:
+            now = m.__dict__.get(k)
+            if now.__class__ is not v.__class__ or now != v:
+                return f"{type(m).__name__}.{k} changed ({v!r} -> {now!r})"
         for ref, arr, req in self.ext:
             t = ref()
             if t is None:
@@ -495,6 +500,7 @@ class _Fallback:
         self.ext = [(_Held(t), arr, req) for t, arr, req in tr.ext.values()]
         self.optims = list(tr.optims.values())
         self.modes = list(tr.modules.values())
+        self.attrs = tr.attrs
         self.settings = []
         self.structure = _tape.STRUCTURE[0]
         args = {id(a) for _, a, _ in tr.args}
