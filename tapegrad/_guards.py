@@ -1,8 +1,11 @@
 """Guards of a tg.compile recording on the optimizers it stepped: their param_groups
 (settings a replay may read anew, everything else fixed) and their state."""
 import dis
+import random
 from operator import is_ as _is
 from types import CellType, ModuleType
+
+import numpy as np
 
 from .hyper import is_live_value
 
@@ -140,6 +143,41 @@ def _plain_or_snap(v):
     return None
 
 
+def _reads(code, free, names):
+    """(variable, the attribute read from it or None) for each read of a free variable or
+    global, in code and in the code it defines (globals only there)."""
+    found = set()
+    ins = list(dis.get_instructions(code))
+    for i, x in enumerate(ins):
+        if x.opname == "LOAD_GLOBAL" and x.argval in names or \
+                x.opname == "LOAD_DEREF" and x.argval in free:
+            nxt = ins[i + 1] if i + 1 < len(ins) else None
+            attr = nxt.argval if nxt is not None and nxt.opname in ("LOAD_ATTR",
+                                                                    "LOAD_METHOD") else None
+            found.add((x.argval, attr))
+    for c in code.co_consts:
+        if hasattr(c, "co_code"):
+            found |= _reads(c, (), names)
+    return found
+
+
+_RNG_TYPES = (random.Random, np.random.Generator, np.random.RandomState)
+
+
+def _draws(value, attr):
+    """Whether reading ``attr`` of ``value`` (or value itself) is Python's or NumPy's
+    random number generation."""
+    if value.__class__ is ModuleType:
+        name = value.__name__
+        return name == "random" or name.startswith("numpy.random") or \
+            name == "numpy" and attr == "random"
+    if isinstance(value, _RNG_TYPES) or isinstance(getattr(value, "__self__", None),
+                                                   _RNG_TYPES):
+        return True
+    return callable(value) and (getattr(value, "__module__", None) or "").startswith(
+        ("random", "numpy.random"))
+
+
 def _path_name(root, steps):
     return root + "".join(f".{k}" if attr else f"[{k!r}]" for attr, k in steps)
 
@@ -186,6 +224,9 @@ class _Sources:
         index = {n: i for i, n in enumerate(self.names)}
         found = _paths(code, free, set(self.gnames), fast) if code is not None else set()
         self.paths = sorted((index[r], steps) for r, steps in found if r in index)
+        self.reads = sorted(((index[r], a) for r, a in
+                             (_reads(code, free, set(self.gnames)) if code is not None
+                              else ()) if r in index), key=lambda ra: (ra[0], ra[1] or ""))
         self.names += [_path_name(self.names[i], steps) for i, steps in self.paths]
         self.where = (f"{code.co_filename}:{code.co_firstlineno}" if code is not None
                       else "")
@@ -216,6 +257,17 @@ class _Sources:
                 v = _MISSING
             vals.append(_plain_or_snap(v))
         return vals
+
+    def draws(self, cur):
+        """Why a recording would hold random numbers that Python or NumPy drew (they
+        would come back the same on every replay), or None."""
+        for i, attr in self.reads:
+            if _draws(cur[i], attr):
+                name = self.names[i] + (f".{attr}" if attr else "")
+                return (f"it draws random numbers with {name} (Python's or NumPy's), "
+                        "which a replay would repeat; tg.rand, tg.randn, tg.randint and "
+                        "tg.randperm draw anew on every replay")
+        return None
 
     def bound(self, cur):
         """What a recording made now holds to."""

@@ -641,6 +641,9 @@ class Compiled:
     def _record(self, key, args, full, cur, why, checked=None):
         tr = Tracer(full)
         tr.bound = self.sources.bound(cur)
+        draws = self.sources.draws(cur)
+        if draws:
+            tr.fail(draws)
         _tape.STATE.tape = None
         _ROUTER.enter(tr)
         tr.swap_args()

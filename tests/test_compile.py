@@ -8,6 +8,7 @@ function eagerly and the other's through ``tg.compile``, with the same fresh arg
 and compares the two after every call."""
 import inspect
 import math
+import random
 import warnings
 from types import SimpleNamespace
 
@@ -1008,3 +1009,23 @@ def test_logging_into_containers_and_reading_optimizer_settings_still_replay():
         sched.step()
     assert len(history) == 6 and log["lr"] == [0.1, 0.1, 0.05, 0.05, 0.025, 0.025]
     assert step.records <= 2 and step.replays >= 4
+
+
+_NP_RNG = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("draw", [
+    lambda x: x + tg.tensor(np.random.randn(3)),
+    lambda x: x + tg.tensor(_NP_RNG.normal(size=3)),
+    lambda x: x * random.random(),
+    lambda x: x * float(np.random.rand()),
+], ids=["np.random", "np-generator", "random", "np.random-scalar"])
+def test_python_and_numpy_random_numbers_run_eagerly(draw):
+    """Numbers Python or NumPy draw inside the function would be constants of the
+    recording, the same on every replay: such a function runs eagerly, with a warning
+    that points to tapegrad's own random functions."""
+    step = tg.compile(draw)
+    with pytest.warns(tg.CompileWarning, match="draws random numbers"):
+        outs = [step(tg.ones(3)).numpy().copy() for _ in range(3)]
+    assert step.replays == 0 and step.fallbacks == 2
+    assert not np.array_equal(outs[0], outs[1])
