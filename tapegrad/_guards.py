@@ -3,7 +3,7 @@
 import dis
 import random
 from operator import is_ as _is
-from types import CellType, ModuleType
+from types import CellType, FunctionType, ModuleType
 
 import numpy as np
 
@@ -178,6 +178,19 @@ def _draws(value, attr):
         ("random", "numpy.random"))
 
 
+def _helpers(code, glob, seen):
+    """The code of the functions of the same module (no closure) that code calls by a
+    global name, and of those they call: their globals are the function's inputs too."""
+    found = []
+    for n in _names(code):
+        f = glob.get(n)
+        if f.__class__ is FunctionType and f.__globals__ is glob and not f.__closure__ \
+                and f.__code__ not in seen and len(seen) < 64:
+            seen.add(f.__code__)
+            found += [f.__code__] + _helpers(f.__code__, glob, seen)
+    return found
+
+
 def _path_name(root, steps):
     return root + "".join(f".{k}" if attr else f"[{k!r}]" for attr, k in steps)
 
@@ -206,6 +219,12 @@ class _Sources:
     subscripts of those variables (``cfg.lr``, ``state["scale"]``) hold by value."""
 
     def __init__(self, fn):
+        self.fn = fn
+        self.names = None       # (set up at the first call: globals defined after fn)
+        self.varying = []
+
+    def _setup(self):
+        fn = self.fn
         code = getattr(fn, "__code__", None)
         self.cells = list(getattr(fn, "__closure__", None) or ())
         self.names = list(code.co_freevars) if self.cells else []
@@ -217,25 +236,31 @@ class _Sources:
             self.names.append(code.co_varnames[0])
             fast.add(code.co_varnames[0])
         self.glob = getattr(fn, "__globals__", None)
-        self.gnames = []
-        if code is not None and self.glob is not None:
-            self.gnames = sorted(n for n in _names(code) if n in self.glob)
+        codes = [] if code is None else [code]
+        if codes and self.glob is not None:
+            codes += _helpers(code, self.glob, set())
+        self.gnames = sorted({n for c in codes for n in _names(c) if n in self.glob})
         self.names += self.gnames
         index = {n: i for i, n in enumerate(self.names)}
-        found = _paths(code, free, set(self.gnames), fast) if code is not None else set()
+        gset = set(self.gnames)
+        found, reads = set(), set()
+        for c in codes:
+            own = c is code
+            found |= _paths(c, free if own else (), gset, fast if own else ())
+            reads |= _reads(c, free if own else (), gset)
         self.paths = sorted((index[r], steps) for r, steps in found if r in index)
-        self.reads = sorted(((index[r], a) for r, a in
-                             (_reads(code, free, set(self.gnames)) if code is not None
-                              else ()) if r in index), key=lambda ra: (ra[0], ra[1] or ""))
+        self.reads = sorted(((index[r], a) for r, a in reads if r in index),
+                            key=lambda ra: (ra[0], ra[1] or ""))
         self.names += [_path_name(self.names[i], steps) for i, steps in self.paths]
         self.where = (f"{code.co_filename}:{code.co_firstlineno}" if code is not None
                       else "")
-        self.varying = []
         # the variables the function assigns (nonlocal, global): its Python's output
         assigned = _assigned(code) if code is not None else set()
         self.stored = [i for i, n in enumerate(self.names) if n in assigned]
 
     def values(self):
+        if self.names is None:
+            self._setup()
         vals = []
         for c in self.cells:
             try:

@@ -1029,3 +1029,36 @@ def test_python_and_numpy_random_numbers_run_eagerly(draw):
         outs = [step(tg.ones(3)).numpy().copy() for _ in range(3)]
     assert step.replays == 0 and step.fallbacks == 2
     assert not np.array_equal(outs[0], outs[1])
+
+
+HELPER_CFG = {"w": 1.0}
+HELPER_SCALE = 2.0
+
+
+def _helper_weight():
+    return HELPER_CFG["w"]
+
+
+def _helper_scaled(x):
+    return x * HELPER_SCALE + _helper_weight()
+
+
+@tg.compile
+def _uses_helpers(x):
+    return _helper_scaled(x) * LATER_GLOBAL
+
+
+LATER_GLOBAL = 3.0        # (bound after the compiled function was made)
+
+
+def test_globals_read_by_helper_functions_are_guarded():
+    """Globals (and their entries) read by the module's functions that the compiled
+    function calls, and globals bound after it was made, are its inputs too."""
+    global HELPER_SCALE, LATER_GLOBAL
+    for k in range(4):
+        HELPER_CFG["w"], HELPER_SCALE = float(k // 2), 2.0 + k // 2
+        LATER_GLOBAL = 3.0 if k < 3 else 4.0
+        x = tg.ones(2)
+        want = (2.0 + k // 2 + k // 2) * LATER_GLOBAL
+        np.testing.assert_array_equal(_uses_helpers(x).numpy(), [want, want])
+    assert _uses_helpers.records == 3 and _uses_helpers.replays == 1
