@@ -191,6 +191,43 @@ def _helpers(code, glob, seen):
     return found
 
 
+_CLASS_READS = {}
+
+
+def class_reads(cls):
+    """(globals, global name, steps) of what the ``forward`` of a module class (and the
+    functions of its module it calls) reads from its module's globals: a recording
+    holds while the numbers there stay the same."""
+    reads = _CLASS_READS.get(cls)
+    if reads is None:
+        fwd = getattr(cls, "forward", None)
+        code, glob = getattr(fwd, "__code__", None), getattr(fwd, "__globals__", None)
+        reads = []
+        if code is not None and glob is not None and \
+                not glob.get("__name__", "").startswith("tapegrad."):
+            codes = [code] + _helpers(code, glob, set())
+            names = {n for c in codes for n in _names(c) if n in glob}
+            reads = [(glob, n, ()) for n in sorted(names)]
+            reads += sorted((glob, r, steps) for c in codes
+                            for r, steps in _paths(c, (), names))
+        _CLASS_READS[cls] = reads
+    return reads
+
+
+def read_value(glob, name, steps):
+    """What a recording compares of a global (through ``steps``): a number, the numbers
+    of a short list, or None (other guards see the rest)."""
+    v = glob.get(name, _MISSING)
+    if _unguarded(v):
+        return None
+    try:
+        for attr, k in steps:
+            v = getattr(v, k) if attr else v[k]
+    except Exception:
+        return _MISSING
+    return _plain_or_snap(v)
+
+
 def _path_name(root, steps):
     return root + "".join(f".{k}" if attr else f"[{k!r}]" for attr, k in steps)
 

@@ -12,7 +12,7 @@ import numpy as np
 from . import _kernels as K
 from . import tape as _tape
 from ._fusion import _BINARY, _UNARY
-from ._guards import _Settings, _state_sig
+from ._guards import _Settings, _state_sig, class_reads, read_value
 from ._shadow import signature, template
 from .hyper import Hyper, live_group, num, rounded
 from .tensor import Tensor
@@ -83,6 +83,7 @@ class Tracer:
         self.optims = {}         # id(optimizer) -> (optimizer, state signature)
         self.modules = {}        # id(module) -> (module, its training flag at the start)
         self.attrs = []          # (module, name, value) of the modules' number attributes
+        self.greads = []         # (globals, name, steps, value): numbers their forward read
         self.streams = {}        # id -> random stream state drawn from
         self.hooks = {}          # tape row -> its tensor hooks (the replay calls them)
         self.fns = {}            # the user Functions of the backward, as tape.fns
@@ -624,6 +625,10 @@ class Tracer:
             self.modules[id(m)] = (m, training)
             self.attrs += [(m, k, v) for k, v in vars(m).items()
                            if v.__class__ in _NUMBERS and k != "training"]
+            for glob, name, steps in class_reads(type(m)):
+                v = read_value(glob, name, steps)
+                if v is not None:
+                    self.greads.append((glob, name, steps, v))
 
     @_watch
     def pycall(self, fn, tensors):

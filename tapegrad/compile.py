@@ -29,7 +29,7 @@ from . import tape as _tape
 from ._buffers import (LEND_POOL, _FREE, _Uses, _lendable, _own_buffers, _refs,
                        _run_scratch)
 from ._fusion import _BINARY, _UNARY, _fuse, _runs
-from ._guards import _Sources, _same_state
+from ._guards import _Sources, _same_state, read_value
 from ._shadow import Diverged, Shadow, eligible
 from ._tracer import _BOOL, Tracer, _unalias
 from .autograd.engine import FUNCTION_BACKWARD, _apply_hooks
@@ -239,6 +239,7 @@ class Recording:
         self.streams = list(tr.streams.values())
         self.modes = list(tr.modules.values())
         self.attrs = tr.attrs
+        self.greads = tr.greads
         # the flags a replay leaves, as the function's train()/eval() calls did
         self.final_modes = [(m, m.training) for m, f in self.modes if m.training != f]
         self.structure = _tape.STRUCTURE[0]
@@ -292,6 +293,10 @@ class Recording:
             now = m.__dict__.get(k)
             if now.__class__ is not v.__class__ or now != v:
                 return f"{type(m).__name__}.{k} changed ({v!r} -> {now!r})"
+        for glob, name, steps, v in self.greads:
+            now = read_value(glob, name, steps)
+            if now.__class__ is not v.__class__ or now != v:
+                return f"the global {name} a module's forward reads changed"
         for ref, arr, req in self.ext:
             t = ref()
             if t is None:
@@ -501,6 +506,7 @@ class _Fallback:
         self.optims = list(tr.optims.values())
         self.modes = list(tr.modules.values())
         self.attrs = tr.attrs
+        self.greads = tr.greads
         self.settings = []
         self.structure = _tape.STRUCTURE[0]
         args = {id(a) for _, a, _ in tr.args}

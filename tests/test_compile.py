@@ -1062,3 +1062,29 @@ def test_globals_read_by_helper_functions_are_guarded():
         want = (2.0 + k // 2 + k // 2) * LATER_GLOBAL
         np.testing.assert_array_equal(_uses_helpers(x).numpy(), [want, want])
     assert _uses_helpers.records == 3 and _uses_helpers.replays == 1
+
+
+FORWARD_CFG = {"scale": 1.0}
+FORWARD_TEMP = 1.0
+
+
+class _ReadsGlobals(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.lin(x) * FORWARD_CFG["scale"] / FORWARD_TEMP
+
+
+def test_globals_read_by_a_module_forward_are_guarded():
+    """Numbers a module's forward reads from its module's globals are guarded too."""
+    global FORWARD_TEMP
+    tg.manual_seed(0)
+    net = _ReadsGlobals()
+    step = tg.compile(lambda x: net(x).detach())
+    for k in range(4):
+        FORWARD_CFG["scale"], FORWARD_TEMP = 1.0 + k // 2, 1.0 + (k == 3)
+        x = tg.ones(1, 2)
+        np.testing.assert_array_equal(step(x).numpy(), net(x).detach().numpy())
+    assert step.records == 3 and step.replays == 1
