@@ -1,5 +1,7 @@
-"""Guards of a tg.compile recording on the optimizers it stepped: their param_groups
-(settings a replay may read anew, everything else fixed) and their state."""
+"""Guards of a tg.compile recording: on the optimizers it stepped (their param_groups,
+settings a replay may read anew, everything else fixed, and their state), on what its
+function reads from its closure and globals (variables, and numbers read through their
+attributes and subscripts), and whether it draws Python's or NumPy's random numbers."""
 import dis
 import random
 from operator import is_ as _is
@@ -214,10 +216,9 @@ def class_reads(cls):
     return reads
 
 
-def read_value(glob, name, steps):
-    """What a recording compares of a global (through ``steps``): a number, the numbers
-    of a short list, or None (other guards see the rest)."""
-    v = glob.get(name, _MISSING)
+def _leaf(v, steps):
+    """What a recording compares of the value read from ``v`` through ``steps``: a
+    number, the numbers of a short list, or None (other guards see the rest)."""
     if _unguarded(v):
         return None
     try:
@@ -226,6 +227,10 @@ def read_value(glob, name, steps):
     except Exception:
         return _MISSING
     return _plain_or_snap(v)
+
+
+def read_value(glob, name, steps):
+    return _leaf(glob.get(name, _MISSING), steps)
 
 
 def _path_name(root, steps):
@@ -308,16 +313,7 @@ class _Sources:
         for n in self.gnames:
             vals.append(g.get(n, _MISSING))
         for i, steps in self.paths:
-            v = vals[i]
-            if _unguarded(v):
-                vals.append(None)
-                continue
-            try:
-                for attr, k in steps:
-                    v = getattr(v, k) if attr else v[k]
-            except Exception:
-                v = _MISSING
-            vals.append(_plain_or_snap(v))
+            vals.append(_leaf(vals[i], steps))
         return vals
 
     def draws(self, cur):
