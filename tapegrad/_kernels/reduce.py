@@ -1,6 +1,8 @@
 """Reductions, views, indexing and concatenation: VJPs and forward kernels.
 """
 
+import math
+
 import numpy as np
 from numba import carray, njit
 
@@ -9,7 +11,7 @@ from .layout import (A, AOFF, B, K_GATHER, K_PYOUT, K_SCATTER, K_SOFTMAX, MAXD, 
                      P0, P1, S0, SA, SB, SO, _as, _dst, _load, _long_sum, _odometer,
                      _ptr, _put, _row_dot, _row_sum, _shape, _touch, _var, _walk, _wants,
                      listed, trailing)
-from .vmath import vexp, vexp_t, vlog
+from .vmath import vexp_t
 
 
 @njit(**_INL)
@@ -248,7 +250,7 @@ def _softmax(k, T, r, adj, seen):
                 if k == K_SOFTMAX:
                     v = y[e] * (adj[go + e] - s)
                 else:
-                    v = adj[go + e] - vexp(y[e]) * s
+                    v = adj[go + e] - vexp_t(y[e]) * s
                 _put(adj, ao + e, v, fr)
 
 
@@ -411,7 +413,7 @@ def softmax_fwd(x, out, d, inner, log):
             s = _row_sum(Y, o)
             if log:
                 m = M[o]
-                ls = vlog(s)
+                ls = math.log(s)
                 for j in range(d):
                     Y[o, j] = (X[o, j] - m) - ls
             else:
@@ -426,12 +428,12 @@ def softmax_fwd(x, out, d, inner, log):
             s = 0.0
             for j in range(d):
                 z = x[base + j * inner] - m
-                s += vexp(z)
-            ls = vlog(s)
+                s += vexp_t(z)
+            ls = math.log(s)
             for j in range(d):
                 e = base + j * inner
                 z = x[e] - m
-                out[e] = z - ls if log else vexp(z) / s
+                out[e] = z - ls if log else vexp_t(z) / s
 
 
 @njit(**_JIT)
