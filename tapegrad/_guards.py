@@ -233,6 +233,19 @@ def read_value(glob, name, steps):
     return _leaf(glob.get(name, _MISSING), steps)
 
 
+def _self_paths(obj, name):
+    """The chains from ``self`` read by method ``name`` of obj's class, when that class
+    is the user's (not tapegrad's, NumPy's or a builtin's)."""
+    fn = getattr(type(obj), name, None)
+    code = getattr(fn, "__code__", None)
+    mod = getattr(type(obj), "__module__", "") or ""
+    if fn.__class__ is not FunctionType or not code.co_argcount or \
+            mod.startswith(("tapegrad", "numpy", "builtins", "torch")):
+        return set()
+    me = code.co_varnames[0]
+    return {steps for r, steps in _paths(code, (), (), {me}) if r == me}
+
+
 def _path_name(root, steps):
     return root + "".join(f".{k}" if attr else f"[{k!r}]" for attr, k in steps)
 
@@ -290,7 +303,12 @@ class _Sources:
             own = c is code
             found |= _paths(c, free if own else (), gset, fast if own else ())
             reads |= _reads(c, free if own else (), gset)
-        self.paths = sorted((index[r], steps) for r, steps in found if r in index)
+        paths = {(index[r], steps) for r, steps in found if r in index}
+        roots = self._roots()
+        for r, attr in reads:                   # methods of objects: chains from self
+            if attr is not None and r in index:
+                paths |= {(index[r], steps) for steps in _self_paths(roots[index[r]], attr)}
+        self.paths = sorted(paths)
         self.reads = sorted(((index[r], a) for r, a in reads if r in index),
                             key=lambda ra: (ra[0], ra[1] or ""))
         self.names += [_path_name(self.names[i], steps) for i, steps in self.paths]
@@ -300,9 +318,7 @@ class _Sources:
         assigned = _assigned(code) if code is not None else set()
         self.stored = [i for i, n in enumerate(self.names) if n in assigned]
 
-    def values(self):
-        if self.names is None:
-            self._setup()
+    def _roots(self):
         vals = []
         for c in self.cells:
             try:
@@ -312,6 +328,12 @@ class _Sources:
         g = self.glob
         for n in self.gnames:
             vals.append(g.get(n, _MISSING))
+        return vals
+
+    def values(self):
+        if self.names is None:
+            self._setup()
+        vals = self._roots()
         for i, steps in self.paths:
             vals.append(_leaf(vals[i], steps))
         return vals

@@ -1088,3 +1088,23 @@ def test_globals_read_by_a_module_forward_are_guarded():
         x = tg.ones(1, 2)
         np.testing.assert_array_equal(step(x).numpy(), net(x).detach().numpy())
     assert step.records == 3 and step.replays == 1
+
+
+def test_numbers_read_by_methods_of_global_objects_are_guarded():
+    """A method of the user's object called by the function (``loss.compute(x)``): the
+    numbers it reads from ``self`` are guarded like the function's own."""
+    class Loss:
+        def __init__(self):
+            self.weight = 1.0
+            self.cfg = {"eps": 0.0}
+
+        def compute(self, x):
+            return (x * self.weight).sum() + self.cfg["eps"]
+
+    loss = Loss()
+    step = tg.compile(lambda x: loss.compute(x))
+    for k in range(4):
+        loss.weight, loss.cfg["eps"] = 1.0 + k // 2, float(k == 3)
+        x = tg.ones(3)
+        np.testing.assert_array_equal(step(x).numpy(), loss.compute(x).numpy())
+    assert step.records == 3 and step.replays == 1
