@@ -4,6 +4,7 @@ function reads from its closure and globals (variables, and numbers read through
 attributes and subscripts), and whether it draws Python's or NumPy's random numbers."""
 import dis
 import random
+import weakref
 from operator import is_ as _is
 from types import CellType, FunctionType, ModuleType
 
@@ -193,7 +194,7 @@ def _helpers(code, glob, seen):
     return found
 
 
-_CLASS_READS = {}
+_CLASS_READS = weakref.WeakKeyDictionary()     # module class -> class_reads(class)
 
 
 def class_reads(cls):
@@ -233,14 +234,14 @@ def read_value(glob, name, steps):
     return _leaf(glob.get(name, _MISSING), steps)
 
 
-def _self_paths(obj, name):
+def _self_paths(obj, name, module):
     """The chains from ``self`` read by method ``name`` of obj's class, when that class
-    is the user's (not tapegrad's, NumPy's or a builtin's)."""
+    is defined in ``module``, the compiled function's (a library's objects, a progress
+    bar counting calls, are left to their own devices)."""
     fn = getattr(type(obj), name, None)
     code = getattr(fn, "__code__", None)
-    mod = getattr(type(obj), "__module__", "") or ""
     if fn.__class__ is not FunctionType or not code.co_argcount or \
-            mod.startswith(("tapegrad", "numpy", "builtins", "torch")):
+            getattr(type(obj), "__module__", None) != module:
         return set()
     me = code.co_varnames[0]
     return {steps for r, steps in _paths(code, (), (), {me}) if r == me}
@@ -305,9 +306,11 @@ class _Sources:
             reads |= _reads(c, free if own else (), gset)
         paths = {(index[r], steps) for r, steps in found if r in index}
         roots = self._roots()
+        module = (self.glob or {}).get("__name__")
         for r, attr in reads:                   # methods of objects: chains from self
             if attr is not None and r in index:
-                paths |= {(index[r], steps) for steps in _self_paths(roots[index[r]], attr)}
+                paths |= {(index[r], steps)
+                          for steps in _self_paths(roots[index[r]], attr, module)}
         self.paths = sorted(paths)
         self.reads = sorted(((index[r], a) for r, a in reads if r in index),
                             key=lambda ra: (ra[0], ra[1] or ""))
