@@ -281,6 +281,11 @@ class _Sources:
 
     def _setup(self):
         fn = self.fn
+        call = getattr(fn, "__call__", None)
+        if not hasattr(fn, "__code__") and hasattr(call, "__func__") and \
+                not (call.__func__.__module__ or "").startswith("tapegrad"):
+            fn = call                   # an object with __call__: that bound method
+            #                             (a module's is tapegrad's: its forward is seen)
         code = getattr(fn, "__code__", None)
         self.cells = list(getattr(fn, "__closure__", None) or ())
         self.names = list(code.co_freevars) if self.cells else []

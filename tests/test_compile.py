@@ -1108,3 +1108,20 @@ def test_numbers_read_by_methods_of_global_objects_are_guarded():
         x = tg.ones(3)
         np.testing.assert_array_equal(step(x).numpy(), loss.compute(x).numpy())
     assert step.records == 3 and step.replays == 1
+
+
+def test_numbers_read_by_a_compiled_callable_object_are_guarded():
+    """tg.compile of an object with ``__call__``: what that method reads from ``self``
+    is guarded, as a bound method's."""
+    class Scale:
+        k = 2.0
+
+        def __call__(self, x):
+            return x * self.k
+
+    obj = Scale()
+    step = tg.compile(obj)
+    for k in (2.0, 3.0, 3.0):
+        obj.k = k
+        np.testing.assert_array_equal(step(tg.ones(2)).numpy(), [k, k])
+    assert step.records == 2 and step.replays == 1
