@@ -35,6 +35,17 @@ def _moments(p, grad, group, exp_avg, exp_avg_sq):
     return grad
 
 
+def _defaults(lr, betas, eps, weight_decay, settings, impl):
+    """The param_group defaults of the Adam family, checked as PyTorch does (lr and eps,
+    the betas, weight decay): lr, betas, eps, weight_decay, then ``settings`` of the
+    optimizer's own, then the implementation entries ``impl``."""
+    check_nonnegative(lr=lr, eps=eps)
+    check_betas(betas)
+    check_nonnegative(weight_decay=weight_decay)
+    return {"lr": lr, "betas": (float(betas[0]), float(betas[1])), "eps": eps,
+            "weight_decay": weight_decay, **settings, **impl}
+
+
 class Adam(Optimizer):
     """Adam (Kingma & Ba), optionally AMSGrad; ``decoupled_weight_decay`` makes it AdamW.
 
@@ -54,14 +65,11 @@ class Adam(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, *, foreach=None, maximize=False, capturable=False,
                  differentiable=False, fused=None, decoupled_weight_decay=False):
-        check_nonnegative(lr=lr, eps=eps)
-        check_betas(betas)
-        check_nonnegative(weight_decay=weight_decay)
-        defaults = {"lr": lr, "betas": (float(betas[0]), float(betas[1])), "eps": eps,
-                    "weight_decay": weight_decay, "amsgrad": amsgrad, "maximize": maximize,
-                    "decoupled_weight_decay": decoupled_weight_decay,
-                    **implementation(differentiable, foreach=foreach, capturable=capturable,
-                                     fused=fused)}
+        defaults = _defaults(lr, betas, eps, weight_decay,
+                             {"amsgrad": amsgrad, "maximize": maximize,
+                              "decoupled_weight_decay": decoupled_weight_decay},
+                             implementation(differentiable, foreach=foreach,
+                                            capturable=capturable, fused=fused))
         super().__init__(params, defaults)
 
     def _update_group(self, group):
@@ -131,12 +139,9 @@ class Adamax(Optimizer):
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  foreach=None, *, maximize=False, differentiable=False, capturable=False):
-        check_nonnegative(lr=lr, eps=eps)
-        check_betas(betas)
-        check_nonnegative(weight_decay=weight_decay)
-        defaults = {"lr": lr, "betas": (float(betas[0]), float(betas[1])), "eps": eps,
-                    "weight_decay": weight_decay, "maximize": maximize,
-                    **implementation(differentiable, foreach=foreach, capturable=capturable)}
+        defaults = _defaults(lr, betas, eps, weight_decay, {"maximize": maximize},
+                             implementation(differentiable, foreach=foreach,
+                                            capturable=capturable))
         super().__init__(params, defaults)
 
     def _update_group(self, group):
@@ -179,13 +184,13 @@ class NAdam(Optimizer):
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  momentum_decay=4e-3, decoupled_weight_decay=False, *, foreach=None,
                  maximize=False, capturable=False, differentiable=False):
-        check_nonnegative(lr=lr, eps=eps)
-        check_betas(betas)
-        check_nonnegative(weight_decay=weight_decay, momentum_decay=momentum_decay)
-        defaults = {"lr": lr, "betas": (float(betas[0]), float(betas[1])), "eps": eps,
-                    "weight_decay": weight_decay, "momentum_decay": momentum_decay,
-                    "decoupled_weight_decay": decoupled_weight_decay, "maximize": maximize,
-                    **implementation(differentiable, foreach=foreach, capturable=capturable)}
+        defaults = _defaults(lr, betas, eps, weight_decay,
+                             {"momentum_decay": momentum_decay,
+                              "decoupled_weight_decay": decoupled_weight_decay,
+                              "maximize": maximize},
+                             implementation(differentiable, foreach=foreach,
+                                            capturable=capturable))
+        check_nonnegative(momentum_decay=momentum_decay)
         super().__init__(params, defaults)
 
     def _update_group(self, group):
@@ -237,13 +242,11 @@ class RAdam(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False,
                  capturable=False, differentiable=False):
-        check_nonnegative(lr=lr, eps=eps)
-        check_betas(betas)
-        check_nonnegative(weight_decay=weight_decay)
-        defaults = {"lr": lr, "betas": (float(betas[0]), float(betas[1])), "eps": eps,
-                    "weight_decay": weight_decay,
-                    "decoupled_weight_decay": decoupled_weight_decay, "maximize": maximize,
-                    **implementation(differentiable, foreach=foreach, capturable=capturable)}
+        defaults = _defaults(lr, betas, eps, weight_decay,
+                             {"decoupled_weight_decay": decoupled_weight_decay,
+                              "maximize": maximize},
+                             implementation(differentiable, foreach=foreach,
+                                            capturable=capturable))
         super().__init__(params, defaults)
 
     def _update_group(self, group):
