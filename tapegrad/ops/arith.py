@@ -289,7 +289,11 @@ def _trunc_div(x, y):
 
 
 def _mod_operands(input, other, name):
-    """input and other as tensors of the result dtype (a number as a constant)."""
+    """input and other as tensors of the result dtype (a number, either one, as a
+    constant), and whether other was the number."""
+    if not isinstance(input, Tensor) and isinstance(other, Tensor):
+        b, a, _ = _mod_operands(other, input, name)
+        return a, b, False
     _check_tensor(input, name)
     other = _as_operand(other, name)
     if input._data.dtype == np.bool_ and (not isinstance(other, Tensor) or
@@ -305,33 +309,30 @@ def _mod_operands(input, other, name):
     return input, _constant(np.asarray(other, dtype=input._data.dtype)), True
 
 
+def _modulo(ops, ufunc, name, input, other):
+    """fmod or remainder: floats by the op-table entry ops[other was a number], integers
+    eagerly by NumPy's ufunc."""
+    a, b, number = _mod_operands(input, other, name)
+    if a._data.dtype.kind != "f":
+        return _int_division(a, b, ufunc, name)
+    return _binary_tt(ops[number], ufunc, name, a, b)
+
+
 def fmod(input, other):
     """C's fmod: the remainder of x / y truncated, with x's sign; exact."""
-    a, b, number = _mod_operands(input, other, "fmod")
-    if a._data.dtype.kind != "f":
-        return _int_division(a, b, np.fmod, "fmod")
-    return _binary_tt(FMOD_S if number else FMOD, np.fmod, "fmod", a, b)
+    _check_tensor(input, "fmod")            # (PyTorch has no fmod of a number by a tensor)
+    return _modulo((FMOD, FMOD_S), np.fmod, "fmod", input, other)
 
 
 def remainder(input, other):
     """Python's %: the remainder with the divisor's sign, as PyTorch's."""
-    if not isinstance(input, Tensor) and isinstance(other, Tensor):
-        a, b = _mod_operands(other, input, "remainder")[1::-1]
-        return _binary_tt(REMAINDER, np.remainder, "remainder", a, b) \
-            if a._data.dtype.kind == "f" else _int_division(a, b, np.remainder, "remainder")
-    a, b, number = _mod_operands(input, other, "remainder")
-    if a._data.dtype.kind != "f":
-        return _int_division(a, b, np.remainder, "remainder")
-    return _binary_tt(REMAINDER_S if number else REMAINDER, np.remainder, "remainder", a, b)
+    return _modulo((REMAINDER, REMAINDER_S), np.remainder, "remainder", input, other)
 
 
 def floor_divide(input, other):
     """floor(x / y) as PyTorch computes it, (x - fmod(x, y)) / y rounded, so that
     x == y * (x // y) + x % y; not differentiable (the result is detached)."""
-    if not isinstance(input, Tensor) and isinstance(other, Tensor):
-        a, b = _mod_operands(other, input, "floor_divide")[1::-1]
-    else:
-        a, b, _ = _mod_operands(input, other, "floor_divide")
+    a, b, _ = _mod_operands(input, other, "floor_divide")
     if a._data.dtype.kind != "f":
         return _int_division(a, b, np.floor_divide, "floor_divide")
     a, b = a.detach(), b.detach()
