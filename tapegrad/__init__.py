@@ -21,11 +21,11 @@ from .ops import (abs, add, amax, amin, argmax, argmin, bmm, broadcast_to, cat, 
                   logical_or, logical_xor, logical_not, isclose, allclose, equal, unbind,
                   index_select, floor, ceil, round, trunc, frac, log2, log10, lerp, addmm,
                   mv, swapaxes, movedim, count_nonzero, tile, broadcast_tensors, hstack,
-                  vstack, atan, asin, acos, sinh, cosh, asinh, acosh, atanh, atan2, arctan2,
-                  hypot, logaddexp, clamp_min, clamp_max, deg2rad, rad2deg, exp2, diagonal,
+                  vstack, atan, asin, acos, sinh, cosh, asinh, acosh, atanh, atan2, hypot,
+                  logaddexp, clamp_min, clamp_max, deg2rad, rad2deg, exp2, diagonal,
                   diag, trace, meshgrid, cdist, diff, cross, fmod, remainder, floor_divide)
 from .ops import (acos as arccos, acosh as arccosh, asin as arcsin,
-                  asinh as arcsinh, atan as arctan, atanh as arctanh)
+                  asinh as arcsinh, atan as arctan, atan2 as arctan2, atanh as arctanh)
 from .ops import cat as concat, cat as concatenate, movedim as moveaxis
 from .tensor import Size, Tensor
 from .tape import api as _api

@@ -98,11 +98,12 @@ def _assigned(code):
     return names
 
 
-def _paths(code, free, names, fast=()):
-    """The attribute and constant-subscript chains read from variables: ``cfg.lr``,
-    ``state["scale"]``, ``self.beta`` (from the free variables ``free``, the globals
-    ``names`` or the locals ``fast``), in code and in the code it defines (globals only
-    there)."""
+def _loads(code, free, names, fast=()):
+    """Each read of a variable (a free variable in ``free``, a global in ``names``, a
+    local in ``fast``), in code and in the code it defines (globals only there), as
+    (variable, chain, method): the chain of attributes and constant subscripts read from
+    it (``cfg.lr``, ``state["scale"]``, ``self.beta``) and the method then called on
+    what the chain reached, or None."""
     found = set()
     ins = list(dis.get_instructions(code))
     for i, x in enumerate(ins):
@@ -124,16 +125,35 @@ def _paths(code, free, names, fast=()):
                 j += 2
             else:
                 break
-        if steps and (j == len(ins) or ins[j].opname != "LOAD_METHOD"):   # (not an
-            found.add((x.argval, tuple(steps)))        # object whose method is called)
+        method = ins[j].argval if j < len(ins) and ins[j].opname == "LOAD_METHOD" else None
+        found.add((x.argval, tuple(steps), method))
     for c in code.co_consts:
         if hasattr(c, "co_code"):
-            found |= _paths(c, (), names)
+            found |= _loads(c, (), names)
     return found
+
+
+def _paths(loads):
+    """The chains of ``loads`` whose end is read as a value (not an object whose method
+    is called)."""
+    return {(r, steps) for r, steps, method in loads if steps and method is None}
+
+
+def _reads(loads):
+    """(variable, the attribute or method read from it first, or None) of ``loads``."""
+    return {(r, steps[0][1] if steps and steps[0][0] else None if steps else method)
+            for r, steps, method in loads}
 
 
 class _Snap(tuple):
     """The numbers of a short list or tuple a recording read (compared by value)."""
+
+
+def same_value(a, b):
+    """Whether a value a guard compares holds: the same object, or equal numbers (or
+    numbers of a short list) of the same type."""
+    return a is b or a.__class__ is b.__class__ and (a.__class__ in _PLAIN or
+                                                     a.__class__ is _Snap) and a == b
 
 
 def _plain_or_snap(v):
@@ -144,24 +164,6 @@ def _plain_or_snap(v):
     if v.__class__ in (list, tuple) and len(v) <= 64 and all(e.__class__ in _PLAIN for e in v):
         return _Snap(v)
     return None
-
-
-def _reads(code, free, names):
-    """(variable, the attribute read from it or None) for each read of a free variable or
-    global, in code and in the code it defines (globals only there)."""
-    found = set()
-    ins = list(dis.get_instructions(code))
-    for i, x in enumerate(ins):
-        if x.opname == "LOAD_GLOBAL" and x.argval in names or \
-                x.opname == "LOAD_DEREF" and x.argval in free:
-            nxt = ins[i + 1] if i + 1 < len(ins) else None
-            attr = nxt.argval if nxt is not None and nxt.opname in ("LOAD_ATTR",
-                                                                    "LOAD_METHOD") else None
-            found.add((x.argval, attr))
-    for c in code.co_consts:
-        if hasattr(c, "co_code"):
-            found |= _reads(c, (), names)
-    return found
 
 
 _RNG_TYPES = (random.Random, np.random.Generator, np.random.RandomState)
@@ -212,7 +214,7 @@ def class_reads(cls):
             names = {n for c in codes for n in _names(c) if n in glob}
             reads = [(glob, n, ()) for n in sorted(names)]
             reads += sorted((glob, r, steps) for c in codes
-                            for r, steps in _paths(c, (), names))
+                            for r, steps in _paths(_loads(c, (), names)))
         _CLASS_READS[cls] = reads
     return reads
 
@@ -244,7 +246,7 @@ def _self_paths(obj, name, module):
             getattr(type(obj), "__module__", None) != module:
         return set()
     me = code.co_varnames[0]
-    return {steps for r, steps in _paths(code, (), (), {me}) if r == me}
+    return {steps for r, steps in _paths(_loads(code, (), (), {me})) if r == me}
 
 
 def _path_name(root, steps):
@@ -304,12 +306,11 @@ class _Sources:
         self.names += self.gnames
         index = {n: i for i, n in enumerate(self.names)}
         gset = set(self.gnames)
-        found, reads = set(), set()
+        loads = set()
         for c in codes:
-            own = c is code
-            found |= _paths(c, free if own else (), gset, fast if own else ())
-            reads |= _reads(c, free if own else (), gset)
-        paths = {(index[r], steps) for r, steps in found if r in index}
+            loads |= _loads(c, free, gset, fast) if c is code else _loads(c, (), gset)
+        reads = {ra for ra in _reads(loads) if ra[0] not in fast}
+        paths = {(index[r], steps) for r, steps in _paths(loads) if r in index}
         roots = self._roots()
         module = (self.glob or {}).get("__name__")
         for r, attr in reads:                   # methods of objects: chains from self
@@ -372,12 +373,8 @@ class _Sources:
         if all(map(_is, bound, cur)):
             return -1
         for i, (a, b) in enumerate(zip(bound, cur)):
-            if a is b or a is VARY:
-                continue
-            if a.__class__ is b.__class__ and (a.__class__ in _PLAIN or a.__class__ is _Snap) \
-                    and a == b:
-                continue
-            return i
+            if a is not VARY and not same_value(a, b):
+                return i
         return -1
 
     def describe(self, i, old, new):

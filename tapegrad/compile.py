@@ -29,7 +29,7 @@ from . import tape as _tape
 from ._buffers import (LEND_POOL, _FREE, _Uses, _lendable, _own_buffers, _refs,
                        _run_scratch)
 from ._fusion import _BINARY, _UNARY, _fuse, _runs
-from ._guards import _Sources, _same_state, read_value
+from ._guards import _Sources, _same_state, read_value, same_value
 from ._shadow import Diverged, Shadow, eligible
 from ._tracer import _BOOL, Tracer, _unalias
 from .autograd.engine import FUNCTION_BACKWARD, _apply_hooks
@@ -291,11 +291,10 @@ class Recording:
                 return f"{type(m).__name__}'s train/eval mode changed"
         for m, k, v in self.attrs:
             now = m.__dict__.get(k)
-            if now.__class__ is not v.__class__ or now != v:
+            if not same_value(v, now):
                 return f"{type(m).__name__}.{k} changed ({v!r} -> {now!r})"
         for glob, name, steps, v in self.greads:
-            now = read_value(glob, name, steps)
-            if now.__class__ is not v.__class__ or now != v:
+            if not same_value(v, read_value(glob, name, steps)):
                 return f"the global {name} a module's forward reads changed"
         for ref, arr, req in self.ext:
             t = ref()

@@ -56,7 +56,7 @@ from .views import (CAT, CLONE, EXPAND, FLATTEN, GATHER, PERMUTE, RESHAPE, SCATT
 from .linalg import (BMM, DOT, LINEAR, MM, MV, VM, _MATMUL_MODE, _batched, _mismatch,
                      _vjp_linear, _vjp_matmul, _wants_row, bmm, dot, linear, matmul, mm,
                      outer)  # noqa: F401
-from .composite import (addmm, all, allclose, any, arctan2, atan2, broadcast_tensors,  # noqa: F401
+from .composite import (addmm, all, allclose, any, atan2, broadcast_tensors,  # noqa: F401
                         cdist, clamp_max, clamp_min, cross, deg2rad, diag, diagonal, diff,
                         exp2, hypot, logaddexp, meshgrid, rad2deg, trace,
                         contiguous, count_nonzero, cumsum, einsum, equal, hstack,

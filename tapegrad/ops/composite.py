@@ -390,10 +390,6 @@ def atan2(input, other):
     return arith.where(flat, near, steep)
 
 
-def arctan2(input, other):
-    return atan2(input, other)
-
-
 def hypot(input, other):
     """sqrt(input^2 + other^2) without overflow: scaled by the larger magnitude."""
     _check_tensor(input, "hypot")
