@@ -167,3 +167,15 @@ def test_bad_inputs_raise_as_pytorch():
         tg.meshgrid(tg.ones(2), indexing="ab")
     with pytest.raises(RuntimeError, match="at least one-dimensional"):
         tg.diff(tg.tensor(1.0))
+
+
+def test_integer_inputs_take_the_default_float_dtype():
+    """Integer operands become PyTorch's default float dtype, float64 included."""
+    tg.set_default_dtype(tg.float64)
+    try:
+        i = tg.tensor([1, 2])
+        for out in (tg.atan2(i, i), tg.hypot(i, 2.0), tg.logaddexp(i, i)):
+            assert out.dtype == tg.float64
+    finally:
+        tg.set_default_dtype(tg.float32)
+    assert tg.atan2(tg.tensor([1, 2]), tg.tensor([3, 4])).dtype == tg.float32

@@ -9,7 +9,7 @@ import numpy as np
 from ..tensor import Tensor, _dim
 from . import arith, linalg, reductions, views
 from .arith import _constant
-from .base import _check_tensor
+from .base import _check_tensor, _np_float
 
 _ELLIPSIS = [chr(0x2460 + i) for i in range(20)]     # stand-ins for the dims of "..."
 
@@ -365,9 +365,9 @@ def _float_operands(a, b, opname):
                         f"{type(a).__name__}")
     like = a if isinstance(a, Tensor) else b
     a, b = (x if isinstance(x, Tensor) else _constant(np.asarray(x, like._data.dtype
-            if like._data.dtype.kind == "f" else np.float32)) for x in (a, b))
+            if like._data.dtype.kind == "f" else _np_float())) for x in (a, b))
     if a._data.dtype.kind != "f" and b._data.dtype.kind != "f":
-        a = a.float()
+        a = a.to(_np_float())               # PyTorch's default float dtype
     return a, b
 
 
