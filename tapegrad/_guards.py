@@ -16,7 +16,7 @@ from .hyper import is_live_value
 _MISSING = object()
 
 
-_PLAIN = (int, float, bool, str, type(None))
+_PLAIN = frozenset((int, float, bool, str, type(None)))
 
 
 class _Settings:
@@ -159,9 +159,10 @@ def same_value(a, b):
 def _plain_or_snap(v):
     """What a guard compares of a value read through a chain: a number as it is, the
     numbers of a short list of numbers, else None (other guards see the rest)."""
-    if v.__class__ in _PLAIN:
+    cls = v.__class__
+    if cls in _PLAIN:
         return v
-    if v.__class__ in (list, tuple) and len(v) <= 64 and all(e.__class__ in _PLAIN for e in v):
+    if (cls is list or cls is tuple) and len(v) <= 64 and all(e.__class__ in _PLAIN for e in v):
         return _Snap(v)
     return None
 
@@ -255,9 +256,19 @@ def _path_name(root, steps):
 
 def _unguarded(root):
     """Roots whose chains need no guard: modules (``math.pi``, ``F.relu``) and
-    optimizers and schedulers, whose settings a replay reads anew."""
-    return root.__class__ is ModuleType or \
-        type(root).__module__.startswith("tapegrad.optim")
+    optimizers and schedulers, whose settings a replay reads anew (known per class:
+    this runs on every call)."""
+    cls = root.__class__
+    u = _UNGUARDED.get(cls)
+    if u is None:
+        if len(_UNGUARDED) > 256:
+            _UNGUARDED.clear()
+        u = _UNGUARDED[cls] = cls is ModuleType or \
+            (getattr(cls, "__module__", None) or "").startswith("tapegrad.optim")
+    return u
+
+
+_UNGUARDED = {}
 
 
 def _names(code):

@@ -545,10 +545,15 @@ class Compiled:
         key = [_tape.STATE.grad_enabled]
         add = key.append
         for a in args:
-            if a.__class__ is Tensor and a not in _Ids(leaves):
-                leaves.append(a)
-                d = a._data
-                add((d.shape, d.dtype, a._req, a._grad is None))
+            if a.__class__ is Tensor:
+                for b in leaves:
+                    if b is a:
+                        add(_sig(a, leaves))
+                        break
+                else:
+                    leaves.append(a)
+                    d = a._data
+                    add((d.shape, d.dtype, a._req, a._grad is None))
             else:
                 add(_sig(a, leaves))
         return tuple(key)
@@ -716,20 +721,6 @@ def _sig(a, leaves):
     if isinstance(a, dict) and all(isinstance(k, (str, int)) for k in a):
         return (type(a),) + tuple((k, _sig(v, leaves)) for k, v in a.items())
     return ("id", id(a))
-
-
-class _Ids:
-    """A list seen by identity (``in`` on tensors would compare their values)."""
-    __slots__ = ("items",)
-
-    def __init__(self, items):
-        self.items = items
-
-    def __contains__(self, x):
-        for y in self.items:
-            if y is x:
-                return True
-        return False
 
 
 def _holds_tensors(x):
