@@ -40,14 +40,23 @@ def _stats(X, c, ch, eps):
 
 
 @njit(**_SUB, fastmath={"reassoc"})
-def _grad_sums(G, W, X, o, affine):
-    """Sums over row o of g * w and of g * w * x (w = 1 unless affine)."""
+def _grad_sums(G, W, X, o, affine, db):
+    """Sums over row o of g * w and of g * w * x (w = 1 unless affine); adds the row's g
+    to the bias gradient db (empty: not needed) in the same pass."""
     s1 = 0.0
     s2 = 0.0
-    for j in range(G.shape[1]):
-        gw = np.float64(G[o, j]) * W[j] if affine else np.float64(G[o, j])
-        s1 += gw
-        s2 += gw * X[o, j]
+    if db.size:
+        for j in range(G.shape[1]):
+            g = G[o, j]
+            db[j] += g
+            gw = np.float64(g) * W[j] if affine else np.float64(g)
+            s1 += gw
+            s2 += gw * X[o, j]
+    else:
+        for j in range(G.shape[1]):
+            gw = np.float64(G[o, j]) * W[j] if affine else np.float64(G[o, j])
+            s1 += gw
+            s2 += gw * X[o, j]
     return s1, s2
 
 
@@ -135,17 +144,23 @@ def _layer_norm_vjp(T, L, r, f0, adj, seen):
     m = T[r, N] // d if d else 0
     G, X, vw, dw, db, D, fx = _vjp_arrays(T, r, adj, seen, x, m, d, d, affine, want_x,
                                           want_w, want_b)
-    for j in range(m):
+    for j in range(m):          # per row: stats, then one pass of sums, one of results
         mean, rstd = _stats(X, m, j, f0)
+        if not want_x:
+            for i in range(db.size):
+                db[i] += G[j, i]
+            for i in range(dw.size):
+                dw[i] += G[j, i] * ((X[j, i] - mean) * rstd)
+            continue
+        s1, s2 = _grad_sums(G, vw, X, j, affine, db)
+        p, q = _dx_coeffs(s1, s2, mean, rstd, d)
         if want_w:
             for i in range(d):
                 dw[i] += G[j, i] * ((X[j, i] - mean) * rstd)
-        if want_b:
-            for i in range(d):
-                db[i] += G[j, i]
-        if want_x:
-            s1, s2 = _grad_sums(G, vw, X, j, affine)
-            p, q = _dx_coeffs(s1, s2, mean, rstd, d)
+                gw = np.float64(G[j, i]) * vw[i] if affine else np.float64(G[j, i])
+                v = rstd * gw + p * X[j, i] + q
+                D[j, i] = v if fx else D[j, i] + v
+        else:
             for i in range(d):
                 gw = np.float64(G[j, i]) * vw[i] if affine else np.float64(G[j, i])
                 v = rstd * gw + p * X[j, i] + q
