@@ -31,22 +31,40 @@ def _elementwise(ins, VD):
 
 def _fuse(ins, VD):
     """The instructions with each run of elementwise ones over the same (many) elements
-    behind an X_FUSED header."""
+    behind an X_FUSED header. A sum of all the elements of a value of the run that
+    follows it ends the run: each block adds its partial sum (so that the summed values
+    need no buffer), and a copy of the sum with no input, after the run, totals them."""
     out = []
     i = 0
     while i < len(ins):
         n = _elementwise(ins[i], VD)
         j = i + 1
+        total = None
         if n >= K.FUSE_MIN:
             f64 = VD[ins[i][1], K.FL] & K.F64
             while j < len(ins) and _elementwise(ins[j], VD) == n and \
                     (VD[ins[j][1], K.FL] & K.F64) == f64:
                 j += 1
+            if j < len(ins) and _sums_all(ins[j], VD, n, f64):
+                total = ins[j]
+        if total is not None:
+            out.append((K.X_FUSED, -1, -1, -1, (j + 1 - i,), 0.0, 0.0))
+            out.extend(ins[i:j + 1])
+            out.append(total[:2] + (-1,) + total[3:])
+            i = j + 1
+            continue
         if j - i > 1:
             out.append((K.X_FUSED, -1, -1, -1, (j - i,), 0.0, 0.0))
         out.extend(ins[i:j])
         i = j
     return out
+
+
+def _sums_all(ins, VD, n, f64):
+    """Whether ``ins`` sums (or averages) all n elements of a value of dtype f64 into one."""
+    op, o, a = ins[0], ins[1], ins[2]
+    return op == K.X_SUMROWS and ins[4][0] == n and VD[o, K.N] == 1 and \
+        VD[a, K.N] == n and (VD[a, K.FL] & K.F64) == f64 == (VD[o, K.FL] & K.F64)
 
 
 def _runs(T, L, keep, sizes):

@@ -171,6 +171,11 @@ class Recording:
             if (op in _UNARY or op in _BINARY) and VD[o, K.N] == 1 and VD[a, K.N] == 1 \
                     and (b < 0 or VD[b, K.N] == 1):
                 INS[i, K.I_P + 9] = 1
+        self.partials = []                  # of the sums that end fused runs (_fuse)
+        for i in np.flatnonzero((INS[:, K.I_OP] == K.X_SUMROWS) & (INS[:, K.I_A] < 0)):
+            parts = np.empty((INS[i, K.I_P] + K.SUM_BLOCK - 1) // K.SUM_BLOCK)
+            self.partials.append(parts)
+            INS[i - 1, K.I_P + 2] = INS[i, K.I_P + 2] = parts.ctypes.data
         for i in range(ni - 2, -1, -1):     # P9: the length of the run from here on
             if INS[i, K.I_P + 9] and INS[i + 1, K.I_P + 9] and \
                     VD[INS[i, K.I_O], K.FL] & K.F64 == VD[INS[i + 1, K.I_O], K.FL] & K.F64:

@@ -3,8 +3,10 @@ the caller still holds, or a view of it, is never overwritten by a later replay,
 buffers the caller dropped are reused), and values that only a fused run reads live in
 block-sized scratch instead of buffers of their own."""
 import numpy as np
+import pytest
 
 import tapegrad as tg
+from tapegrad import _kernels as K
 
 N = 50_000          # 400 KB of float64: over LEND_BYTES
 
@@ -111,9 +113,49 @@ def test_values_only_a_run_reads_live_in_scratch():
         finally:
             tg.set_num_threads(before)
     rec = next(iter(c.cache.values()))[0]
-    # tanh(x) * x and -x * x: written and read inside the forward run only
-    assert len(rec.scratch) == 2
+    # tanh(x) * x, -x * x and their sum's input: written and read inside the forward
+    # run only (the sum ends the run, block by block)
+    assert len(rec.scratch) == 3
     assert all(rec.arrays[v].size == 0 for v in rec.scratch)
+
+
+def _sums(x, y):
+    s = ((x * 1.5 - y) ** 2).mean()
+    t = (tg.exp(-x * x) * y).sum()
+    return (s, t, *tg.autograd.grad(s * t, (x, y)))
+
+
+@pytest.mark.parametrize("n, dtype", [(16384, np.float32), (40001, np.float32),
+                                      (300_001, np.float64), (1_000_003, np.float64)])
+def test_sum_that_ends_a_run_is_fused_and_bit_identical(n, dtype):
+    """A sum or mean of a fused run's value adds the run's blocks as the eager sum adds
+    its own: the same bits for every size and thread count, and the summed values get
+    no buffer."""
+    rng = np.random.default_rng(n)
+    xs = [rng.standard_normal((2, n // 2)).astype(dtype) if n % 2 == 0 else
+          rng.standard_normal(n).astype(dtype) for _ in range(3)]
+    ys = [rng.uniform(0.5, 1.5, x.shape).astype(dtype) for x in xs]
+
+    def args(k):
+        return (tg.from_numpy(xs[k].copy()).requires_grad_(),
+                tg.from_numpy(ys[k].copy()).requires_grad_())
+    want = [[r.detach().numpy() for r in _sums(*args(k))] for k in range(3)]
+    c = tg.compile(_sums)
+    before = tg.get_num_threads()
+    try:
+        for threads in (1, 2):
+            tg.set_num_threads(threads)
+            for k in range(3):
+                for g, w in zip(c(*args(k)), want[k]):
+                    np.testing.assert_array_equal(g.detach().numpy(), w)
+    finally:
+        tg.set_num_threads(before)
+    assert c.records == 1
+    rec = next(iter(c.cache.values()))[0]
+    INS = rec.PG[rec.nt + rec.nv:]
+    totals = INS[(INS[:, K.I_OP] == K.X_SUMROWS) & (INS[:, K.I_A] < 0)]
+    assert len(totals) == 2 and len(rec.partials) == 2
+    assert len(rec.scratch) >= 2
 
 
 total = 0.0

@@ -13,8 +13,8 @@ from .cache import _INL, _SUB, _safe_caches
 from .layout import (BINARY_FIRST, BINARY_LAST, F64, FL, K_ADD, K_AMAX, K_BATCHNORM,
                      K_CAST, K_CAT, K_COPY, K_GATHER, K_LAYERNORM, K_LINEAR, K_LOGSOFTMAX,
                      K_MATMUL, K_PROD, K_SOFTMAX, K_SUM, K_WHERE, MAXD, N, NCOL, ND, OP,
-                     PAR_MIN, S0, SPLIT_MAX, U8, _j, _mode, _nil, _ptr, _work,
-                     _worth_splitting, general)
+                     PAR_MIN, S0, SPLIT_MAX, SUM_BLOCK, U8, _block_sum, _j, _mode, _nil,
+                     _ptr, _work, _worth_splitting, general, sum_parts)
 from .linalg import _mm_shape, ensure_blas, linear_fwd, matmul_fwd
 from .elementwise import (UNARY_FWD, _BINARY_VJPS, _SCALAR_BY_KERNEL, _UNARY_VJPS,
                           _binary_block, _binop, _scalar_unary, binary_fwd, bits_fwd,
@@ -181,8 +181,19 @@ def _fwd_kernel(k, f64):
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
             w = _nil(dt)
-            sum_rows(_val(VD, INS[i, I_A], w), _val(VD, INS[i, I_O], w), INS[i, I_P],
-                     INS[i, I_P + 1])
+            a, count = INS[i, I_A], INS[i, I_P + 1]
+            if INS[i, I_P + 2] == 0:
+                sum_rows(_val(VD, a, w), _val(VD, INS[i, I_O], w), INS[i, I_P], count)
+                return
+            # the sum that ends a fused run: a block's partial sum (lo..hi, A its input),
+            # then, after the run, their total (A < 0)
+            parts = carray(_ptr(INS[i, I_P + 2], np.float64),
+                           (INS[i, I_P] + SUM_BLOCK - 1) // SUM_BLOCK)
+            if a >= 0:
+                parts[lo // SUM_BLOCK] = _block_sum(_val(VD, a, w), lo, hi)
+            else:
+                s = sum_parts(parts)
+                _val(VD, INS[i, I_O], w)[0] = s / count if count > 0 else s
     elif k == K_AMAX:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)

@@ -269,21 +269,40 @@ def _row_dot(X, Y, o):
     return s
 
 
+SUM_BLOCK = 4096      # elements per partial sum of a long sum
+
+
+@njit(**_INL)
+def _compensated(s, c, v):
+    """s + v with its rounding error added to c (Neumaier)."""
+    t = s + v
+    if abs(s) >= abs(v):
+        c += (s - t) + v
+    else:
+        c += (v - t) + s
+    return t, c
+
+
 @njit(**_SUB)
 def _long_sum(x, lo, hi):
-    """Sum of a long run: blocks of 4096 added with compensation."""
-    if hi - lo <= 4096:
+    """Sum of a long run: the _block_sum of each SUM_BLOCK elements, added with
+    compensation (a fused run sums its blocks alike: sum_parts)."""
+    if hi - lo <= SUM_BLOCK:
         return _block_sum(x, lo, hi)
     s = 0.0
     c = 0.0
-    for start in range(lo, hi, 4096):
-        v = _block_sum(x, start, min(start + 4096, hi))
-        t = s + v
-        if abs(s) >= abs(v):
-            c += (s - t) + v
-        else:
-            c += (v - t) + s
-        s = t
+    for start in range(lo, hi, SUM_BLOCK):
+        s, c = _compensated(s, c, _block_sum(x, start, min(start + SUM_BLOCK, hi)))
+    return s + c
+
+
+@njit(**_SUB)
+def sum_parts(parts):
+    """_long_sum from its blocks' partial sums (more than one)."""
+    s = 0.0
+    c = 0.0
+    for j in range(parts.size):
+        s, c = _compensated(s, c, parts[j])
     return s + c
 
 
@@ -426,7 +445,8 @@ def _ew(T, o, a):
     return 1 if T[a, N] == 1 and T[o, N] != 1 else 0
 
 
-FUSE_BLOCK = 4096     # elements per block of a fused run of elementwise ops
+FUSE_BLOCK = SUM_BLOCK  # elements per block of a fused run of elementwise ops (a
+#                         sum that ends the run adds one partial sum per block)
 FUSE_MIN = 16384      # runs over fewer elements are replayed op by op
 PAR_MIN = 1 << 18     # runs over fewer elements stay on one thread, and so do runs whose
 PAR_WORK = 1 << 22    # elements times their rows' WORK fall short of this: waking the
