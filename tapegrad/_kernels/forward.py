@@ -14,7 +14,7 @@ from .layout import (BINARY_FIRST, BINARY_LAST, F64, FL, K_ADD, K_AMAX, K_BATCHN
                      K_CAST, K_CAT, K_COPY, K_GATHER, K_LAYERNORM, K_LINEAR, K_LOGSOFTMAX,
                      K_MATMUL, K_PROD, K_SOFTMAX, K_SUM, K_WHERE, MAXD, N, NCOL, ND, OP,
                      PAR_MIN, S0, SPLIT_MAX, SUM_BLOCK, U8, _block_sum, _j, _mode, _nil,
-                     _ptr, _work, _worth_splitting, general, sum_parts)
+                     _ptr, _var, _work, _worth_splitting, general, sum_parts)
 from .linalg import _mm_shape, ensure_blas, linear_fwd, matmul_fwd
 from .elementwise import (UNARY_FWD, _BINARY_VJPS, _SCALAR_BY_KERNEL, _UNARY_VJPS,
                           _binary_block, _binop, _scalar_unary, binary_fwd, bits_fwd,
@@ -85,7 +85,7 @@ def _scalar_fwd(INS, FI, VD, i, w, kf, argv):
     ops, heavier to compile, go through their kernels."""
     k = INS[i, I_OP]
     if (_SCALAR_BY_KERNEL >> k) & 1:
-        _kernel_call(kf, k, argv, i, -1, 0)
+        _kernel_call(kf, k, argv, i, _var(-1), _var(0))
         return
     out = _val(VD, INS[i, I_O], w)
     x = _val(VD, INS[i, I_A], w)

@@ -143,8 +143,10 @@ def addr(a):
     return a.ctypes.data
 
 
-@njit(**_SUB)
+@njit(**_INL)
 def _load(T, r, col, n, like):
+    """The n values (of the dtype of ``like``) at the address in T[r, col]; inlined, as
+    a call with a constant column would compile once per column."""
     return carray(_ptr(T[r, col], like), n)
 
 

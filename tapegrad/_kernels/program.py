@@ -239,7 +239,7 @@ def run_program(PG, PL, PF, ARGS):
         if INS[i, I_P + 9]:          # a run of one-element instructions
             count = INS[i, I_P + 9]
             argf[_P_KF] = kf.ctypes.data
-            _kernel_call(kf, X_SCALAR, argf, i, i, i + count)
+            _kernel_call(kf, _var(X_SCALAR), argf, i, i, i + count)
             i += count
         elif k == X_BACKWARD and i == resume_at:
             if resume_row >= 0:
@@ -274,7 +274,7 @@ def run_program(PG, PL, PF, ARGS):
             if threads > 1 and kf[X_FUSED] != 0 and \
                     _worth_splitting(n, _work(INS, I_OP, i + 1, i + 1 + count)):
                 argf[_P_KF] = kf.ctypes.data
-                _split_call(kf, X_FUSED, argf, i, n, threads)
+                _split_call(kf, _var(X_FUSED), argf, i, n, threads)
             else:
                 _fused(INS, VD, i, kf, argf, 0, n, 0)
             i += count + 1
@@ -294,7 +294,7 @@ def run_program(PG, PL, PF, ARGS):
             i += 1
         elif k == X_INDEX or k == X_TARGET:      # kernels that check their input
             argf[_P_ST] = 0
-            _kernel_call(KF[0], k, argf, i, -1, 0)
+            _kernel_call(KF[0], k, argf, i, _var(-1), _var(0))
             if argf[_P_ST]:
                 return MISMATCH, i
             i += 1
@@ -325,7 +325,7 @@ def run_program(PG, PL, PF, ARGS):
                     for j in range(nb):
                         d[j] = src[j]
             else:
-                _kernel_call(kf, k, argf, i, -1, 0)
+                _kernel_call(kf, k, argf, i, _var(-1), _var(0))
             i += 1
     return 0, -1
 
@@ -341,7 +341,7 @@ def _move(kf, argv, i, src, dst, nb, threads):
     """nb bytes from src to dst, in one chunk per thread."""
     argv[_P_SRC] = src
     argv[_P_DST] = dst
-    _split_call(kf, X_MOVE, argv, i, nb, threads)
+    _split_call(kf, _var(X_MOVE), argv, i, nb, threads)
 
 
 @njit(**_SUB)
@@ -350,7 +350,7 @@ def _split_call(kf, k, argv, i, units, threads):
     argv[_P_FN] = kf[k]
     argv[_P_UNITS] = units
     argv[_P_THREADS] = threads
-    _kernel_call(kf, X_SPLIT, argv, i, 0, units)
+    _kernel_call(kf, _var(X_SPLIT), argv, i, _var(0), units)
 
 
 _safe_caches(globals())
