@@ -79,6 +79,8 @@ def _runs(T, L, keep, sizes):
     r = len(T) - 1
     while r >= 0:
         n = _ew_row(T, r)
+        if n < 0 and _sums_all_of(T, r):     # its VJP fills the run's blocks with g
+            n = T[T[r, K.A], K.N]
         q = r - 1
         if n >= K.FUSE_MIN:
             # one-element inputs whose gradient rows of the run sum up: two such rows
@@ -131,6 +133,12 @@ def _ew_row(T, r):
                 return -1
         return n
     return -1
+
+
+def _sums_all_of(T, r):
+    """Whether tape row r sums (or averages) all the elements of its input, of its dtype."""
+    return T[r, K.OP] == K.K_SUM and T[r, K.N] == 1 and \
+        (T[T[r, K.A], K.FL] & K.F64) == (T[r, K.FL] & K.F64)
 
 
 def _summed(T, r):

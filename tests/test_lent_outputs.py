@@ -129,8 +129,9 @@ def _sums(x, y):
                                       (300_001, np.float64), (1_000_003, np.float64)])
 def test_sum_that_ends_a_run_is_fused_and_bit_identical(n, dtype):
     """A sum or mean of a fused run's value adds the run's blocks as the eager sum adds
-    its own: the same bits for every size and thread count, and the summed values get
-    no buffer."""
+    its own, and its VJP tops the backward run (filling each block with g): the same
+    bits for every size and thread count, and neither the summed values nor their
+    adjoints get a buffer."""
     rng = np.random.default_rng(n)
     xs = [rng.standard_normal((2, n // 2)).astype(dtype) if n % 2 == 0 else
           rng.standard_normal(n).astype(dtype) for _ in range(3)]
@@ -156,6 +157,10 @@ def test_sum_that_ends_a_run_is_fused_and_bit_identical(n, dtype):
     totals = INS[(INS[:, K.I_OP] == K.X_SUMROWS) & (INS[:, K.I_A] < 0)]
     assert len(totals) == 2 and len(rec.partials) == 2
     assert len(rec.scratch) >= 2
+    TT, runs = rec.PG[:rec.nt], rec.PL[len(rec.PL) - rec.nt:]
+    tops = [r for r in range(rec.nt) if runs[r] > 1 and TT[r, K.OP] == K.K_SUM]
+    assert len(tops) == 2
+    assert all(runs[TT[r, K.A]] < 0 for r in tops)      # the summed rows' adjoints
 
 
 total = 0.0

@@ -24,7 +24,7 @@ from .reduce import (amax_fwd, argext_fwd, cat_fwd, gather_strided, prod_fwd, so
 from .norm import batch_norm_fwd, layer_norm_fwd
 from .rng import R_INT, R_NORMAL, fill_normal, fill_randint, fill_random
 from .reverse import (ARGV, BLOCKS, FUSED, REVERSE, REVERSE1, SPLIT, _FAMILY_VJPS, _cfunc,
-                      prepare)
+                      prepare, run_elements)
 from .program import (I_A, I_B, I_O, I_OP, I_P, NOPS, X_ADJ, X_ARG, X_ARGEXT, X_AXPY,
                       X_BACKWARD, X_BCAST, X_BITS, X_CALL, X_CHECK, X_CMP, X_COND, X_COPY,
                       X_FILL, X_FUSED, X_GATHER, X_IADD, X_ICMP, X_INDEX, X_ISUM, X_MOVE,
@@ -551,7 +551,8 @@ def prepare_program(TT, VD, INS, runs):
         prepare(FUSED, 0)
         prepare(FUSED, 1)
     for r in np.flatnonzero(runs > 1):
-        if _worth_splitting.py_func(TT[r, N], _work.py_func(TT, OP, r - runs[r] + 1, r + 1)) \
+        if _worth_splitting.py_func(run_elements.py_func(TT, r),
+                                    _work.py_func(TT, OP, r - runs[r] + 1, r + 1)) \
                 and _split_ok():
             prepare(BLOCKS, TT[r, FL] & F64)
             prepare(SPLIT, TT[r, FL] & F64)

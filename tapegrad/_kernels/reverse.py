@@ -200,7 +200,14 @@ def _vjp_kernel(k, f64, gen):
 
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
-            vjp(T, r, F[r, 0], adj, seen)
+            lo, hi, ao, fr, _, _ = _block(argp)
+            if lo < 0:
+                vjp(T, r, F[r, 0], adj, seen)
+                return
+            v = adj[T[r, AOFF]] * F[r, 0]     # a block of the run a full sum tops
+            d = adj[ao + lo:ao + hi]
+            for i in range(hi - lo):
+                _put(d, i, v, fr)
     elif k == K_COPY:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
@@ -405,6 +412,13 @@ reverse_rows = _reverse_rows(False)
 reverse_rows1 = _reverse_rows(True)
 
 
+@njit(**_SUB)
+def run_elements(T, top):
+    """The elements of the fused run at row top: its top row's, or its input's when the
+    run is topped by a sum of all of them (whose VJP fills each block with g)."""
+    return T[T[top, A], N] if T[top, OP] == K_SUM else T[top, N]
+
+
 @njit(**_INL)
 def _fused_rows(T, adj, seen, top, runs, kt, argv):
     """Rows top..top-runs[top]+1, elementwise over the same n elements, replayed block
@@ -431,7 +445,7 @@ def _fused_rows(T, adj, seen, top, runs, kt, argv):
         else:
             ao, fr = _dst(adj, T, seen, T[r, A])
             dst[q, 0], dst[q, 1] = ao, fr
-    n = T[top, N]
+    n = run_elements(T, top)
     threads = argv[_A_THREADS]
     if threads > 1 and kt[SPLIT] != 0 and \
             _worth_splitting(n, _work(T, OP, top - length + 1, top + 1)) and \
@@ -494,7 +508,7 @@ def _split_run(fn, argv, T, chunks):
     """The fused run at row argv[_A_R] in one chunk of whole blocks per thread, each
     with its own argument block, copy of the tape (whose scratch offsets it moves) and
     scratch (argv[_A_SHIFT] apart): elementwise, so any split gives the same results."""
-    n = T[argv[_A_R], N]
+    n = run_elements(T, argv[_A_R])
     stride = argv[_A_SHIFT]
     per = ((n + FUSE_BLOCK - 1) // FUSE_BLOCK + chunks - 1) // chunks * FUSE_BLOCK
     for c in prange(chunks):
