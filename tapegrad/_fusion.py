@@ -72,7 +72,8 @@ def _runs(T, L, keep, sizes):
     elements that starts there (going down), for the block-wise reverse replay; rows
     of a run whose adjoint only the run produces and reads, and that are not in
     ``keep``, get -1 - (the offset of a block-sized scratch past ``sizes[dtype]``).
-    Returns the runs and the scratch each arena needs."""
+    A row with hooks only tops a run (the replay pauses there before the run). Returns
+    the runs and the scratch each arena needs."""
     runs = np.zeros(len(T), np.int64)
     run_of = np.full(len(T), -1, np.int64)
     tops = []
@@ -88,7 +89,7 @@ def _runs(T, L, keep, sizes):
             summed = _summed(T, r)
             while q >= 0 and (_ew_row(T, q) == n or T[q, K.OP] == K.K_LEAF) and \
                     (T[q, K.FL] & K.F64) == (T[r, K.FL] & K.F64) and \
-                    not summed & _summed(T, q):
+                    not T[q, K.FL] & K.PAUSE and not summed & _summed(T, q):
                 summed |= _summed(T, q)
                 q -= 1
             while q + 1 < r and T[q + 1, K.OP] == K.K_LEAF:

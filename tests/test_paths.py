@@ -112,3 +112,43 @@ def test_fused_blocks_equal_eager(case):
     small = _eager(case, case.inputs(), _upstream(case, case.inputs()), scale=0.5)
     m = small[0].size
     _same([w[:m] for w in want], [s.reshape(-1) for s in small], f"{case.id} first elements")
+
+
+BIG = 50_000        # over FUSE_MIN: the elementwise rows run block by block
+
+
+def _replays_equal_eager(fn, make):
+    c = tg.compile(fn)
+    for k in range(3):
+        want, got = make(k), make(k)
+        fn(want)
+        c(got)
+        np.testing.assert_array_equal(got.grad.numpy(), want.grad.numpy())
+    assert c.replays == 2
+
+
+def test_hooks_on_values_of_a_fused_run_run_in_replays():
+    """A hook on a value inside a run of elementwise rows changes the gradient of the
+    rows below it: the run stops at the hooked row, whose hook the replay runs first."""
+    calls = []
+
+    def fn(x):
+        y = (tg.tanh(x) * x).sum()
+        y.register_hook(lambda g: calls.append(float(g)) or g * 2.0)
+        z = tg.exp(-x * x) * 3.0
+        z.register_hook(lambda g: g + 1.0)
+        (y + (z * x).sum()).backward()
+
+    _replays_equal_eager(fn, lambda k: tg.from_numpy(np.linspace(-1.0, 1.0, BIG) + k)
+                         .requires_grad_())
+    assert calls == [1.0] * 6
+
+
+def test_run_of_the_other_dtype_below_a_cast():
+    """A float32 run under a float64 loss: the replay switches arenas before the run."""
+    def fn(x):
+        y = (tg.tanh(x) * x * 2.0).double()
+        (y * y).sum().backward()
+
+    _replays_equal_eager(fn, lambda k: tg.from_numpy(
+        (np.linspace(-1.0, 1.0, BIG) + k).astype(np.float32)).requires_grad_())

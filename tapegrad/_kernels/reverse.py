@@ -362,7 +362,12 @@ def _reverse_rows(inline1):
             r -= 1
             if seen[r] == 0:
                 continue
-            if runs.size and runs[r] > 1:
+            fl = T[r, FL]
+            if (fl & F64) != dtflag:
+                return SWITCH, r
+            if fl & PAUSE and not (resume and r == start):
+                return PAUSED, r
+            if runs.size and runs[r] > 1:      # (hooked rows only top runs)
                 argv[_A_R] = r
                 argv[_A_OUT] = 0
                 if kt[FUSED] != 0:
@@ -371,11 +376,6 @@ def _reverse_rows(inline1):
                     return NEED, r
                 r -= runs[r] - 1
                 continue
-            fl = T[r, FL]
-            if (fl & F64) != dtflag:
-                return SWITCH, r
-            if fl & PAUSE and not (resume and r == start):
-                return PAUSED, r
             k = T[r, OP]
             if k == K_PYOUT:
                 _touch(adj, T, seen, T[r, P0 + 2])   # so that the Function's row runs
