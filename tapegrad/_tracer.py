@@ -233,6 +233,8 @@ class Tracer:
             b = -1
         elif k in _BINARY and any(self.arrays[v].size not in (out.size, 1) for v in vs):
             params, k = (k,), K.X_BCAST
+        elif k in (K.K_SOFTMAX, K.K_LOGSOFTMAX) and params[1] != 1:
+            params, k = (params[0], params[1], 0, int(k == K.K_LOGSOFTMAX)), K.X_SOFTDIM
         elif k == K.K_SUM and K.trailing.py_func(params[0], self.arrays[a].ndim):
             k = K.X_SUMROWS
             params = (self.arrays[a].size // max(out.size, 1), params[1])

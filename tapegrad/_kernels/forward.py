@@ -20,7 +20,7 @@ from .elementwise import (UNARY_FWD, _BINARY_VJPS, _SCALAR_BY_KERNEL, _UNARY_VJP
                           _binary_block, _binop, _scalar_unary, binary_fwd, bits_fwd,
                           arith1, compare_fwd)
 from .reduce import (amax_fwd, argext_fwd, cat_fwd, gather_strided, prod_fwd, softmax_fwd,
-                     sort_fwd, sum_fwd, sum_rows)
+                     softmax_last, sort_fwd, sum_fwd, sum_rows)
 from .norm import batch_norm_fwd, layer_norm_fwd
 from .rng import R_INT, R_NORMAL, fill_normal, fill_randint, fill_random
 from .reverse import (ARGV, BLOCKS, FUSED, REVERSE, REVERSE1, SPLIT, _FAMILY_VJPS, _cfunc,
@@ -28,7 +28,8 @@ from .reverse import (ARGV, BLOCKS, FUSED, REVERSE, REVERSE1, SPLIT, _FAMILY_VJP
 from .program import (I_A, I_B, I_O, I_OP, I_P, NOPS, X_ADJ, X_ARG, X_ARGEXT, X_AXPY,
                       X_BACKWARD, X_BCAST, X_BITS, X_CALL, X_CHECK, X_CMP, X_COND, X_COPY,
                       X_FILL, X_FUSED, X_GATHER, X_IADD, X_ICMP, X_INDEX, X_ISUM, X_MOVE,
-                      X_RAND, X_SCALAR, X_SORT, X_SPLIT, X_SUMROWS, X_TARGET, X_TOF)
+                      X_RAND, X_SCALAR, X_SOFTDIM, X_SORT, X_SPLIT, X_SUMROWS, X_TARGET,
+                      X_TOF)
 from .program import (_P_CHUNK, _P_DST, _P_FI, _P_HI, _P_I, _P_INS, _P_KF, _P_LI,
                       _P_LO, _P_NI, _P_NLI, _P_NV, _P_SRC, _P_ST, _P_THREADS, _P_UNITS,
                       _P_VD, _P_FN, _fused, _kernel_call, _split, _val)
@@ -252,8 +253,14 @@ def _fwd_kernel(k, f64):
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
             w = _nil(dt)
+            softmax_last(_val(VD, INS[i, I_A], w), _val(VD, INS[i, I_O], w), INS[i, I_P],
+                         k == K_LOGSOFTMAX)
+    elif k == X_SOFTDIM:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
             softmax_fwd(_val(VD, INS[i, I_A], w), _val(VD, INS[i, I_O], w), INS[i, I_P],
-                        INS[i, I_P + 1], k == K_LOGSOFTMAX)
+                        INS[i, I_P + 1], INS[i, I_P + 3] != 0)
     elif k == K_PROD:
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
@@ -514,7 +521,7 @@ FORWARD_OPS = (tuple(UNARY_FWD) + tuple(_BINARY_OPS) + (
     K_WHERE, K_SUM, K_AMAX, K_MATMUL, K_LINEAR, K_GATHER, K_SOFTMAX, K_LOGSOFTMAX, K_PROD,
     K_LAYERNORM, K_BATCHNORM, K_CAT, K_CAST, K_COPY, X_COPY, X_GATHER, X_AXPY, X_FILL, X_CMP,
     X_ARGEXT, X_SORT, X_SCALAR, X_TOF, X_ICMP, X_ISUM, X_RAND, X_INDEX, X_TARGET, X_BITS,
-    X_IADD, X_SUMROWS, X_BCAST, X_COND, X_FUSED, X_SPLIT, X_MOVE))
+    X_IADD, X_SUMROWS, X_BCAST, X_COND, X_FUSED, X_SPLIT, X_MOVE, X_SOFTDIM))
 
 
 def prepare_program(TT, VD, INS, runs):

@@ -64,6 +64,8 @@ X_SUMROWS = 87   # O = sums of A's runs of P0 elements, divided by P1 when P1 > 
 #                  or mean over trailing dims: its kernel compiles faster than K_SUM's)
 X_BCAST = 88     # O = A (binary op P0) B, an input broadcast (neither O's elements nor one
 #                  value): laid out over O first, in a kernel of its own
+X_SOFTDIM = 91   # O = softmax (log_softmax when P3 = 1) of A along a dim of size P0 with P1
+#                  elements after it (P1 > 1; along the last dim: K_SOFTMAX, K_LOGSOFTMAX)
 X_CALL = 85      # stop with CALLED: Python runs the program's call P0 (a collective over
 #                  values it updates in place), then resumes past it
 X_FUSED = 72     # the next P0 instructions are elementwise over the same elements: run

@@ -391,36 +391,42 @@ def _rowmax(X, o):
 
 
 @njit(**_JIT)
+def softmax_last(x, out, d, log):
+    """softmax (log_softmax) along the last dim, of size d, shifted by the max; sums in
+    float64. As PyTorch, a row whose max is not finite (inf, -inf everywhere, nan) gives
+    nan. ``out`` keeps exp(x - max) (exact in x's dtype but for subnormals), and each
+    step is one pass over all rows: each pass is a short loop that vectorises, and fused
+    they do not. (Other dims: softmax_fwd, a kernel of its own that compiles only when
+    used.)"""
+    outer = x.size // d if d else 0
+    X = x.reshape((outer, d))
+    Y = out.reshape((outer, d))
+    M = np.empty(outer, x.dtype)
+    for o in range(outer):
+        M[o] = _rowmax(X, o)
+    for o in range(outer):
+        m = M[o]
+        for j in range(d):
+            Y[o, j] = vexp_t(X[o, j] - m)
+    for o in range(outer):
+        s = _row_sum(Y, o)
+        if log:
+            m = M[o]
+            ls = math.log(s)
+            for j in range(d):
+                Y[o, j] = (X[o, j] - m) - ls
+        else:
+            r = 1.0 / s
+            for j in range(d):
+                Y[o, j] = Y[o, j] * r
+
+
+@njit(**_JIT)
 def softmax_fwd(x, out, d, inner, log):
-    """softmax (log_softmax) along a dim of size d with ``inner`` elements after it,
-    shifted by the max; sums in float64. As PyTorch, a slice whose max is not finite
-    (inf, -inf everywhere, nan) gives nan. Rows along the last dim (inner = 1) keep
-    exp(x - max) in ``out`` (exact in x's dtype but for subnormals) and take one pass per
-    step over all rows: each pass is a short loop that vectorises, and fused they do not."""
+    """softmax (log_softmax) along a dim of size d with ``inner`` elements after it, as
+    softmax_last."""
     n = x.size
     outer = n // (d * inner) if d * inner else 0
-    if inner == 1:
-        X = x.reshape((outer, d))
-        Y = out.reshape((outer, d))
-        M = np.empty(outer, x.dtype)
-        for o in range(outer):
-            M[o] = _rowmax(X, o)
-        for o in range(outer):
-            m = M[o]
-            for j in range(d):
-                Y[o, j] = vexp_t(X[o, j] - m)
-        for o in range(outer):
-            s = _row_sum(Y, o)
-            if log:
-                m = M[o]
-                ls = math.log(s)
-                for j in range(d):
-                    Y[o, j] = (X[o, j] - m) - ls
-            else:
-                r = 1.0 / s
-                for j in range(d):
-                    Y[o, j] = Y[o, j] * r
-        return
     for o in range(outer):
         for i in range(inner):
             base = o * d * inner + i

@@ -554,7 +554,10 @@ def _softmax_op(op, input, dim, log_):
         inner *= n
     size = d.shape[k] if d.ndim else 1
     out = np.empty(d.shape, d.dtype)
-    K.softmax_fwd(_flat(d), out.reshape(-1), size, inner, log_)
+    if inner == 1:
+        K.softmax_last(_flat(d), out.reshape(-1), size, log_)
+    else:
+        K.softmax_fwd(_flat(d), out.reshape(-1), size, inner, log_)
     if _grad_needed(input):
         return record(op, out, input, save=SAVE_OUT, params=(size, inner, k))
     return plain(op, out, [input], params=(size, inner, k))
