@@ -46,16 +46,13 @@ def _fuse(ins, VD):
                     (VD[ins[j][1], K.FL] & K.F64) == f64:
                 j += 1
             if j < len(ins) and _sums_all(ins[j], VD, n, f64):
-                total = ins[j]
-        if total is not None:
-            out.append((K.X_FUSED, -1, -1, -1, (j + 1 - i,), 0.0, 0.0))
-            out.extend(ins[i:j + 1])
-            out.append(total[:2] + (-1,) + total[3:])
-            i = j + 1
-            continue
+                total = ins[j][:2] + (-1,) + ins[j][3:]
+                j += 1
         if j - i > 1:
             out.append((K.X_FUSED, -1, -1, -1, (j - i,), 0.0, 0.0))
         out.extend(ins[i:j])
+        if total is not None:
+            out.append(total)
         i = j
     return out
 
