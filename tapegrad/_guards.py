@@ -197,6 +197,13 @@ def _helpers(code, glob, seen):
     return found
 
 
+def _module_code(code, glob):
+    """code with its module's functions it calls (_helpers), and the globals of ``glob``
+    they name."""
+    codes = [code] + _helpers(code, glob, set())
+    return codes, {n for c in codes for n in _names(c) if n in glob}
+
+
 _CLASS_READS = weakref.WeakKeyDictionary()     # module class -> class_reads(class)
 
 
@@ -211,8 +218,7 @@ def class_reads(cls):
         reads = []
         if code is not None and glob is not None and \
                 not glob.get("__name__", "").startswith("tapegrad."):
-            codes = [code] + _helpers(code, glob, set())
-            names = {n for c in codes for n in _names(c) if n in glob}
+            codes, names = _module_code(code, glob)
             reads = [(glob, n, ()) for n in sorted(names)]
             reads += sorted((glob, r, steps) for c in codes
                             for r, steps in _paths(_loads(c, (), names)))
@@ -310,10 +316,10 @@ class _Sources:
             self.names.append(code.co_varnames[0])
             fast.add(code.co_varnames[0])
         self.glob = getattr(fn, "__globals__", None)
-        codes = [] if code is None else [code]
-        if codes and self.glob is not None:
-            codes += _helpers(code, self.glob, set())
-        self.gnames = sorted({n for c in codes for n in _names(c) if n in self.glob})
+        codes, gnames = ([] if code is None else [code]), ()
+        if code is not None and self.glob is not None:
+            codes, gnames = _module_code(code, self.glob)
+        self.gnames = sorted(gnames)
         self.names += self.gnames
         index = {n: i for i, n in enumerate(self.names)}
         gset = set(self.gnames)
