@@ -45,18 +45,14 @@ def _grad_sums(G, W, X, o, affine, db):
     to the bias gradient db (empty: not needed) in the same pass."""
     s1 = 0.0
     s2 = 0.0
-    if db.size:
-        for j in range(G.shape[1]):
-            g = G[o, j]
+    bias = db.size != 0
+    for j in range(G.shape[1]):
+        g = G[o, j]
+        if bias:
             db[j] += g
-            gw = np.float64(g) * W[j] if affine else np.float64(g)
-            s1 += gw
-            s2 += gw * X[o, j]
-    else:
-        for j in range(G.shape[1]):
-            gw = np.float64(G[o, j]) * W[j] if affine else np.float64(G[o, j])
-            s1 += gw
-            s2 += gw * X[o, j]
+        gw = np.float64(g) * W[j] if affine else np.float64(g)
+        s1 += gw
+        s2 += gw * X[o, j]
     return s1, s2
 
 
@@ -154,17 +150,12 @@ def _layer_norm_vjp(T, L, r, f0, adj, seen):
             continue
         s1, s2 = _grad_sums(G, vw, X, j, affine, db)
         p, q = _dx_coeffs(s1, s2, mean, rstd, d)
-        if want_w:
-            for i in range(d):
+        for i in range(d):
+            if want_w:
                 dw[i] += G[j, i] * ((X[j, i] - mean) * rstd)
-                gw = np.float64(G[j, i]) * vw[i] if affine else np.float64(G[j, i])
-                v = rstd * gw + p * X[j, i] + q
-                D[j, i] = v if fx else D[j, i] + v
-        else:
-            for i in range(d):
-                gw = np.float64(G[j, i]) * vw[i] if affine else np.float64(G[j, i])
-                v = rstd * gw + p * X[j, i] + q
-                D[j, i] = v if fx else D[j, i] + v
+            gw = np.float64(G[j, i]) * vw[i] if affine else np.float64(G[j, i])
+            v = rstd * gw + p * X[j, i] + q
+            D[j, i] = v if fx else D[j, i] + v
     _param_grads(adj, T, seen, wr, dw, br, db)
 
 
