@@ -550,7 +550,7 @@ class Compiled:
         key = [_tape.STATE.grad_enabled]
         add = key.append
         for a in args:
-            if a.__class__ is Tensor:
+            if a.__class__ is Tensor:      # _sig's first case, inline: on every call
                 for b in leaves:
                     if b is a:
                         add(_sig(a, leaves))

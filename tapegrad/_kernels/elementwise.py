@@ -11,11 +11,11 @@ from numba.extending import overload
 from .cache import _ARR, _INL, _JIT, _SUB, _safe_caches
 from .layout import (A, AOFF, B, K_ABS, K_ACOS, K_ACOSH, K_ADD, K_AFFINE, K_ASIN, K_ASINH,
                      K_ATAN, K_ATANH, K_CEIL, K_COSH, K_SINH, K_CLAMP, K_COS, K_DIV,
-                     K_DIVS, K_ERF, K_EXP, K_EXPM1, K_FLOOR, K_FMOD, K_REMAINDER, K_LOG, K_LOG1P, K_MAXIMUM,
-                     K_MINIMUM, K_MUL, K_POW, K_POWS, K_RDIVS, K_RECIP, K_RELU, K_ROUND,
-                     K_RPOWS, K_SIGMOID, K_SIGN, K_SIN, K_SQRT, K_SUB, K_TAN, K_TANH,
-                     K_TRUNC, K_WHERE, N, SA, SB, SO, UNARY_FIRST, UNARY_LAST, _as, _bcast,
-                     _dst, _j, _load, _mode, _ptr, _put, _wants)
+                     K_DIVS, K_ERF, K_EXP, K_EXPM1, K_FLOOR, K_FMOD, K_REMAINDER, K_LOG,
+                     K_LOG1P, K_MAXIMUM, K_MINIMUM, K_MUL, K_POW, K_POWS, K_RDIVS, K_RECIP,
+                     K_RELU, K_ROUND, K_RPOWS, K_SIGMOID, K_SIGN, K_SIN, K_SQRT, K_SUB,
+                     K_TAN, K_TANH, K_TRUNC, K_WHERE, N, SA, SB, SO, UNARY_FIRST, UNARY_LAST,
+                     _as, _bcast, _dst, _j, _load, _mode, _ptr, _put, _wants)
 from .vmath import (TRIG_MAX, _dtrig, _tpow, cos_array, exp_array, expm1_array,
                     log1p_array, log_array, sigmoid_array, sin_array, tan_array, tanh_array,
                     vcos, vexp, vsin)

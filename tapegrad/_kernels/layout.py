@@ -455,9 +455,9 @@ PAR_WORK = 1 << 22    # elements times their rows' WORK fall short of this: waki
 #                       pool costs ~80 us on a VM, and a run of a few additions over
 #                       262,144 elements is memory-bound, two threads no faster than one
 WORK = np.ones(128, np.int64)       # per-element cost of an elementwise op, by opcode
-WORK[[K_POW, K_FMOD, K_REMAINDER, K_POWS, K_RPOWS, K_EXP, K_LOG, K_TANH, K_SIGMOID, K_SIN, K_COS, K_TAN,
-      K_LOG1P, K_EXPM1, K_ERF, K_ATAN, K_ASIN, K_ACOS, K_SINH, K_COSH, K_ASINH, K_ACOSH,
-      K_ATANH]] = 8
+WORK[[K_POW, K_FMOD, K_REMAINDER, K_POWS, K_RPOWS, K_EXP, K_LOG, K_TANH, K_SIGMOID, K_SIN,
+      K_COS, K_TAN, K_LOG1P, K_EXPM1, K_ERF, K_ATAN, K_ASIN, K_ACOS, K_SINH, K_COSH, K_ASINH,
+      K_ACOSH, K_ATANH]] = 8
 SPLIT_MAX = max(1, config.NUMBA_NUM_THREADS)   # chunks of a split (the pool's threads)
 
 
