@@ -117,6 +117,13 @@ class Tracer:
             self.ids.pop(id(self.arrays[v]), None)
             self.ids[id(a._data)] = v
 
+    def carry_back(self):
+        """Copies into each argument what fn wrote into its private copy (an update in
+        place, which the program cannot replay: this call's own result still shows it)."""
+        for _, a, v in self.args:
+            if not np.array_equal(self.arrays[v], a._data):
+                a._data[...] = self.arrays[v]
+
     def call(self, fn, args, kwargs):
         """An API call of the recorded function (nested ones are part of it)."""
         if self.depth:

@@ -668,6 +668,7 @@ class Compiled:
             _ROUTER.leave()
             _tape.STATE.tape = None
             tr.swap_args()
+            tr.carry_back()
         self.records += 1
         self.streak += 1
         self.last = (key, cur)

@@ -762,6 +762,25 @@ def test_tensor_of_an_argument_is_copied_again_on_every_replay():
             np.testing.assert_array_equal(listed(tg.ones(3) * i).numpy(), [2.0 * i] * 2)
 
 
+def test_update_of_an_argument_in_place_shows_from_the_first_call():
+    """fn records on a private copy of each argument; an update in place (which runs
+    eagerly from then on) still reaches the caller's tensor on the recording call."""
+    step = tg.ones(3)
+
+    def advance(buf, k):
+        buf.add_(step).mul_(k)
+        return buf.sum()
+
+    c = tg.compile(advance)
+    buf = tg.zeros(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tg.CompileWarning)
+        sums = [c(buf, 2.0).item() for _ in range(3)]
+    assert sums == [6.0, 18.0, 42.0]
+    np.testing.assert_array_equal(buf.numpy(), [14.0] * 3)
+    assert c.fallbacks == 2
+
+
 def _value_and_grad_leaf(xn):
     x = tg.tensor(xn, requires_grad=True)
     f = (x * x * x).sum()
