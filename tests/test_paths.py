@@ -152,3 +152,38 @@ def test_run_of_the_other_dtype_below_a_cast():
 
     _replays_equal_eager(fn, lambda k: tg.from_numpy(
         (np.linspace(-1.0, 1.0, BIG) + k).astype(np.float32)).requires_grad_())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 37, BIG])
+def test_in_place_updates_in_replays(dtype, n):
+    """Updates in place (their output is an input) by a tensor, a 0-d tensor and a
+    number, each arithmetic op: a replay equals eager and NumPy's in-place ufuncs."""
+    rng = np.random.default_rng(n)
+    y = tg.from_numpy(rng.uniform(0.5, 2.0, n).astype(dtype))
+    s = tg.tensor(1.7, dtype=tg.float32 if dtype == np.float32 else tg.float64)
+    buf = tg.zeros(n, dtype=y.dtype)
+
+    def fn(x):
+        buf.copy_(x)
+        buf.add_(y).mul_(s).sub_(y).div_(y)
+        buf.mul_(y).div_(s).add_(s).sub_(s)
+        buf.mul_(0.75).div_(1.25).add_(0.5).sub_(0.25)
+        return buf * 1.0
+
+    def numpy_fn(b):
+        yv, sv = y.numpy(), dtype(1.7)
+        for op, v in [(np.add, yv), (np.multiply, sv), (np.subtract, yv), (np.divide, yv),
+                      (np.multiply, yv), (np.divide, sv), (np.add, sv), (np.subtract, sv),
+                      (np.multiply, 0.75), (np.divide, 1.25), (np.add, 0.5),
+                      (np.subtract, 0.25)]:
+            op(b, v, out=b, casting="same_kind")
+        return b
+
+    c = tg.compile(fn)
+    for k in range(3):
+        x = rng.standard_normal(n).astype(dtype)
+        want = fn(tg.from_numpy(x)).numpy()
+        np.testing.assert_array_equal(c(tg.from_numpy(x)).numpy(), want)
+        np.testing.assert_array_equal(want, numpy_fn(x.copy()))
+    assert c.replays == 2

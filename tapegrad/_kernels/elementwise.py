@@ -478,11 +478,16 @@ def _array_kernel(k):
     """The forward array kernel of an op given by its one-element formula (inlined; the
     cache key names it)."""
     f = UNARY_OPS[k][0]
+    updates = k == K_AFFINE or k == K_DIVS      # the ops programs apply in place
 
     @njit(**_ARR)
     def kern(x, out, f0=0.0, f1=0.0, p0=0):
-        for i in range(out.size):
-            out[i] = f(x[i], f0, f1, p0)
+        if updates and out.ctypes.data == x.ctypes.data:    # see _binary_block
+            for i in range(out.size):
+                out[i] = f(out[i], f0, f1, p0)
+        else:
+            for i in range(out.size):
+                out[i] = f(x[i], f0, f1, p0)
     return kern
 
 
@@ -615,37 +620,42 @@ def bits_fwd(code, VD, o, a, b, out, x, y, c, noidx):
         out[i] = _bit(code, x[_j(ma, i, ia)], y[_j(mb, i, ib)])
 
 
+@njit(**_INL)
+def _arith(k, x, y):
+    """x + - * / y (k in K_ADD..K_DIV); inlined, so LLVM moves the choice out of loops."""
+    if k == K_ADD:
+        return x + y
+    if k == K_SUB:
+        return x - y
+    if k == K_MUL:
+        return x * y
+    return x / y
+
+
 @njit(**_SUB)
 def _binary_block(k, out, x, y):
-    """out = x (op k) y, elementwise; x or y may be a single value."""
+    """out = x (op k) y, elementwise; x or y may be a single value. In-place updates (out
+    is x) get loops of their own: LLVM vectorises a loop only where its runtime check
+    finds the output apart from every input."""
     n = out.size
-    if x.size == n and y.size == n:
-        if k == K_ADD:
+    if k > K_DIV or x.size != n:
+        for i in range(n):
+            out[i] = _binop(k, x[i if x.size == n else 0], y[i if y.size == n else 0])
+    elif y.size == n:
+        if out.ctypes.data == x.ctypes.data:
             for i in range(n):
-                out[i] = x[i] + y[i]
-        elif k == K_SUB:
-            for i in range(n):
-                out[i] = x[i] - y[i]
-        elif k == K_MUL:
-            for i in range(n):
-                out[i] = x[i] * y[i]
-        elif k == K_DIV:
-            for i in range(n):
-                out[i] = x[i] / y[i]
+                out[i] = _arith(k, out[i], y[i])
         else:
             for i in range(n):
-                out[i] = _binop(k, x[i], y[i])
-    elif y.size == n:
-        c = x[0]
-        for i in range(n):
-            out[i] = _binop(k, c, y[i])
-    elif x.size == n:
-        c = y[0]
-        for i in range(n):
-            out[i] = _binop(k, x[i], c)
+                out[i] = _arith(k, x[i], y[i])
     else:
-        for i in range(n):
-            out[i] = _binop(k, x[0], y[0])
+        c = y[0]
+        if out.ctypes.data == x.ctypes.data:
+            for i in range(n):
+                out[i] = _arith(k, out[i], c)
+        else:
+            for i in range(n):
+                out[i] = _arith(k, x[i], c)
 
 
 def _scalar_unary(k, x, f0, f1, p0):
