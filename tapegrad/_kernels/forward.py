@@ -247,8 +247,11 @@ def _fwd_kernel(k, f64):
             idx = _val(VD, INS[i, I_P], _nil(np.int64))
             x = _val(VD, INS[i, I_A], w)
             out = _val(VD, INS[i, I_O], w)
+            n = np.uint64(x.size)
+            fill = FI[i, 0]
             for j in range(out.size):
-                out[j] = x[np.uint64(idx[j])]
+                q = np.uint64(idx[j])
+                out[j] = x[q] if q < n else fill
     elif k in (K_SOFTMAX, K_LOGSOFTMAX):
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)

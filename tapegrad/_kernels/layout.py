@@ -72,7 +72,7 @@ U8 = 128      # a program value of one byte per element (a bool)
  K_MATMUL,       # (..., m, k) @ (..., k, n), mode P0 (see matmul_dims; 4: batched)
  K_CAST,         # dtype conversion between float32 and float64
  K_AMAX,         # max/min over the dims in bitmask P0; ties share the gradient evenly
- K_GATHER,       # out[i] = x[idx[i]], idx (int64) at SB
+ K_GATHER,       # out[i] = x[idx[i]], idx (int64) at SB; idx[i] = x's size reads F0
  K_SCATTER,      # out = zeros; out[idx[j]] += x[j], idx at SB
  K_SETIDX,       # out = x; out[idx[j]] = v[j] (B = v), idx at SO
  K_SOFTMAX,      # along a dim of size P0 with P1 elements after it

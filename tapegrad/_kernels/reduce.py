@@ -188,8 +188,11 @@ def _indexed(k, T, r, adj, seen, witness):
         ao = _touch(adj, T, seen, a)
         dst = adj[ao:ao + T[a, N]]
         g = adj[go:go + T[r, N]]
+        n = np.uint64(dst.size)
         for i in range(T[r, N]):
-            dst[np.uint64(idx[i])] += g[i]
+            q = np.uint64(idx[i])
+            if q < n:                   # else the fill value's position (padding)
+                dst[q] += g[i]
     elif k == K_SCATTER:
         idx = carray(_ptr(T[r, SB], witness), T[a, N])
         ao, fr = _dst(adj, T, seen, a)

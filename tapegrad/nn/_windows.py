@@ -88,9 +88,8 @@ def _positions(shape, kernel, stride, padding, dilation, layout, groups=1):
 
 def _gather_windows(x, pos, padded, fill):
     """x's elements at ``pos`` (from _positions), padding positions reading ``fill``."""
-    if padded:
-        x = tg.cat([x.reshape(-1), _const(np.full(1, fill, _np_dtype(x)))])
-    return _ops.views.gather_flat(x, pos.reshape(-1), pos.shape, fixed=True)
+    return _ops.views.gather_flat(x, pos.reshape(-1), pos.shape, fixed=True,
+                                  fill=fill if padded else None)
 
 
 def _conv_padding(padding, kernel, stride, dilation):
@@ -334,8 +333,8 @@ def fold(input, output_size, kernel_size, dilation=1, padding=0, stride=1):
                            f"blocks {bh} * {bw} = {bh * bw}, but got input.size(2)={blocks}.")
     c = ck // k
     table = _fold_table(n, c, padded, kernel, dilation, stride)
-    flat = tg.cat([x.reshape(-1), _const(np.zeros(1, _np_dtype(x)))])
-    out = _ops.views.gather_flat(flat, table.reshape(-1), table.shape, fixed=True).sum(-1)
+    out = _ops.views.gather_flat(x, table.reshape(-1), table.shape, fixed=True,
+                                 fill=0.0).sum(-1)
     out = out.reshape(n, c, padded[0], padded[1])
     if any(padding):
         out = out[:, :, padding[0]:padding[0] + size[0], padding[1]:padding[1] + size[1]]

@@ -3,6 +3,7 @@ and splitting.
 """
 
 import functools
+import math
 
 import numpy as np
 
@@ -337,7 +338,12 @@ def _flat_index(shape, key):
 
 def _vjp_gather(c, g):
     idx = c.tape.held(c.r)[K.SB]
-    return (scatter_flat(g, idx, c.shape(K.A)),)
+    shape = c.shape(K.A)
+    inside = idx < math.prod(shape)
+    if not inside.all():        # positions reading the fill value (padding)
+        keep = np.flatnonzero(inside)
+        return (scatter_flat(gather_flat(g, keep, (len(keep),)), idx[keep], shape),)
+    return (scatter_flat(g, idx, shape),)
 
 
 def _vjp_scatter(c, g):
@@ -350,20 +356,27 @@ SCATTER = Op("IndexPutBackward0", K.K_SCATTER, _vjp_scatter)
 
 
 def gather_flat(input, idx, shape, op=GATHER, fixed=False, extreme=None, target=None,
-                rows=None, order=None):
+                rows=None, order=None, fill=None):
     """out (of ``shape``) = input.flatten()[idx]; differentiable (scatter-add back).
-    For a compiled replay, idx is ``fixed`` (it does not depend on tensor values), the
+    With a ``fill`` value, position ``input.numel()`` (one past the end) reads it (the
+    padding of windows, with no padded copy of the input). For a compiled replay, idx is ``fixed`` (it does not depend on tensor values), the
     positions of the max/min along a dim, ``extreme`` = (size, inner, largest), or the
     positions of class targets, ``target`` = (target, class weight or None, classes,
     inner size, ignore_index, per-target weights), or of rows along dim 0, ``rows`` =
     (int64 index tensor, rows, elements per row), or of the first k elements in sorted
     order along a dim, ``order`` = (size, inner, descending, k)."""
     idx = idx.astype(np.int64, copy=False)
-    out = input._data.reshape(-1)[idx].reshape(shape)
+    # indexed by idx in the result's shape: the result owns its memory, so that a
+    # compiled replay takes a reshape of it for a view, not a copy
+    flat = input._data.reshape(-1)
+    if fill is not None:
+        flat = np.concatenate([flat, np.full(1, fill, flat.dtype)])
+    out = flat[idx.reshape(shape)] if len(shape) else flat[idx].reshape(shape)
+    f0 = 0.0 if fill is None else fill
     if _grad_needed(input):
-        t = record(op, out, input)
+        t = record(op, out, input, f0=f0)
     else:
-        t = plain(op, out, [input])
+        t = plain(op, out, [input], f0=f0)
     if TRACE[0] is not None:
         if fixed:
             TRACE[0].gather(out, idx)
