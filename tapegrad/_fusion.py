@@ -1,5 +1,6 @@
 """Fused runs of a compiled program: elementwise instructions over the same many
-elements, replayed block by block forward, and the matching runs of tape rows backward."""
+elements, replayed block by block forward, and the matching runs of tape rows backward;
+and reshapes whose adjoint is their input's."""
 import numpy as np
 
 from . import _kernels as K
@@ -146,3 +147,32 @@ def _summed(T, r):
         return set()
     return {int(x) for x in (T[r, K.A], T[r, K.B])
             if x >= 0 and T[x, K.N] == 1 and T[x, K.FL] & K.REQ}
+
+
+_NOT_ALIASED = (K.K_LEAF, K.K_EXT, K.K_PYFN, K.K_PYOUT, K.K_CAST)
+
+
+def _alias_copies(T, L, keep):
+    """Gives each reshape-like row (K_COPY: same elements, same order) whose input only it
+    reads the input's adjoint: its backward then moves nothing (flag ALIAS). Rows in
+    ``keep`` (read or seeded by the program) and hooked rows keep their own."""
+    uses = np.zeros(len(T), np.int64)
+    for c in range(len(T)):
+        k = T[c, K.OP]
+        if k in K.LISTED:
+            np.add.at(uses, L[T[c, K.P0]:T[c, K.P0] + T[c, K.P0 + 1]], 1)
+        elif k == K.K_PYOUT:
+            uses[T[c, K.P0 + 2]] += 1
+        for col in (K.A, K.B):
+            if T[c, col] >= 0:
+                uses[T[c, col]] += 1
+    kept = set(keep)
+    for r in range(len(T)):
+        a = T[r, K.A]
+        if T[r, K.OP] != K.K_COPY or a < 0 or uses[a] != 1 or r in kept or a in kept or \
+                T[a, K.OP] in _NOT_ALIASED or T[r, K.AOFF] < 0 or T[a, K.AOFF] < 0 or \
+                (T[r, K.FL] | T[a, K.FL]) & K.PAUSE or \
+                (T[r, K.FL] ^ T[a, K.FL]) & K.F64 or T[r, K.N] != T[a, K.N]:
+            continue
+        T[r, K.AOFF] = T[a, K.AOFF]
+        T[r, K.FL] |= K.ALIAS

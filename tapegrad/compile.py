@@ -28,7 +28,7 @@ from . import _kernels as K
 from . import tape as _tape
 from ._buffers import (LEND_POOL, _FREE, _Uses, _lendable, _own_buffers, _refs,
                        _run_scratch)
-from ._fusion import _BINARY, _UNARY, _fuse, _runs
+from ._fusion import _BINARY, _UNARY, _alias_copies, _fuse, _runs
 from ._guards import _Sources, _same_state, read_value, same_value
 from ._shadow import Diverged, Shadow, eligible
 from ._tracer import _BOOL, Tracer, _unalias
@@ -193,6 +193,7 @@ class Recording:
         for i in tr.ins:
             if i[0] == K.X_BACKWARD:
                 keep += tr.li[i[4][1]:i[4][1] + 2 * i[4][2]:2]
+        _alias_copies(TT, TL, keep)
         runs, extra = _runs(TT, TL, keep, (adj32, adj64))
         K.prepare_program(TT, VD, INS, runs)
         self.nt, self.nv = len(TT), nv

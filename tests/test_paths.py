@@ -127,6 +127,39 @@ def _replays_equal_eager(fn, make):
     assert c.replays == 2
 
 
+def _aliased_rows(c):
+    rec = next(r for recs in c.cache.values() for r in recs)
+    return int((rec.PG[:rec.nt, K.FL] & K.ALIAS != 0).sum())
+
+
+def test_reshapes_share_their_input_adjoint_in_replays():
+    """A reshape whose input only it reads takes that input's adjoint (no copy back);
+    one whose input is read twice, or whose gradient is kept, keeps its own."""
+    seen = []
+
+    def fn(x):
+        h = (x * 2.0).reshape(4, 6)                 # shares
+        p = h.t().reshape(2, 12)                    # permuted copy, then a reshape
+        twice = x * 3.0                             # read by a reshape and a sum
+        kept = (x - 1.0).reshape(6, 4)
+        kept.retain_grad()
+        kept.register_hook(lambda g: seen.append(g.shape) or g * 0.5)
+        loss = (p * p).sum() + (twice.reshape(24) * x.reshape(24)).sum() + \
+            twice.sum() + (kept ** 3).sum()
+        loss.backward()
+        return kept.grad
+
+    c = tg.compile(fn)
+    for k in range(3):
+        want = tg.from_numpy(np.linspace(-1.0, 1.0, 24).reshape(2, 3, 4) + k).requires_grad_()
+        got = tg.from_numpy(want.detach().numpy().copy()).requires_grad_()
+        kw, kg = fn(want), c(got)
+        np.testing.assert_array_equal(got.grad.numpy(), want.grad.numpy())
+        np.testing.assert_array_equal(kg.numpy(), kw.numpy())
+    assert c.replays == 2 and len(seen) == 6
+    assert _aliased_rows(c) == 2
+
+
 def test_hooks_on_values_of_a_fused_run_run_in_replays():
     """A hook on a value inside a run of elementwise rows changes the gradient of the
     rows below it: the run stops at the hooked row, whose hook the replay runs first."""

@@ -38,6 +38,8 @@ DIRTY = 16    # a saved value was modified in place after being saved
 SAVES = 32    # the op saved tensors (so a second backward needs retain_graph)
 F64 = 64      # the value is float64 (else float32): which arena holds its adjoint
 U8 = 128      # a program value of one byte per element (a bool)
+ALIAS = 256   # a program's reshape whose adjoint is its input's (same offset): the
+              # replay marks the input reached and runs no kernel
 
 # Kernel opcodes, numbered by their place in this table. Each family is contiguous, so
 # that kernels tell an op's family by a range (BINARY_FIRST..BINARY_LAST,

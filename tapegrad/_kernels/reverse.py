@@ -8,7 +8,7 @@ from numba.core.ccallback import CFunc
 from numba.core.sigutils import normalize_signature
 
 from .cache import _CACHE, _INL, _JIT, _SUB, _SafeCache, _safe_caches
-from .layout import (A, AOFF, B, CAST, DIRTY, DONE, ERR_DIRTY, ERR_FREED, F64, FL, FREED,
+from .layout import (A, ALIAS, AOFF, B, CAST, DIRTY, DONE, ERR_DIRTY, ERR_FREED, F64, FL, FREED,
                      FUSE_BLOCK, K_AMAX, K_BATCHNORM, K_CAST, K_CAT, K_COPY, K_EXT, K_GATHER,
                      K_LEAF, K_LAYERNORM, K_LINEAR, K_LOGSOFTMAX, K_MATMUL, K_PROD, K_PYFN, K_PYOUT,
                      K_SCATTER, K_SETIDX, K_SOFTMAX, K_STRIDED, K_SUM, K_WHERE, N, NCOL,
@@ -375,6 +375,9 @@ def _reverse_rows(inline1):
                 if argv[_A_OUT] == 0:
                     return NEED, r
                 r -= runs[r] - 1
+                continue
+            if fl & ALIAS:
+                seen[T[r, A]] = 1
                 continue
             k = T[r, OP]
             if k == K_PYOUT:

@@ -60,17 +60,22 @@ def _same_order(op, input, shape, opname, view=False):
     _check_tensor(input, opname)
     d = input._data
     shape = _infer(shape, d.size, opname)
-    if view and not d.flags.c_contiguous and d.size > 1:
+    if d.flags.c_contiguous or d.size <= 1:
+        out = d.reshape(shape)
+    else:
         out = d.view()
         try:
             out.shape = shape
         except AttributeError:
-            raise RuntimeError(
-                f"{opname}: view size is not compatible with input tensor's size and stride "
-                "(at least one dimension spans across two contiguous subspaces). Use "
-                ".reshape(...) instead.") from None
-    else:
-        out = d.reshape(shape)
+            if view:
+                raise RuntimeError(
+                    f"{opname}: view size is not compatible with input tensor's size and "
+                    "stride (at least one dimension spans across two contiguous "
+                    "subspaces). Use .reshape(...) instead.") from None
+            # a copy that owns its memory (NumPy's reshape gives a view of its copy), so
+            # that a compiled replay takes views of it for views, not copies
+            out = np.empty(shape, d.dtype)
+            out.reshape(d.shape)[...] = d
     return _view_result(op, out, input)
 
 
