@@ -344,8 +344,8 @@ class Tracer:
         self.rowvid[(tape.id, row)] = self.vid(t)
 
     @_watch
-    def write(self, op, target, ins, f0=0.0):
-        """An in-place update of ``target`` (op over tensors ``ins``)."""
+    def write(self, op, target, ins, f0=0.0, f1=0.0, params=()):
+        """An in-place update of ``target`` (op over tensors ``ins``, None: absent)."""
         o = self.vid(target)
         if self.kind[o] == "arg":
             raise _Unsupported("an in-place update of an argument")
@@ -355,7 +355,7 @@ class Tracer:
             self.kind[o] = "int"
             snap = self._new(np.array(self.arrays[o], copy=True), "const")
             self.restores.append((K.X_COPY, o, snap, -1, (), 0.0, 0.0))
-        vs = [self.vid(t) for t in ins]
+        vs = [-1 if t is None else self.vid(t) for t in ins]
         self._written(o)
         if self.arrays[o].dtype not in _FLOATS:
             # counters: integer additions (num_batches_tracked += 1), and copies of
@@ -377,6 +377,9 @@ class Tracer:
             self.ins.append((kernel, o, o, -1, (), f0, f1))
         elif op == "copy":      # (of a value of the target's dtype)
             self.ins.append((K.X_COPY, o, vs[0], -1, (), 0.0, 0.0))
+        elif op == K.X_ADAM:    # (further inputs: value ids in the parameters)
+            self.ins.append((op, o, vs[0], vs[1], tuple(params) + tuple(vs[2:]), num(f0),
+                             num(f1)))
         else:
             self.ins.append((op, o, vs[0], vs[1] if len(vs) > 1 else -1, (), 0.0, 0.0))
 

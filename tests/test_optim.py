@@ -444,3 +444,30 @@ def test_implementation_choices_are_accepted_as_torch(name):
                           plain.param_groups[0]["params"][0].detach().numpy())
     with pytest.raises(NotImplementedError, match="differentiable"):
         getattr(tg.optim, name)([tg.nn.Parameter(tg.ones(2))], lr=0.1, differentiable=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name, opts", [
+    ("Adam", {"lr": 0.01}),
+    ("Adam", {"lr": 0.01, "weight_decay": 0.1, "maximize": True}),
+    ("Adam", {"lr": 0.02, "betas": (0.3, 0.99), "eps": 1e-6, "amsgrad": True}),
+    ("AdamW", {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True, "maximize": True}),
+])
+def test_adam_passes_equal_its_tensor_ops(name, opts, dtype):
+    """Adam's fused passes (C-order parameters) give the bits of its update written as
+    tensor ops (taken for a parameter in another memory order), both lerp forms."""
+    rng = np.random.default_rng(5)
+    start = rng.standard_normal((6, 5)).astype(dtype)
+    fused = tg.from_numpy(start.copy()).requires_grad_()
+    ops = tg.from_numpy(np.asfortranarray(start)).requires_grad_()
+    assert fused._data.flags.c_contiguous and not ops._data.flags.c_contiguous
+    opt_f = getattr(optim, name)([fused], **opts)
+    opt_o = getattr(optim, name)([ops], **opts)
+    for _ in range(6):
+        g = rng.standard_normal((6, 5)).astype(dtype)
+        fused.grad, ops.grad = tg.from_numpy(g.copy()), tg.from_numpy(g.copy())
+        opt_f.step()
+        opt_o.step()
+        np.testing.assert_array_equal(fused.detach().numpy(), ops.detach().numpy())
+        for key, value in opt_f.state[fused].items():
+            np.testing.assert_array_equal(value.numpy(), opt_o.state[ops][key].numpy())

@@ -1,6 +1,7 @@
 """Every Numba kernel of tapegrad and the interpreters that call them, by family:
 ``layout`` (the tape's row table, opcodes), ``vmath`` (vectorisable math), ``elementwise``,
 ``reduce`` (reductions, views, indexing), ``norm`` (layer normalisation), ``linalg``,
+``optim`` (fused optimizer updates),
 ``reverse`` (the reverse pass), ``program`` (compiled programs' interpreter), ``forward``
 (their forward kernels) and ``rng`` (the random stream); ``cache`` holds the on-disk
 cache.
@@ -24,6 +25,7 @@ from .elementwise import *  # noqa: F401,F403
 from .elementwise import _BINARY_VJPS, _UNARY_VJPS  # noqa: F401
 from .reduce import *  # noqa: F401,F403
 from .norm import *  # noqa: F401,F403
+from .optim import *  # noqa: F401,F403
 from .reverse import *  # noqa: F401,F403
 from .reverse import _COMPILED, _FAMILY_VJPS  # noqa: F401
 from .program import *  # noqa: F401,F403

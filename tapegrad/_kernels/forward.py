@@ -22,11 +22,12 @@ from .elementwise import (UNARY_FWD, _BINARY_VJPS, _SCALAR_BY_KERNEL, _UNARY_VJP
 from .reduce import (amax_fwd, argext_fwd, cat_fwd, gather_strided, prod_fwd, softmax_fwd,
                      softmax_last, sort_fwd, sum_fwd, sum_rows)
 from .norm import batch_norm_fwd, layer_norm_fwd
+from .optim import adam_moment, adam_step
 from .rng import R_INT, R_NORMAL, fill_normal, fill_randint, fill_random
 from .reverse import (ARGV, BLOCKS, FUSED, REVERSE, REVERSE1, SPLIT, _FAMILY_VJPS, _cfunc,
                       prepare, run_elements)
-from .program import (I_A, I_B, I_O, I_OP, I_P, NOPS, X_ADJ, X_ARG, X_ARGEXT, X_AXPY,
-                      X_BACKWARD, X_BCAST, X_BITS, X_CALL, X_CHECK, X_CMP, X_COND, X_COPY,
+from .program import (I_A, I_B, I_O, I_OP, I_P, NOPS, X_ADAM, X_ADJ, X_ARG, X_ARGEXT,
+                      X_AXPY, X_BACKWARD, X_BCAST, X_BITS, X_CALL, X_CHECK, X_CMP, X_COND, X_COPY,
                       X_FILL, X_FUSED, X_GATHER, X_IADD, X_ICMP, X_INDEX, X_ISUM, X_MOVE,
                       X_RAND, X_SCALAR, X_SOFTDIM, X_SORT, X_SPLIT, X_SUMROWS, X_TARGET,
                       X_TOF)
@@ -346,6 +347,19 @@ def _fwd_kernel(k, f64):
             else:
                 for j in range(out.size):
                     out[j] += c * x[j]
+    elif k == X_ADAM:
+        def kern(argp):
+            INS, FI, LI, VD, i, lo, hi = _open_program(argp)
+            w = _nil(dt)
+            out = _val(VD, INS[i, I_O], w)
+            a = _val(VD, INS[i, I_A], w)
+            b = _val(VD, INS[i, I_B], w) if INS[i, I_B] >= 0 else out[:0]
+            flags = INS[i, I_P + 1]
+            if INS[i, I_P] == 2:
+                adam_step(out, a, b, _val(VD, INS[i, I_P + 2], w), _val(VD, INS[i, I_P + 3], w),
+                          FI[i, 0], FI[i, 1], flags & 2 != 0)
+            else:
+                adam_moment(INS[i, I_P], out, a, b, FI[i, 0], FI[i, 1], flags & 1 != 0)
     elif k == X_CMP:          # for A's dtype
         def kern(argp):
             INS, FI, LI, VD, i, lo, hi = _open_program(argp)
@@ -524,7 +538,7 @@ FORWARD_OPS = (tuple(UNARY_FWD) + tuple(_BINARY_OPS) + (
     K_WHERE, K_SUM, K_AMAX, K_MATMUL, K_LINEAR, K_GATHER, K_SOFTMAX, K_LOGSOFTMAX, K_PROD,
     K_LAYERNORM, K_BATCHNORM, K_CAT, K_CAST, K_COPY, X_COPY, X_GATHER, X_AXPY, X_FILL, X_CMP,
     X_ARGEXT, X_SORT, X_SCALAR, X_TOF, X_ICMP, X_ISUM, X_RAND, X_INDEX, X_TARGET, X_BITS,
-    X_IADD, X_SUMROWS, X_BCAST, X_COND, X_FUSED, X_SPLIT, X_MOVE, X_SOFTDIM))
+    X_IADD, X_SUMROWS, X_BCAST, X_COND, X_FUSED, X_SPLIT, X_MOVE, X_SOFTDIM, X_ADAM))
 
 
 def prepare_program(TT, VD, INS, runs):

@@ -66,6 +66,10 @@ X_BCAST = 88     # O = A (binary op P0) B, an input broadcast (neither O's eleme
 #                  value): laid out over O first, in a kernel of its own
 X_SOFTDIM = 91   # O = softmax (log_softmax when P3 = 1) of A along a dim of size P0 with P1
 #                  elements after it (P1 > 1; along the last dim: K_SOFTMAX, K_LOGSOFTMAX)
+X_ADAM = 92      # Adam, in place: P0 = 0 (1): O = first (second) moment from gradient A
+#                  (plus B * F1 when B >= 0: L2 decay), F0 = beta1 (beta2), negated when
+#                  P1 bit 1; P0 = 2: O = the parameter's step from moments A, B, step
+#                  P2 and root P3 (one-element values), eps F0, decay F1 when P1 bit 2
 X_CALL = 85      # stop with CALLED: Python runs the program's call P0 (a collective over
 #                  values it updates in place), then resumes past it
 X_FUSED = 72     # the next P0 instructions are elementwise over the same elements: run

@@ -1,6 +1,9 @@
 """Adam and AdamW, with PyTorch's update rule (torch/optim/adam.py, single-tensor path)."""
 import tapegrad as tg
 
+from .. import _kernels as K
+from ..ops.base import bump_version
+from ..tape import TRACE
 from .optimizer import Optimizer, check_betas, check_nonnegative, implementation
 
 __all__ = ["Adam", "AdamW", "Adamax", "NAdam", "RAdam"]
@@ -33,6 +36,48 @@ def _moments(p, grad, group, exp_avg, exp_avg_sq):
     # addcmul_(grad, grad, value=1 - beta2) evaluates (value * grad) * grad
     exp_avg_sq.mul_(beta2).add_(grad.mul(1 - beta2).mul_(grad))
     return grad
+
+
+def _fusable(*ts):
+    """Whether Adam's passes (_kernels.optim) can update these tensors: one float dtype,
+    one shape, C order."""
+    d = ts[0]._data
+    return d.dtype.kind == "f" and d.dtype.itemsize in (4, 8) and all(
+        t._data.dtype == d.dtype and t._data.shape == d.shape and t._data.flags.c_contiguous
+        for t in ts)
+
+
+def _flat(t):
+    return t._data.reshape(-1)
+
+
+def _fused_moments(p, grad, group, exp_avg, exp_avg_sq):
+    """_moments (L2 decay only: AdamW's decay goes with the step) as two in-place
+    passes, the gradient negated under maximize."""
+    beta1, beta2 = group["betas"]
+    wd = group["weight_decay"]
+    l2 = wd != 0 and not group["decoupled_weight_decay"]
+    maximize = group["maximize"]
+    src = p if l2 else None
+    for stage, out, beta in ((0, exp_avg, beta1), (1, exp_avg_sq, beta2)):
+        if TRACE[0] is not None:
+            TRACE[0].write(K.X_ADAM, out, [grad, src], beta, wd, (stage, int(maximize)))
+        K.adam_moment(stage, _flat(out), _flat(grad), _flat(p)[:p.numel() if l2 else 0],
+                      float(beta), float(wd), maximize)
+        bump_version(out)
+
+
+def _fused_step(p, exp_avg, v, step, root, group):
+    """p += exp_avg * step / (sqrt(v) / root + eps), after AdamW's decay, in one pass."""
+    lr, wd = group["lr"], group["weight_decay"]
+    decoupled = wd != 0 and group["decoupled_weight_decay"]
+    decay = 1 - lr * wd if decoupled else 1.0
+    if TRACE[0] is not None:
+        TRACE[0].write(K.X_ADAM, p, [exp_avg, v, step, root], group["eps"], decay,
+                       (2, 2 * int(decoupled)))
+    K.adam_step(_flat(p), _flat(exp_avg), _flat(v), _flat(step), _flat(root),
+                float(group["eps"]), float(decay), decoupled)
+    bump_version(p)
 
 
 def _defaults(lr, betas, eps, weight_decay, settings, impl):
@@ -77,7 +122,10 @@ class Adam(Optimizer):
         beta1, beta2 = group["betas"]
         eps = group["eps"]
         amsgrad = group["amsgrad"]
-        for p, grad in self._with_grads(group):
+        for p in group["params"]:
+            grad = p.grad
+            if grad is None:
+                continue
             state = self.state[p]
             if len(state) == 0:
                 state["step"] = tg.tensor(0.0, dtype=_scalar_dtype())
@@ -89,7 +137,12 @@ class Adam(Optimizer):
             exp_avg_sq = state["exp_avg_sq"]
             step_t = state["step"]
             step_t.add_(1)
-            _moments(p, grad, group, exp_avg, exp_avg_sq)
+            fused = _fusable(p, grad, exp_avg, exp_avg_sq) and \
+                (not amsgrad or _fusable(p, state["max_exp_avg_sq"]))
+            if fused:
+                _fused_moments(p, grad, group, exp_avg, exp_avg_sq)
+            else:
+                _moments(p, -grad if group["maximize"] else grad, group, exp_avg, exp_avg_sq)
             # The bias corrections are float64 tensor ops (PyTorch's Python-float math),
             # rounded to p's dtype where they meet it, so a compiled replay computes them.
             step = step_t.to(tg.float64)
@@ -97,12 +150,14 @@ class Adam(Optimizer):
             bias_correction2 = 1 - beta2 ** step
             neg_step_size = (-(lr / bias_correction1)).to(p.dtype)
             bias_correction2_sqrt = (bias_correction2 ** 0.5).to(p.dtype)
+            v = exp_avg_sq
             if amsgrad:
-                mx = state["max_exp_avg_sq"]
-                mx.copy_(tg.maximum(mx, exp_avg_sq))
-                denom = (mx.sqrt() / bias_correction2_sqrt).add_(eps)
-            else:
-                denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+                v = state["max_exp_avg_sq"]
+                v.copy_(tg.maximum(v, exp_avg_sq))
+            if fused:
+                _fused_step(p, exp_avg, v, neg_step_size, bias_correction2_sqrt, group)
+                continue
+            denom = (v.sqrt() / bias_correction2_sqrt).add_(eps)
             # addcdiv_(exp_avg, denom, value=-step_size) evaluates (value * exp_avg) / denom
             p.add_(exp_avg.mul(neg_step_size).div_(denom))
 
