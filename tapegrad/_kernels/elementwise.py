@@ -523,16 +523,22 @@ _UNARY_VJPS = {k: v for k, (_, v, _) in UNARY_OPS.items()}
 _SCALAR_BY_KERNEL = sum(1 << k for k, (_, _, inline) in UNARY_OPS.items() if not inline)
 
 
-@njit(**_SUB)
-def _binop(k, x, y):
+@njit(**_INL)
+def _arith(k, x, y):
+    """x + - * / y (k in K_ADD..K_DIV); inlined, so LLVM moves the choice out of loops."""
     if k == K_ADD:
         return x + y
     if k == K_SUB:
         return x - y
     if k == K_MUL:
         return x * y
-    if k == K_DIV:
-        return x / y
+    return x / y
+
+
+@njit(**_SUB)
+def _binop(k, x, y):
+    if k <= K_DIV:
+        return _arith(k, x, y)
     if k == K_POW:
         return x ** y
     if k == K_MAXIMUM:
@@ -618,18 +624,6 @@ def bits_fwd(code, VD, o, a, b, out, x, y, c, noidx):
     mb, ib = _mode(VD, o, b, noidx)
     for i in range(out.size):
         out[i] = _bit(code, x[_j(ma, i, ia)], y[_j(mb, i, ib)])
-
-
-@njit(**_INL)
-def _arith(k, x, y):
-    """x + - * / y (k in K_ADD..K_DIV); inlined, so LLVM moves the choice out of loops."""
-    if k == K_ADD:
-        return x + y
-    if k == K_SUB:
-        return x - y
-    if k == K_MUL:
-        return x * y
-    return x / y
 
 
 @njit(**_SUB)
