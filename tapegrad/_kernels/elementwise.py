@@ -639,9 +639,18 @@ def _binary_block(k, out, x, y):
         if out.ctypes.data == x.ctypes.data:
             for i in range(n):
                 out[i] = _arith(k, out[i], y[i])
+        elif k == K_ADD:        # (one loop per op: _arith's choice is not always hoisted)
+            for i in range(n):
+                out[i] = x[i] + y[i]
+        elif k == K_SUB:
+            for i in range(n):
+                out[i] = x[i] - y[i]
+        elif k == K_MUL:
+            for i in range(n):
+                out[i] = x[i] * y[i]
         else:
             for i in range(n):
-                out[i] = _arith(k, x[i], y[i])
+                out[i] = x[i] / y[i]
     else:
         c = y[0]
         if out.ctypes.data == x.ctypes.data:
