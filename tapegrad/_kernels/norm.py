@@ -10,7 +10,7 @@ import numpy as np
 from numba import njit
 
 from .cache import _INL, _JIT, _SUB, _safe_caches
-from .layout import AOFF, N, P0, SA, SB, _dst, _load, _put, _row_dot, _row_sum, _wants
+from .layout import AOFF, N, P0, SA, SB, _as, _dst, _load, _put, _row_dot, _row_sum, _wants
 
 
 @njit(**_SUB, fastmath={"reassoc"})
@@ -37,6 +37,22 @@ def _stats(X, c, ch, eps):
     for o in range(ch, X.shape[0], c):
         v += _sq_dev(X, o, mean)
     return mean, 1.0 / np.sqrt(v / count + eps)
+
+
+@njit(**_SUB, fastmath={"reassoc"})
+def _row_stats(X, j, eps):
+    """_stats of row j of X alone (a layer norm row): one call per row, where _stats
+    makes three, each loop with vector accumulators."""
+    d = X.shape[1]
+    t = 0.0
+    for i in range(d):
+        t += X[j, i]
+    mean = t / d
+    v = 0.0
+    for i in range(d):
+        q = X[j, i] - mean
+        v += q * q
+    return mean, 1.0 / np.sqrt(v / d + eps)
 
 
 @njit(**_SUB, fastmath={"reassoc"})
@@ -108,24 +124,25 @@ def _param_grads(adj, T, seen, wr, dw, br, db):
 @njit(**_JIT)
 def layer_norm_fwd(x, w, b, out, d, eps, flags):
     """out = (x - mean) / sqrt(var + eps) (* w if flags bit 1) (+ b if bit 2), over rows
-    of d elements; one rounding per element."""
+    of d elements: statistics in float64, the rest in x's dtype (as PyTorch)."""
     m = x.size // d if d else 0
     X = x.reshape((m, d))
     Y = out.reshape((m, d))
     for j in range(m):
-        mean, rstd = _stats(X, m, j, eps)
+        mean, rstd = _row_stats(X, j, eps)
+        mc, rs = _as(X[j, 0], mean), _as(X[j, 0], rstd)
         if flags == 3:
             for i in range(d):
-                Y[j, i] = (X[j, i] - mean) * rstd * w[i] + b[i]
+                Y[j, i] = (X[j, i] - mc) * rs * w[i] + b[i]
         elif flags == 1:
             for i in range(d):
-                Y[j, i] = (X[j, i] - mean) * rstd * w[i]
+                Y[j, i] = (X[j, i] - mc) * rs * w[i]
         elif flags == 2:
             for i in range(d):
-                Y[j, i] = (X[j, i] - mean) * rstd + b[i]
+                Y[j, i] = (X[j, i] - mc) * rs + b[i]
         else:
             for i in range(d):
-                Y[j, i] = (X[j, i] - mean) * rstd
+                Y[j, i] = (X[j, i] - mc) * rs
 
 
 @njit(**_INL)
@@ -141,7 +158,7 @@ def _layer_norm_vjp(T, L, r, f0, adj, seen):
     G, X, vw, dw, db, D, fx = _vjp_arrays(T, r, adj, seen, x, m, d, d, affine, want_x,
                                           want_w, want_b)
     for j in range(m):          # per row: stats, then one pass of sums, one of results
-        mean, rstd = _stats(X, m, j, f0)
+        mean, rstd = _row_stats(X, j, f0)
         if not want_x:
             for i in range(db.size):
                 db[i] += G[j, i]
@@ -150,11 +167,14 @@ def _layer_norm_vjp(T, L, r, f0, adj, seen):
             continue
         s1, s2 = _grad_sums(G, vw, X, j, affine, db)
         p, q = _dx_coeffs(s1, s2, mean, rstd, d)
+        # dx in the arena's dtype, as PyTorch (twice the lanes of float64 for float32)
+        z = G[j, 0]
+        rs, pc, qc, mc = _as(z, rstd), _as(z, p), _as(z, q), _as(z, mean)
         for i in range(d):
             if want_w:
-                dw[i] += G[j, i] * ((X[j, i] - mean) * rstd)
-            gw = np.float64(G[j, i]) * vw[i] if affine else np.float64(G[j, i])
-            v = rstd * gw + p * X[j, i] + q
+                dw[i] += G[j, i] * ((X[j, i] - mc) * rs)
+            gw = G[j, i] * vw[i] if affine else G[j, i]
+            v = rs * gw + pc * X[j, i] + qc
             D[j, i] = v if fx else D[j, i] + v
     _param_grads(adj, T, seen, wr, dw, br, db)
 
