@@ -364,12 +364,13 @@ def gather_flat(input, idx, shape, op=GATHER, fixed=False, extreme=None, target=
                 rows=None, order=None, fill=None):
     """out (of ``shape``) = input.flatten()[idx]; differentiable (scatter-add back).
     With a ``fill`` value, position ``input.numel()`` (one past the end) reads it (the
-    padding of windows, with no padded copy of the input). For a compiled replay, idx is ``fixed`` (it does not depend on tensor values), the
-    positions of the max/min along a dim, ``extreme`` = (size, inner, largest), or the
-    positions of class targets, ``target`` = (target, class weight or None, classes,
-    inner size, ignore_index, per-target weights), or of rows along dim 0, ``rows`` =
-    (int64 index tensor, rows, elements per row), or of the first k elements in sorted
-    order along a dim, ``order`` = (size, inner, descending, k)."""
+    padding of windows, with no padded copy of the input). For a compiled replay, idx
+    is ``fixed`` (it does not depend on tensor values), the positions of the max/min
+    along a dim, ``extreme`` = (size, inner, largest), or the positions of class
+    targets, ``target`` = (target, class weight or None, classes, inner size,
+    ignore_index, per-target weights), or of rows along dim 0, ``rows`` = (int64 index
+    tensor, rows, elements per row), or of the first k elements in sorted order along a
+    dim, ``order`` = (size, inner, descending, k)."""
     idx = idx.astype(np.int64, copy=False)
     # indexed by idx in the result's shape: the result owns its memory, so that a
     # compiled replay takes a reshape of it for a view, not a copy
