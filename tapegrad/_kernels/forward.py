@@ -356,8 +356,8 @@ def _fwd_kernel(k, f64):
             b = _val(VD, INS[i, I_B], w) if INS[i, I_B] >= 0 else out[:0]
             flags = INS[i, I_P + 1]
             if INS[i, I_P] == 2:
-                adam_step(out, a, b, _val(VD, INS[i, I_P + 2], w), _val(VD, INS[i, I_P + 3], w),
-                          FI[i, 0], FI[i, 1], flags & 2 != 0)
+                adam_step(out, a, b, _val(VD, INS[i, I_P + 2], w)[0],
+                          _val(VD, INS[i, I_P + 3], w)[0], FI[i, 0], FI[i, 1], flags & 2 != 0)
             else:
                 adam_moment(INS[i, I_P], out, a, b, FI[i, 0], FI[i, 1], flags & 1 != 0)
     elif k == X_CMP:          # for A's dtype

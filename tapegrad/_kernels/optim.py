@@ -41,19 +41,16 @@ def adam_moment(stage, out, g, p, beta, wd, maximize):
 @njit(**_JIT)
 def adam_step(p, m, v, step, root, eps, decay, decoupled):
     """p = p (* decay when decoupled) + m * step / (sqrt(v) / root + eps), in place; step
-    (-lr / bias correction 1) and root (sqrt of bias correction 2) are one-element arrays
-    of p's dtype."""
+    (-lr / bias correction 1) and root (sqrt of bias correction 2) are of p's dtype."""
     n = p.size
     if n == 0:
         return
     z = p[0]
     e = _as(z, eps)
     c = _as(z, decay)
-    s = step[0]
-    r = root[0]
     for i in range(n):
         pi = p[i] * c if decoupled else p[i]
-        p[i] = pi + (m[i] * s) / (np.sqrt(v[i]) / r + e)
+        p[i] = pi + (m[i] * step) / (np.sqrt(v[i]) / root + e)
 
 
 _safe_caches(globals())

@@ -1,4 +1,6 @@
 """Adam and AdamW, with PyTorch's update rule (torch/optim/adam.py, single-tensor path)."""
+import math
+
 import tapegrad as tg
 
 from .. import _kernels as K
@@ -68,14 +70,17 @@ def _fused_moments(p, grad, group, exp_avg, exp_avg_sq):
 
 
 def _fused_step(p, exp_avg, v, step, root, group):
-    """p += exp_avg * step / (sqrt(v) / root + eps), after AdamW's decay, in one pass."""
+    """p += exp_avg * step / (sqrt(v) / root + eps), after AdamW's decay, in one pass;
+    step and root are numbers, or one-element tensors while a replay is recorded."""
     lr, wd = group["lr"], group["weight_decay"]
     decoupled = wd != 0 and group["decoupled_weight_decay"]
     decay = 1 - lr * wd if decoupled else 1.0
     if TRACE[0] is not None:
         TRACE[0].write(K.X_ADAM, p, [exp_avg, v, step, root], group["eps"], decay,
                        (2, 2 * int(decoupled)))
-    K.adam_step(_flat(p), _flat(exp_avg), _flat(v), _flat(step), _flat(root),
+        step, root = step._data, root._data
+    rnd = p._data.dtype.type
+    K.adam_step(_flat(p), _flat(exp_avg), _flat(v), rnd(step), rnd(root),
                 float(group["eps"]), float(decay), decoupled)
     bump_version(p)
 
@@ -143,13 +148,20 @@ class Adam(Optimizer):
                 _fused_moments(p, grad, group, exp_avg, exp_avg_sq)
             else:
                 _moments(p, -grad if group["maximize"] else grad, group, exp_avg, exp_avg_sq)
-            # The bias corrections are float64 tensor ops (PyTorch's Python-float math),
-            # rounded to p's dtype where they meet it, so a compiled replay computes them.
-            step = step_t.to(tg.float64)
-            bias_correction1 = 1 - beta1 ** step
-            bias_correction2 = 1 - beta2 ** step
-            neg_step_size = (-(lr / bias_correction1)).to(p.dtype)
-            bias_correction2_sqrt = (bias_correction2 ** 0.5).to(p.dtype)
+            if TRACE[0] is None:
+                # PyTorch's Python-float math, rounded to p's dtype where it meets p
+                step = float(step_t._data)
+                rnd = p._data.dtype.type
+                neg_step_size = float(rnd(-(lr / (1 - beta1 ** step))))
+                bias_correction2_sqrt = float(rnd(math.sqrt(1 - beta2 ** step)))
+            else:
+                # the same as float64 tensor ops (the same bits), so that a compiled
+                # replay computes them for each step
+                step = step_t.to(tg.float64)
+                bias_correction1 = 1 - beta1 ** step
+                bias_correction2 = 1 - beta2 ** step
+                neg_step_size = (-(lr / bias_correction1)).to(p.dtype)
+                bias_correction2_sqrt = (bias_correction2 ** 0.5).to(p.dtype)
             v = exp_avg_sq
             if amsgrad:
                 v = state["max_exp_avg_sq"]
