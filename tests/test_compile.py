@@ -610,6 +610,8 @@ SETTINGS_OPTS = {
     "adam": lambda p: optim.Adam(p, lr=0.01),
     "adam_amsgrad_wd": lambda p: optim.Adam(p, lr=0.01, weight_decay=0.1, amsgrad=True),
     "adamw": lambda p: optim.AdamW(p, lr=0.01),
+    "adamw_amsgrad_maximize": lambda p: optim.AdamW(p, lr=0.01, betas=(0.3, 0.9),
+                                                    amsgrad=True, maximize=True),
 }
 
 
