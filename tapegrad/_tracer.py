@@ -121,7 +121,7 @@ class Tracer:
         """Copies into each argument what fn wrote into its private copy (an update in
         place, which the program cannot replay: this call's own result still shows it)."""
         for _, a, v in self.args:
-            if not np.array_equal(self.arrays[v], a._data):
+            if not np.array_equal(self.arrays[v], a._data, equal_nan=True):
                 a._data[...] = self.arrays[v]
 
     def call(self, fn, args, kwargs):

@@ -781,6 +781,10 @@ def test_update_of_an_argument_in_place_shows_from_the_first_call():
     assert sums == [6.0, 18.0, 42.0]
     np.testing.assert_array_equal(buf.numpy(), [14.0] * 3)
     assert c.fallbacks == 2
+    frozen = np.array([1.0, np.nan])
+    frozen.flags.writeable = False                  # read, never written: left alone
+    read = tg.compile(lambda t: t * 2.0)
+    np.testing.assert_array_equal(read(tg.from_numpy(frozen)).numpy(), [2.0, np.nan])
 
 
 def _value_and_grad_leaf(xn):
