@@ -61,3 +61,43 @@ class TrainStep:
 
     def time_step(self, mlp, library):
         step(self.lib, *self.state)
+
+
+# The parameter shapes of a TransformerEncoderLayer(64, 4 heads, feed-forward 256) and a
+# Linear(64, 10) head: 14 tensors, 50k values
+PARAM_SHAPES = [(192, 64), (192,), (64, 64), (64,), (256, 64), (256,), (64, 256), (64,),
+                (64,), (64,), (64,), (64,), (10, 64), (10,)]
+OPTIMIZERS = {"adam": ("Adam", {"lr": 1e-3}),
+              "adamw": ("AdamW", {"lr": 1e-3, "weight_decay": 1e-2}),
+              "sgd_momentum": ("SGD", {"lr": 1e-2, "momentum": 0.9})}
+
+
+class OptimizerStep:
+    """One optimizer step over fixed gradients: tapegrad eager and compiled, PyTorch
+    eager (its default single-tensor path)."""
+    params = (list(OPTIMIZERS), ["tapegrad", "tapegrad compiled", "torch"])
+    param_names = ["optimizer", "library"]
+    timeout = 120
+
+    def setup(self, optimizer, library):
+        if library == "torch":
+            try:
+                import torch as lib
+            except ImportError:
+                raise NotImplementedError("torch is not installed") from None
+        else:
+            lib = tg
+        rng = np.random.default_rng(0)
+        ps = []
+        for shape in PARAM_SHAPES:
+            p = lib.tensor(rng.standard_normal(shape).astype(np.float32), requires_grad=True)
+            p.grad = lib.tensor(rng.standard_normal(shape).astype(np.float32))
+            ps.append(p)
+        name, opts = OPTIMIZERS[optimizer]
+        opt = getattr(lib.optim, name)(ps, **opts)
+        self.step = tg.compile(opt.step) if library == "tapegrad compiled" else opt.step
+        for _ in range(3):
+            self.step()
+
+    def time_step(self, optimizer, library):
+        self.step()
