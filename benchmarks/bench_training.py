@@ -33,6 +33,18 @@ def build(lib, name):
     return model, opt, x, y
 
 
+def _library(name):
+    """torch for "torch" (asv reports the case skipped where it is not installed), else
+    tapegrad."""
+    if name != "torch":
+        return tg
+    try:
+        import torch
+    except ImportError:
+        raise NotImplementedError("torch is not installed") from None
+    return torch
+
+
 def step(lib, model, opt, x, y):
     opt.zero_grad()
     loss = lib.nn.functional.mse_loss(model(x), y)
@@ -47,14 +59,7 @@ class TrainStep:
     timeout = 120
 
     def setup(self, mlp, library):
-        if library == "torch":
-            try:
-                import torch as lib
-            except ImportError:
-                raise NotImplementedError("torch is not installed") from None
-        else:
-            lib = tg
-        self.lib = lib
+        self.lib = lib = _library(library)
         self.state = build(lib, mlp)
         for _ in range(3):
             step(lib, *self.state)
@@ -80,13 +85,7 @@ class OptimizerStep:
     timeout = 120
 
     def setup(self, optimizer, library):
-        if library == "torch":
-            try:
-                import torch as lib
-            except ImportError:
-                raise NotImplementedError("torch is not installed") from None
-        else:
-            lib = tg
+        lib = _library(library)
         rng = np.random.default_rng(0)
         ps = []
         for shape in PARAM_SHAPES:
