@@ -159,17 +159,19 @@ def _layer_norm_vjp(T, L, r, f0, adj, seen):
                                           want_w, want_b)
     for j in range(m):          # per row: stats, then one pass of sums, one of results
         mean, rstd = _row_stats(X, j, f0)
+        # xhat and dx in the arena's dtype, as the forward and PyTorch (twice the lanes of
+        # float64 for float32)
+        z = G[j, 0]
+        mc, rs = _as(z, mean), _as(z, rstd)
         if not want_x:
             for i in range(db.size):
                 db[i] += G[j, i]
             for i in range(dw.size):
-                dw[i] += G[j, i] * ((X[j, i] - mean) * rstd)
+                dw[i] += G[j, i] * ((X[j, i] - mc) * rs)
             continue
         s1, s2 = _grad_sums(G, vw, X, j, affine, db)
         p, q = _dx_coeffs(s1, s2, mean, rstd, d)
-        # dx in the arena's dtype, as PyTorch (twice the lanes of float64 for float32)
-        z = G[j, 0]
-        rs, pc, qc, mc = _as(z, rstd), _as(z, p), _as(z, q), _as(z, mean)
+        pc, qc = _as(z, p), _as(z, q)
         for i in range(d):
             if want_w:
                 dw[i] += G[j, i] * ((X[j, i] - mc) * rs)
