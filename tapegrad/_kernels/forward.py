@@ -27,10 +27,10 @@ from .rng import R_INT, R_NORMAL, fill_normal, fill_randint, fill_random
 from .reverse import (ARGV, BLOCKS, FUSED, REVERSE, REVERSE1, SPLIT, _FAMILY_VJPS, _cfunc,
                       prepare, run_elements)
 from .program import (I_A, I_B, I_O, I_OP, I_P, NOPS, X_ADAM, X_ADJ, X_ARG, X_ARGEXT,
-                      X_AXPY, X_BACKWARD, X_BCAST, X_BITS, X_CALL, X_CHECK, X_CMP, X_COND, X_COPY,
-                      X_FILL, X_FUSED, X_GATHER, X_IADD, X_ICMP, X_INDEX, X_ISUM, X_MOVE,
-                      X_RAND, X_SCALAR, X_SOFTDIM, X_SORT, X_SPLIT, X_SUMROWS, X_TARGET,
-                      X_TOF)
+                      X_AXPY, X_BACKWARD, X_BCAST, X_BITS, X_CALL, X_CHECK, X_CMP, X_COND,
+                      X_COPY, X_FILL, X_FUSED, X_GATHER, X_IADD, X_ICMP, X_INDEX, X_ISUM,
+                      X_MOVE, X_RAND, X_SCALAR, X_SOFTDIM, X_SORT, X_SPLIT, X_SUMROWS,
+                      X_TARGET, X_TOF)
 from .program import (_P_CHUNK, _P_DST, _P_FI, _P_HI, _P_I, _P_INS, _P_KF, _P_LI,
                       _P_LO, _P_NI, _P_NLI, _P_NV, _P_SRC, _P_ST, _P_THREADS, _P_UNITS,
                       _P_VD, _P_FN, _fused, _kernel_call, _split, _val)

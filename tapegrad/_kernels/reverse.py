@@ -8,14 +8,14 @@ from numba.core.ccallback import CFunc
 from numba.core.sigutils import normalize_signature
 
 from .cache import _CACHE, _INL, _JIT, _SUB, _SafeCache, _safe_caches
-from .layout import (A, ALIAS, AOFF, B, CAST, DIRTY, DONE, ERR_DIRTY, ERR_FREED, F64, FL, FREED,
-                     FUSE_BLOCK, K_AMAX, K_BATCHNORM, K_CAST, K_CAT, K_COPY, K_EXT, K_GATHER,
-                     K_LEAF, K_LAYERNORM, K_LINEAR, K_LOGSOFTMAX, K_MATMUL, K_PROD, K_PYFN, K_PYOUT,
-                     K_SCATTER, K_SETIDX, K_SOFTMAX, K_STRIDED, K_SUM, K_WHERE, N, NCOL,
-                     NKERNELS, OP, P0, PAUSE, PAUSED, PYFN, SA, SAVES, SB, SO,
-                     SPLIT_MAX, STEP, SWITCH,
-                     _bcast, _binary_dst, _call, _dst, _ew, _j, _load, _mode, _nil, _ptr, _put,
-                     _raw, _touch, _work, _worth_splitting, general)
+from .layout import (A, ALIAS, AOFF, B, CAST, DIRTY, DONE, ERR_DIRTY, ERR_FREED, F64, FL,
+                     FREED, FUSE_BLOCK, K_AMAX, K_BATCHNORM, K_CAST, K_CAT, K_COPY, K_EXT,
+                     K_GATHER, K_LEAF, K_LAYERNORM, K_LINEAR, K_LOGSOFTMAX, K_MATMUL,
+                     K_PROD, K_PYFN, K_PYOUT, K_SCATTER, K_SETIDX, K_SOFTMAX, K_STRIDED,
+                     K_SUM, K_WHERE, N, NCOL, NKERNELS, OP, P0, PAUSE, PAUSED, PYFN, SA,
+                     SAVES, SB, SO, SPLIT_MAX, STEP, SWITCH, _bcast, _binary_dst, _call,
+                     _dst, _ew, _j, _load, _mode, _nil, _ptr, _put, _raw, _touch, _work,
+                     _worth_splitting, general)
 from .linalg import _linear_vjp, _matmul_vjp, ensure_blas
 from .elementwise import _BINARY_VJPS, _UNARY_VJPS, _arith_vjp1, _inp, _out, _ug, arith1
 from .reduce import _amax, _cat, _indexed, _prod, _softmax, _strided, _sum, _sum_rows

@@ -142,8 +142,8 @@ class Adam(Optimizer):
             exp_avg_sq = state["exp_avg_sq"]
             step_t = state["step"]
             step_t.add_(1)
-            fused = _fusable(p, grad, exp_avg, exp_avg_sq) and \
-                (not amsgrad or _fusable(p, state["max_exp_avg_sq"]))
+            fused = _fusable(p, grad, exp_avg, exp_avg_sq,
+                             *([state["max_exp_avg_sq"]] if amsgrad else []))
             if fused:
                 _fused_moments(p, grad, group, exp_avg, exp_avg_sq)
             else:
