@@ -51,3 +51,43 @@ def test_general_kernels_compile_only_for_rows_that_need_them(tmp_path):
     np.testing.assert_allclose(r["gx"], 2 * (x - y) / x.size + y + b, rtol=1e-12)
     np.testing.assert_allclose(r["gy"], -2 * (x - y) / x.size + x, rtol=1e-12)
     np.testing.assert_allclose(r["gb"], x.sum(axis=0), rtol=1e-12)
+
+
+BLAS_SCRIPT = r"""
+import json, sys
+import numpy as np
+import tapegrad as tg
+rng = np.random.default_rng(1)
+a, b = rng.normal(size=(40, 30)), rng.normal(size=(30, 50))
+x = tg.tensor(a, requires_grad=True)
+(x @ tg.tensor(b)).sum().backward()
+lin = tg.nn.Linear(30, 7)
+lin(tg.tensor(a.astype(np.float32))).sum().backward()
+before = "scipy.linalg" in sys.modules
+import numba
+import scipy.linalg
+from scipy.linalg import cython_blas
+from scipy.linalg.blas import dgemm
+
+@numba.njit
+def dot(p, q):
+    return np.dot(p, q)
+
+print(json.dumps({"before": before, "one": cython_blas is sys.modules["scipy.linalg.cython_blas"],
+                  "dx": bool(np.allclose(x.grad.numpy(), np.ones((40, 50)) @ b.T, rtol=1e-12)),
+                  "njit_dot": bool(np.allclose(dot(a, b), a @ b, rtol=1e-12)),
+                  "scipy_dgemm": bool(np.allclose(dgemm(1.0, a, b), a @ b, rtol=1e-12))}))
+"""
+
+
+def test_matrix_products_run_without_importing_scipy_linalg():
+    """Loading and running the BLAS kernels leaves scipy.linalg unimported (its import is
+    most of a warm start); SciPy's and Numba's own BLAS work afterwards."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_DISABLE_JIT",)}
+    env.update(PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", BLAS_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r == {"before": False, "one": True, "dx": True, "njit_dot": True,
+                 "scipy_dgemm": True}

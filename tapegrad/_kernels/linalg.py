@@ -1,5 +1,9 @@
 """Matrix products: BLAS gemm called directly, matmul and linear forward and VJPs.
 """
+import importlib.machinery
+import importlib.util
+import os
+import sys
 
 import numpy as np
 from llvmlite import ir
@@ -17,17 +21,38 @@ SMALL_GEMM = 32768
 _BLAS = {}     # "sgemm"/"dgemm" -> address, once registered as an LLVM symbol
 
 
+def _cython_blas():
+    """SciPy's ``cython_blas`` module, loaded without running ``scipy.linalg``'s package
+    import (0.2 s, most of a warm start): the extension needs nothing from it."""
+    mod = sys.modules.get("scipy.linalg.cython_blas")
+    if mod is not None:
+        return mod
+    spec = importlib.util.find_spec("scipy")
+    folder = os.path.join(os.path.dirname(spec.origin), "linalg") if spec and spec.origin else ""
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = os.path.join(folder, "cython_blas" + suffix)
+        if os.path.exists(path):
+            ext = importlib.util.spec_from_file_location("scipy.linalg.cython_blas", path)
+            mod = importlib.util.module_from_spec(ext)
+            ext.loader.exec_module(mod)
+            # one instance: a later ``import scipy.linalg`` (or Numba's BLAS) finds it
+            sys.modules["scipy.linalg.cython_blas"] = mod
+            return mod
+    import scipy.linalg.cython_blas as mod      # an unusual layout: the usual import
+    return mod
+
+
 def ensure_blas():
     """Registers SciPy's BLAS gemm under the symbols the kernels call. Done before the
-    first matrix product rather than at import (scipy.linalg takes 0.1 s to import);
-    compiled code, cached or new, links to the symbols when it is loaded."""
+    first matrix product rather than at import; compiled code, cached or new, links to
+    the symbols when it is loaded."""
     if _BLAS:
         return
     import ctypes
 
-    import scipy.linalg.cython_blas as blas
     from llvmlite import binding
 
+    blas = _cython_blas()
     name = ctypes.pythonapi.PyCapsule_GetName
     name.restype, name.argtypes = ctypes.c_char_p, [ctypes.py_object]
     get = ctypes.pythonapi.PyCapsule_GetPointer
@@ -36,6 +61,31 @@ def ensure_blas():
         cap = blas.__pyx_capi__[fn]
         _BLAS[fn] = get(cap, name(cap))
         binding.add_symbol("tapegrad_" + fn, _BLAS[fn])
+
+
+def _answer_numba_blas_probe():
+    """Numba's array-math module, which its CPU target imports when the first kernel
+    loads, checks that SciPy's BLAS imports by importing scipy.linalg (0.2 s in every
+    process). SciPy is a dependency, and Numba's own BLAS calls still import it when
+    they are compiled: the check is answered without the import."""
+    if "numba.np.arraymath" in sys.modules:
+        return
+    from numba.np import linalg as nplinalg
+    probe = nplinalg.ensure_blas
+    nplinalg.ensure_blas = _no_import
+    try:
+        from numba.np import arraymath
+    finally:
+        nplinalg.ensure_blas = probe
+    if getattr(arraymath, "ensure_blas", None) is _no_import:
+        arraymath.ensure_blas = probe
+
+
+def _no_import():
+    pass
+
+
+_answer_numba_blas_probe()
 
 
 @intrinsic
