@@ -169,3 +169,56 @@ def _run_scratch(rec, tr, saved, uses):
     for v in out:
         tr.arrays[v] = np.empty(0, out[v][1])       # its buffer is dropped
     return out
+
+
+def _in_arena(rec, INS):
+    """Lent gradients that the backward writes straight into their pool's buffer: an
+    X_ADJ's output after the last backward, of a tape row whose adjoint no other row
+    shares. The arena gets LEND_POOL slots past its end; each replay points the row's
+    adjoint at the slot lent this time, so that X_ADJ finds it in place (no copy).
+    Returns value -> (tape row, the row's own offset, the slots' views); the pool
+    becomes the views."""
+    ops = INS[:, K.I_OP]
+    back = np.flatnonzero(ops == K.X_BACKWARD)
+    if not rec.lend or not len(back):
+        return {}
+    TT, VD = rec.PG[:rec.nt], rec.PG[rec.nt:rec.nt + rec.nv]
+    adjs = np.flatnonzero(ops == K.X_ADJ)
+    rows = INS[adjs, K.I_P].tolist()
+    found = {0: [], K.F64: []}
+    for i, r in zip(adjs.tolist(), rows):
+        v = int(INS[i, K.I_O])
+        f64 = int(TT[r, K.FL] & K.F64)
+        lo, n = TT[r, K.AOFF], TT[r, K.N]
+        if v not in rec.lend or i < back[-1] or rows.count(r) != 1 or \
+                VD[v, K.N] != n or int(VD[v, K.FL] & K.F64) != f64:
+            continue
+        shares = ((TT[:, K.FL] & K.F64) == f64) & (TT[:, K.AOFF] < lo + n) & \
+            (TT[:, K.AOFF] + TT[:, K.N] > lo)
+        if shares.sum() == 1:
+            found[f64].append((v, r, int(lo), int(n)))
+    out = {}
+    for f64, vals in found.items():
+        if not vals:
+            continue
+        old = rec.arenas[f64]
+        step = 64 // old.itemsize                  # each slot on its own cache lines
+        start = -(-old.size // step) * step
+        sizes = [-(-n // step) * step for _, _, _, n in vals]
+        arena = np.empty(start + LEND_POOL * sum(sizes), old.dtype)
+        off = start
+        for (v, r, home, n), size in zip(vals, sizes):
+            shape = rec.arrays[v].shape
+            views = []
+            for _ in range(LEND_POOL):
+                views.append(arena[off:off + n].reshape(shape))
+                off += size
+            out[v] = (r, home, views)
+        rec.arenas[f64] = arena
+        if f64:
+            rec.adj64 = arena
+        else:
+            rec.adj32 = arena
+        h = K.H_ADJ64 if f64 else K.H_ADJ32
+        rec.ARGS[h:h + 2] = _tape.addr(arena), arena.size
+    return out

@@ -26,7 +26,7 @@ import numpy as np
 
 from . import _kernels as K
 from . import tape as _tape
-from ._buffers import (LEND_POOL, _FREE, _Uses, _lendable, _own_buffers, _refs,
+from ._buffers import (LEND_POOL, _FREE, _Uses, _in_arena, _lendable, _own_buffers, _refs,
                        _run_scratch)
 from ._fusion import _BINARY, _UNARY, _alias_copies, _fuse, _runs
 from ._guards import _Sources, _same_state, read_value, same_value
@@ -264,6 +264,10 @@ class Recording:
         self.shadow = False
         uses = _Uses(self, tr, INS, TT, LI)
         self.lend = _lendable(self, tr, uses)
+        self.inplace = _in_arena(self, INS)
+        for v, (r, _, views) in self.inplace.items():
+            self.lend[v] = views
+            self._lend_slot(v, r, views[0])
         self.scratch = _run_scratch(self, tr, saved, uses)
         self.sig = (tuple((op, o, a, b, params[1:] if op == K.X_GATHER else params,
                            f0 if f0.__class__ is not Hyper else "H",
@@ -278,6 +282,9 @@ class Recording:
         INS[checks, K.I_B] = INS[checks, K.I_A]
         self.shadow = True
         self.lend = {}
+        for v, (r, home, views) in self.inplace.items():
+            self._lend_slot(v, r, np.empty_like(views[0]), home)
+        self.inplace = {}
         # the re-run's Python may read any value: each gets a buffer again
         INS[:, K.I_P + 8] = 0
         for v, (shape, dtype) in self.scratch.items():
@@ -438,6 +445,9 @@ class Recording:
         step's results while it calls), else a new one; a pool holds at most LEND_POOL."""
         PG = self.PG
         for v, pool in self.lend.items():
+            if v in self.inplace:
+                self._claim_slot(v, pool)
+                continue
             if _refs(pool, -1) == _FREE + 1:        # the pool's and self.arrays' refs
                 continue
             for j in range(len(pool) - 1):
@@ -452,6 +462,33 @@ class Recording:
             pool.append(pool.pop(next(i for i, b in enumerate(pool) if b is nxt)))
             self.arrays[v] = nxt
             PG[self.nt + v, K.SO] = _tape.addr(nxt)
+
+    def _claim_slot(self, v, views):
+        """_claim for a gradient lent from the arena (_in_arena): a slot nobody else
+        holds, the current one first; with every slot held, a buffer of its own, into
+        which X_ADJ copies from the row's own offset."""
+        arrays = self.arrays
+        for j in range(len(views)):
+            if views[j] is arrays[v] and _refs(views, j) == _FREE + 1:
+                return
+        r, home, _ = self.inplace[v]
+        for j in range(len(views)):
+            if _refs(views, j) == _FREE:
+                self._lend_slot(v, r, views[j])
+                return
+        if any(w is arrays[v] for w in views) or _refs(arrays, v) != _FREE:
+            self._lend_slot(v, r, np.empty_like(views[0]), home)
+
+    def _lend_slot(self, v, r, buf, home=None):
+        """Value v (the adjoint of tape row r) goes to ``buf``: a slot of the arena,
+        where the backward then writes it, or a buffer of its own (the row's adjoint
+        back at ``home``)."""
+        self.arrays[v] = buf
+        self.PG[self.nt + v, K.SO] = _tape.addr(buf)
+        arena = self.arenas[int(self.PG[r, K.FL] & K.F64)]
+        if home is None:
+            home = (_tape.addr(buf) - _tape.addr(arena)) // arena.itemsize
+        self.PG[r, K.AOFF] = home
 
 
 _MISMATCH = object()

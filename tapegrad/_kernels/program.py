@@ -86,7 +86,7 @@ X_MOVE = 90      # (a forward kernel, no instruction) bytes P_LO..P_HI from addr
 # program's kernel argument blocks ARGV (2 x ARGV), the (instruction, tape row, past
 # the row's pause) to resume a backward at after Python ran (-1: start from the top),
 # the address of THREADS, then the caller's array addresses
-(_H_ADJ32, _H_ADJ64, _H_SEEN, _H_KF, _H_KT, _H_ARGV, H_RESUME, _H_THREADS) = (
+(H_ADJ32, H_ADJ64, _H_SEEN, _H_KF, _H_KT, _H_ARGV, H_RESUME, _H_THREADS) = (
     5, 7, 9, 11, 12, 13, 14, 17)
 H_ARGS = 18
 NOPS = 128       # opcodes a program may hold (K_* and X_*): rows of KFWD
@@ -214,8 +214,8 @@ def run_program(PG, PL, PF, ARGS):
     TF = PF[:nt]
     FI = PF[nt:nt + ni]
     w32, w64, wb, noidx = _nil(np.float32), _nil(np.float64), _nil(np.uint8), _nil(np.int64)
-    adj32 = carray(_ptr(ARGS[_H_ADJ32], w32), ARGS[_H_ADJ32 + 1])
-    adj64 = carray(_ptr(ARGS[_H_ADJ64], w64), ARGS[_H_ADJ64 + 1])
+    adj32 = carray(_ptr(ARGS[H_ADJ32], w32), ARGS[H_ADJ32 + 1])
+    adj64 = carray(_ptr(ARGS[H_ADJ64], w64), ARGS[H_ADJ64 + 1])
     seen = carray(_ptr(ARGS[_H_SEEN], wb), ARGS[_H_SEEN + 1])
     KF = carray(_ptr(ARGS[_H_KF], noidx), (2, NOPS))
     KT = carray(_ptr(ARGS[_H_KT], noidx), (2, KCOLS))
@@ -310,7 +310,9 @@ def run_program(PG, PL, PF, ARGS):
                 off = TT[r, AOFF]
                 isz = 8 if VD[o, FL] & F64 else 4
                 base = adj64.ctypes.data if isz == 8 else adj32.ctypes.data
-                if seen[r] and _moves(threads, VD[o, N] * isz, KF):
+                if seen[r] and base + off * isz == VD[o, SO]:
+                    pass                # the backward wrote it there (a lent slot)
+                elif seen[r] and _moves(threads, VD[o, N] * isz, KF):
                     _move(KF[0], argf, i, base + off * isz, VD[o, SO], VD[o, N] * isz,
                           threads)
                 elif VD[o, FL] & F64:
