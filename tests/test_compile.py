@@ -787,6 +787,32 @@ def test_update_of_an_argument_in_place_shows_from_the_first_call():
     np.testing.assert_array_equal(read(tg.from_numpy(frozen)).numpy(), [2.0, np.nan])
 
 
+
+def test_an_update_in_place_is_found_by_its_bytes():
+    """The recording call compares each argument with its private copy byte by byte, a
+    megabyte at a time: a change in the last element, or 0.0 written over -0.0, is an
+    update; a NaN left alone is not."""
+    from tapegrad._tracer import _same_bytes
+
+    a = np.random.default_rng(0).standard_normal(300_000)
+    b = a.copy()
+    assert _same_bytes(a, b)
+    b[-1] += 1.0
+    assert not _same_bytes(a, b)
+    b[-1], b[5], a[5] = a[-1], 0.0, -0.0
+    assert not _same_bytes(a, b)
+    n = np.array([1.0, np.nan])
+    assert _same_bytes(n, n.copy())
+    assert not _same_bytes(np.zeros(3), np.zeros(3, np.float32))
+    m = np.arange(12.0).reshape(3, 4)
+    assert _same_bytes(m[:, ::2], m[:, ::2].copy()) and not _same_bytes(m[:, ::2], m[:, 1::2])
+    big = tg.zeros(300_000)
+    c = tg.compile(lambda t: t.add_(1.0).sum())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tg.CompileWarning)
+        assert c(big).item() == 300_000.0
+    assert big.numpy().min() == big.numpy().max() == 1.0
+
 def _value_and_grad_leaf(xn):
     x = tg.tensor(xn, requires_grad=True)
     f = (x * x * x).sum()
