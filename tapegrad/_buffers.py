@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 
+from . import _alloc
 from . import _kernels as K
 from . import tape as _tape
 
@@ -23,7 +24,7 @@ def _own_buffers(tr):
         arr = tr.arrays[v]
         if kind != "int" or id(arr) in state or arr.base is not None:
             continue
-        new = arr.copy()
+        new = _alloc.copy(arr)
         moved[_tape.addr(arr)] = (arr, new)
         tr.ids.pop(id(arr), None)
         tr.ids[id(new)] = v
@@ -162,7 +163,7 @@ def _run_scratch(rec, tr, saved, uses):
     if not out:
         return {}
     stride = slots * K.FUSE_BLOCK * 8
-    rec.run_scratch = np.empty(stride * K.SPLIT_MAX // 8)
+    rec.run_scratch = _alloc.empty(stride * K.SPLIT_MAX // 8)
     for h in heads:
         INS[h, K.I_P + 1] = rec.run_scratch.ctypes.data
         INS[h, K.I_P + 2] = stride
@@ -205,7 +206,7 @@ def _in_arena(rec, INS):
         step = 64 // old.itemsize                  # each slot on its own cache lines
         start = -(-old.size // step) * step
         sizes = [-(-n // step) * step for _, _, _, n in vals]
-        arena = np.empty(start + LEND_POOL * sum(sizes), old.dtype)
+        arena = _alloc.empty(start + LEND_POOL * sum(sizes), old.dtype)
         off = start
         for (v, r, home, n), size in zip(vals, sizes):
             shape = rec.arrays[v].shape

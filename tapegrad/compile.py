@@ -24,6 +24,7 @@ import weakref
 
 import numpy as np
 
+from . import _alloc
 from . import _kernels as K
 from . import tape as _tape
 from ._buffers import (LEND_POOL, _FREE, _Uses, _in_arena, _lendable, _own_buffers, _refs,
@@ -205,8 +206,8 @@ class Recording:
         self.PF = np.concatenate([TF, FI])
         self.patches = [(len(TF) + i, col, get) for i, col, get in patches]
         # (scratch for each chunk of a fused run split over threads)
-        self.adj32 = np.empty(max(adj32 + extra[0] * K.SPLIT_MAX, 1), np.float32)
-        self.adj64 = np.empty(max(adj64 + extra[1] * K.SPLIT_MAX, 1))
+        self.adj32 = _alloc.empty(max(adj32 + extra[0] * K.SPLIT_MAX, 1), np.float32)
+        self.adj64 = _alloc.empty(max(adj64 + extra[1] * K.SPLIT_MAX, 1))
         self.seen = np.zeros(max(len(TT), 1), np.uint8)
         self.ARGS = np.zeros(K.H_ARGS + len(self.args), np.int64)
         self.ARGS[:K.H_ARGS] = (len(TT), nv, ni, len(TL), len(LI),
@@ -283,12 +284,12 @@ class Recording:
         self.shadow = True
         self.lend = {}
         for v, (r, home, views) in self.inplace.items():
-            self._lend_slot(v, r, np.empty_like(views[0]), home)
+            self._lend_slot(v, r, _alloc.empty_like(views[0]), home)
         self.inplace = {}
         # the re-run's Python may read any value: each gets a buffer again
         INS[:, K.I_P + 8] = 0
         for v, (shape, dtype) in self.scratch.items():
-            self.arrays[v] = np.empty(shape, dtype)
+            self.arrays[v] = _alloc.empty(shape, dtype)
             self.PG[self.nt + v, K.SO] = _tape.addr(self.arrays[v])
         self.scratch = {}
 
@@ -455,7 +456,7 @@ class Recording:
                     nxt = pool[j]
                     break
             else:
-                nxt = np.empty_like(pool[-1])
+                nxt = _alloc.empty_like(pool[-1])
                 if len(pool) == LEND_POOL:
                     pool.pop(0)
                 pool.append(nxt)
@@ -477,7 +478,7 @@ class Recording:
                 self._lend_slot(v, r, views[j])
                 return
         if any(w is arrays[v] for w in views) or _refs(arrays, v) != _FREE:
-            self._lend_slot(v, r, np.empty_like(views[0]), home)
+            self._lend_slot(v, r, _alloc.empty_like(views[0]), home)
 
     def _lend_slot(self, v, r, buf, home=None):
         """Value v (the adjoint of tape row r) goes to ``buf``: a slot of the arena,

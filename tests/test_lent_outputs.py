@@ -219,3 +219,19 @@ def test_python_re_run_around_replays_reads_run_values():
         assert total == float(h.sum())
     rec = next(iter(c.cache.values()))[0]
     assert rec.shadow and not rec.scratch and c.replays == 3
+
+
+def test_program_buffers_skip_huge_pages_and_leave_numpy_as_it_was():
+    from tapegrad import _alloc
+
+    for shape, dtype in (((3, 5), np.float32), ((1 << 20,), np.float64), ((600, 1000), np.int64)):
+        a = _alloc.empty(shape, dtype)
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous
+    src = np.random.default_rng(2).standard_normal((700, 800))
+    out = _alloc.copy(src[:, ::2])
+    np.testing.assert_array_equal(out, src[:, ::2])
+    assert out.flags.c_contiguous and not np.shares_memory(out, src)
+    if _alloc._set_madvise_hugepage is not None:
+        was = _alloc._set_madvise_hugepage(True)
+        _alloc.empty((1 << 21,))
+        assert _alloc._set_madvise_hugepage(was) is True
