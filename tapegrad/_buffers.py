@@ -223,3 +223,34 @@ def _in_arena(rec, INS):
         h = K.H_ADJ64 if f64 else K.H_ADJ32
         rec.ARGS[h:h + 2] = _tape.addr(arena), arena.size
     return out
+
+
+def _relocations(rec, tr, INS, uses):
+    """Big arguments the program reads where the caller keeps them, instead of copying
+    them into buffers of its own (X_ARG): every address inside such a buffer (the value,
+    views of it, what the backward saved of it) is moved to the caller's array before
+    each replay (X_ARG then finds it in place). Only values the program and Python
+    never write, return, restore or hand to Python. Returns (ARGS slot, flat positions
+    in PG, offsets, the addresses they had)."""
+    if tr.fns or tr.calls or tr.hooks:
+        return []
+    outs = _values(rec.out, {v for _, v in rec.argrads if v is not None})
+    PG = rec.PG.reshape(-1)
+    ncol = rec.PG.shape[1]
+    nt, nv = rec.nt, rec.nv
+    cells = [nt * ncol + np.arange(nv) * ncol + K.SO]
+    cells += [np.arange(nt) * ncol + c for c in (K.SA, K.SB, K.SO)]
+    gathers = np.flatnonzero(INS[:, K.I_OP] == K.X_GATHER)
+    cells.append((nt + nv + gathers) * ncol + K.I_P)
+    cells = np.concatenate(cells)
+    out = []
+    for i in np.flatnonzero(INS[:, K.I_OP] == K.X_ARG).tolist():
+        v = int(INS[i, K.I_O])
+        arr = tr.arrays[v]
+        if arr.nbytes < LEND_BYTES or v in outs or v in rec.lend or v in uses.elsewhere \
+                or id(arr) in uses.held or uses.writers.count(v) != 1:
+            continue
+        lo = _tape.addr(arr)
+        at = cells[(PG[cells] >= lo) & (PG[cells] < lo + arr.nbytes)]
+        out.append((K.H_ARGS + int(INS[i, K.I_P]), at, PG[at] - lo, PG[at].copy()))
+    return out

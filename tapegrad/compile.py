@@ -28,7 +28,7 @@ from . import _alloc
 from . import _kernels as K
 from . import tape as _tape
 from ._buffers import (LEND_POOL, _FREE, _Uses, _in_arena, _lendable, _own_buffers, _refs,
-                       _run_scratch)
+                       _relocations, _run_scratch)
 from ._fusion import _BINARY, _UNARY, _alias_copies, _fuse, _runs
 from ._guards import _Sources, _same_state, read_value, same_value
 from ._shadow import Diverged, Shadow, eligible
@@ -266,6 +266,7 @@ class Recording:
         uses = _Uses(self, tr, INS, TT, LI)
         self.lend = _lendable(self, tr, uses)
         self.inplace = _in_arena(self, INS)
+        self.relocs = _relocations(self, tr, INS, uses)
         for v, (r, _, views) in self.inplace.items():
             self.lend[v] = views
             self._lend_slot(v, r, views[0])
@@ -286,6 +287,10 @@ class Recording:
         for v, (r, home, views) in self.inplace.items():
             self._lend_slot(v, r, _alloc.empty_like(views[0]), home)
         self.inplace = {}
+        flat = self.PG.reshape(-1)
+        for _, at, _, home in self.relocs:       # Python may read the arguments' values
+            flat[at] = home
+        self.relocs = []
         # the re-run's Python may read any value: each gets a buffer again
         INS[:, K.I_P + 8] = 0
         for v, (shape, dtype) in self.scratch.items():
@@ -397,6 +402,10 @@ class Recording:
                 d = np.ascontiguousarray(d)
                 keep.append(d)
             ARGS[slot] = addr(d)
+        if self.relocs:
+            flat = self.PG.reshape(-1)
+            for slot, at, offsets, _ in self.relocs:
+                flat[at] = ARGS[slot] + offsets
         saved = [a.copy() for a in self.backup] if self.backup else None
         positions = [s[1] for s in self.streams] if self.streams else None
         if self.lend:

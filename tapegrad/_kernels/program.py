@@ -325,7 +325,9 @@ def run_program(PG, PL, PF, ARGS):
                         out32[j] = adj32[off + j] if seen[r] else 0.0
             elif k == X_ARG:
                 nb = VD[o, N] * (1 if VD[o, FL] & U8 else 8 if VD[o, FL] & F64 else 4)
-                if _moves(threads, nb, KF):
+                if ARGS[H_ARGS + INS[i, I_P]] == VD[o, SO]:
+                    pass                # read where the caller keeps it (relocated)
+                elif _moves(threads, nb, KF):
                     _move(KF[0], argf, i, ARGS[H_ARGS + INS[i, I_P]], VD[o, SO], nb, threads)
                 else:
                     d = carray(_ptr(VD[o, SO], wb), nb)
