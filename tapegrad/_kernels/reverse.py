@@ -363,37 +363,41 @@ def _reverse_rows(inline1):
             if seen[r] == 0:
                 continue
             fl = T[r, FL]
-            if (fl & F64) != dtflag:
-                return SWITCH, r
-            if fl & PAUSE and not (resume and r == start):
-                return PAUSED, r
-            if runs.size and runs[r] > 1:      # (hooked rows only top runs)
-                argv[_A_R] = r
-                argv[_A_OUT] = 0
-                if kt[FUSED] != 0:
-                    _call(kt[FUSED], av)
-                if argv[_A_OUT] == 0:
-                    return NEED, r
-                r -= runs[r] - 1
-                continue
-            if fl & ALIAS:
-                seen[T[r, A]] = 1
-                continue
             k = T[r, OP]
-            if k == K_PYOUT:
-                _touch(adj, T, seen, T[r, P0 + 2])   # so that the Function's row runs
-                continue
-            if k == K_LEAF or k == K_EXT:
-                continue
-            if fl & FREED:
-                return ERR_FREED, r
-            if fl & DIRTY:
-                return ERR_DIRTY, r
-            if k == K_CAST:
-                return CAST, r
-            if k == K_PYFN:
-                return PYFN, r
-            if inline1 and arith1(k, T[r, N]):
+            # one-element arithmetic on a plain row (most rows of scalar programs): no
+            # other check applies
+            inline = inline1 and arith1(k, T[r, N])
+            if not inline or (fl & (F64 | PAUSE | FREED | DIRTY)) != dtflag:
+                if (fl & F64) != dtflag:
+                    return SWITCH, r
+                if fl & PAUSE and not (resume and r == start):
+                    return PAUSED, r
+                if runs.size and runs[r] > 1:      # (hooked rows only top runs)
+                    argv[_A_R] = r
+                    argv[_A_OUT] = 0
+                    if kt[FUSED] != 0:
+                        _call(kt[FUSED], av)
+                    if argv[_A_OUT] == 0:
+                        return NEED, r
+                    r -= runs[r] - 1
+                    continue
+                if fl & ALIAS:
+                    seen[T[r, A]] = 1
+                    continue
+                if k == K_PYOUT:
+                    _touch(adj, T, seen, T[r, P0 + 2])   # so that the Function's row runs
+                    continue
+                if k == K_LEAF or k == K_EXT:
+                    continue
+                if fl & FREED:
+                    return ERR_FREED, r
+                if fl & DIRTY:
+                    return ERR_DIRTY, r
+                if k == K_CAST:
+                    return CAST, r
+                if k == K_PYFN:
+                    return PYFN, r
+            if inline:
                 _arith_vjp1(k, T, r, F[r, 0], adj, seen)
             else:
                 slot = GENERAL + k if general(T, r) else k
