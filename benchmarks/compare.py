@@ -13,8 +13,9 @@ disagreement prints a FAIL line and makes the exit status nonzero.
 Time per step: the minimum over repeats of the mean time of a timed loop, each repeat
 lasting at least 0.1 s (0.02 s with --quick) or one call; consecutive calls alternate
 between two inputs. First call: the first call of a fresh function object, or for
-tapegrad compiled the recording call plus the first replay. Writes ``compare.md`` and
-``compare.png`` to --out (default ``benchmarks/results``).
+tapegrad compiled the recording call plus the first replay. With the ``big`` workload, the
+peak memory of each of MEMORY_COLS, each in a fresh process (Linux). Writes ``compare.md``
+and ``compare.png`` to --out (default ``benchmarks/results``).
 """
 import argparse
 import math
@@ -456,8 +457,16 @@ class Hand:
         return lambda i: (ref(params, *inputs[i & 1]), *params)
 
 
-def load_libraries():
-    """{column: library}, and notes on the columns that are missing."""
+def load_libraries(only=None):
+    """{column: library}, and notes on the columns that are missing (``only``: just
+    these columns)."""
+    libs, notes = _load_libraries(only)
+    return ({c: lib for c, lib in libs.items() if only is None or c in only}, notes)
+
+
+def _load_libraries(only):
+    def wanted(*cols):
+        return only is None or any(c in only for c in cols)
     libs, notes = {"tapegrad eager": TensorLib(tg)}, []
     if hasattr(tg, "compile"):
         libs["tapegrad compiled"] = TensorLib(tg, tg.compile, first_calls=2)
@@ -467,14 +476,19 @@ def load_libraries():
         notes.append("tapegrad compiled: `tg.compile` is not available in this tapegrad; "
                      "column skipped.")
     try:
+        if not wanted("PyTorch eager", "torch.compile"):
+            raise ImportError
         import torch
     except ImportError:
         notes.append("PyTorch is not installed: PyTorch and torch.compile skipped.")
     else:
         libs["PyTorch eager"] = TensorLib(torch)
         libs["torch.compile"] = TensorLib(torch, torch.compile, fresh=torch._dynamo.reset)
-        notes.append(warm_torch_compile(torch))
+        if wanted("torch.compile"):
+            notes.append(warm_torch_compile(torch))
     try:
+        if not wanted("JAX jit"):
+            raise ImportError
         import jax
     except ImportError:
         notes.append("JAX is not installed: column skipped.")
@@ -483,6 +497,8 @@ def load_libraries():
         libs["JAX jit"] = PureLib(jax.numpy, jax.value_and_grad, jax.jit,
                                   jax.block_until_ready)
     try:
+        if not wanted("HIPS autograd"):
+            raise ImportError
         import autograd
         import autograd.numpy as anp
     except ImportError:
@@ -610,6 +626,52 @@ def run_workload(w, libs, args):
     return row
 
 
+# -- memory ------------------------------------------------------------------------------
+MEMORY_WORKLOAD = "big"
+MEMORY_COLS = ["tapegrad compiled", "tapegrad eager", "JAX jit", "PyTorch eager",
+               "hand-written"]
+MEMORY_CALLS = 6
+
+
+def _rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def peak(name, col):
+    """In this (fresh) process: ``col``'s first calls and MEMORY_CALLS more of workload
+    ``name``; prints the peak RSS, the RSS before the first call and after the last, in
+    MB."""
+    import resource
+    libs, _ = load_libraries({col})
+    w = WORKLOADS[name]
+    call = libs[col].make(w, w.inputs())
+    before = _rss_mb()
+    calls(call, 0, libs[col].first_calls + MEMORY_CALLS)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, before, _rss_mb())
+
+
+def memory_table():
+    """Peak RSS of each MEMORY_COLS column on MEMORY_WORKLOAD, each in a fresh process."""
+    import subprocess
+    lines = [f"## Peak memory, `{MEMORY_WORKLOAD}` (MB)", "",
+             "| column | peak RSS | peak above the process before its first call | "
+             "RSS after the calls, above it |",
+             "|---|---:|---:|---:|"]
+    for col in MEMORY_COLS:
+        run = subprocess.run([sys.executable, os.path.abspath(__file__), "--peak",
+                              MEMORY_WORKLOAD, col], capture_output=True, text=True)
+        if run.returncode:
+            lines.append(f"| {col} | n/a | n/a | n/a |")
+            continue
+        top, before, after = map(float, run.stdout.split()[-3:])
+        lines.append(f"| {col} | {top:,.0f} | {top - before:,.0f} | {after - before:,.0f} |")
+    lines += ["", f"- Each column in a fresh process: its inputs made, then its first calls "
+              f"and {MEMORY_CALLS} more; RSS from the kernel (`ru_maxrss`, "
+              "`/proc/self/statm`)."]
+    return "\n".join(lines) + "\n"
+
+
 # -- report ------------------------------------------------------------------------------
 def fmt(v, unit=""):
     if v is None:
@@ -724,7 +786,11 @@ def main(argv=None):
                     help="3 repeats of >= 0.02 s, 2 first-call measurements")
     ap.add_argument("--only", help="comma-separated workloads: " + ",".join(WORKLOADS))
     ap.add_argument("--out", default=os.path.join(HERE, "results"), help="output folder")
+    ap.add_argument("--peak", nargs=2, metavar=("WORKLOAD", "COLUMN"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.peak:
+        peak(*args.peak)
+        return 0
     names = args.only.split(",") if args.only else list(WORKLOADS)
     unknown = set(names) - set(WORKLOADS)
     if unknown:
@@ -744,6 +810,8 @@ def main(argv=None):
     if base != "tapegrad compiled":
         notes.append("Ratios are against tapegrad eager, as tapegrad compiled is missing.")
     md = markdown(rows, cols, base, header(libs, notes, args, (load0, os.getloadavg()[0])))
+    if MEMORY_WORKLOAD in rows and sys.platform.startswith("linux"):
+        md += "\n" + memory_table()
     print(md)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "compare.md"), "w") as f:

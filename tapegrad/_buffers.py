@@ -230,8 +230,8 @@ def _relocations(rec, tr, INS, uses):
     them into buffers of its own (X_ARG): every address inside such a buffer (the value,
     views of it, what the backward saved of it) is moved to the caller's array before
     each replay (X_ARG then finds it in place). Only values the program and Python
-    never write, return, restore or hand to Python. Returns (ARGS slot, flat positions
-    in PG, offsets, the addresses they had)."""
+    never write, return, restore or hand to Python; their own buffers are dropped.
+    Returns (ARGS slot, flat positions in PG, offsets, value id, shape, dtype)."""
     if tr.fns or tr.calls or tr.hooks:
         return []
     outs = _values(rec.out, {v for _, v in rec.argrads if v is not None})
@@ -252,5 +252,6 @@ def _relocations(rec, tr, INS, uses):
             continue
         lo = _tape.addr(arr)
         at = cells[(PG[cells] >= lo) & (PG[cells] < lo + arr.nbytes)]
-        out.append((K.H_ARGS + int(INS[i, K.I_P]), at, PG[at] - lo, PG[at].copy()))
+        out.append((K.H_ARGS + int(INS[i, K.I_P]), at, PG[at] - lo, v, arr.shape, arr.dtype))
+        tr.arrays[v] = np.empty((0,) + arr.shape[1:], arr.dtype)     # its buffer is dropped
     return out

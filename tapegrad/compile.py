@@ -288,8 +288,9 @@ class Recording:
             self._lend_slot(v, r, _alloc.empty_like(views[0]), home)
         self.inplace = {}
         flat = self.PG.reshape(-1)
-        for _, at, _, home in self.relocs:       # Python may read the arguments' values
-            flat[at] = home
+        for _, at, offsets, v, shape, dtype in self.relocs:   # Python may read them
+            self.arrays[v] = np.empty(shape, dtype)
+            flat[at] = _tape.addr(self.arrays[v]) + offsets
         self.relocs = []
         # the re-run's Python may read any value: each gets a buffer again
         INS[:, K.I_P + 8] = 0
@@ -404,7 +405,7 @@ class Recording:
             ARGS[slot] = addr(d)
         if self.relocs:
             flat = self.PG.reshape(-1)
-            for slot, at, offsets, _ in self.relocs:
+            for slot, at, offsets, *_ in self.relocs:
                 flat[at] = ARGS[slot] + offsets
         saved = [a.copy() for a in self.backup] if self.backup else None
         positions = [s[1] for s in self.streams] if self.streams else None

@@ -257,7 +257,7 @@ def test_big_arguments_are_read_where_the_caller_keeps_them():
             np.testing.assert_array_equal(g.detach().numpy(), w.detach().numpy())
         np.testing.assert_array_equal(x, before)
     rec = next(iter(c.cache.values()))[0]
-    ((_, at, _, _),) = rec.relocs
+    ((_, at, *_),) = rec.relocs
     assert len(at) >= 3                  # the value, its two slices, what POWS saved
     wide = np.random.default_rng(7).uniform(0.0, 2.0, 2 * N)
     got = c(tg.from_numpy(wide[::2]).requires_grad_())
