@@ -865,3 +865,39 @@ def test_kernel_opcodes_are_unique_and_every_entry_names_one():
     assert sorted(codes.values()) == list(range(K.NKERNELS)), codes
     assert all(0 <= e.kernel < K.NKERNELS for e in ops.ENTRIES)
     assert [e.index for e in ops.ENTRIES] == list(range(len(ops.ENTRIES)))
+
+
+@pytest.mark.parametrize("shape, index, one_run", [((3,), np.s_[1:], True),
+                                                   ((9,), np.s_[2:5], True),
+                                                   ((5, 7), np.s_[1:3], True),
+                                                   ((4, 3, 2), np.s_[1:, :, :], True),
+                                                   ((5, 7), np.s_[:, 2:], False)])
+def test_slice_gradients_written_first_then_added(torch, shape, index, one_run):
+    """A view of consecutive elements writes its input's gradient when it contributes
+    first (zeros around it; -0.0 stays, as PyTorch's slice backward; other views add
+    to zeros), and later contributions add to it: equal to PyTorch, eager and compiled."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape)
+    g = rng.standard_normal(x[index].shape)
+    g.reshape(-1)[::3] = -0.0
+
+    def f(lib, t):
+        y = t[index]
+        return (y * (lib.tensor(g) if lib is tg else torch.from_numpy(g))).sum() + (t * t).sum()
+
+    t = tg.tensor(x, requires_grad=True)
+    t[index].backward(tg.tensor(g))
+    tt = torch.from_numpy(x.copy()).requires_grad_()
+    tt[index].backward(torch.from_numpy(g))
+    got, want = t.grad.numpy(), tt.grad.numpy()
+    assert np.array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want)) == one_run
+    t2 = tg.tensor(x, requires_grad=True)
+    f(tg, t2).backward()
+    tt2 = torch.from_numpy(x.copy()).requires_grad_()
+    f(torch, tt2).backward()
+    np.testing.assert_array_equal(t2.grad.numpy(), tt2.grad.numpy())
+    c = tg.compile(lambda a: tg.autograd.grad(f(tg, a), (a,))[0])
+    for _ in range(3):
+        np.testing.assert_array_equal(c(tg.tensor(x, requires_grad=True)).numpy(),
+                                      t2.grad.numpy())
