@@ -68,7 +68,13 @@ def _forward(x):
     return tg.sigmoid(x) * x + tg.sin(x) * 2.0
 
 
-@pytest.mark.parametrize("fn", [_value_and_grad, _forward])
+def _rosenbrock(x):
+    """Slices: their gradients go into x's over the threads (RUNADD)."""
+    f = (100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2).sum()
+    return (f, *tg.autograd.grad(f, (x,)))
+
+
+@pytest.mark.parametrize("fn", [_value_and_grad, _forward, _rosenbrock])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_thread_counts_give_the_same_bits(fn, dtype, restore_threads):
     n = K.PAR_MIN * 2 + 1234          # chunks that end inside a block
@@ -77,7 +83,7 @@ def test_thread_counts_give_the_same_bits(fn, dtype, restore_threads):
 
     def arg(i):
         t = tg.from_numpy(xs[i].copy())
-        return t.requires_grad_() if fn is _value_and_grad else t
+        return t if fn is _forward else t.requires_grad_()
 
     def bits(res):
         res = res if isinstance(res, tuple) else (res,)
@@ -91,8 +97,10 @@ def test_thread_counts_give_the_same_bits(fn, dtype, restore_threads):
         f64 = 1 if dtype == np.float64 else 0
         assert K.KFWD[f64, K.X_FUSED] != 0
         assert K.KFWD[0, K.X_MOVE] != 0           # the argument's copy
-        if fn is _value_and_grad:
+        if fn is not _forward:
             assert K.KTAB[f64, K.SPLIT] != 0
+        if fn is _rosenbrock:
+            assert K.KTAB[f64, K.RUNADD] != 0
     for threads in (1, 2, 3, 2):
         tg.set_num_threads(threads)
         for i in range(2):

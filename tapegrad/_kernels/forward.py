@@ -12,20 +12,20 @@ from numba import carray, get_num_threads, njit, threading_layer
 from .cache import _INL, _SUB, _safe_caches
 from .layout import (BINARY_FIRST, BINARY_LAST, F64, FL, K_ADD, K_AMAX, K_BATCHNORM,
                      K_CAST, K_CAT, K_COPY, K_GATHER, K_LAYERNORM, K_LINEAR, K_LOGSOFTMAX,
-                     K_MATMUL, K_PROD, K_SOFTMAX, K_SUM, K_WHERE, MAXD, N, NCOL, ND, OP,
-                     PAR_MIN, S0, SPLIT_MAX, SUM_BLOCK, U8, _block_sum, _j, _mode, _nil,
-                     _ptr, _var, _work, _worth_splitting, general, sum_parts)
+                     K_MATMUL, K_PROD, K_SOFTMAX, K_STRIDED, K_SUM, K_WHERE, MAXD, N, NCOL,
+                     ND, OP, PAR_MIN, S0, SPLIT_MAX, SUM_BLOCK, U8, _block_sum, _j, _mode,
+                     _nil, _ptr, _var, _work, _worth_splitting, general, sum_parts)
 from .linalg import _mm_shape, ensure_blas, linear_fwd, matmul_fwd
 from .elementwise import (UNARY_FWD, _BINARY_VJPS, _SCALAR_BY_KERNEL, _UNARY_VJPS,
                           _binary_block, _binop, _scalar_unary, binary_fwd, bits_fwd,
                           arith1, compare_fwd)
-from .reduce import (amax_fwd, argext_fwd, cat_fwd, gather_strided, prod_fwd, softmax_fwd,
-                     softmax_last, sort_fwd, sum_fwd, sum_rows)
+from .reduce import (amax_fwd, argext_fwd, cat_fwd, gather_strided, one_run, prod_fwd,
+                     softmax_fwd, softmax_last, sort_fwd, sum_fwd, sum_rows)
 from .norm import batch_norm_fwd, layer_norm_fwd
 from .optim import adam_moment, adam_step
 from .rng import R_INT, R_NORMAL, fill_normal, fill_randint, fill_random
-from .reverse import (ARGV, BLOCKS, FUSED, REVERSE, REVERSE1, SPLIT, _FAMILY_VJPS, _cfunc,
-                      prepare, run_elements)
+from .reverse import (ARGV, BLOCKS, FUSED, REVERSE, REVERSE1, RUNADD, SPLIT, _FAMILY_VJPS,
+                      _cfunc, prepare, run_elements)
 from .program import (I_A, I_B, I_O, I_OP, I_P, NOPS, X_ADAM, X_ADJ, X_ARG, X_ARGEXT,
                       X_AXPY, X_BACKWARD, X_BCAST, X_BITS, X_CALL, X_CHECK, X_CMP, X_COND,
                       X_COPY, X_FILL, X_FUSED, X_GATHER, X_IADD, X_ICMP, X_INDEX, X_ISUM,
@@ -574,6 +574,9 @@ def prepare_program(TT, VD, INS, runs):
     if runs.any():
         prepare(FUSED, 0)
         prepare(FUSED, 1)
+    for r in np.flatnonzero((TT[:, OP] == K_STRIDED) & (TT[:, N] >= PAR_MIN)):
+        if one_run.py_func(TT, r) and _split_ok():
+            prepare(RUNADD, TT[r, FL] & F64)
     for r in np.flatnonzero(runs > 1):
         if _worth_splitting.py_func(run_elements.py_func(TT, r),
                                     _work.py_func(TT, OP, r - runs[r] + 1, r + 1)) \

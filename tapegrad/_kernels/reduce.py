@@ -89,30 +89,17 @@ def _strided(T, r, adj, seen):
         ao, fr = _dst(adj, T, seen, a)
         _walk(shape, vst, 0, g, adj[ao:ao + T[a, N]], 0 if fr else 2)
         return
-    if seen[a] == 0 and _one_run(T, r, st):
-        # the first contribution, of consecutive elements (x[i:j], rows of a matrix):
-        # written around zeros, not added to them (one pass less; -0.0 stays, as in
-        # PyTorch's slice backward)
-        seen[a] = 1
-        off, n = T[r, P0], T[r, N]
-        d = adj[T[a, AOFF]:T[a, AOFF] + T[a, N]]
-        for i in range(off):
-            d[i] = 0
-        for i in range(n):
-            d[off + i] = g[i]
-        for i in range(off + n, d.size):
-            d[i] = 0
-        return
     ao = _touch(adj, T, seen, a)
     _walk(_shape(T, r), st, T[r, P0], adj[ao:ao + T[a, N]], g, 1)
 
 
 @njit(**_SUB)
-def _one_run(T, r, st):
-    """Whether view r (strides st) reads consecutive elements of its input."""
+def one_run(T, r):
+    """Whether strided view r reads consecutive elements of its input (x[i:j], rows of a
+    matrix): its VJP is then a copy or an addition (reverse.py), not a walk."""
     s = 1
     for k in range(T[r, ND] - 1, -1, -1):
-        if T[r, S0 + k] > 1 and st[k] != s:
+        if T[r, S0 + k] > 1 and T[r, P0 + 1 + k] != s:
             return False
         s *= T[r, S0 + k]
     return True

@@ -12,13 +12,14 @@ from .layout import (A, ALIAS, AOFF, B, CAST, DIRTY, DONE, ERR_DIRTY, ERR_FREED,
                      FREED, FUSE_BLOCK, K_AMAX, K_BATCHNORM, K_CAST, K_CAT, K_COPY, K_EXT,
                      K_GATHER, K_LEAF, K_LAYERNORM, K_LINEAR, K_LOGSOFTMAX, K_MATMUL,
                      K_PROD, K_PYFN, K_PYOUT, K_SCATTER, K_SETIDX, K_SOFTMAX, K_STRIDED,
-                     K_SUM, K_WHERE, N, NCOL, NKERNELS, OP, P0, PAUSE, PAUSED, PYFN, SA,
-                     SAVES, SB, SO, SPLIT_MAX, STEP, SWITCH, _bcast, _binary_dst, _call,
+                     K_SUM, K_WHERE, N, NCOL, NKERNELS, OP, P0, PAR_MIN, PAUSE, PAUSED, PYFN,
+                     SA, SAVES, SB, SO, SPLIT_MAX, STEP, SWITCH, _bcast, _binary_dst, _call,
                      _dst, _ew, _j, _load, _mode, _nil, _ptr, _put, _raw, _touch, _work,
                      _worth_splitting, general)
 from .linalg import _linear_vjp, _matmul_vjp, ensure_blas
 from .elementwise import _BINARY_VJPS, _UNARY_VJPS, _arith_vjp1, _inp, _out, _ug, arith1
-from .reduce import _amax, _cat, _indexed, _prod, _softmax, _strided, _sum, _sum_rows
+from .reduce import (_amax, _cat, _indexed, _prod, _softmax, _strided, _sum, _sum_rows,
+                     one_run)
 from .norm import _batch_norm_vjp, _layer_norm_vjp
 
 
@@ -34,7 +35,9 @@ REVERSE = NKERNELS  # ... and of reverse_rows on one arena, for programs
 GENERAL = NKERNELS + 1      # slot GENERAL + k: op k's general kernel (see general())
 BLOCKS = GENERAL + NKERNELS  # elements LO..HI of a fused run (one chunk of a split)
 SPLIT = BLOCKS + 1          # a fused run's chunks on all threads
-KCOLS = SPLIT + 1
+RUNADD = SPLIT + 1          # a view's gradient copied or added into its input, on all
+#                             threads (_run_vjp)
+KCOLS = RUNADD + 1
 REVERSE1 = KCOLS    # reverse_rows with one-element arithmetic inline (no slot of its own:
 #                     once compiled, it takes REVERSE's)
 
@@ -220,7 +223,16 @@ def _vjp_kernel(k, f64, gen):
     elif k == K_STRIDED:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
-            _strided(T, r, adj, seen)
+            if one_run(T, r):
+                a, runs, kt = _driver(argp)
+                _run_vjp(T, r, adj, seen, kt, a)
+            else:
+                _strided(T, r, adj, seen)
+    elif k == RUNADD:
+        def kern(argp):
+            a = carray(_ptr(argp, np.int64), ARGV)
+            _run_add(a[_A_DST], a[_A_SHIFT], a[_A_LEN], a[_A_FA] != 0,
+                     min(a[_A_THREADS], SPLIT_MAX), _nil(dt))
     elif k == K_MATMUL:
         def kern(argp):
             T, F, L, adj, seen, r = _open(argp, dt)
@@ -526,6 +538,57 @@ def _split_run(fn, argv, T, chunks):
         av[_A_HI] = min(n, c * per + per)
         av[_A_SHIFT] = c * stride
         _call(fn, av.ctypes.data)
+
+
+@njit(**_INL)
+def _run_vjp(T, r, adj, seen, kt, argv):
+    """The VJP of a view of consecutive elements (one_run): on the input's first
+    contribution its gradient is written there, zeros around it (one pass less than
+    adding to zeros; -0.0 stays, as in PyTorch's slice backward), else added; big ones
+    in a replay on all threads (RUNADD: elementwise, so any split gives the same
+    results)."""
+    a = T[r, A]
+    off, n = T[r, P0], T[r, N]
+    first = seen[a] == 0
+    base = T[a, AOFF]
+    if first:
+        seen[a] = 1
+        for i in range(base, base + off):
+            adj[i] = 0
+        for i in range(base + off + n, base + T[a, N]):
+            adj[i] = 0
+    d = adj[base + off:base + off + n]
+    g = adj[T[r, AOFF]:T[r, AOFF] + n]
+    if argv[_A_THREADS] > 1 and n >= PAR_MIN and kt[RUNADD] != 0:
+        argv[_A_DST] = d.ctypes.data
+        argv[_A_SHIFT] = g.ctypes.data
+        argv[_A_LEN] = n
+        argv[_A_FA] = first
+        _call(kt[RUNADD], argv.ctypes.data)
+    elif first:
+        for i in range(n):
+            d[i] = g[i]
+    else:
+        for i in range(n):
+            d[i] += g[i]
+
+
+@njit(parallel=True, **_SUB)
+def _run_add(dst, src, n, fresh, chunks, like):
+    """n values at address src copied (fresh) or added to those at dst, in one chunk
+    per thread."""
+    d = carray(_ptr(dst, like), n)
+    s = carray(_ptr(src, like), n)
+    per = (n + chunks - 1) // chunks
+    for c in prange(chunks):
+        lo = min(n, c * per)
+        hi = min(n, lo + per)
+        if fresh:
+            for i in range(lo, hi):
+                d[i] = s[i]
+        else:
+            for i in range(lo, hi):
+                d[i] += s[i]
 
 
 def _cfunc(kern):
