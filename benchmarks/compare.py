@@ -633,22 +633,25 @@ MEMORY_COLS = ["tapegrad compiled", "tapegrad eager", "JAX jit", "PyTorch eager"
 MEMORY_CALLS = 6
 
 
-def _rss_mb():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+def _status_mb(field):
+    """VmRSS (now) or VmHWM (peak) of this process, in MB: the kernel's counts for its
+    memory map, which exec starts afresh (``ru_maxrss`` keeps a forking parent's)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
 
 
 def peak(name, col):
     """In this (fresh) process: ``col``'s first calls and MEMORY_CALLS more of workload
     ``name``; prints the peak RSS, the RSS before the first call and after the last, in
     MB."""
-    import resource
     libs, _ = load_libraries({col})
     w = WORKLOADS[name]
     call = libs[col].make(w, w.inputs())
-    before = _rss_mb()
+    before = _status_mb("VmRSS")
     calls(call, 0, libs[col].first_calls + MEMORY_CALLS)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, before, _rss_mb())
+    print(_status_mb("VmHWM"), before, _status_mb("VmRSS"))
 
 
 def memory_table():
@@ -667,8 +670,8 @@ def memory_table():
         top, before, after = map(float, run.stdout.split()[-3:])
         lines.append(f"| {col} | {top:,.0f} | {top - before:,.0f} | {after - before:,.0f} |")
     lines += ["", f"- Each column in a fresh process: its inputs made, then its first calls "
-              f"and {MEMORY_CALLS} more; RSS from the kernel (`ru_maxrss`, "
-              "`/proc/self/statm`)."]
+              f"and {MEMORY_CALLS} more; RSS from the kernel (`VmHWM`, `VmRSS` of "
+              "`/proc/self/status`)."]
     return "\n".join(lines) + "\n"
 
 
