@@ -68,10 +68,10 @@ def _answer_numba_blas_probe():
     loads, checks that SciPy's BLAS imports by importing scipy.linalg (0.2 s in every
     process). SciPy is a dependency, and Numba's own BLAS calls still import it when
     they are compiled: the check is answered without the import."""
-    if "numba.np.arraymath" in sys.modules:
-        return
     from numba.np import linalg as nplinalg
-    probe = nplinalg.ensure_blas
+    probe = getattr(nplinalg, "ensure_blas", None)
+    if "numba.np.arraymath" in sys.modules or probe is None:
+        return
     nplinalg.ensure_blas = _no_import
     try:
         from numba.np import arraymath
