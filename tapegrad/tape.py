@@ -337,6 +337,10 @@ def take_arena(dtype, size):
 
 
 def give_arena(arena):
+    """Back to the pool, unless a recording of this thread used it: the program replays
+    on arenas of its own, and a big recording's would stay resident for nothing."""
+    if TRACE[0] is not None and TRACE[0].current() is not None:
+        return
     pool = _ARENAS.setdefault(arena.dtype, [])
     if len(pool) < 2:
         pool.append(arena)

@@ -286,3 +286,19 @@ def test_big_arguments_are_read_where_the_caller_keeps_them():
         np.testing.assert_array_equal(c3(tg.from_numpy(x).requires_grad_()).numpy(),
                                       rosen_value_and_grad(tg.from_numpy(x).requires_grad_())[1].numpy())
     assert len(seen) == 4
+
+
+def test_a_recording_does_not_keep_its_eager_arena():
+    """The recording call's backward runs eagerly; the program replays on arenas of its
+    own, so that arena is not kept in the pool (a big one would stay resident)."""
+    from tapegrad import tape as _tape
+
+    x0 = np.random.default_rng(4).standard_normal(N)
+    _tape._ARENAS.clear()
+    c = tg.compile(value_and_grad)
+    c(tg.from_numpy(x0).requires_grad_())
+    assert not any(a.size >= N for pool in _tape._ARENAS.values() for a in pool)
+    got = c(tg.from_numpy(x0).requires_grad_())[1].numpy()
+    want = value_and_grad(tg.from_numpy(x0).requires_grad_())[1].numpy()
+    np.testing.assert_array_equal(got, want)
+    assert any(a.size >= N for pool in _tape._ARENAS.values() for a in pool)   # eager's
