@@ -1,7 +1,8 @@
 """Who owns a compiled program's big buffers: the recording's temporaries it takes
-over (``_own_buffers``), the outputs it hands out without a copy (``_lendable``, pools
-that ``Recording._claim`` draws from) and the values that only a fused run reads, kept
-in block-sized scratch (``_run_scratch``)."""
+over (``_own_buffers``), the outputs it hands out without a copy (``_lendable`` and
+``_in_arena``, pools that ``claim`` draws from before each replay), the big arguments
+it reads where the caller keeps them (``_relocations``) and the values that only a
+fused run reads, kept in block-sized scratch (``_run_scratch``)."""
 import bisect
 import sys
 
@@ -62,7 +63,7 @@ def _own_buffers(tr):
                     T[r, c] = moved_to(int(T[r, c]))
 
 
-# Outputs of at least this many bytes are handed out without a copy (Recording._claim)
+# Outputs of at least this many bytes are handed out without a copy (claim)
 LEND_BYTES = 1 << 16
 LEND_POOL = 3
 
@@ -255,3 +256,72 @@ def _relocations(rec, tr, INS, uses):
         out.append((K.H_ARGS + int(INS[i, K.I_P]), at, PG[at] - lo, v, arr.shape, arr.dtype))
         tr.arrays[v] = np.empty((0,) + arr.shape[1:], arr.dtype)     # its buffer is dropped
     return out
+
+
+def claim(rec):
+    """Before a replay, each output handed out as it is (``lend``) gets a buffer
+    that nothing outside its pool refers to any more: its last one (kept last in
+    the pool) when the caller dropped it, else the one before (a caller holding last
+    step's results while it calls), else a new one; a pool holds at most LEND_POOL."""
+    PG = rec.PG
+    for v, pool in rec.lend.items():
+        if v in rec.inplace:
+            _claim_slot(rec, v, pool)
+            continue
+        if _refs(pool, -1) == _FREE + 1:        # the pool's and rec.arrays' refs
+            continue
+        for j in range(len(pool) - 1):
+            if _refs(pool, j) == _FREE:
+                nxt = pool[j]
+                break
+        else:
+            nxt = _alloc.empty_like(pool[-1])
+            if len(pool) == LEND_POOL:
+                pool.pop(0)
+            pool.append(nxt)
+        pool.append(pool.pop(next(i for i, b in enumerate(pool) if b is nxt)))
+        rec.arrays[v] = nxt
+        PG[rec.nt + v, K.SO] = _tape.addr(nxt)
+
+
+def _claim_slot(rec, v, views):
+    """claim for a gradient lent from the arena (_in_arena): a slot nobody else
+    holds, the current one first; with every slot held, a buffer of its own, into
+    which X_ADJ copies from the row's own offset."""
+    arrays = rec.arrays
+    for j in range(len(views)):
+        if views[j] is arrays[v] and _refs(views, j) == _FREE + 1:
+            return
+    r, home, _ = rec.inplace[v]
+    for j in range(len(views)):
+        if _refs(views, j) == _FREE:
+            lend_slot(rec, v, r, views[j])
+            return
+    if any(w is arrays[v] for w in views) or _refs(arrays, v) != _FREE:
+        lend_slot(rec, v, r, _alloc.empty_like(views[0]), home)
+
+
+def lend_slot(rec, v, r, buf, home=None):
+    """Value v (the adjoint of tape row r) goes to ``buf``: a slot of the arena,
+    where the backward then writes it, or a buffer of its own (the row's adjoint
+    back at ``home``)."""
+    rec.arrays[v] = buf
+    rec.PG[rec.nt + v, K.SO] = _tape.addr(buf)
+    arena = rec.arenas[int(rec.PG[r, K.FL] & K.F64)]
+    if home is None:
+        home = (_tape.addr(buf) - _tape.addr(arena)) // arena.itemsize
+    rec.PG[r, K.AOFF] = home
+
+
+def unlend(rec):
+    """Before Python re-runs around replays (it may read any value): lent gradients and
+    relocated arguments get buffers of their own again."""
+    rec.lend = {}
+    for v, (r, home, views) in rec.inplace.items():
+        lend_slot(rec, v, r, _alloc.empty_like(views[0]), home)
+    rec.inplace = {}
+    flat = rec.PG.reshape(-1)
+    for _, at, offsets, v, shape, dtype in rec.relocs:
+        rec.arrays[v] = np.empty(shape, dtype)
+        flat[at] = _tape.addr(rec.arrays[v]) + offsets
+    rec.relocs = []

@@ -27,8 +27,8 @@ import numpy as np
 from . import _alloc
 from . import _kernels as K
 from . import tape as _tape
-from ._buffers import (LEND_POOL, _FREE, _Uses, _in_arena, _lendable, _own_buffers, _refs,
-                       _relocations, _run_scratch)
+from ._buffers import (_Uses, _in_arena, _lendable, _own_buffers, _relocations, _run_scratch,
+                       claim, lend_slot, unlend)
 from ._fusion import _BINARY, _UNARY, _alias_copies, _fuse, _runs
 from ._guards import _Sources, _same_state, read_value, same_value
 from ._shadow import Diverged, Shadow, eligible
@@ -269,7 +269,7 @@ class Recording:
         self.relocs = _relocations(self, tr, INS, uses)
         for v, (r, _, views) in self.inplace.items():
             self.lend[v] = views
-            self._lend_slot(v, r, views[0])
+            lend_slot(self, v, r, views[0])
         self.scratch = _run_scratch(self, tr, saved, uses)
         self.sig = (tuple((op, o, a, b, params[1:] if op == K.X_GATHER else params,
                            f0 if f0.__class__ is not Hyper else "H",
@@ -283,15 +283,7 @@ class Recording:
         checks = INS[:, K.I_OP] == K.X_CHECK
         INS[checks, K.I_B] = INS[checks, K.I_A]
         self.shadow = True
-        self.lend = {}
-        for v, (r, home, views) in self.inplace.items():
-            self._lend_slot(v, r, _alloc.empty_like(views[0]), home)
-        self.inplace = {}
-        flat = self.PG.reshape(-1)
-        for _, at, offsets, v, shape, dtype in self.relocs:   # Python may read them
-            self.arrays[v] = np.empty(shape, dtype)
-            flat[at] = _tape.addr(self.arrays[v]) + offsets
-        self.relocs = []
+        unlend(self)
         # the re-run's Python may read any value: each gets a buffer again
         INS[:, K.I_P + 8] = 0
         for v, (shape, dtype) in self.scratch.items():
@@ -410,7 +402,7 @@ class Recording:
         saved = [a.copy() for a in self.backup] if self.backup else None
         positions = [s[1] for s in self.streams] if self.streams else None
         if self.lend:
-            self._claim()
+            claim(self)
         # Ctrl-C: state changes only inside this one Numba call, which Python cannot
         # interrupt, so a step is done or not done (the .grad attributes set after it
         # already hold these tensors, unless a guard would record again anyway)
@@ -448,58 +440,6 @@ class Recording:
         for j, v in self.argrads:
             args[j]._grad = None if v is None else _out(self.arrays[v], copies, v)
         return _build(out, self.arrays, copies)
-
-    def _claim(self):
-        """Before a replay, each output handed out as it is (``lend``) gets a buffer
-        that nothing outside its pool refers to any more: its last one (kept last in
-        the pool) when the caller dropped it, else the one before (a caller holding last
-        step's results while it calls), else a new one; a pool holds at most LEND_POOL."""
-        PG = self.PG
-        for v, pool in self.lend.items():
-            if v in self.inplace:
-                self._claim_slot(v, pool)
-                continue
-            if _refs(pool, -1) == _FREE + 1:        # the pool's and self.arrays' refs
-                continue
-            for j in range(len(pool) - 1):
-                if _refs(pool, j) == _FREE:
-                    nxt = pool[j]
-                    break
-            else:
-                nxt = _alloc.empty_like(pool[-1])
-                if len(pool) == LEND_POOL:
-                    pool.pop(0)
-                pool.append(nxt)
-            pool.append(pool.pop(next(i for i, b in enumerate(pool) if b is nxt)))
-            self.arrays[v] = nxt
-            PG[self.nt + v, K.SO] = _tape.addr(nxt)
-
-    def _claim_slot(self, v, views):
-        """_claim for a gradient lent from the arena (_in_arena): a slot nobody else
-        holds, the current one first; with every slot held, a buffer of its own, into
-        which X_ADJ copies from the row's own offset."""
-        arrays = self.arrays
-        for j in range(len(views)):
-            if views[j] is arrays[v] and _refs(views, j) == _FREE + 1:
-                return
-        r, home, _ = self.inplace[v]
-        for j in range(len(views)):
-            if _refs(views, j) == _FREE:
-                self._lend_slot(v, r, views[j])
-                return
-        if any(w is arrays[v] for w in views) or _refs(arrays, v) != _FREE:
-            self._lend_slot(v, r, _alloc.empty_like(views[0]), home)
-
-    def _lend_slot(self, v, r, buf, home=None):
-        """Value v (the adjoint of tape row r) goes to ``buf``: a slot of the arena,
-        where the backward then writes it, or a buffer of its own (the row's adjoint
-        back at ``home``)."""
-        self.arrays[v] = buf
-        self.PG[self.nt + v, K.SO] = _tape.addr(buf)
-        arena = self.arenas[int(self.PG[r, K.FL] & K.F64)]
-        if home is None:
-            home = (_tape.addr(buf) - _tape.addr(arena)) // arena.itemsize
-        self.PG[r, K.AOFF] = home
 
 
 _MISMATCH = object()
