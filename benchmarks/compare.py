@@ -459,12 +459,7 @@ class Hand:
 
 def load_libraries(only=None):
     """{column: library}, and notes on the columns that are missing (``only``: just
-    these columns)."""
-    libs, notes = _load_libraries(only)
-    return ({c: lib for c, lib in libs.items() if only is None or c in only}, notes)
-
-
-def _load_libraries(only):
+    these columns; the others' libraries are not imported)."""
     def wanted(*cols):
         return only is None or any(c in only for c in cols)
     libs, notes = {"tapegrad eager": TensorLib(tg)}, []
@@ -506,7 +501,7 @@ def _load_libraries(only):
     else:
         libs["HIPS autograd"] = PureLib(anp, autograd.value_and_grad)
     libs["hand-written"] = Hand()
-    return libs, notes
+    return {c: lib for c, lib in libs.items() if only is None or c in only}, notes
 
 
 def warm_torch_compile(torch):
